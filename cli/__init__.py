@@ -1,0 +1,268 @@
+"""The ``mmsearch`` command line: a thin typer layer over :mod:`mmsearch.api`.
+
+User mistakes (a missing path, no index, an empty query, weights that cannot
+be fetched) print one clear message and exit non-zero, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mmsearch.errors import MMSearchError, UsageError
+
+app = typer.Typer(
+    name="mmsearch",
+    help="Search your own videos and images by meaning: index a folder, then query by text or example image.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+IndexOpt = Annotated[
+    Optional[Path],
+    typer.Option("--index", help="Index directory [default: $MMSEARCH_INDEX or ~/.local/share/mmsearch/index]."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda (auto = cuda when available, fp16 there).")]
+
+
+def _index_dir(index: Path | None) -> Path:
+    from mmsearch.api import default_index_dir
+
+    return index if index is not None else default_index_dir()
+
+
+class _Progress:
+    """Rich progress bar fed by the ingest runner's events."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = (
+            Progress(
+                TextColumn("[bold]indexing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[frames]} frames"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[current]}"),
+                console=err_console,
+                transient=False,
+            )
+            if enabled
+            else None
+        )
+        self.task: Any = None
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        if event == "plan":
+            self.progress.start()
+            self.task = self.progress.add_task("index", total=data["total"], frames=0, current="")
+        elif event == "start":
+            self.progress.update(self.task, current=Path(data["path"]).name[:40])
+        elif event == "frames":
+            frames = self.progress.tasks[0].fields["frames"] + data["n"]
+            self.progress.update(self.task, frames=frames)
+        elif event == "file":
+            self.progress.advance(self.task)
+
+    def close(self) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.stop()
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders of videos and images.", show_default=False)],
+    index: IndexOpt = None,
+    model: Annotated[Optional[str], typer.Option(help="Encoder: an open_clip model name (ViT-B-32) or synth-clip.")] = None,
+    pretrained: Annotated[
+        Optional[str], typer.Option(help="open_clip pretrained tag, or a local checkpoint FILE.")
+    ] = None,
+    fps: Annotated[Optional[float], typer.Option(help="Frames sampled per second of video [default: 1].")] = None,
+    window: Annotated[Optional[float], typer.Option(help="Moment window in seconds [default: 4].")] = None,
+    stride: Annotated[Optional[float], typer.Option(help="Moment stride in seconds [default: 2].")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Video decoder: pyav or decord [default: pyav].")] = None,
+    device: DeviceOpt = "auto",
+    workers: Annotated[int, typer.Option(help="Decoder processes.")] = 1,
+    timeout: Annotated[float, typer.Option(help="Seconds a decoder may stall on one file before it is killed.")] = 120.0,
+    commit_every: Annotated[float, typer.Option(help="Commit to the index at least every N seconds.")] = 30.0,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try files that failed before again.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Index (or update) the media under PATHS. Re-running only embeds what is new or changed."""
+    from mmsearch.api import _stored_config, index_paths
+    from mmsearch.ingest import IngestConfig
+
+    root = _index_dir(index)
+    stored = _stored_config(root)
+    base = stored or IngestConfig()
+    config = IngestConfig(
+        fps=fps if fps is not None else base.fps,
+        backend=backend or base.backend,
+        window=window if window is not None else base.window,
+        stride=stride if stride is not None else base.stride,
+        workers=workers,
+        stall_timeout=timeout,
+        commit_seconds=commit_every,
+        retry_failed=retry_failed,
+    )
+    progress = _Progress(enabled=not quiet and sys.stderr.isatty())
+    try:
+        report = index_paths(paths, root, model=model, pretrained=pretrained, device=device, config=config, progress=progress)
+    finally:
+        progress.close()
+    for path, stage, reason in report.failed:
+        err_console.print(f"[yellow]skipped[/] {path}: {stage} failed: {reason}", highlight=False)
+    for path, warning in report.warnings:
+        err_console.print(f"[yellow]warning[/] {path}: {warning}", highlight=False)
+    summary = (
+        f"indexed {len(report.indexed)}, unchanged {report.unchanged}, moved {len(report.moved)}, "
+        f"duplicates {len(report.duplicates)}, removed {len(report.removed)}, failed {len(report.failed)}"
+    )
+    if report.skipped_failed:
+        summary += f", skipped {report.skipped_failed} that failed before (--retry-failed to retry)"
+    t = report.timings
+    console.print(f"{summary}; {report.frames} frames -> {root} (generation {report.generation})", highlight=False)
+    console.print(
+        f"timings: hash {t['hash']:.1f}s, waiting for decode {t['decode_wait']:.1f}s, encode {t['encode']:.1f}s, "
+        f"commit {t['commit']:.1f}s",
+        style="dim",
+        highlight=False,
+    )
+
+
+@app.command()
+def query(
+    text: Annotated[Optional[str], typer.Argument(help="What to look for, in words.", show_default=False)] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Query by an example image file.")] = None,
+    index: IndexOpt = None,
+    k: Annotated[int, typer.Option("-k", help="Number of moments to return.")] = 10,
+    videos: Annotated[int, typer.Option("--videos", help="Stage 1: videos ranked before moments are localized.")] = 20,
+    exhaustive: Annotated[bool, typer.Option("--exhaustive", help="Search every moment of the corpus in one stage.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Find the moments that match TEXT (or --image FILE), best first."""
+    from mmsearch.api import open_index
+
+    if text is None and image is None:
+        raise UsageError('give a query text (mmsearch query "a dog on a beach") or --image FILE')
+    if text is not None and image is not None:
+        raise UsageError("give either a query text or --image FILE, not both")
+    if image is not None and not image.is_file():
+        raise UsageError(f"--image {image}: no such file")
+    idx = open_index(_index_dir(index), device=device)
+    results = idx.search(text, image=image, k=k, videos=videos, exhaustive=exhaustive)
+    query_info: dict[str, Any] = {
+        "text": text,
+        "image": str(image.absolute()) if image else None,
+        "k": k,
+        "videos": videos,
+        "exhaustive": exhaustive,
+        "index": str(idx.root),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps({"query": query_info, "results": [r.to_dict() for r in results]}) + "\n")
+        return
+    if not results:
+        console.print("no results (is the index empty?)")
+        return
+    table = Table(title=f"{text!r}" if text else f"image {image}", show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("file", overflow="fold")  # never cut a path short
+    for col in ("start", "end", "score", "video"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for i, r in enumerate(results, 1):
+        table.add_row(
+            str(i), r.path, _clock(r.start), _clock(r.end), f"{r.score:.3f}", "" if r.video_score is None else f"{r.video_score:.3f}"
+        )
+    console.print(table)
+
+
+def _clock(seconds: float) -> str:
+    minutes, sec = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{sec:05.2f}" if hours else f"{minutes}:{sec:05.2f}"
+
+
+@app.command()
+def info(
+    index: IndexOpt = None,
+    failures: Annotated[bool, typer.Option("--failures", help="List the files that could not be indexed.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Verify every file of the index against its checksum.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What is in an index: media counts, encoder, index type, failures."""
+    from mmsearch.api import open_index
+    from mmsearch.store import read_manifest, table_to_rows, verify_files
+
+    root = _index_dir(index)
+    if check:
+        verify_files(root, read_manifest(root), full=True)
+    idx = open_index(root)
+    data = idx.info()
+    if failures:
+        data["failed_files"] = [
+            {k: r[k] for k in ("path", "stage", "reason")} for r in table_to_rows(idx.snapshot.failures)
+        ]
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        return
+    console.print(f"[bold]index[/] {data['index']} (generation {data['generation']}, format {data['format_version']})", highlight=False)
+    console.print(f"media: {data['media'] or 'none'}; paths {data['paths']}; failures {data['failures']}", highlight=False)
+    console.print(f"config: {data['config']}", highlight=False)
+    for name, space in data["spaces"].items():
+        enc = space["encoder"]
+        console.print(
+            f"space [bold]{name}[/]: {enc.get('model')} ({enc.get('pretrained')}), dim {enc.get('dim')}; "
+            f"{space['frames']} frames, {space['moments']} moments; index {space['index'].get('factory')}",
+            highlight=False,
+        )
+    if check:
+        console.print("[green]check passed[/]: every file matches its checksum")
+    if failures:
+        for f in data["failed_files"]:
+            console.print(f"  {f['path']}: {f['stage']}: {f['reason']}", highlight=False)
+
+
+def main() -> None:
+    """Entry point: run the app, turning mmsearch errors into one message and an exit code."""
+    # Libraries log download retries and fallbacks; mmsearch reports what matters itself.
+    level = os.environ.get("MMSEARCH_LOG", "CRITICAL").upper()
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("huggingface_hub", "transformers", "open_clip"):
+        logging.getLogger(noisy).setLevel(level)
+    try:
+        app(standalone_mode=False)
+    except MMSearchError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted; the index keeps everything committed so far, run the same command to resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

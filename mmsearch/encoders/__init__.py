@@ -1,0 +1,92 @@
+"""Encoder registry: families keyed by name, plus named presets.
+
+A *family* (``clip``, ``clap``) is a class that builds an encoder from an
+:class:`EncoderSpec`. A *preset* is a name users type (``synth-clip``) that
+stands for a full spec. Any other model name goes to the family of the space
+being filled (``ViT-B-32`` -> clip).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..errors import EncoderError
+from .base import PACKAGED_PREFIX, Encoder, EncoderSpec, VisualEncoder, l2_normalize, packaged_asset, resolve_device
+
+__all__ = [
+    "Encoder",
+    "EncoderSpec",
+    "VisualEncoder",
+    "FAMILIES",
+    "PRESETS",
+    "create_encoder",
+    "l2_normalize",
+    "register_family",
+    "resolve_device",
+    "resolve_spec",
+    "packaged_asset",
+]
+
+FAMILIES: dict[str, Callable[..., Encoder]] = {}
+
+def register_family(name: str) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
+    def decorator(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
+        FAMILIES[name] = factory
+        return factory
+
+    return decorator
+
+
+PRESETS: dict[str, EncoderSpec] = {
+    # The synthetic world puts shapes anywhere in wide frames: squash, do not centre-crop.
+    "synth-clip": EncoderSpec("clip", "synth-clip", PACKAGED_PREFIX + "synth-clip.pt", {"image_resize_mode": "squash"}),
+}
+
+DEFAULT_MODELS = {"clip": ("ViT-B-32", "laion2b_s34b_b79k")}
+
+
+def resolve_spec(model: str | None, pretrained: str | None = None, *, family: str = "clip") -> EncoderSpec:
+    """The spec for what a user typed: a preset name, or a model of ``family`` with its weights."""
+    if model in PRESETS and pretrained is None:
+        return PRESETS[model]
+    default_model, default_tag = DEFAULT_MODELS[family]
+    model = model or default_model
+    if pretrained is None:
+        pretrained = default_tag if model == default_model else _first_known_tag(family, model)
+    return EncoderSpec(family, model, pretrained)
+
+
+def _first_known_tag(family: str, model: str) -> str | None:
+    if family != "clip":
+        return None
+    import open_clip
+
+    from .clip import register_packaged_configs
+
+    register_packaged_configs()
+    if model not in open_clip.list_models():
+        raise EncoderError(
+            f"open_clip does not know a model named {model!r}. "
+            "List the names with `python -c \"import open_clip; print(open_clip.list_models())\"`."
+        )
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if not tags:
+        raise EncoderError(
+            f"open_clip has no pretrained weights for {model!r}; pass --pretrained FILE with a checkpoint"
+        )
+    return tags[0]
+
+
+def create_encoder(spec: EncoderSpec, *, device: Any = "auto", **options: Any) -> Encoder:
+    try:
+        factory = FAMILIES[spec.family]
+    except KeyError:
+        raise EncoderError(f"unknown encoder family {spec.family!r}; known: {sorted(FAMILIES)}") from None
+    return factory(spec, device=device, **options)
+
+
+@register_family("clip")
+def _clip(spec: EncoderSpec, **options: Any) -> Encoder:
+    from .clip import ClipEncoder
+
+    return ClipEncoder(spec, **options)

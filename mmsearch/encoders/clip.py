@@ -1,0 +1,236 @@
+"""CLIP through open_clip: frames, images and text in one space.
+
+Any model name and pretrained tag open_clip knows works, as does a local
+checkpoint file. The tiny ``synth-clip`` shipped with mmsearch is an ordinary
+open_clip model config plus checkpoint, registered with
+``open_clip.add_model_config`` and loaded by the very same
+``create_model_and_transforms`` call as ``ViT-B-32``.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from ..errors import EncoderError, UsageError
+from .base import PACKAGED_PREFIX, EncoderSpec, file_sha256, l2_normalize, resolve_device, resolve_weights
+
+DEFAULT_CLIP_MODEL = "ViT-B-32"
+DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
+
+_registered_configs = False
+
+
+def register_packaged_configs() -> None:
+    """Make open_clip know the model configs shipped in ``mmsearch/assets`` (idempotent)."""
+    global _registered_configs
+    if _registered_configs:
+        return
+    import open_clip
+
+    assets = resources.files("mmsearch") / "assets"
+    for entry in assets.iterdir():
+        if entry.name.endswith(".json") and entry.name.startswith("synth-clip"):
+            with resources.as_file(entry) as path:
+                open_clip.add_model_config(path)
+    _registered_configs = True
+
+
+def preprocess_frames(
+    frames: np.ndarray,
+    *,
+    size: int,
+    resize_mode: str = "shortest",
+    interpolation: str = "bicubic",
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> "Any":
+    """uint8 (N, H, W, 3) frames of one size to a normalised (N, 3, size, size) tensor, as open_clip's transform does.
+
+    The same function serves indexing, querying and training, so all three see identical pixels.
+    """
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    x = x.to(torch.float32).div_(255.0)
+    interp = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
+    if resize_mode == "squash":
+        x = TF.resize(x, [size, size], interpolation=interp, antialias=True)
+    elif resize_mode == "longest":
+        h, w = x.shape[-2:]
+        scale = size / max(h, w)
+        x = TF.resize(x, [max(1, round(h * scale)), max(1, round(w * scale))], interpolation=interp, antialias=True)
+        x = TF.center_crop(x, [size, size])  # pads with zeros where smaller
+    else:
+        if min(x.shape[-2:]) != size:
+            x = TF.resize(x, size, interpolation=interp, antialias=True)
+        x = TF.center_crop(x, [size, size])
+    x = x.clamp_(0.0, 1.0)
+    return TF.normalize(x, list(mean), list(std))
+
+
+def _offline_message(model: str, pretrained: str, reason: str) -> str:
+    return (
+        f"Could not load the weights of CLIP model {model!r} with pretrained tag {pretrained!r}: "
+        f"they are not in the local cache and could not be downloaded ({reason}). "
+        "Connect to the internet once so open_clip can fetch and cache them, or point "
+        f"--pretrained at a local checkpoint file for {model} (for example "
+        f"`mmsearch index DIR --model {model} --pretrained /path/to/open_clip_pytorch_model.bin`), "
+        "or use the offline demo model with `--model synth-clip`."
+    )
+
+
+def _check_weights_reachable(model: str, tag: str) -> None:
+    """Fail at once, with the offline message, when a tag's weights are neither cached nor downloadable.
+
+    Without this, huggingface_hub retries with back-off for about a minute before giving up.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model, tag) or {}
+    hub = (cfg.get("hf_hub") or "").strip("/")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id = "/".join(hub.split("/")[:2])
+        prefix = "/".join(hub.split("/")[2:])
+        for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            filename = f"{prefix}/{name}" if prefix else name
+            if isinstance(try_to_load_from_cache(repo_id, filename), str):
+                return
+        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+            raise EncoderError(_offline_message(model, tag, "HF_HUB_OFFLINE is set"))
+    elif cfg.get("url"):
+        host = urlparse(cfg["url"]).hostname or ""
+        cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"]))
+        if os.path.isfile(cached):
+            return
+    else:
+        return  # let open_clip explain
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as exc:
+        raise EncoderError(_offline_message(model, tag, f"{host} is unreachable: {exc.strerror or exc}")) from None
+
+
+class ClipEncoder:
+    """open_clip model wrapper: batched, L2-normalised float32 output, fp16 on CUDA."""
+
+    def __init__(self, spec: EncoderSpec, *, device: Any = "auto", batch_size: int | None = None) -> None:
+        import open_clip
+        import torch
+
+        register_packaged_configs()
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.batch_size = batch_size or (256 if self.device.type == "cuda" else 32)
+        if spec.model not in open_clip.list_models():
+            raise EncoderError(
+                f"open_clip does not know a model named {spec.model!r}. "
+                "List the names with `python -c \"import open_clip; print(open_clip.list_models())\"`."
+            )
+        pretrained = resolve_weights(spec.pretrained)
+        self._weights_id: str | None = pretrained
+        if spec.pretrained and spec.pretrained.startswith(PACKAGED_PREFIX):
+            self._weights_id = spec.pretrained + "@sha256:" + file_sha256(pretrained)
+        elif pretrained and _looks_like_path(pretrained):
+            if not os.path.isfile(pretrained):
+                raise UsageError(f"--pretrained {pretrained}: no such checkpoint file")
+            self._weights_id = "sha256:" + file_sha256(pretrained)
+        precision = "fp16" if self.device.type == "cuda" else "fp32"
+        if pretrained and not _looks_like_path(pretrained):
+            _check_weights_reachable(spec.model, pretrained)
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(
+                spec.model, pretrained=pretrained, device=self.device, precision=precision, **spec.options
+            )
+        except Exception as exc:  # download, cache or checkpoint failure: one clear paragraph
+            if pretrained and not _looks_like_path(pretrained):
+                raise EncoderError(_offline_message(spec.model, pretrained, _short(exc))) from None
+            raise EncoderError(f"could not load CLIP {spec.model!r} from {pretrained}: {_short(exc)}") from None
+        model.eval()
+        self.model = model
+        self.tokenizer = open_clip.get_tokenizer(spec.model)
+        cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+        size = cfg.get("size", model.visual.image_size)
+        self.input_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.mean = tuple(float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+        self.std = tuple(float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD))
+        self.resize_mode = str(cfg.get("resize_mode", "shortest"))
+        self.interpolation = str(cfg.get("interpolation", "bicubic"))
+        with torch.inference_mode():
+            probe = self.tokenizer(["a"]).to(self.device)
+            self.dim = int(model.encode_text(probe).shape[-1])
+        self._dtype = torch.float16 if precision == "fp16" else torch.float32
+
+    def identity(self) -> dict[str, Any]:
+        import open_clip
+
+        return {
+            "family": "clip",
+            "model": self.spec.model,
+            "pretrained": self._weights_id,
+            "dim": self.dim,
+            "preprocess": {
+                "size": self.input_size,
+                "resize_mode": self.resize_mode,
+                "interpolation": self.interpolation,
+                "mean": list(self.mean),
+                "std": list(self.std),
+            },
+            "open_clip": open_clip.__version__,
+        }
+
+    # -- images ---------------------------------------------------------------------------
+    def preprocess(self, frames: np.ndarray) -> "Any":
+        return preprocess_frames(
+            frames, size=self.input_size, resize_mode=self.resize_mode, interpolation=self.interpolation, mean=self.mean, std=self.std
+        )
+
+    def encode_images(self, frames: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        if isinstance(frames, np.ndarray):
+            groups = [frames]
+        else:  # differently sized images: preprocess one at a time, encode together
+            groups = [f[None] for f in frames]
+        if sum(len(g) for g in groups) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tensors = torch.cat([self.preprocess(g) for g in groups])
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(tensors), self.batch_size):
+                batch = tensors[start : start + self.batch_size].to(self.device, self._dtype, non_blocking=True)
+                out.append(self.model.encode_image(batch).float().cpu().numpy())
+        return l2_normalize(np.concatenate(out))
+
+    # -- text -----------------------------------------------------------------------------
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                tokens = self.tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
+                out.append(self.model.encode_text(tokens).float().cpu().numpy())
+        return l2_normalize(np.concatenate(out))
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or value.endswith((".pt", ".pth", ".bin", ".safetensors")) or os.path.exists(value)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

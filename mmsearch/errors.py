@@ -1,0 +1,67 @@
+"""The mmsearch exception tree.
+
+Every error a user can cause derives from :class:`MMSearchError`; the CLI
+prints its message (no stack trace) and exits non-zero. Messages name the
+file involved and say what to do.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class MMSearchError(Exception):
+    """Root of every error mmsearch raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(MMSearchError, ValueError):
+    """The caller asked for something that cannot be done (bad option, empty query...)."""
+
+    exit_code = 2
+
+
+class MediaError(MMSearchError):
+    """A media file could not be used. Carries the path and the stage that failed."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, *, stage: str = "decode") -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        self.stage = stage
+        super().__init__(f"{self.path}: {stage} failed: {reason}")
+
+
+class DecodeError(MediaError):
+    """The file's container or streams could not be decoded."""
+
+
+class NoAudioError(MediaError):
+    """The file has no usable audio (no track, zero length or silence)."""
+
+
+class EncoderError(MMSearchError):
+    """An encoder could not be built or its weights could not be loaded."""
+
+
+class EncoderMismatchError(MMSearchError):
+    """An index is opened or extended with another encoder than the one that built it."""
+
+
+class IndexNotFoundError(MMSearchError, FileNotFoundError):
+    """No index exists at the given directory."""
+
+
+class IndexCorruptError(MMSearchError):
+    """A file of the index is missing, truncated or altered."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = os.fspath(path)
+        super().__init__(
+            f"index file {self.path} is corrupt: {reason}. "
+            "Rebuild the index (delete the directory and run `mmsearch index` again)."
+        )
+
+
+class IndexFormatError(MMSearchError):
+    """The index was written by an incompatible version of mmsearch."""

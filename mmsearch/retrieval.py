@@ -1,0 +1,149 @@
+"""Two-stage retrieval in the style of HAMMER: rank whole media first, then localize moments.
+
+Stage 1 searches the media-level index for the top ``videos`` items. Stage 2
+scores the frames of those items only and turns each item's
+similarity-over-time curve into segments (smoothing, a threshold relative to
+the curve, merging of near neighbours). ``exhaustive`` replaces stage 1 by a
+search over every moment window of the corpus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .store import SpaceData
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """How a similarity curve becomes segments."""
+
+    smooth_seconds: float = 3.0  # running-median width
+    threshold: float = 0.7  # keep frames above baseline + threshold * (peak - baseline)
+    max_drop: float = 0.1  # ... and at most this much cosine similarity below the peak
+    baseline_percentile: float = 10.0
+    merge_gap: float = 1.0  # join segments separated by at most this many seconds
+    max_segments: int = 5  # per media item
+
+
+@dataclass(frozen=True)
+class Hit:
+    media_id: int
+    start: float
+    end: float
+    score: float
+    media_score: float | None
+
+
+def smooth(values: np.ndarray, timestamps: np.ndarray, seconds: float) -> np.ndarray:
+    """Centred running median over ``seconds``: removes one-frame spikes and dips, keeps step edges."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 3 or seconds <= 0:
+        return values
+    step = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 1.0
+    width = max(1, int(round(seconds / max(step, 1e-6))))
+    width += 1 - width % 2  # odd, so the window is centred
+    if width <= 1:
+        return values
+    half = width // 2
+    padded = np.pad(values, half, mode="edge")
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, width), axis=1)
+
+
+def localize(
+    timestamps: np.ndarray, scores: np.ndarray, *, duration: float, config: LocalizeConfig = LocalizeConfig()
+) -> list[tuple[float, float, float]]:
+    """Segments (start, end, score) of a similarity-over-time curve, best first.
+
+    A frame at ``t[i]`` stands for the time from the midpoint with its
+    predecessor to the midpoint with its successor, so segment bounds fall
+    halfway between the last frame outside and the first frame inside.
+    """
+    t = np.asarray(timestamps, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    end_time = max(float(duration), float(t[-1]) if len(t) else 0.0)
+    if len(t) == 0:
+        return []
+    if len(t) == 1:
+        return [(0.0, end_time, float(s[0]))]
+    curve = smooth(s, t, config.smooth_seconds)
+    peak = float(curve.max())
+    base = float(np.percentile(curve, config.baseline_percentile))
+    if peak - base < 1e-6:
+        return [(0.0, end_time, peak)]
+    mask = curve >= max(base + config.threshold * (peak - base), peak - config.max_drop)
+    # runs of consecutive frames above the threshold
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1) - 1
+    runs: list[list[int]] = []
+    for a, b in zip(starts, ends):
+        if runs and t[a] - t[runs[-1][1]] <= config.merge_gap + 1e-9 + _step(t, a):
+            runs[-1][1] = int(b)
+        else:
+            runs.append([int(a), int(b)])
+    segments = []
+    for a, b in runs:
+        start = 0.0 if a == 0 else (t[a - 1] + t[a]) / 2
+        stop = end_time if b == len(t) - 1 else (t[b] + t[b + 1]) / 2
+        segments.append((float(start), float(stop), float(curve[a : b + 1].max())))
+    segments.sort(key=lambda seg: -seg[2])
+    return segments[: config.max_segments]
+
+
+def _step(t: np.ndarray, i: int) -> float:
+    return float(t[i] - t[i - 1]) if i > 0 else 0.0
+
+
+def search_space(
+    space: SpaceData,
+    queries: np.ndarray,
+    *,
+    k: int = 10,
+    videos: int = 20,
+    exhaustive: bool = False,
+    durations: dict[int, float],
+    config: LocalizeConfig = LocalizeConfig(),
+) -> list[list[Hit]]:
+    """Top-k moments per query vector (rows of ``queries``), best first."""
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if space.media_index is None or space.media_index.ntotal == 0:
+        return [[] for _ in queries]
+    if exhaustive:
+        candidates = _candidates_from_moments(space, queries, k=k)
+    else:
+        scores, rows = space.media_index.search(queries, min(videos, space.media_index.ntotal))
+        candidates = [
+            [(int(space.media_ids[r]), float(sc)) for sc, r in zip(srow, rrow) if r >= 0]
+            for srow, rrow in zip(scores, rows)
+        ]
+    out = []
+    for q, cands in zip(queries, candidates):
+        hits: list[Hit] = []
+        for media_id, media_score in cands:
+            ts, vecs = space.frames_of(media_id)
+            if not len(ts):
+                continue
+            curve = vecs @ q
+            for start, end, score in localize(ts, curve, duration=durations.get(media_id, 0.0), config=config):
+                hits.append(Hit(media_id, start, end, score, media_score))
+        hits.sort(key=lambda h: (-h.score, -(h.media_score or 0.0), h.media_id, h.start))
+        out.append(hits[:k])
+    return out
+
+
+def _candidates_from_moments(space: SpaceData, queries: np.ndarray, *, k: int) -> list[list[tuple[int, float | None]]]:
+    """Media items owning the best moment windows of the whole corpus (one stage, no media ranking)."""
+    n = space.moment_index.ntotal
+    scores, rows = space.moment_index.search(queries, min(n, max(50, 20 * k)))
+    moment_media = space.moments.column("media_id").to_numpy()
+    out = []
+    for srow, rrow in zip(scores, rows):
+        seen: dict[int, float] = {}
+        for sc, r in zip(srow, rrow):
+            if r >= 0:
+                seen.setdefault(int(moment_media[r]), float(sc))
+        out.append([(m, None) for m in seen])
+    return out

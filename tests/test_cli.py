@@ -1,0 +1,81 @@
+"""The mmsearch command end to end, as a user runs it (subprocess, real entry point)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_video, RED, BLUE
+
+
+def run(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from mmsearch.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+def test_index_then_query_by_frame_json(video_corpus, random_clip_checkpoint, tmp_path):
+    from PIL import Image
+
+    from mmsearch.media import frame_at
+
+    index_dir = tmp_path / "idx"
+    env = {"MMSEARCH_INDEX": str(index_dir)}  # no --index flags: the environment variable decides
+    out = run("index", str(video_corpus["root"]), "--model", "synth-clip", "--pretrained", str(random_clip_checkpoint), "--device", "cpu", env=env)
+    assert "indexed 4" in out.stdout and "failed 0" in out.stdout
+    t, frame = frame_at(video_corpus["root"] / "b.mp4", 6.0)
+    Image.fromarray(frame).save(tmp_path / "frame.png")
+    out = run("query", "--image", str(tmp_path / "frame.png"), "--json", "-k", "3", env=env)
+    payload = json.loads(out.stdout)  # exactly one JSON object on stdout
+    assert set(payload) == {"query", "results"}
+    top = payload["results"][0]
+    assert set(top) == {"path", "start", "end", "score", "video_score", "modality"}
+    assert top["path"] == str(video_corpus["root"] / "b.mp4") and os.path.isabs(top["path"])
+    assert top["start"] <= 6.0 <= top["end"] and top["modality"] == "video"
+    # a readable table without --json, and info
+    table = run("query", "a red circle", env=env).stdout
+    assert "b.mp4" in table or "a.mp4" in table
+    info = run("info", "--json", env=env)
+    assert json.loads(info.stdout)["media"] == {"video": 3, "image": 1}
+    # nothing changed: nothing indexed again
+    again = run("index", str(video_corpus["root"]), env=env)
+    assert "indexed 0, unchanged 4" in again.stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["index", "/definitely/missing"], "no such file or directory"),
+        (["query", "x", "--index", "/definitely/missing-index"], "no mmsearch index"),
+        (["query"], "give a query text"),
+        (["query", "  ", "--index", "{index}"], "empty query"),
+        (["index", "{empty}", "--index", "{tmp}/i", "--model", "synth-clip"], "no media files"),
+        (["index", "{video}", "--index", "{tmp}/j", "--model", "ViT-B-32"], "--pretrained"),
+        (["index", "{video}", "--index", "{tmp}/k", "--model", "no-such-model"], "does not know a model"),
+    ],
+)
+def test_user_errors_are_one_clear_message(args, needle, tmp_path, video_corpus, random_clip_checkpoint):
+    (tmp_path / "empty").mkdir()
+    video = tmp_path / "v.mp4"
+    write_video(video, [(RED, 1.0), (BLUE, 1.0)])
+    index_dir = tmp_path / "built"
+    if "{index}" in args:
+        run("index", str(video), "--index", str(index_dir), "--model", "synth-clip", "--pretrained", str(random_clip_checkpoint))
+    fmt = {"index": str(index_dir), "empty": str(tmp_path / "empty"), "tmp": str(tmp_path), "video": str(video)}
+    proc = run(*[a.format(**fmt) for a in args], check=False)
+    assert proc.returncode != 0
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,182 @@
+"""Store round trip, two-stage retrieval, idempotent re-index, encoder mismatch, bad files (Python API)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mmsearch
+from conftest import GREEN, RED, write_video
+from mmsearch.errors import EncoderMismatchError, IndexCorruptError, IndexNotFoundError, UsageError
+from mmsearch.media import frame_at
+from mmsearch.retrieval import localize
+
+
+@pytest.fixture(scope="module")
+def built(video_corpus, random_clip_checkpoint, tmp_path_factory):
+    index_dir = tmp_path_factory.mktemp("idx") / "index"
+    report = mmsearch.index_paths(
+        [video_corpus["root"]], index_dir, model="synth-clip", pretrained=str(random_clip_checkpoint), device="cpu"
+    )
+    return {"index": index_dir, "report": report, **video_corpus}
+
+
+def _query_frame(path: Path, t: float, out: Path) -> Path:
+    from PIL import Image
+
+    _, frame = frame_at(path, t)
+    Image.fromarray(frame).save(out)
+    return out
+
+
+def test_report_counts(built):
+    r = built["report"]
+    assert sorted(Path(p).name for p in r.indexed) == ["a.mp4", "b.mp4", "c.webm", "photo.png"]
+    assert r.failed == [] and r.frames == 10 + 10 + 8 + 1
+
+
+def test_store_round_trip(built):
+    idx = mmsearch.open_index(built["index"], device="cpu")
+    info = idx.info()
+    assert info["media"] == {"video": 3, "image": 1}
+    assert info["spaces"]["visual"]["frames"] == 29
+    manifest = json.loads((built["index"] / "manifest.json").read_text())
+    enc = manifest["spaces"]["visual"]["encoder"]["identity"]
+    assert enc["model"] == "synth-clip" and enc["pretrained"].startswith("sha256:") and enc["dim"] == 64
+    assert manifest["format_version"] == 1 and "torch" in manifest["library_versions"]
+    media = idx.snapshot.media.to_pylist()
+    a = next(m for m in media if m["path"].endswith("a.mp4"))
+    assert a["duration"] == pytest.approx(10.0, abs=0.11) and (a["width"], a["height"]) == (160, 120)
+    assert len(a["content_hash"]) == 40 and a["size"] == os.path.getsize(a["path"])
+    # frame timestamps are the stream's
+    sp = idx.snapshot.spaces["visual"]
+    ts, vecs = sp.frames_of(a["media_id"])
+    assert ts.tolist() == pytest.approx(list(range(10)))
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("video,t", [("a.mp4", 4.5), ("b.mp4", 7.0), ("sub/c.webm", 0.5), ("a.mp4", 9.0)])
+@pytest.mark.parametrize("exhaustive", [False, True])
+def test_query_by_frame_finds_video_and_moment(built, tmp_path, video, t, exhaustive):
+    query = _query_frame(built["root"] / video, t, tmp_path / "q.png")
+    idx = mmsearch.open_index(built["index"], device="cpu")
+    results = idx.search(image=query, k=5, exhaustive=exhaustive)
+    top = results[0]
+    assert top.path == str(built["root"] / video)
+    assert top.start <= t <= top.end
+    assert top.modality == "video"
+    # the moment is the segment the frame comes from, not the whole video
+    seg = next((s, e) for s, e in built["bounds"][video] if s <= t < e)
+    assert top.end - top.start <= (seg[1] - seg[0]) + 2.0
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+
+
+def test_query_by_image_finds_image(built):
+    idx = mmsearch.open_index(built["index"], device="cpu")
+    top = idx.search(image=built["root"] / "photo.png", k=3)[0]
+    assert top.path.endswith("photo.png") and top.modality == "image" and top.start == 0.0
+
+
+def test_localize_finds_plateau_and_bounds():
+    t = np.arange(20.0)
+    s = np.full(20, 0.1)
+    s[6:11] = 0.9  # event from 6 to 11 s
+    s[15] = 0.3
+    segs = localize(t, s, duration=20.0)
+    start, end, score = segs[0]
+    assert (start, end) == (5.5, 10.5)
+    assert score > 0.5
+    # a flat curve is one segment spanning the media
+    assert localize(t, np.full(20, 0.4), duration=20.0) == [(0.0, 20.0, pytest.approx(0.4))]
+
+
+def test_reindex_is_idempotent_and_detects_changes(built, random_clip_checkpoint, tmp_path):
+    root = tmp_path / "media"
+    shutil.copytree(built["root"], root)
+    index_dir = tmp_path / "index"
+    kw = dict(model="synth-clip", pretrained=str(random_clip_checkpoint), device="cpu")
+    first = mmsearch.index_paths([root], index_dir, **kw)
+    assert len(first.indexed) == 4
+    before = mmsearch.open_index(index_dir).snapshot
+    again = mmsearch.index_paths([root], index_dir, **kw)
+    assert again.indexed == [] and again.unchanged == 4
+    after = mmsearch.open_index(index_dir).snapshot
+    assert len(after.media) == len(before.media) == 4
+    assert after.spaces["visual"].frame_rows.num_rows == before.spaces["visual"].frame_rows.num_rows
+    # without --model the index keeps its encoder
+    assert mmsearch.index_paths([root], index_dir).unchanged == 4
+    # rename one, copy another, delete a third, add a new one
+    os.rename(root / "a.mp4", root / "renamed.mp4")
+    shutil.copy(root / "b.mp4", root / "b-copy.mp4")
+    os.remove(root / "sub" / "c.webm")
+    write_video(root / "new.mp4", [(GREEN, 2.0), (RED, 2.0)])
+    third = mmsearch.index_paths([root], index_dir, **kw)
+    assert [Path(p).name for p in third.indexed] == ["new.mp4"]
+    assert [(Path(a).name, Path(b).name) for a, b in third.moved] == [("a.mp4", "renamed.mp4")]
+    assert [Path(p).name for p in third.duplicates] == ["b-copy.mp4"]
+    assert [Path(p).name for p in third.removed] == ["c.webm"]
+    idx = mmsearch.open_index(index_dir)
+    paths = sorted(Path(r["path"]).name for r in idx.snapshot.media.to_pylist())
+    assert paths == ["b-copy.mp4", "b.mp4", "new.mp4", "photo.png", "renamed.mp4"]
+    assert idx.info()["spaces"]["visual"]["frames"] == 10 + 10 + 1 + 4  # renamed a, b once, photo, new
+
+
+def test_encoder_mismatch_is_refused(built, tmp_path):
+    import open_clip
+    import torch
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": open_clip.create_model("synth-clip").state_dict()}, other)
+    with pytest.raises(EncoderMismatchError, match="built with encoder synth-clip"):
+        mmsearch.index_paths([built["root"]], built["index"], model="synth-clip", pretrained=str(other))
+    with pytest.raises(EncoderMismatchError):
+        mmsearch.open_index(built["index"], model="synth-clip", pretrained=str(other)).search("a red circle")
+
+
+def test_bad_files_are_skipped_and_reported(random_clip_checkpoint, tmp_path):
+    root = tmp_path / "m"
+    write_video(root / "good.mp4", [(RED, 2.0)])
+    (root / "garbage.mp4").write_bytes(os.urandom(5000))
+    (root / "empty.mkv").write_bytes(b"")
+    good = (root / "good.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    report = mmsearch.index_paths(
+        [root], tmp_path / "idx", model="synth-clip", pretrained=str(random_clip_checkpoint), device="cpu"
+    )
+    assert [Path(p).name for p in report.indexed] == ["good.mp4"]
+    failed = {Path(p).name: (stage, reason) for p, stage, reason in report.failed}
+    assert set(failed) == {"garbage.mp4", "empty.mkv", "truncated.mp4"}
+    assert "0 bytes" in failed["empty.mkv"][1]
+    idx = mmsearch.open_index(tmp_path / "idx")
+    assert len(idx.snapshot.failures) == 3
+    # failed files are not retried while unchanged
+    again = mmsearch.index_paths([root], tmp_path / "idx")
+    assert again.skipped_failed == 3 and again.failed == []
+
+
+def test_usage_errors(built, tmp_path):
+    with pytest.raises(IndexNotFoundError, match="no mmsearch index"):
+        mmsearch.open_index(tmp_path / "nowhere")
+    idx = mmsearch.open_index(built["index"])
+    with pytest.raises(UsageError, match="empty query"):
+        idx.search("   ")
+    with pytest.raises(UsageError):
+        mmsearch.index_paths([tmp_path / "missing"], tmp_path / "i2")
+    (tmp_path / "emptydir").mkdir()
+    with pytest.raises(UsageError, match="no media files"):
+        mmsearch.index_paths([tmp_path / "emptydir"], tmp_path / "i3", model="synth-clip")
+
+
+def test_truncated_index_file_raises_corrupt_error(built, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(built["index"], copy)
+    victim = next((copy / "data").glob("*-moments.faiss"))
+    victim.write_bytes(victim.read_bytes()[:-10])
+    with pytest.raises(IndexCorruptError, match=victim.name):
+        mmsearch.open_index(copy)
