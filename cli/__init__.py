@@ -238,6 +238,84 @@ def info(
             console.print(f"  {f['path']}: {f['stage']}: {f['reason']}", highlight=False)
 
 
+@app.command()
+def remove(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to drop from the index.", show_default=False)],
+    index: IndexOpt = None,
+) -> None:
+    """Drop files from the index (the files themselves are not touched)."""
+    from mmsearch.api import remove_paths
+
+    removed = remove_paths(list(paths), _index_dir(index))
+    if not removed:
+        raise UsageError(f"none of {', '.join(map(str, paths))} is in the index")
+    console.print(f"removed {len(removed)} file(s) from the index", highlight=False)
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the corpus and ground_truth.json/.parquet into.")],
+    videos: Annotated[int, typer.Option(help="Number of videos.")] = 20,
+    audio: Annotated[int, typer.Option(help="Number of audio-only files.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same corpus.")] = 0,
+    max_width: Annotated[int, typer.Option(help="Largest frame width (the world allows up to 1280).")] = 1280,
+    max_height: Annotated[int, typer.Option(help="Largest frame height (the world allows up to 720).")] = 720,
+) -> None:
+    """Generate a synthetic corpus with known ground truth (coloured shapes, tones and beats)."""
+    from mmsearch.synth import SynthConfig, generate_corpus
+
+    rows = generate_corpus(out_dir, videos=videos, audio=audio, seed=seed, config=SynthConfig(max_size=(max_width, max_height)))
+    console.print(f"wrote {videos} videos, {audio} audio files and {len(rows)} ground-truth events to {out_dir}", highlight=False)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Optional[Path], typer.Argument(help="Working folder [default: a temporary folder].")] = None,
+    videos: Annotated[int, typer.Option(help="Number of synthetic videos.")] = 8,
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer videos (for CI smoke runs).")] = False,
+) -> None:
+    """Offline demo: generate a small world, index it with the shipped tiny models, query, compare with ground truth."""
+    import tempfile
+
+    from mmsearch.demo import run_demo
+
+    with tempfile.TemporaryDirectory(prefix="mmsearch-demo-") as tmp:
+        target = out_dir or Path(tmp)
+        result = run_demo(target, videos=4 if quick else videos, log=lambda m: console.print(m, highlight=False))
+        correct = 0
+        asked = 0
+        for row in result.rows:
+            if not row["in_corpus"]:
+                console.print(f"[dim]{row['query']!r}: not in this corpus, skipped[/]")
+                continue
+            asked += 1
+            table = Table(title=f"mmsearch query {row['query']!r}", title_justify="left")
+            table.add_column("#", justify="right")
+            table.add_column("file")
+            table.add_column("moment", justify="right")
+            table.add_column("score", justify="right")
+            table.add_column("ground truth", justify="left")
+            for i, hit in enumerate(row["hits"], 1):
+                truth = hit["truth"]
+                verdict = (
+                    f"[green]✓[/] {truth['start']:.1f}-{truth['end']:.1f}s (IoU {hit['iou']:.2f})"
+                    if truth and hit["iou"] >= 0.5
+                    else ("[yellow]~[/] overlaps weakly" if truth and hit["iou"] > 0 else "[red]✗[/] no such event here")
+                )
+                table.add_row(str(i), Path(hit["path"]).name, f"{hit['start']:.1f}-{hit['end']:.1f}s", f"{hit['score']:.3f}", verdict)
+                if i == 1 and truth and hit["iou"] >= 0.5:
+                    correct += 1
+            console.print(table)
+        s = result.seconds
+        console.print(
+            f"top-1 right file and moment (IoU >= 0.5) for {correct} of {asked} queries; "
+            f"generate {s['generate']:.1f}s, index {s['index']:.1f}s, query {s['query']:.1f}s",
+            highlight=False,
+        )
+        if out_dir is None:
+            console.print("(pass a folder, e.g. `mmsearch demo ./demo`, to keep the corpus and index)")
+
+
 def main() -> None:
     """Entry point: run the app, turning mmsearch errors into one message and an exit code."""
     # Libraries log download retries and fallbacks; mmsearch reports what matters itself.

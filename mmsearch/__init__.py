@@ -1,32 +1,42 @@
-"""mmsearch: multimodal vector search over your own videos, images and music."""
+"""mmsearch: multimodal vector search over your own videos, images and music.
 
-from .api import Index, SearchResult, default_index_dir, index_paths, open_index
-from .errors import (
-    DecodeError,
-    EncoderError,
-    EncoderMismatchError,
-    IndexCorruptError,
-    IndexNotFoundError,
-    MMSearchError,
-    UsageError,
-)
-from .ingest import IngestConfig, IngestReport
+The public names are imported lazily, so ``import mmsearch`` (and the decoder
+worker processes, which import one submodule) stay light.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DecodeError",
-    "EncoderError",
-    "EncoderMismatchError",
-    "Index",
-    "IndexCorruptError",
-    "IndexNotFoundError",
-    "IngestConfig",
-    "IngestReport",
-    "MMSearchError",
-    "SearchResult",
-    "UsageError",
-    "default_index_dir",
-    "index_paths",
-    "open_index",
-]
+_EXPORTS = {
+    "Index": "api",
+    "SearchResult": "api",
+    "default_index_dir": "api",
+    "index_paths": "api",
+    "open_index": "api",
+    "remove_paths": "api",
+    "IngestConfig": "ingest",
+    "IngestReport": "ingest",
+    "MMSearchError": "errors",
+    "UsageError": "errors",
+    "DecodeError": "errors",
+    "EncoderError": "errors",
+    "EncoderMismatchError": "errors",
+    "IndexCorruptError": "errors",
+    "IndexNotFoundError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'mmsearch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

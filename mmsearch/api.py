@@ -86,6 +86,26 @@ def index_paths(
     )
 
 
+def remove_paths(paths: list[str | os.PathLike], index: str | os.PathLike | None = None) -> list[str]:
+    """Drop files (or everything under folders) from the index; returns the paths removed."""
+    from .moments import MomentConfig
+    from .store import IndexWriter, read_manifest
+
+    root = Path(index) if index is not None else default_index_dir()
+    read_manifest(root)  # a clear error when there is no index
+    removed: list[str] = []
+    with IndexWriter(root) as writer:
+        targets = [os.path.abspath(os.fspath(p)) for p in paths]
+        for path in list(writer.paths):
+            if any(path == t or path.startswith(t.rstrip(os.sep) + os.sep) for t in targets):
+                writer.remove_path(path)
+                removed.append(path)
+        if removed:
+            cfg = writer.config
+            writer.commit(moment_config=MomentConfig(float(cfg.get("window", 4.0)), float(cfg.get("stride", 2.0))))
+    return removed
+
+
 class Index:
     """A read-only view of one generation of an index directory."""
 

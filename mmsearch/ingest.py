@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import DecodeError, EncoderMismatchError, MediaError, UsageError
-from .media import DEFAULT_BACKEND, discover, get_backend, image_batch, media_kind
+from .decode_worker import DecodeTask, DecodeWorker
+from .media import DEFAULT_BACKEND, discover, get_backend, media_kind
 from .moments import MomentConfig
 from .store import IndexWriter
 
@@ -78,109 +78,6 @@ def content_hash(path: str, *, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-# -- decode workers ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DecodeTask:
-    path: str
-    kind: str
-    fps: float
-    short_side: int | None
-    backend: str
-    chunk_frames: int
-
-
-def _limit_memory(megabytes: int) -> None:
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        limit = megabytes << 20
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    except (ImportError, ValueError, OSError):  # not every platform allows it
-        pass
-
-
-def _worker_main(conn: Connection, memory_limit_mb: int) -> None:
-    """Decode tasks received on ``conn``; stream ("chunk"|"done"|"error", ...) messages back."""
-    _limit_memory(memory_limit_mb)
-    while True:
-        try:
-            task = conn.recv()
-        except EOFError:
-            return
-        if task is None:
-            return
-        try:
-            frames_sent = 0
-            info: dict[str, Any] = {}
-            if task.kind == "image":
-                batch = image_batch(task.path, short_side=task.short_side)
-                h, w = batch.frames.shape[1:3]
-                from PIL import Image
-
-                with Image.open(task.path) as im:
-                    w, h = im.size
-                info = {"duration": 0.0, "width": w, "height": h}
-                conn.send(("chunk", batch.frames, batch.timestamps))
-                frames_sent = 1
-            else:
-                backend = get_backend(task.backend)
-                probe = backend.probe(task.path)
-                info = {"duration": probe.duration, "width": probe.width, "height": probe.height}
-                for batch in backend.iter_frames(
-                    task.path, fps=task.fps, short_side=task.short_side, chunk_size=task.chunk_frames
-                ):
-                    conn.send(("chunk", batch.frames, batch.timestamps))
-                    frames_sent += len(batch)
-                if frames_sent == 0:
-                    raise DecodeError(task.path, "no frames")
-                damaged = getattr(backend, "damaged_packets", 0)
-                if damaged:
-                    info["warning"] = f"{damaged} damaged packet(s) skipped"
-            conn.send(("done", info))
-        except MediaError as exc:
-            conn.send(("error", exc.stage, exc.reason))
-        except MemoryError:
-            conn.send(("error", "decode", f"exceeded the decoder memory limit of {memory_limit_mb} MB"))
-        except Exception as exc:  # anything else a decoder throws is this file's failure
-            conn.send(("error", "decode", f"{type(exc).__name__}: {exc}"[:500]))
-
-
-class DecodeWorker:
-    """One decoder process and the file it is working on."""
-
-    def __init__(self, ctx: Any, memory_limit_mb: int) -> None:
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child, memory_limit_mb), daemon=True)
-        self.process.start()
-        child.close()
-        self.task: DecodeTask | None = None
-        self.last_seen = time.monotonic()
-
-    def start(self, task: DecodeTask) -> None:
-        self.task = task
-        self.last_seen = time.monotonic()
-        self.conn.send(task)
-
-    def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5)
-        self.conn.close()
-
-    def stop(self) -> None:
-        try:
-            self.conn.send(None)
-        except (OSError, BrokenPipeError):
-            pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-        self.conn.close()
 
 
 # -- the runner -------------------------------------------------------------------------------
@@ -301,8 +198,7 @@ def index_paths(
 def _run(
     plan: list[_Pending], writer: IndexWriter, encoder: Any, config: IngestConfig, report: IngestReport, notify: ProgressFn
 ) -> None:
-    ctx = mp.get_context("spawn")
-    workers = [DecodeWorker(ctx, config.memory_limit_mb) for _ in range(max(1, config.workers))]
+    workers = [DecodeWorker(config.memory_limit_mb) for _ in range(max(1, config.workers))]
     queue = list(reversed(plan))
     active: dict[int, _Pending] = {}
     last_commit = time.monotonic()
@@ -318,7 +214,7 @@ def _run(
                     active[i] = item
                     notify("start", {"path": item.path})
             t0 = time.perf_counter()
-            ready = wait([workers[i].conn for i in active] + [workers[i].process.sentinel for i in active], timeout=1.0)
+            ready = wait([workers[i].conn for i in active], timeout=1.0)
             report.timings["decode_wait"] += time.perf_counter() - t0
             now = time.monotonic()
             for i in list(active):
@@ -346,18 +242,20 @@ def _run(
                         del active[i]
                         notify("file", {"path": item.path})
                         continue
-                if not worker.process.is_alive() or (worker.conn not in ready and now - worker.last_seen > config.stall_timeout):
-                    if worker.process.is_alive():
-                        reason = f"decoder made no progress for {config.stall_timeout:.0f} s (hung); killed"
-                    else:
-                        code = worker.process.exitcode
-                        reason = f"decoder process crashed (exit code {code})"
+                if worker.conn in ready:  # readable but nothing to read: the process is gone
+                    worker.kill()  # reaps it, so its exit status is known
+                    reason = f"decoder process crashed ({worker.describe_exit()})"
+                elif now - worker.last_seen > config.stall_timeout:
                     worker.kill()
-                    workers[i] = DecodeWorker(ctx, config.memory_limit_mb)
-                    _fail(writer, report, item.path, item, "decode", reason)
-                    del active[i]
-                    notify("file", {"path": item.path})
-            if time.monotonic() - last_commit > config.commit_seconds:
+                    reason = f"decoder made no progress for {config.stall_timeout:.0f} s (hung); killed"
+                else:
+                    continue
+                workers[i] = DecodeWorker(config.memory_limit_mb)
+                _fail(writer, report, item.path, item, "decode", reason)
+                del active[i]
+                notify("file", {"path": item.path})
+            if writer.dirty and time.monotonic() - last_commit >= config.commit_seconds:
+                # Commit between files only, so a generation never holds half a file.
                 t1 = time.perf_counter()
                 writer.commit(moment_config=moment_config)
                 report.timings["commit"] += time.perf_counter() - t1

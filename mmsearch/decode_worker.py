@@ -1,0 +1,157 @@
+"""Decoder processes: a crash, a hang or a memory blow-up in FFmpeg costs one file, not the run.
+
+A worker is a fresh ``python -m mmsearch.decode_worker`` process talking over a
+socket pair, so it never depends on how the parent was started (a script, a
+notebook, stdin, a forked child). It receives :class:`DecodeTask` objects (plain
+data, never a live decoder) and streams back::
+
+    ("chunk", frames uint8 (N, H, W, 3), timestamps float64 (N,))   any number of times
+    ("done", {"duration": ..., "width": ..., "height": ..., "warning"?: ...})
+    ("error", stage, reason)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .errors import DecodeError, MediaError
+from .media import get_backend, image_batch
+
+
+@dataclass(frozen=True)
+class DecodeTask:
+    path: str
+    kind: str
+    fps: float
+    short_side: int | None
+    backend: str
+    chunk_frames: int
+
+
+def _limit_memory(megabytes: int) -> None:
+    """Cap this process's address space so a runaway decode raises MemoryError instead of swapping the machine."""
+    try:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = megabytes << 20
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):  # not every platform allows it
+        pass
+
+
+def decode_into(conn: Connection, task: DecodeTask, memory_limit_mb: int) -> None:
+    """Decode one task, sending chunks then "done", or "error" with the stage and reason."""
+    try:
+        frames_sent = 0
+        if task.kind == "image":
+            from PIL import Image
+
+            batch = image_batch(task.path, short_side=task.short_side)
+            with Image.open(task.path) as im:
+                width, height = im.size
+            info: dict[str, Any] = {"duration": 0.0, "width": width, "height": height}
+            conn.send(("chunk", batch.frames, batch.timestamps))
+        else:
+            backend = get_backend(task.backend)
+            probe = backend.probe(task.path)
+            info = {"duration": probe.duration, "width": probe.width, "height": probe.height}
+            for batch in backend.iter_frames(task.path, fps=task.fps, short_side=task.short_side, chunk_size=task.chunk_frames):
+                conn.send(("chunk", batch.frames, batch.timestamps))
+                frames_sent += len(batch)
+            if frames_sent == 0:
+                raise DecodeError(task.path, "no frames")
+            damaged = getattr(backend, "damaged_packets", 0)
+            if damaged:
+                info["warning"] = f"{damaged} damaged packet(s) skipped"
+        conn.send(("done", info))
+    except MediaError as exc:
+        conn.send(("error", exc.stage, exc.reason))
+    except MemoryError:
+        conn.send(("error", "decode", f"exceeded the decoder memory limit of {memory_limit_mb} MB"))
+    except Exception as exc:  # anything else a decoder throws is this file's failure
+        conn.send(("error", "decode", f"{type(exc).__name__}: {exc}"[:500]))
+
+
+def main(argv: list[str]) -> None:
+    fd, memory_limit_mb = int(argv[0]), int(argv[1])
+    _limit_memory(memory_limit_mb)
+    conn = Connection(fd)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        decode_into(conn, task, memory_limit_mb)
+
+
+class DecodeWorker:
+    """The parent's handle on one decoder process and the file it is working on."""
+
+    def __init__(self, memory_limit_mb: int) -> None:
+        parent, child = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mmsearch.decode_worker", str(child.fileno()), str(memory_limit_mb)],
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+        )
+        child.close()
+        self.conn = Connection(parent.detach())
+        self.task: DecodeTask | None = None
+        self.last_seen = time.monotonic()
+
+    def start(self, task: DecodeTask) -> None:
+        self.task = task
+        self.last_seen = time.monotonic()
+        try:
+            self.conn.send(task)
+        except OSError:  # died before it could take work: the read side reports it
+            pass
+
+    def describe_exit(self) -> str:
+        code = self.process.poll()
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                return f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        if not self.conn.closed:
+            self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if not self.conn.closed:
+            self.conn.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

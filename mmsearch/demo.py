@@ -1,0 +1,69 @@
+"""``mmsearch demo``: a small synthetic world, indexed with the shipped tiny models and queried.
+
+Runs fully offline in well under a minute on two CPU cores. Every hit is
+printed beside the ground truth, so a user sees at once whether the right
+file and the right seconds came back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .api import index_paths, open_index
+from .evaluation import best_event
+from .ingest import IngestConfig
+from .synth import SynthConfig, generate_corpus
+
+DEMO_SEED = 2026  # not a training seed of the shipped models
+DEMO_QUERIES = ("a red circle", "a blue square", "a yellow triangle", "a white circle", "a green square")
+
+
+@dataclass
+class DemoResult:
+    corpus: Path
+    index: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per query
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_demo(
+    out_dir: str | Path,
+    *,
+    videos: int = 8,
+    seed: int = DEMO_SEED,
+    device: str = "cpu",
+    queries: tuple[str, ...] = DEMO_QUERIES,
+    log: Callable[[str], None] = print,
+) -> DemoResult:
+    out = Path(out_dir)
+    corpus, index_dir = out / "media", out / "index"
+    result = DemoResult(corpus, index_dir)
+    t0 = time.perf_counter()
+    config = SynthConfig(
+        max_size=(480, 270), events_per_video=(2, 3), event_seconds=(3.0, 8.0), gap_seconds=(1.0, 3.0),
+        audio_in_video_probability=0.0,
+    )
+    truth = generate_corpus(corpus, videos=videos, audio=0, seed=seed, config=config)
+    result.seconds["generate"] = time.perf_counter() - t0
+    log(f"generated {videos} videos with {sum(r['modality'] == 'video' for r in truth)} visual events in {corpus}")
+
+    t0 = time.perf_counter()
+    report = index_paths([corpus], index_dir, model="synth-clip", device=device, config=IngestConfig(commit_seconds=600))
+    result.seconds["index"] = time.perf_counter() - t0
+    log(f"indexed {len(report.indexed)} files ({report.frames} frames) with synth-clip into {index_dir}")
+
+    t0 = time.perf_counter()
+    idx = open_index(index_dir, device=device)
+    for query in queries:
+        hits = idx.search(query, k=3)
+        present = any(r["caption"] == query for r in truth)
+        row: dict[str, Any] = {"query": query, "in_corpus": present, "hits": []}
+        for hit in hits:
+            event, iou = best_event(hit.path, hit.start, hit.end, query, truth, modality="video")
+            row["hits"].append({**hit.to_dict(), "truth": event, "iou": iou})
+        result.rows.append(row)
+    result.seconds["query"] = time.perf_counter() - t0
+    return result

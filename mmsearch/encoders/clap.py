@@ -1,0 +1,315 @@
+"""CLAP through transformers: audio clips and text in one space.
+
+``spec.pretrained`` (when set) or else ``spec.model`` names the weights: a
+Hugging Face hub id (default ``laion/larger_clap_music``), a local directory
+written by ``ClapModel.save_pretrained`` + ``ClapProcessor.save_pretrained``,
+or ``mmsearch:<name>`` for a directory shipped in ``mmsearch/assets`` (the
+tiny ``synth-clap``). All three load through the very same
+``ClapModel.from_pretrained`` / ``ClapProcessor.from_pretrained`` calls.
+
+Audio goes in as 1-D float32 arrays at :attr:`ClapEncoder.sample_rate` (the
+feature extractor's rate; other rates are resampled when ``sample_rate=`` is
+passed). Clips shorter than the model's ``max_length_s`` are repeat-padded by
+the feature extractor, as CLAP was trained; longer ones are centre-cropped
+(unfused models) so the same clip always gives the same vector.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import EncoderError, UsageError
+from .base import PACKAGED_PREFIX, EncoderSpec, file_sha256, l2_normalize, resolve_device, resolve_weights
+
+DEFAULT_CLAP_MODEL = "laion/larger_clap_music"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def _offline_message(model: str, reason: str) -> str:
+    return (
+        f"Could not load the weights of CLAP model {model!r}: they are not in the local Hugging Face cache "
+        f"and could not be downloaded ({reason}). Connect to the internet once so transformers can fetch and "
+        f"cache them, or download the model directory elsewhere (config.json, model.safetensors and the "
+        f"processor files, e.g. `huggingface-cli download {model} --local-dir /path/to/dir`) and point "
+        f"--audio-model at it (`mmsearch index DIR --audio-model /path/to/dir`), or use the offline demo model "
+        "with `--audio-model synth-clap`."
+    )
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(name, "0").strip().lower() in {"1", "true", "yes", "on"}
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _cached_config(repo_id: str) -> str | None:
+    """Path of the cached config.json of a hub repo, or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # a malformed repo id: let from_pretrained explain
+        return None
+    return found if isinstance(found, str) else None
+
+
+def _check_weights_reachable(repo_id: str) -> None:
+    """Fail at once, with the offline message, when a hub model is neither cached nor downloadable.
+
+    Without this, huggingface_hub retries with back-off for about a minute before giving up.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if _cached_config(repo_id):
+        return
+    if _hub_offline():
+        raise EncoderError(_offline_message(repo_id, "HF_HUB_OFFLINE is set"))
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as exc:
+        raise EncoderError(_offline_message(repo_id, f"{host} is unreachable: {exc.strerror or exc}")) from None
+
+
+def directory_sha256(path: str) -> str:
+    """sha256 of a model directory's weights (one file: its digest; several: digest of their names+digests)."""
+    files = sorted(
+        name for name in os.listdir(path) if name.endswith(WEIGHT_SUFFIXES) and os.path.isfile(os.path.join(path, name))
+    )
+    if not files:
+        raise EncoderError(f"{path}: no weights file (model.safetensors or pytorch_model.bin) in this directory")
+    if len(files) == 1:
+        return file_sha256(os.path.join(path, files[0]))
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(f"{name}\0{file_sha256(os.path.join(path, name))}\n".encode())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No progress bars while weights load (the CLI draws its own)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _fixed_numpy_seed(seed: int = 0) -> Iterator[None]:
+    """The feature extractor draws crops from numpy's global RNG: pin it, then restore the caller's state."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+class ClapEncoder:
+    """transformers ``ClapModel`` wrapper: batched, L2-normalised float32 output, fp16 on CUDA."""
+
+    def __init__(self, spec: EncoderSpec, *, device: Any = "auto", batch_size: int | None = None) -> None:
+        import torch
+
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.batch_size = batch_size or (64 if self.device.type == "cuda" else 8)
+        raw = spec.pretrained or spec.model or DEFAULT_CLAP_MODEL
+        source = resolve_weights(raw)
+        assert source is not None
+        self._revision: str | None = None
+        if raw.startswith(PACKAGED_PREFIX):
+            self._weights_id = raw + "@sha256:" + directory_sha256(source)
+            local = True
+        elif os.path.isdir(source):
+            self._weights_id = "sha256:" + directory_sha256(source)
+            local = True
+        elif _looks_like_path(source):
+            raise UsageError(
+                f"--audio-model {source}: no such directory (a CLAP model directory holds config.json, "
+                "model.safetensors and the processor files written by save_pretrained)"
+            )
+        else:
+            self._weights_id = source
+            local = False
+            _check_weights_reachable(source)
+            cached = _cached_config(source)
+            if cached:  # .../snapshots/<commit>/config.json
+                self._revision = os.path.basename(os.path.dirname(cached))
+        self.source = source
+        try:
+            from transformers import ClapModel, ClapProcessor
+
+            with _quiet_loading():
+                processor = ClapProcessor.from_pretrained(source)
+                model = ClapModel.from_pretrained(source)
+        except EncoderError:
+            raise
+        except Exception as exc:  # download, cache or file failure: one clear paragraph
+            if not local:
+                raise EncoderError(_offline_message(source, _short(exc))) from None
+            raise EncoderError(f"could not load the CLAP model in {source}: {_short(exc)}") from None
+        if getattr(model.config, "model_type", None) != "clap":
+            raise EncoderError(f"{source} is a {model.config.model_type!r} model, not a CLAP model")
+        self._dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        model.eval().to(self.device, self._dtype)
+        self.model = model
+        self.processor = processor
+        self.feature_extractor = processor.feature_extractor
+        self.tokenizer = processor.tokenizer
+        self.sample_rate = int(self.feature_extractor.sampling_rate)
+        self.fusion = bool(getattr(model.config.audio_config, "enable_fusion", False))
+        # An unfused model takes one mel crop, a fused one four: the feature extractor must agree.
+        self.truncation = "fusion" if self.fusion else "rand_trunc"
+        self.max_samples = int(round(float(self.feature_extractor.max_length_s) * self.sample_rate))
+        self.text_max_length = int(min(getattr(self.tokenizer, "model_max_length", 512) or 512, _text_positions(model)))
+        with torch.inference_mode():
+            self.dim = int(self._text_features(["a"]).shape[-1])
+
+    # -- identity ---------------------------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        import transformers
+
+        fe = self.feature_extractor
+        ident: dict[str, Any] = {
+            "family": "clap",
+            "model": self.spec.model,
+            "pretrained": self._weights_id,
+            "dim": self.dim,
+            "sample_rate": self.sample_rate,
+            "preprocess": {
+                "feature_size": int(fe.feature_size),
+                "sampling_rate": int(fe.sampling_rate),
+                "hop_length": int(fe.hop_length),
+                "fft_window_size": int(fe.fft_window_size),
+                "max_length_s": float(fe.max_length_s),
+                "frequency_min": float(fe.frequency_min),
+                "frequency_max": float(fe.frequency_max),
+                "top_db": fe.top_db,
+                "truncation": self.truncation,
+                "padding": str(fe.padding),
+            },
+            "transformers": transformers.__version__,
+        }
+        if self._revision:
+            ident["revision"] = self._revision
+        return ident
+
+    # -- audio ------------------------------------------------------------------------------
+    def _prepare(self, clip: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Mel features (channels, frames, mels) of one clip, and whether it is longer than max_length_s."""
+        x = np.asarray(clip, dtype=np.float32).reshape(-1)
+        if x.size == 0:
+            raise UsageError("cannot embed an empty audio clip")
+        if not np.all(np.isfinite(x)):
+            x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
+        longer = x.size > self.max_samples
+        if longer and not self.fusion:  # the extractor would take a random crop: take the middle one
+            start = (x.size - self.max_samples) // 2
+            x = x[start : start + self.max_samples]
+            longer = False
+        with _fixed_numpy_seed():
+            feats = self.feature_extractor(
+                [x], sampling_rate=self.sample_rate, truncation=self.truncation, return_tensors="np"
+            )
+        # For short clips the fusion extractor marks a random clip "longer" (a training trick): use the truth.
+        return np.asarray(feats["input_features"][0], dtype=np.float32), longer
+
+    def encode_audio(self, clips: list[np.ndarray] | np.ndarray, *, sample_rate: int | None = None) -> np.ndarray:
+        """Mono float32 clips (a list of 1-D arrays, or a 2-D array) to (N, dim) unit vectors.
+
+        ``sample_rate`` is the clips' rate when it is not :attr:`sample_rate`; they are resampled.
+        """
+        import torch
+
+        clips = list(clips) if not isinstance(clips, list) else clips
+        if not clips:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if sample_rate is not None and int(sample_rate) != self.sample_rate:
+            clips = [resample(c, int(sample_rate), self.sample_rate) for c in clips]
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(clips), self.batch_size):
+                prepared = [self._prepare(c) for c in clips[start : start + self.batch_size]]
+                feats = torch.from_numpy(np.stack([p[0] for p in prepared])).to(self.device, self._dtype)
+                kwargs: dict[str, Any] = {"input_features": feats}
+                if self.fusion:
+                    kwargs["is_longer"] = torch.tensor([[p[1]] for p in prepared], device=self.device)
+                out.append(_features(self.model.get_audio_features(**kwargs)).float().cpu().numpy())
+        return l2_normalize(np.concatenate(out))
+
+    # -- text -------------------------------------------------------------------------------
+    def _text_features(self, texts: list[str]) -> Any:
+        tokens = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.text_max_length, return_tensors="pt"
+        )
+        tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        return _features(self.model.get_text_features(**tokens)).float()
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                out.append(self._text_features(texts[start : start + self.batch_size]).cpu().numpy())
+        return l2_normalize(np.concatenate(out))
+
+
+def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling of a 1-D float32 clip (torchaudio's sinc interpolation)."""
+    import torch
+    import torchaudio.functional as AF
+
+    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    if orig_rate == new_rate or x.size == 0:
+        return x
+    return AF.resample(torch.from_numpy(x), orig_rate, new_rate).numpy()
+
+
+def _features(output: Any) -> Any:
+    """get_*_features returns a tensor (transformers 4) or an output whose pooler_output is it (5)."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    pooled = getattr(output, "pooler_output", None)
+    if pooled is None:
+        pooled = output[0]
+    return pooled
+
+
+def _text_positions(model: Any) -> int:
+    """Longest token sequence the text tower takes (RoBERTa positions start after the padding index)."""
+    cfg = model.config.text_config
+    pad = int(getattr(cfg, "pad_token_id", 1) or 0)
+    return max(2, int(cfg.max_position_embeddings) - pad - 1)
+
+
+def _looks_like_path(value: str) -> bool:
+    return (
+        value.startswith((".", "~", os.sep))
+        or (os.altsep is not None and os.altsep in value)
+        or value.count("/") > 1
+        or os.path.exists(value)
+    )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

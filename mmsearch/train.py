@@ -1,0 +1,442 @@
+"""Contrastive training of two-tower models, and the recipe that makes the packaged ``synth-clip``.
+
+:func:`info_nce_loss` is the symmetric InfoNCE (CLIP) loss with *multi-positive*
+targets: items that share a group id (for example the same caption) are
+positives for each other, and the target distribution of a row is spread evenly
+over its positives. Items with a negative group id have no positive at all and
+serve as pure negatives (for example background frames that no caption
+describes).
+
+:func:`train_contrastive` is generic over any two towers: it only sees two
+``encode`` callables, the parameters to optimise and a batch iterator. It is
+meant to be reused for audio-text models and for projection heads between
+embedding spaces.
+
+:func:`train_synth_clip` trains the tiny open_clip ``synth-clip`` model from
+scratch on image/caption pairs drawn on the fly from :mod:`mmsearch.synth` and
+writes the checkpoint shipped as ``mmsearch/assets/synth-clip.pt``::
+
+    python -m mmsearch.train synth-clip --out mmsearch/assets/synth-clip.pt --steps 600 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "info_nce_loss",
+    "positive_mask",
+    "train_contrastive",
+    "synth_clip_batches",
+    "render_training_frames",
+    "train_synth_clip",
+    "save_open_clip_checkpoint",
+    "main",
+]
+
+Groups = Any  # None | 1-D ints (shared by both sides) | (groups_a, groups_b)
+ProgressFn = Callable[[int, float, float], None]  # (step, loss, logit scale)
+
+# Seeds: training draws from streams derived from (seed, _TRAIN_STREAM); synth.generate_corpus
+# derives its per-file streams from (seed, kind in {0, 1}, index), so the two never coincide.
+# Evaluation corpora additionally use seeds >= 1000 (benchmarks/synth_quality.py, tests).
+_TRAIN_STREAM = 7_700_001
+
+
+# --------------------------------------------------------------------------- the loss
+def _as_groups(groups: Any, n: int, device: Any) -> "Any":
+    import torch
+
+    if groups is None:
+        return torch.arange(n, device=device)
+    g = torch.as_tensor(np.asarray(groups) if not isinstance(groups, torch.Tensor) else groups, device=device)
+    if g.ndim != 1 or len(g) != n:
+        raise ValueError(f"expected {n} group ids, got shape {tuple(g.shape)}")
+    return g.long()
+
+
+def positive_mask(groups_a: Any, groups_b: Any) -> "Any":
+    """Boolean (Na, Nb): ``a[i]`` and ``b[j]`` are positives iff they share a group id >= 0."""
+    return (groups_a[:, None] == groups_b[None, :]) & (groups_a[:, None] >= 0) & (groups_b[None, :] >= 0)
+
+
+def _soft_cross_entropy(logits: Any, positives: Any) -> "Any":
+    """Mean over rows that have a positive of -sum_j t_ij log softmax(logits)_ij, t uniform over positives."""
+    import torch
+
+    counts = positives.sum(dim=1)
+    valid = counts > 0
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    logp = torch.log_softmax(logits[valid], dim=1)
+    pos = positives[valid].to(logp.dtype)
+    targets = pos / counts[valid, None].to(logp.dtype)
+    # positions outside the targets contribute 0 * logp (finite), so no masking trick is needed
+    return -(targets * logp).sum(dim=1).mean()
+
+
+def info_nce_loss(
+    a: Any,
+    b: Any,
+    logit_scale: Any,
+    groups_a: Any = None,
+    groups_b: Any = None,
+) -> "Any":
+    """Symmetric InfoNCE (the CLIP loss) between embeddings ``a`` (Na, D) and ``b`` (Nb, D).
+
+    Both are L2-normalised here; logits are ``scale * a @ b.T`` with ``logit_scale``
+    the multiplier itself (CLIP's ``logit_scale.exp()``), a float or a tensor.
+    Without group ids, ``a[i]`` and ``b[i]`` are the only positive pair (Na == Nb),
+    which is exactly CLIP's loss. With group ids, every pair sharing an id >= 0 is
+    positive and each row's target is uniform over its positives; rows without any
+    positive (negative ids) are skipped in their own direction but remain negatives
+    for the other side. The result is the mean of the a->b and b->a cross-entropies.
+    ``groups_b`` defaults to ``groups_a``.
+    """
+    import torch
+
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"expected (Na, D) and (Nb, D) embeddings, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if groups_a is None and groups_b is None and a.shape[0] != b.shape[0]:
+        raise ValueError("without group ids both sides must have the same number of items")
+    a = torch.nn.functional.normalize(a, dim=-1)
+    b = torch.nn.functional.normalize(b, dim=-1)
+    ga = _as_groups(groups_a, a.shape[0], a.device)
+    gb = _as_groups(groups_b if groups_b is not None else groups_a, b.shape[0], b.device)
+    logits = logit_scale * (a @ b.T)
+    pos = positive_mask(ga, gb)
+    return 0.5 * (_soft_cross_entropy(logits, pos) + _soft_cross_entropy(logits.T, pos.T))
+
+
+# --------------------------------------------------------------------------- the generic trainer
+def _split_groups(groups: Groups) -> tuple[Any, Any]:
+    if groups is None:
+        return None, None
+    if isinstance(groups, tuple) and len(groups) == 2:
+        return groups
+    return groups, groups
+
+
+def _lr_at(step: int, steps: int, lr: float, warmup: int, min_lr_ratio: float) -> float:
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_contrastive(
+    encode_a: Callable[[Any], Any],
+    encode_b: Callable[[Any], Any],
+    parameters: Iterable[Any],
+    batches: Iterable[tuple[Any, Any, Groups]],
+    *,
+    steps: int,
+    lr: float = 1e-3,
+    weight_decay: float = 0.1,
+    logit_scale: Any = 1 / 0.07,
+    max_logit_scale: float = 100.0,
+    warmup_steps: int | None = None,
+    min_lr_ratio: float = 0.05,
+    grad_clip: float | None = 1.0,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> list[float]:
+    """Train two towers with :func:`info_nce_loss`; returns the loss of every step.
+
+    ``encode_a(batch_a)`` and ``encode_b(batch_b)`` return (N, D) embeddings (not
+    necessarily normalised); ``batches`` yields ``(batch_a, batch_b, groups)`` where
+    ``groups`` is None (``a[i]`` pairs with ``b[i]``), one sequence of ids shared by
+    both sides, or a pair ``(groups_a, groups_b)`` (see :func:`info_nce_loss`).
+
+    ``logit_scale`` is either a number (a fixed multiplier) or a tensor holding the
+    *log* of the multiplier, like CLIP's ``model.logit_scale``; a tensor that
+    requires grad is learnt with the other parameters (no weight decay) and clamped
+    to ``log(max_logit_scale)``. AdamW with linear warm-up and cosine decay to
+    ``min_lr_ratio * lr``; tensors with fewer than 2 dimensions (biases, norms,
+    scales) get no weight decay. ``seed`` seeds torch (initialisation done inside
+    the encoders, dropout); ``progress(step, loss, scale)`` is called after each step.
+    Modules are left in whatever train/eval mode the caller set.
+    """
+    import torch
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    torch.manual_seed(seed)
+    learn_scale = isinstance(logit_scale, torch.Tensor) and logit_scale.requires_grad
+    params: list[Any] = []
+    seen: set[int] = set()
+    for p in parameters:
+        if isinstance(p, tuple):  # named_parameters() works too
+            p = p[1]
+        if id(p) not in seen and p.requires_grad:
+            seen.add(id(p))
+            params.append(p)
+    if not params and not learn_scale:
+        raise ValueError("no trainable parameters")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2 and p is not logit_scale]
+    groups_opt = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if learn_scale:
+        groups_opt.append({"params": [logit_scale], "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW([g for g in groups_opt if g["params"]], lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    warmup = warmup_steps if warmup_steps is not None else min(100, steps // 10)
+    log_max = math.log(max_logit_scale)
+
+    history: list[float] = []
+    iterator: Iterator = iter(batches)
+    for step in range(steps):
+        try:
+            batch_a, batch_b, groups = next(iterator)
+        except StopIteration:
+            break
+        current = _lr_at(step, steps, lr, warmup, min_lr_ratio)
+        for g in optimizer.param_groups:
+            g["lr"] = current
+        emb_a = encode_a(batch_a)
+        emb_b = encode_b(batch_b)
+        scale = logit_scale.exp() if isinstance(logit_scale, torch.Tensor) else float(logit_scale)
+        ga, gb = _split_groups(groups)
+        loss = info_nce_loss(emb_a, emb_b, scale, ga, gb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        if learn_scale:
+            with torch.no_grad():
+                logit_scale.clamp_(0.0, log_max)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {step}")
+        history.append(value)
+        if progress is not None:
+            progress(step, value, float(scale))
+    return history
+
+
+# --------------------------------------------------------------------------- synth-clip data
+SYNTH_CLIP = "synth-clip"
+INPUT_SIZE = 64  # the model's image size; the decoder scales frames so their short side is this
+
+
+def _world_size(rng: np.random.Generator) -> tuple[int, int]:
+    """A video size as the default synthetic world draws it: 160x120..1280x720, aspects 1..1.9."""
+    h = 2 * int(rng.integers(60, 361))
+    aspect = float(rng.choice([4 / 3, 16 / 9, 3 / 2, 1.0, rng.uniform(1.0, 1.9)]))
+    w = min(max(int(round(h * aspect)), 160), 1280)
+    return w - (w % 2), h
+
+
+def render_training_frames(
+    rng: np.random.Generator,
+    captions: Sequence[str | None],
+    *,
+    max_render_short: int = 200,
+) -> list[np.ndarray]:
+    """One decoded-looking frame per caption (None = background only, a gap between events).
+
+    A video size is drawn as the synthetic world draws it; the frame is rendered at
+    that size or, to keep training cheap, at a reduced size whose short side is at
+    most ``max_render_short`` (same aspect, same relative shape size and position),
+    with background noise of a random strength. It is then scaled so its short side
+    is 64 px with PIL's bilinear filter, as the decoder does (``media.scaled_size``).
+    """
+    from PIL import Image
+
+    from .media import scaled_size
+    from .synth import render_background, render_visual_event
+
+    out = []
+    for cap in captions:
+        w, h = _world_size(rng)
+        short = min(w, h)
+        render_short = int(rng.integers(INPUT_SIZE, max(INPUT_SIZE, min(short, max_render_short)) + 1))
+        scale = render_short / short
+        rw, rh = max(16, int(round(w * scale))), max(16, int(round(h * scale)))
+        sigma = float(rng.uniform(0.0, 6.0))
+        bg = render_background(rng, rw, rh, 1, noise_sigma=sigma)[0]
+        if cap is None:
+            img = bg
+        else:
+            img = render_visual_event(rng, cap, rw, rh, 1, bg)[0]
+        tw, th = scaled_size(w, h, INPUT_SIZE)
+        if (rw, rh) != (tw, th):
+            img = np.asarray(Image.fromarray(img).resize((tw, th), Image.Resampling.BILINEAR))
+        out.append(img)
+    return out
+
+
+def _preprocess(frames: list[np.ndarray]) -> Any:
+    """The inference path: :func:`mmsearch.encoders.clip.preprocess_frames` (squash to 64, bicubic)."""
+    import open_clip
+    import torch
+
+    from .encoders.clip import preprocess_frames
+
+    kw = dict(
+        size=INPUT_SIZE, resize_mode="squash", interpolation="bicubic",
+        mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD,
+    )
+    return torch.cat([preprocess_frames(f[None], **kw) for f in frames])
+
+
+def synth_clip_batches(
+    seed: int,
+    batch_size: int,
+    *,
+    gap_fraction: float = 0.15,
+    captions: Sequence[str] | None = None,
+) -> Iterator[tuple[Any, list[int], tuple[list[int], list[int]]]]:
+    """Endless ``(images, caption_ids, (groups_a, groups_b))`` batches for synth-clip.
+
+    ``batch_size`` (image, caption) pairs with captions drawn uniformly, plus
+    ``round(gap_fraction * batch_size)`` background-only images that match no
+    caption (group -1): extra negatives that push text-to-gap similarity down.
+    Images are preprocessed tensors; the text side is a list of caption indices.
+    """
+    from .synth import VISUAL_CAPTIONS
+
+    pool = tuple(captions or VISUAL_CAPTIONS)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _TRAIN_STREAM]))
+    n_gaps = int(round(gap_fraction * batch_size))
+    while True:
+        ids = [int(i) for i in rng.integers(len(pool), size=batch_size)]
+        frames = render_training_frames(rng, [pool[i] for i in ids] + [None] * n_gaps)
+        images = _preprocess(frames)
+        yield images, ids, (ids + [-1] * n_gaps, ids)
+
+
+# --------------------------------------------------------------------------- synth-clip training
+def save_open_clip_checkpoint(model: Any, out_path: str | os.PathLike, *, half: bool = True) -> Path:
+    """Write ``{"state_dict": ...}`` (fp16 floats when ``half``) atomically: temp file, then os.replace."""
+    import torch
+
+    final = Path(out_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+        for k, v in model.state_dict().items()
+    }
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shipped asset should be readable
+        torch.save({"state_dict": state}, tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+def train_synth_clip(
+    out_path: str | os.PathLike,
+    *,
+    steps: int = 600,
+    batch_size: int = 128,
+    seed: int = 0,
+    lr: float = 2e-3,
+    weight_decay: float = 0.05,
+    logit_scale: float | None = 20.0,
+    gap_fraction: float = 0.15,
+    progress: ProgressFn | None = None,
+) -> list[float]:
+    """Train ``synth-clip`` from random weights on synthetic pairs and save it to ``out_path``.
+
+    ``logit_scale`` None learns CLIP's temperature; a number fixes it (a moderate
+    fixed scale keeps positive and negative cosine similarities far apart, which the
+    moment localizer relies on). Returns the loss history.
+    """
+    import open_clip
+    import torch
+
+    from .encoders.clip import register_packaged_configs
+    from .synth import VISUAL_CAPTIONS
+
+    register_packaged_configs()
+    torch.manual_seed(seed)
+    model = open_clip.create_model(SYNTH_CLIP)
+    model.train()
+    tokenizer = open_clip.get_tokenizer(SYNTH_CLIP)
+    tokens = tokenizer(list(VISUAL_CAPTIONS))
+
+    def encode_images(images: Any) -> Any:
+        return model.encode_image(images)
+
+    def encode_captions(ids: list[int]) -> Any:
+        # only 15 distinct captions: encode each once, then gather (same result, far cheaper)
+        unique = sorted(set(ids))
+        emb = model.encode_text(tokens[unique])
+        row = {c: k for k, c in enumerate(unique)}
+        return emb[torch.tensor([row[i] for i in ids])]
+
+    if logit_scale is None:
+        scale: Any = model.logit_scale
+        params = [p for n, p in model.named_parameters() if n != "logit_scale"]
+    else:
+        scale = float(logit_scale)
+        model.logit_scale.requires_grad_(False)
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(scale))
+        params = [p for n, p in model.named_parameters() if n != "logit_scale"]
+    batches = synth_clip_batches(seed, batch_size, gap_fraction=gap_fraction)
+    history = train_contrastive(
+        encode_images, encode_captions, params, batches,
+        steps=steps, lr=lr, weight_decay=weight_decay, logit_scale=scale, seed=seed, progress=progress,
+    )
+    model.eval()
+    save_open_clip_checkpoint(model, out_path)
+    return history
+
+
+# --------------------------------------------------------------------------- command line
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmsearch.train", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="recipe", required=True)
+    p = sub.add_parser(SYNTH_CLIP, help="train the packaged synth-clip model on the synthetic world")
+    p.add_argument("--out", required=True, help="checkpoint to write (e.g. mmsearch/assets/synth-clip.pt)")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--logit-scale", type=float, default=20.0, help="fixed logit scale; 0 = learn it")
+    p.add_argument("--gap-fraction", type=float, default=0.15, help="background-only images per pair")
+    p.add_argument("--log-every", type=int, default=25)
+    args = parser.parse_args(argv)
+
+    t0 = time.time()
+    recent: list[float] = []
+
+    def report(step: int, loss: float, scale: float) -> None:
+        recent.append(loss)
+        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+            mean = sum(recent) / len(recent)
+            recent.clear()
+            print(f"step {step + 1}/{args.steps}  loss {mean:.4f}  scale {scale:.1f}  {time.time() - t0:.0f}s", flush=True)
+
+    history = train_synth_clip(
+        args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
+        weight_decay=args.weight_decay, logit_scale=args.logit_scale or None,
+        gap_fraction=args.gap_fraction, progress=report,
+    )
+    size = os.path.getsize(args.out)
+    print(f"wrote {args.out} ({size / 1e6:.2f} MB) after {len(history)} steps in {time.time() - t0:.0f}s; "
+          f"final loss {history[-1]:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
