@@ -312,6 +312,15 @@ def load_ingest_module(prototype: str | None) -> Any:
     return mod
 
 
+def call_index_paths(ingest: Any, files: list[Path], index_dir: str, enc: Any, cfg: Any, progress: Any = None) -> Any:
+    """``index_paths`` for the visual space only, whichever signature this mmsearch has."""
+    import inspect
+
+    if "encoders" in inspect.signature(ingest.index_paths).parameters:  # {space: factory}
+        return ingest.index_paths(files, index_dir, encoders={"visual": lambda: enc}, config=cfg, progress=progress)
+    return ingest.index_paths(files, index_dir, encoder=enc, config=cfg, progress=progress)
+
+
 class TimedEncoder:
     """Delegates to an encoder and logs when each ``encode_images`` call starts and ends (for the timeline)."""
 
@@ -339,7 +348,7 @@ def measure_end_to_end(ingest: Any, enc: Any, backend: str, files: list[Path], a
     def progress(event: str, data: dict[str, Any]) -> None:
         events.append((round(time.perf_counter() - t0, 4), event, Path(data.get("path", "")).name, int(data.get("n", 0))))
 
-    report = ingest.index_paths(files, index_dir, encoder=enc, config=cfg, progress=progress)
+    report = call_index_paths(ingest, files, index_dir, enc, cfg, progress)
     wall = time.perf_counter() - t0
     events.sort(key=lambda e: e[0])
     if report.failed:
@@ -533,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
                 for b in args.backends:
                     cfg = ingest.IngestConfig(fps=args.fps, backend=b, chunk_frames=args.chunk)
                     # warm-up: a 2 s clip into a throwaway index, same code path
-                    ingest.index_paths([warm], tempfile.mkdtemp(dir=work), encoder=enc, config=cfg)
+                    call_index_paths(ingest, [warm], tempfile.mkdtemp(dir=work), enc, cfg)
                     index_dir = tempfile.mkdtemp(dir=work)
                     e2e[(variant, b, key)], cpu[f"e2e/{variant}/{b}/{key}"] = quiet_run(
                         f"end-to-end {variant} {b} x {key}",

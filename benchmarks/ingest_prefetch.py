@@ -41,17 +41,15 @@ IngestConfig = _mod.IngestConfig
 IngestReport = _mod.IngestReport
 
 
-def _run(plan: list[Any], writer: Any, encoder: Any, config: Any, report: Any, notify: Any) -> None:
+def _run(plan: list[Any], writer: Any, encoders: dict[str, Any], config: Any, report: Any, notify: Any,
+         heads: Any = None) -> None:
+    """mmsearch.ingest._run (as of this writing) with up to PREFETCH files queued at each decoder."""
     m = _mod
-    DecodeWorker, DecodeTask, wait = m.DecodeWorker, m.DecodeTask, m.wait
-    workers = [DecodeWorker(config.memory_limit_mb) for _ in range(max(1, config.workers))]
+    workers = [m.DecodeWorker(config.memory_limit_mb) for _ in range(max(1, config.workers))]
     queue = list(reversed(plan))  # pop() takes the next file
     active: dict[int, deque] = {i: deque() for i in range(len(workers))}  # files sent to worker i, in order
     last_commit = time.monotonic()
     moment_config = m.MomentConfig(config.window, config.stride)
-
-    def task(item: Any) -> Any:
-        return DecodeTask(item.path, item.kind, config.fps, encoder.input_size, config.backend, config.chunk_frames)
 
     def head_started(i: int) -> None:
         workers[i].last_seen = time.monotonic()  # the stall clock runs for the file being decoded
@@ -63,7 +61,7 @@ def _run(plan: list[Any], writer: Any, encoder: Any, config: Any, report: Any, n
                 while queue and len(active[i]) < PREFETCH:
                     item = queue.pop()
                     try:
-                        worker.conn.send(task(item))
+                        worker.conn.send(m._task(item, encoders, config))  # waits in the socket until the worker is free
                     except OSError:  # died before it could take work: the read side reports it
                         pass
                     active[i].append(item)
@@ -71,11 +69,11 @@ def _run(plan: list[Any], writer: Any, encoder: Any, config: Any, report: Any, n
                         head_started(i)
             busy = [i for i in active if active[i]]
             t0 = time.perf_counter()
-            ready = wait([workers[i].conn for i in busy], timeout=1.0)
+            ready = m.wait([workers[i].conn for i in busy], timeout=1.0)
             report.timings["decode_wait"] += time.perf_counter() - t0
             now = time.monotonic()
             for i in busy:
-                worker, item = workers[i], active[i][0]
+                worker, item = workers[i], active[i][0]  # messages come in task order: they are the head's
                 if worker.conn in ready:
                     worker.last_seen = now
                     try:
@@ -83,17 +81,13 @@ def _run(plan: list[Any], writer: Any, encoder: Any, config: Any, report: Any, n
                     except (EOFError, OSError):
                         message = None
                     if message is not None:
-                        if message[0] == "chunk":
-                            t1 = time.perf_counter()
-                            _, frames, timestamps = message
-                            item.vectors.append(encoder.encode_images(frames))
-                            item.timestamps.append(timestamps)
-                            report.timings["encode"] += time.perf_counter() - t1
-                            report.frames += len(timestamps)
-                            notify("frames", {"path": item.path, "n": len(timestamps)})
+                        kind = message[0]
+                        if kind in ("chunk", "audio"):
+                            m._encode_chunk(item, message, encoders, report)
+                            notify("frames", {"path": item.path, "n": len(message[2])})
                             continue
-                        if message[0] == "done":
-                            m._finish(writer, report, item, message[1])
+                        if kind == "done":
+                            m._finish(writer, report, item, message[1], heads)
                         else:
                             m._fail(writer, report, item.path, item, message[1], message[2])
                         active[i].popleft()
@@ -109,22 +103,27 @@ def _run(plan: list[Any], writer: Any, encoder: Any, config: Any, report: Any, n
                     reason = f"decoder made no progress for {config.stall_timeout:.0f} s (hung); killed"
                 else:
                     continue
-                workers[i] = DecodeWorker(config.memory_limit_mb)
+                workers[i] = m.DecodeWorker(config.memory_limit_mb)
                 active[i].popleft()
                 m._fail(writer, report, item.path, item, "decode", reason)
                 notify("file", {"path": item.path})
-                while active[i]:  # sent to the dead worker but not started: back to the front of the queue
+                while active[i]:  # sent to the dead worker, never started: back to the front of the queue
                     queue.append(active[i].pop())
             if writer.dirty and time.monotonic() - last_commit >= config.commit_seconds:
                 # Commit between files only, so a generation never holds half a file.
                 t1 = time.perf_counter()
-                writer.commit(moment_config=moment_config)
+                writer.commit(moment_config=moment_config, recipe_for=m._recipe_chooser(config))
                 report.timings["commit"] += time.perf_counter() - t1
                 last_commit = time.monotonic()
     finally:
         for worker in workers:
             worker.stop()
 
+
+_EXPECTED = ("_task", "_encode_chunk", "_finish", "_fail", "_recipe_chooser", "DecodeWorker", "MomentConfig", "wait")
+_missing = [name for name in _EXPECTED if not hasattr(_mod, name)]
+if _missing:
+    raise ImportError(f"mmsearch/ingest.py changed (no {', '.join(_missing)}): update benchmarks/ingest_prefetch.py")
 
 _mod._run = _run
 index_paths = _mod.index_paths

@@ -95,11 +95,20 @@ def index(
     window: Annotated[Optional[float], typer.Option(help="Moment window in seconds [default: 4].")] = None,
     stride: Annotated[Optional[float], typer.Option(help="Moment stride in seconds [default: 2].")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Video decoder: pyav or decord [default: pyav].")] = None,
+    audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Embed sound: audio files and video soundtracks.")] = True,
+    audio_model: Annotated[
+        Optional[str], typer.Option("--audio-model", help="CLAP checkpoint id or local directory [default: laion/larger_clap_music].")
+    ] = None,
+    audio_window: Annotated[Optional[float], typer.Option(help="Audio window in seconds [default: the model's, 10 for CLAP].")] = None,
+    audio_hop: Annotated[Optional[float], typer.Option(help="Audio hop in seconds [default: half the window].")] = None,
     device: DeviceOpt = "auto",
     workers: Annotated[int, typer.Option(help="Decoder processes.")] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds a decoder may stall on one file before it is killed.")] = 120.0,
     commit_every: Annotated[float, typer.Option(help="Commit to the index at least every N seconds.")] = 30.0,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try files that failed before again.")] = False,
+    max_memory: Annotated[
+        Optional[int], typer.Option("--max-memory", help="Memory budget of the moment index in MB [default: half of what is free].")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index (or update) the media under PATHS. Re-running only embeds what is new or changed."""
@@ -118,16 +127,24 @@ def index(
         stall_timeout=timeout,
         commit_seconds=commit_every,
         retry_failed=retry_failed,
+        max_memory_mb=max_memory,
+        audio_window=audio_window if audio_window is not None else base.audio_window,
+        audio_hop=audio_hop if audio_hop is not None else base.audio_hop,
     )
     progress = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
-        report = index_paths(paths, root, model=model, pretrained=pretrained, device=device, config=config, progress=progress)
+        report = index_paths(
+            paths, root, model=model, pretrained=pretrained, audio=audio, audio_model=audio_model,
+            device=device, config=config, progress=progress,
+        )
     finally:
         progress.close()
     for path, stage, reason in report.failed:
         err_console.print(f"[yellow]skipped[/] {path}: {stage} failed: {reason}", highlight=False)
     for path, warning in report.warnings:
         err_console.print(f"[yellow]warning[/] {path}: {warning}", highlight=False)
+    for path, note in report.no_audio:
+        err_console.print(f"[dim]no sound indexed for {path}: {note}[/]", highlight=False)
     summary = (
         f"indexed {len(report.indexed)}, unchanged {report.unchanged}, moved {len(report.moved)}, "
         f"duplicates {len(report.duplicates)}, removed {len(report.removed)}, failed {len(report.failed)}"
@@ -135,7 +152,10 @@ def index(
     if report.skipped_failed:
         summary += f", skipped {report.skipped_failed} that failed before (--retry-failed to retry)"
     t = report.timings
-    console.print(f"{summary}; {report.frames} frames -> {root} (generation {report.generation})", highlight=False)
+    console.print(
+        f"{summary}; {report.frames} frames, {report.audio_windows} audio windows -> {root} (generation {report.generation})",
+        highlight=False,
+    )
     console.print(
         f"timings: hash {t['hash']:.1f}s, waiting for decode {t['decode_wait']:.1f}s, encode {t['encode']:.1f}s, "
         f"commit {t['commit']:.1f}s",
@@ -148,27 +168,45 @@ def index(
 def query(
     text: Annotated[Optional[str], typer.Argument(help="What to look for, in words.", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Query by an example image file.")] = None,
+    audio: Annotated[Optional[Path], typer.Option("--audio", help="Query by an example sound file.")] = None,
+    modality: Annotated[str, typer.Option("--modality", help="Spaces to search: video | audio | all.")] = "video",
+    batch: Annotated[
+        Optional[Path], typer.Option("--batch", help="Many queries: a file with one per line, or a JSON list; prints JSON lines.")
+    ] = None,
     index: IndexOpt = None,
     k: Annotated[int, typer.Option("-k", help="Number of moments to return.")] = 10,
     videos: Annotated[int, typer.Option("--videos", help="Stage 1: videos ranked before moments are localized.")] = 20,
     exhaustive: Annotated[bool, typer.Option("--exhaustive", help="Search every moment of the corpus in one stage.")] = False,
+    audio_weight: Annotated[
+        float, typer.Option("--audio-weight", help="--modality all: weight of the audio score of a moment (visual: 1 - this).")
+    ] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Find the moments that match TEXT (or --image FILE), best first."""
     from mmsearch.api import open_index
 
-    if text is None and image is None:
-        raise UsageError('give a query text (mmsearch query "a dog on a beach") or --image FILE')
-    if text is not None and image is not None:
-        raise UsageError("give either a query text or --image FILE, not both")
-    if image is not None and not image.is_file():
-        raise UsageError(f"--image {image}: no such file")
+    if batch is not None:
+        _query_batch(batch, index=index, modality=modality, k=k, videos=videos, exhaustive=exhaustive, device=device)
+        return
+    given = [q for q in (text, image, audio) if q is not None]
+    if not given:
+        raise UsageError('give a query text (mmsearch query "a dog on a beach"), --image FILE or --audio FILE')
+    if len(given) > 1:
+        raise UsageError("give one of a query text, --image FILE or --audio FILE, not several")
+    for flag, value in (("--image", image), ("--audio", audio)):
+        if value is not None and not value.is_file():
+            raise UsageError(f"{flag} {value}: no such file")
+    if not 0.0 <= audio_weight <= 1.0:
+        raise UsageError(f"--audio-weight must be between 0 and 1, got {audio_weight}")
     idx = open_index(_index_dir(index), device=device)
-    results = idx.search(text, image=image, k=k, videos=videos, exhaustive=exhaustive)
+    idx.fusion_weights = {"visual": 1.0 - audio_weight, "audio": audio_weight}
+    results = idx.search(text, image=image, audio=audio, modality=modality, k=k, videos=videos, exhaustive=exhaustive)  # type: ignore[arg-type]
     query_info: dict[str, Any] = {
         "text": text,
         "image": str(image.absolute()) if image else None,
+        "audio": str(audio.absolute()) if audio else None,
+        "modality": modality,
         "k": k,
         "videos": videos,
         "exhaustive": exhaustive,
@@ -180,16 +218,41 @@ def query(
     if not results:
         console.print("no results (is the index empty?)")
         return
-    table = Table(title=f"{text!r}" if text else f"image {image}", show_lines=False)
+    table = Table(title=f"{text!r}" if text else f"{'image' if image else 'sound'} {image or audio}", show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("file", overflow="fold")  # never cut a path short
     for col in ("start", "end", "score", "video"):
         table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("modality")
     for i, r in enumerate(results, 1):
         table.add_row(
-            str(i), r.path, _clock(r.start), _clock(r.end), f"{r.score:.3f}", "" if r.video_score is None else f"{r.video_score:.3f}"
+            str(i), r.path, _clock(r.start), _clock(r.end), f"{r.score:.3f}",
+            "" if r.video_score is None else f"{r.video_score:.3f}", r.modality,
         )
     console.print(table)
+
+
+def _query_batch(path: Path, *, index: Path | None, modality: str, k: int, videos: int, exhaustive: bool, device: str) -> None:
+    """One JSON line per query, in input order: {"query": {...}, "results": [...]}."""
+    from mmsearch.api import open_index
+
+    if not path.is_file():
+        raise UsageError(f"--batch {path}: no such file")
+    raw = path.read_text(encoding="utf-8")
+    try:
+        loaded = json.loads(raw)
+        texts = [q if isinstance(q, str) else q.get("text", "") for q in loaded] if isinstance(loaded, list) else None
+    except json.JSONDecodeError:
+        texts = None
+    if texts is None:
+        texts = [line.strip() for line in raw.splitlines() if line.strip()]
+    if not texts:
+        raise UsageError(f"--batch {path}: no queries in it (one per line, or a JSON list of strings)")
+    idx = open_index(_index_dir(index), device=device)
+    results = idx.search_batch(texts, modality=modality, k=k, videos=videos, exhaustive=exhaustive)  # type: ignore[arg-type]
+    for text, hits in zip(texts, results):
+        query_info = {"text": text, "modality": modality, "k": k, "videos": videos, "exhaustive": exhaustive}
+        sys.stdout.write(json.dumps({"query": query_info, "results": [r.to_dict() for r in hits]}) + "\n")
 
 
 def _clock(seconds: float) -> str:
@@ -252,19 +315,60 @@ def remove(
     console.print(f"removed {len(removed)} file(s) from the index", highlight=False)
 
 
+@app.command("train-space")
+def train_space_cmd(
+    index: IndexOpt = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the (frames, sound) pairs of the index.")] = 30,
+    dim: Annotated[int, typer.Option(help="Dimension of the common space.")] = 128,
+    seed: Annotated[int, typer.Option(help="Random seed of the heads' initialisation and batches.")] = 0,
+    untrained: Annotated[bool, typer.Option("--untrained", help="Keep randomly initialised heads (a baseline).")] = False,
+) -> None:
+    """Learn a VATT-style common space from the index's own videos (no captions needed)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mmsearch.common_space import HeadConfig, train_space
+
+    root = _index_dir(index)
+    config = HeadConfig(common_dim=dim, epochs=epochs, seed=seed)
+    with Progress(
+        TextColumn("[bold]training heads"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(), console=err_console, disable=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task("train", total=None, loss="-")
+
+        def progress(step: int, loss: float, scale: float) -> None:
+            bar.update(task, completed=step + 1, loss=f"{loss:.3f}")
+
+        report = train_space(root, config=config, progress=progress, untrained=untrained)
+    final = f"{report.losses[-1]:.3f}" if report.losses else "n/a (untrained)"
+    console.print(
+        f"common space v{report.heads_version}: {report.pairs} (frames, sound) pairs from {report.videos} videos, "
+        f"{report.steps} steps in {report.seconds:.1f}s, final loss {final}",
+        highlight=False,
+    )
+    if report.loss_plot:
+        console.print(f"loss curve: {report.loss_plot}", highlight=False)
+
+
 @app.command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the corpus and ground_truth.json/.parquet into.")],
     videos: Annotated[int, typer.Option(help="Number of videos.")] = 20,
     audio: Annotated[int, typer.Option(help="Number of audio-only files.")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same corpus.")] = 0,
+    paired: Annotated[
+        int, typer.Option(help="Pair N visual classes one-to-one with N sound classes (a common-space corpus; 0 = off).")
+    ] = 0,
     max_width: Annotated[int, typer.Option(help="Largest frame width (the world allows up to 1280).")] = 1280,
     max_height: Annotated[int, typer.Option(help="Largest frame height (the world allows up to 720).")] = 720,
 ) -> None:
     """Generate a synthetic corpus with known ground truth (coloured shapes, tones and beats)."""
     from mmsearch.synth import SynthConfig, generate_corpus
 
-    rows = generate_corpus(out_dir, videos=videos, audio=audio, seed=seed, config=SynthConfig(max_size=(max_width, max_height)))
+    config = SynthConfig(max_size=(max_width, max_height))
+    if paired:
+        config = paired_config(seed, paired, max_size=(max_width, max_height))
+    rows = generate_corpus(out_dir, videos=videos, audio=audio, seed=seed, config=config)
     console.print(f"wrote {videos} videos, {audio} audio files and {len(rows)} ground-truth events to {out_dir}", highlight=False)
 
 

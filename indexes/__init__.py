@@ -16,7 +16,7 @@ import numpy as np
 
 from mmsearch.errors import IndexCorruptError, UsageError
 
-__all__ = ["IndexRecipe", "VectorIndex", "choose_recipe", "gpu_available"]
+__all__ = ["IndexRecipe", "VectorIndex", "choose_recipe", "gpu_available", "measure_recall"]
 
 FLAT_MAX = 200_000  # exact search stays fast enough below this many vectors
 
@@ -45,7 +45,7 @@ def choose_recipe(n: int, dim: int, *, max_memory_bytes: int | None = None) -> I
     """
     raw_bytes = n * dim * 4
     budget = max_memory_bytes if max_memory_bytes is not None else _spare_memory()
-    if n <= FLAT_MAX and raw_bytes <= budget:
+    if n < 10_000 or (n <= FLAT_MAX and raw_bytes <= budget):  # too few to train a quantizer anyway
         return IndexRecipe("Flat", {}, n)
     if raw_bytes * 1.3 <= budget:
         return IndexRecipe("HNSW32,Flat", {"efSearch": 128, "efConstruction": 80}, n)
@@ -66,6 +66,21 @@ def gpu_available() -> bool:
     import faiss
 
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def measure_recall(index: "VectorIndex", vectors: np.ndarray, *, queries: int = 200, k: int = 10, seed: int = 0) -> float:
+    """recall@k of ``index`` against exact search, for queries drawn from the indexed vectors themselves."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    sample = vectors[rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)]
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    k = min(k, len(vectors))
+    _, truth = exact.search(sample, k)
+    _, got = index.search(sample, k)
+    hits = sum(len(set(t) & set(g)) for t, g in zip(truth.tolist(), got.tolist()))
+    return round(hits / truth.size, 4)
 
 
 class VectorIndex:
@@ -102,6 +117,9 @@ class VectorIndex:
             index.add(vectors)
         out = cls(index, recipe)
         out._apply_params()
+        if recipe.factory != "Flat" and n > 10:
+            recall = measure_recall(out, vectors)
+            out.recipe = IndexRecipe(recipe.factory, {**recipe.params, "recall_at_10": recall}, recipe.chosen_for)
         return out
 
     def _apply_params(self) -> None:

@@ -18,10 +18,10 @@ import numpy as np
 
 from .encoders import EncoderSpec, create_encoder, resolve_spec
 from .errors import EncoderMismatchError, UsageError
-from .ingest import VISUAL, IngestConfig, IngestReport, describe_mismatch
+from .ingest import AUDIO, VISUAL, IngestConfig, IngestReport, audio_window_config, describe_mismatch
 from .ingest import index_paths as _ingest
 from .media import load_image
-from .retrieval import LocalizeConfig, search_space
+from .retrieval import LocalizeConfig, search_fused, search_space
 from .store import Snapshot, open_snapshot
 
 Modality = Literal["video", "image", "audio"]
@@ -57,6 +57,8 @@ def index_paths(
     *,
     model: str | None = None,
     pretrained: str | None = None,
+    audio: bool = True,
+    audio_model: str | None = None,
     device: str = "auto",
     config: IngestConfig | None = None,
     progress: Any = None,
@@ -64,26 +66,30 @@ def index_paths(
     """Index (or bring up to date) the media under ``paths``; see :func:`mmsearch.ingest.index_paths`.
 
     Without ``model``, an existing index keeps the encoder it was built with;
-    a new index gets ``ViT-B-32`` / ``laion2b_s34b_b79k``.
+    a new index gets ``ViT-B-32`` / ``laion2b_s34b_b79k``. Sound (audio files
+    and the soundtracks of videos) goes to a separate audio space unless
+    ``audio=False``: ``audio_model`` is a CLAP checkpoint id or directory,
+    default ``laion/larger_clap_music`` (``synth-clap`` when the visual model is
+    ``synth-clip``).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     root = Path(index) if index is not None else default_index_dir()
-    stored = _stored_spec(root, VISUAL)
-    if model is None and pretrained is None and stored is not None:
-        spec = stored
-    else:
-        spec = resolve_spec(model, pretrained, family="clip")
+    visual = _stored_spec(root, VISUAL) if model is None and pretrained is None else None
+    visual = visual or resolve_spec(model, pretrained, family="clip")
+    encoders = {VISUAL: lambda: create_encoder(visual, device=device)}
+    if audio:
+        audio_spec = _stored_spec(root, AUDIO) if audio_model is None else None
+        if audio_spec is None:
+            default_audio = "synth-clap" if visual.model == "synth-clip" else None
+            audio_spec = resolve_spec(audio_model or default_audio, None, family="clap")
+        encoders[AUDIO] = lambda: create_encoder(audio_spec, device=device)
     if config is None:
         config = _stored_config(root) or IngestConfig()
-    return _ingest(
-        paths,
-        root,
-        encoder_factory=lambda: create_encoder(spec, device=device),
-        config=config,
-        progress=progress,
-        verify_encoder=model is not None or pretrained is not None,
-    )
+    explicit = [VISUAL] if (model is not None or pretrained is not None) else []
+    if audio_model is not None:
+        explicit.append(AUDIO)
+    return _ingest(paths, root, encoders=encoders, config=config, progress=progress, verify_encoders=explicit)
 
 
 def remove_paths(paths: list[str | os.PathLike], index: str | os.PathLike | None = None) -> list[str]:
@@ -116,6 +122,8 @@ class Index:
         self._encoders: dict[str, Any] = {}
         self._spec_override = spec_override
         self._rows = snapshot.media_rows()
+        # --modality all: how much the visual and the audio score of a moment count (standardised scores)
+        self.fusion_weights = {VISUAL: 0.5, AUDIO: 0.5}
         self._durations = {m: float(r["duration"] or 0.0) for m, r in self._rows.items()}
 
     @property
@@ -152,48 +160,150 @@ class Index:
         if space not in self._encoders:
             entry = self.manifest["spaces"].get(space)
             if entry is None:
-                raise UsageError(f"the index at {self.root} has no {space} space; index some media first")
-            spec = self._spec_override or EncoderSpec(**entry["encoder"]["spec"])
+                raise UsageError(f"the index at {self.root} has no {space} space; index some {_MEDIA_OF[space]} first")
+            override = self._spec_override if space == VISUAL else None
+            spec = override or EncoderSpec(**entry["encoder"]["spec"])
             encoder = create_encoder(spec, device=self.device)
             if encoder.identity() != entry["encoder"]["identity"]:
-                raise EncoderMismatchError(describe_mismatch(self.root, entry["encoder"], encoder.identity()))
+                raise EncoderMismatchError(describe_mismatch(self.root, entry["encoder"], encoder.identity(), space=space))
             self._encoders[space] = encoder
         return self._encoders[space]
 
-    def embed_queries(self, *, text: list[str] | None = None, images: list[str | os.PathLike] | None = None) -> np.ndarray:
-        encoder = self.encoder(VISUAL)
+    def embed_queries(
+        self,
+        *,
+        text: list[str] | None = None,
+        images: list[str | os.PathLike] | None = None,
+        audio: list[str | os.PathLike] | None = None,
+        space: str = VISUAL,
+    ) -> np.ndarray:
+        """Query vectors for ``space``: texts through that space's text tower, images or sound files through its media tower."""
+        encoder = self.encoder(space)
         if text is not None:
             cleaned = [t.strip() for t in text]
             if any(not t for t in cleaned):
                 raise UsageError("empty query text: say what to look for, e.g. mmsearch query \"a dog on a beach\"")
             return encoder.encode_text(cleaned)
         if images is not None:
+            if space != VISUAL:
+                raise UsageError("an image query searches the visual space")
             return encoder.encode_images([load_image(p, short_side=encoder.input_size) for p in images])
-        raise UsageError("give a text or an image to search for")
+        if audio is not None:
+            if space != AUDIO:
+                raise UsageError("a sound query searches the audio space")
+            return np.stack([self._embed_sound(p, encoder) for p in audio])
+        raise UsageError("give a text, an image or a sound file to search for")
+
+    def _embed_sound(self, path: str | os.PathLike, encoder: Any) -> np.ndarray:
+        """A sound file as one vector: the mean of its windows' vectors (windows as the index cut them)."""
+        from .audio import iter_audio_windows
+        from .encoders.base import l2_normalize
+
+        window, hop = audio_window_config(encoder, _stored_config(self.root) or IngestConfig())
+        clips = [w.samples for w in iter_audio_windows(path, sample_rate=encoder.sample_rate, window=window, hop=hop) if not w.silent]
+        return l2_normalize(encoder.encode_audio(clips).mean(axis=0, keepdims=True))[0]
 
     def search(
         self,
         text: str | None = None,
         *,
         image: str | os.PathLike | None = None,
+        audio: str | os.PathLike | None = None,
+        modality: Literal["video", "audio", "all"] = "video",
         k: int = 10,
         videos: int = 20,
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
     ) -> list[SearchResult]:
-        """The best ``k`` moments for a text or an example image, best first."""
-        if (text is None) == (image is None):
-            raise UsageError("give exactly one of a text query or --image FILE")
-        if text is not None:
-            queries = self.embed_queries(text=[text])
+        """The best ``k`` moments for a text, an example image or a sound file, best first.
+
+        ``modality`` picks the spaces: ``video`` (frames and images), ``audio``
+        (sound), ``all`` (both; the lists are interleaved by rank, since the
+        scores of two encoders are not on one scale).
+        """
+        given = [q for q in (text, image, audio) if q is not None]
+        if len(given) != 1:
+            raise UsageError("give exactly one of a query text, --image FILE or --audio FILE")
+        if modality not in ("video", "audio", "all"):
+            raise UsageError(f"unknown modality {modality!r}; choose one of video, audio, all")
+        if image is not None:
+            spaces = [VISUAL]
+        elif audio is not None:
+            spaces = [AUDIO]
         else:
-            queries = self.embed_queries(images=[image])  # type: ignore[list-item]
-        return self.search_vectors(queries, k=k, videos=videos, exhaustive=exhaustive, localize=localize)[0]
+            spaces = {"video": [VISUAL], "audio": [AUDIO], "all": [VISUAL, AUDIO]}[modality]
+            if modality == "all":
+                spaces = [s for s in spaces if s in self.snapshot.spaces] or [VISUAL]
+        if (image is not None and modality == "audio") or (audio is not None and modality == "video"):
+            return self._search_cross_modal(image=image, audio=audio, k=k, videos=videos, exhaustive=exhaustive, localize=localize)
+        if text is not None and modality == "all" and len(spaces) > 1:
+            return self._search_fused(text, k=k, videos=videos, exhaustive=exhaustive, localize=localize)
+        lists = []
+        for space in spaces:
+            queries = self.embed_queries(
+                text=[text] if text is not None else None,
+                images=[image] if image is not None else None,
+                audio=[audio] if audio is not None else None,
+                space=space,
+            )
+            lists.append(self.search_vectors(queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize)[0])
+        return _interleave(lists, k)
+
+    def _search_fused(self, text: str, *, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig) -> list[SearchResult]:
+        """Text in both spaces, scores fused per moment with ``self.fusion_weights``."""
+        parts = []
+        for space in (VISUAL, AUDIO):
+            query = self.embed_queries(text=[text], space=space)[0]
+            parts.append((self.snapshot.spaces[space], query, self.fusion_weights[space]))
+        hits = search_fused(parts, k=k, videos=videos, exhaustive=exhaustive, durations=self._durations, config=localize)
+        return [self._result(h, VISUAL if self._rows[h.media_id]["kind"] != "audio" else AUDIO) for h in hits]
+
+    def _search_cross_modal(
+        self, *, image: Any, audio: Any, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig
+    ) -> list[SearchResult]:
+        """Image -> sound or sound -> video moments through the learnt common space."""
+        from .common_space import COMMON_AUDIO, COMMON_VISUAL, load_heads
+
+        heads = load_heads(self.snapshot)
+        if image is not None:
+            query = heads.project_visual(self.embed_queries(images=[image], space=VISUAL))
+            target, result_space = COMMON_AUDIO, AUDIO
+        else:
+            query = heads.project_audio(self.embed_queries(audio=[audio], space=AUDIO))
+            target, result_space = COMMON_VISUAL, VISUAL
+        data = self.snapshot.spaces[target]
+        hits = search_space(data, query, k=k, videos=videos, exhaustive=exhaustive, durations=self._durations, config=localize)
+        return [self._result(h, result_space) for h in hits[0]]
+
+    def search_batch(
+        self,
+        texts: list[str],
+        *,
+        modality: Literal["video", "audio", "all"] = "video",
+        k: int = 10,
+        videos: int = 20,
+        exhaustive: bool = False,
+        localize: LocalizeConfig = LocalizeConfig(),
+    ) -> list[list[SearchResult]]:
+        """Many text queries at once: one batched encoder pass and one batched FAISS search per space."""
+        if not texts:
+            return []
+        spaces = {"video": [VISUAL], "audio": [AUDIO], "all": [VISUAL, AUDIO]}.get(modality)
+        if spaces is None:
+            raise UsageError(f"unknown modality {modality!r}; choose one of video, audio, all")
+        if modality == "all":
+            spaces = [s for s in spaces if s in self.snapshot.spaces] or [VISUAL]
+        per_space = []
+        for space in spaces:
+            vectors = self.embed_queries(text=list(texts), space=space)
+            per_space.append(self.search_vectors(vectors, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize))
+        return [_interleave([lists[i] for lists in per_space], k) for i in range(len(texts))]
 
     def search_vectors(
         self,
         queries: np.ndarray,
         *,
+        space: str = VISUAL,
         k: int = 10,
         videos: int = 20,
         exhaustive: bool = False,
@@ -201,17 +311,17 @@ class Index:
     ) -> list[list[SearchResult]]:
         if k < 1 or videos < 1:
             raise UsageError(f"-k and --videos must be at least 1, got {k} and {videos}")
-        space = self.snapshot.spaces.get(VISUAL)
-        if space is None:
+        data = self.snapshot.spaces.get(space)
+        if data is None:
             return [[] for _ in range(len(np.atleast_2d(queries)))]
         hits = search_space(
-            space, queries, k=k, videos=videos, exhaustive=exhaustive, durations=self._durations, config=localize
+            data, queries, k=k, videos=videos, exhaustive=exhaustive, durations=self._durations, config=localize
         )
-        return [[self._result(h) for h in row] for row in hits]
+        return [[self._result(h, space) for h in row] for row in hits]
 
-    def _result(self, hit: Any) -> SearchResult:
+    def _result(self, hit: Any, space: str) -> SearchResult:
         row = self._rows[hit.media_id]
-        modality: Modality = "image" if row["kind"] == "image" else "video"
+        modality: Modality = "audio" if space == AUDIO else ("image" if row["kind"] == "image" else "video")
         return SearchResult(
             path=row["path"],
             start=round(hit.start, 3),
@@ -220,6 +330,21 @@ class Index:
             video_score=None if hit.media_score is None else float(hit.media_score),
             modality=modality,
         )
+
+
+_MEDIA_OF = {VISUAL: "videos or images", AUDIO: "audio files or videos with sound"}
+
+
+def _interleave(lists: list[list[SearchResult]], k: int) -> list[SearchResult]:
+    """Round-robin merge of ranked lists (best of each first), at most k."""
+    if len(lists) == 1:
+        return lists[0][:k]
+    out: list[SearchResult] = []
+    for rank in range(max((len(x) for x in lists), default=0)):
+        for results in lists:
+            if rank < len(results):
+                out.append(results[rank])
+    return out[:k]
 
 
 def open_index(
@@ -254,5 +379,5 @@ def _stored_config(root: Path) -> IngestConfig | None:
     if not (root / MANIFEST).exists():
         return None
     cfg = read_manifest(root).get("config", {})
-    known = {k: cfg[k] for k in ("fps", "backend", "window", "stride") if k in cfg}
+    known = {k: cfg[k] for k in ("fps", "backend", "window", "stride", "audio_window", "audio_hop") if k in cfg}
     return IngestConfig(**known)

@@ -6,7 +6,8 @@ notebook, stdin, a forked child). It receives :class:`DecodeTask` objects (plain
 data, never a live decoder) and streams back::
 
     ("chunk", frames uint8 (N, H, W, 3), timestamps float64 (N,))   any number of times
-    ("done", {"duration": ..., "width": ..., "height": ..., "warning"?: ...})
+    ("audio", [mono float32 clips], starts (N,), ends (N,))         any number of times
+    ("done", {"duration": ..., "width": ..., "height": ..., "warning"?: ..., "audio_note"?: ...})
     ("error", stage, reason)
 """
 
@@ -22,18 +23,32 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+import numpy as np
+
 from .errors import DecodeError, MediaError
 from .media import get_backend, image_batch
 
 
 @dataclass(frozen=True)
+class AudioSpec:
+    """How to cut a soundtrack into windows for the audio encoder."""
+
+    sample_rate: int
+    window: float
+    hop: float
+    windows_per_message: int = 8
+
+
+@dataclass(frozen=True)
 class DecodeTask:
     path: str
-    kind: str
+    kind: str  # video | image | audio
     fps: float
     short_side: int | None
     backend: str
     chunk_frames: int
+    visual: bool = True  # decode frames (videos, images)
+    audio: AudioSpec | None = None  # decode sound (videos, audio files)
 
 
 def _limit_memory(megabytes: int) -> None:
@@ -53,19 +68,19 @@ def _limit_memory(megabytes: int) -> None:
 def decode_into(conn: Connection, task: DecodeTask, memory_limit_mb: int) -> None:
     """Decode one task, sending chunks then "done", or "error" with the stage and reason."""
     try:
-        frames_sent = 0
-        if task.kind == "image":
+        info: dict[str, Any] = {"duration": 0.0, "width": 0, "height": 0}
+        if task.visual and task.kind == "image":
             from PIL import Image
 
             batch = image_batch(task.path, short_side=task.short_side)
             with Image.open(task.path) as im:
-                width, height = im.size
-            info: dict[str, Any] = {"duration": 0.0, "width": width, "height": height}
+                info["width"], info["height"] = im.size
             conn.send(("chunk", batch.frames, batch.timestamps))
-        else:
+        elif task.visual and task.kind == "video":
             backend = get_backend(task.backend)
             probe = backend.probe(task.path)
-            info = {"duration": probe.duration, "width": probe.width, "height": probe.height}
+            info.update(duration=probe.duration, width=probe.width, height=probe.height)
+            frames_sent = 0
             for batch in backend.iter_frames(task.path, fps=task.fps, short_side=task.short_side, chunk_size=task.chunk_frames):
                 conn.send(("chunk", batch.frames, batch.timestamps))
                 frames_sent += len(batch)
@@ -74,6 +89,13 @@ def decode_into(conn: Connection, task: DecodeTask, memory_limit_mb: int) -> Non
             damaged = getattr(backend, "damaged_packets", 0)
             if damaged:
                 info["warning"] = f"{damaged} damaged packet(s) skipped"
+        if task.audio is not None and task.kind in ("video", "audio"):
+            try:
+                _send_audio(conn, task, info)
+            except MediaError as exc:
+                if task.kind == "audio":
+                    raise
+                info["audio_note"] = exc.reason  # a video without usable sound still has its pictures
         conn.send(("done", info))
     except MediaError as exc:
         conn.send(("error", exc.stage, exc.reason))
@@ -81,6 +103,41 @@ def decode_into(conn: Connection, task: DecodeTask, memory_limit_mb: int) -> Non
         conn.send(("error", "decode", f"exceeded the decoder memory limit of {memory_limit_mb} MB"))
     except Exception as exc:  # anything else a decoder throws is this file's failure
         conn.send(("error", "decode", f"{type(exc).__name__}: {exc}"[:500]))
+
+
+def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
+    """Stream the non-silent windows of the soundtrack; silent ones are counted, never embedded."""
+    from .audio import iter_audio_windows, probe_audio
+
+    spec = task.audio
+    assert spec is not None  # checked by the caller
+    probe = probe_audio(task.path)
+    if task.kind == "audio":
+        info["duration"] = probe.duration
+    clips: list[np.ndarray] = []
+    starts: list[float] = []
+    ends: list[float] = []
+    silent = 0
+
+    def flush() -> None:
+        if clips:
+            conn.send(("audio", list(clips), np.asarray(starts), np.asarray(ends)))
+            clips.clear()
+            starts.clear()
+            ends.clear()
+
+    for window in iter_audio_windows(task.path, sample_rate=spec.sample_rate, window=spec.window, hop=spec.hop):
+        if window.silent:
+            silent += 1
+            continue
+        clips.append(window.samples)
+        starts.append(window.start)
+        ends.append(window.end)
+        if len(clips) >= spec.windows_per_message:
+            flush()
+    flush()
+    if silent:
+        info["audio_silent_windows"] = silent
 
 
 def main(argv: list[str]) -> None:

@@ -18,7 +18,6 @@ from .ingest import IngestConfig
 from .synth import SynthConfig, generate_corpus
 
 DEMO_SEED = 2026  # not a training seed of the shipped models
-DEMO_QUERIES = ("a red circle", "a blue square", "a yellow triangle", "a white circle", "a green square")
 
 
 @dataclass
@@ -35,7 +34,7 @@ def run_demo(
     videos: int = 8,
     seed: int = DEMO_SEED,
     device: str = "cpu",
-    queries: tuple[str, ...] = DEMO_QUERIES,
+    queries: tuple[str, ...] | None = None,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     out = Path(out_dir)
@@ -55,6 +54,8 @@ def run_demo(
     result.seconds["index"] = time.perf_counter() - t0
     log(f"indexed {len(report.indexed)} files ({report.frames} frames) with synth-clip into {index_dir}")
 
+    if queries is None:  # the captions the corpus shows, in order of appearance, at most five
+        queries = tuple(dict.fromkeys(r["caption"] for r in truth if r["modality"] == "video"))[:5]
     t0 = time.perf_counter()
     idx = open_index(index_dir, device=device)
     for query in queries:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DecodeError, EncoderMismatchError, MediaError, UsageError
-from .decode_worker import DecodeTask, DecodeWorker
+from .errors import EncoderMismatchError, UsageError
+from .decode_worker import AudioSpec, DecodeTask, DecodeWorker
 from .media import DEFAULT_BACKEND, discover, get_backend, media_kind
 from .moments import MomentConfig
 from .store import IndexWriter
@@ -30,6 +30,8 @@ from .store import IndexWriter
 log = logging.getLogger("mmsearch.ingest")
 
 VISUAL = "visual"
+AUDIO = "audio"
+SPACES_BY_KIND = {"video": (VISUAL, AUDIO), "image": (VISUAL,), "audio": (AUDIO,)}
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,19 @@ class IngestConfig:
     memory_limit_mb: int = 8192  # address-space ceiling of a decoder process
     commit_seconds: float = 30.0  # commit at least this often
     retry_failed: bool = False
+    max_memory_mb: int | None = None  # budget of the moment index; None: half the memory the machine has free
+    audio_window: float | None = None  # seconds; None: what the audio encoder recommends (10 s for CLAP)
+    audio_hop: float | None = None
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
             raise UsageError(f"--fps must be positive, got {self.fps}")
         get_backend(self.backend)  # validates the name
         MomentConfig(self.window, self.stride)
+        for name in ("audio_window", "audio_hop"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 @dataclass
@@ -65,6 +74,8 @@ class IngestReport:
     skipped_failed: int = 0  # failed before, unchanged since, not retried
     warnings: list[tuple[str, str]] = field(default_factory=list)
     frames: int = 0
+    audio_windows: int = 0
+    no_audio: list[tuple[str, str]] = field(default_factory=list)  # videos without usable sound, and why
     timings: dict[str, float] = field(default_factory=lambda: {"hash": 0.0, "decode_wait": 0.0, "encode": 0.0, "commit": 0.0})
     generation: int = 0
 
@@ -83,7 +94,7 @@ def content_hash(path: str, *, chunk: int = 1 << 20) -> str:
 # -- the runner -------------------------------------------------------------------------------
 @dataclass
 class _Pending:
-    """A file being decoded and encoded."""
+    """A file being decoded and encoded, and the spaces it still needs."""
 
     path: str
     kind: str
@@ -91,112 +102,194 @@ class _Pending:
     mtime: float
     content_hash: str
     media_id: int
-    timestamps: list[np.ndarray] = field(default_factory=list)
-    vectors: list[np.ndarray] = field(default_factory=list)
+    spaces: tuple[str, ...]
+    done_spaces: tuple[str, ...] = ()  # already embedded in an earlier run (a space added later)
+    row: dict[str, Any] | None = None  # the existing media row, when only new spaces are needed
+    buffers: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
     aliases: list[tuple[str, os.stat_result]] = field(default_factory=list)  # same content, other paths
+
+    def add(self, space: str, timestamps: np.ndarray, vectors: np.ndarray) -> None:
+        ts, vs = self.buffers.setdefault(space, ([], []))
+        ts.append(timestamps)
+        vs.append(vectors)
+
+
+EncoderFactories = dict[str, Callable[[], Any]]
 
 
 def index_paths(
     paths: Iterable[str | os.PathLike],
     index_dir: str | os.PathLike,
     *,
-    encoder: Any = None,
-    encoder_factory: Callable[[], Any] | None = None,
+    encoders: EncoderFactories,
     config: IngestConfig = IngestConfig(),
     progress: ProgressFn | None = None,
-    verify_encoder: bool = False,
+    verify_encoders: Iterable[str] = (),
 ) -> IngestReport:
     """Bring the index at ``index_dir`` up to date with the media under ``paths``.
 
+    ``encoders`` maps each space to fill (``visual``, ``audio``) to a function
+    that builds its encoder (called only when something needs embedding).
     New and changed files are embedded; moved or renamed files and identical
     copies are recognised by content hash and not embedded again; files that
-    vanished from under ``paths`` are dropped. ``verify_encoder`` checks the
-    encoder against the index even when nothing needs embedding (the user named one).
+    vanished from under ``paths`` are dropped. A space added to an existing
+    index is filled for the files already there. ``verify_encoders`` names
+    spaces whose encoder the user chose explicitly: it is checked against the
+    index even when nothing needs embedding.
     """
     notify = progress or (lambda event, data: None)
     roots = [Path(p).expanduser().absolute() for p in paths]
     if not roots:
         raise UsageError("give at least one file or folder to index")
-    files = discover(roots)
+    wanted = set(encoders)
+    kinds = [k for k, spaces in SPACES_BY_KIND.items() if wanted & set(spaces)]
+    files = discover(roots, kinds=kinds)
     report = IngestReport()
     with IndexWriter(index_dir, config=_config_dict(config)) as writer:
         _check_config(writer, config)
-        # -- plan: what is new, changed, moved, duplicated, gone -----------------------------
-        plan: list[_Pending] = []
-        found = {str(f) for f in files}
-        known_hashes = writer.hashes()
-        by_path = dict(writer.paths)
-        next_id = writer.next_media_id()
-        planned_hashes: dict[str, _Pending] = {}
-        for f in files:
-            path = str(f)
-            try:
-                st = os.stat(path)
-            except OSError as exc:
-                _fail(writer, report, path, None, "read", f"cannot stat ({exc.strerror})")
-                continue
-            old = by_path.get(path)
-            if old and old["size"] == st.st_size and abs(old["mtime"] - st.st_mtime) < 1e-6:
-                report.unchanged += 1
-                continue
-            failed = writer.failures.get(path)
-            if failed and not config.retry_failed and failed["size"] == st.st_size and abs(failed["mtime"] - st.st_mtime) < 1e-6:
-                report.skipped_failed += 1
-                continue
-            if st.st_size == 0:
-                _fail(writer, report, path, st, "read", "empty file (0 bytes)")
-                continue
-            t0 = time.perf_counter()
-            try:
-                digest = content_hash(path)
-            except OSError as exc:
-                _fail(writer, report, path, st, "read", f"cannot read ({exc.strerror or exc})")
-                continue
-            report.timings["hash"] += time.perf_counter() - t0
-            kind = media_kind(path) or "video"
-            if digest in known_hashes:
-                media_id = known_hashes[digest]
-                template = next(r for r in writer.paths.values() if r["media_id"] == media_id)
-                writer.put_path({**template, "path": path, "size": st.st_size, "mtime": st.st_mtime})
-                if _vanished(template["path"]):
-                    report.moved.append((template["path"], path))
-                else:
-                    report.duplicates.append(path)
-                continue
-            if digest in planned_hashes:  # same content twice in this run: embed once
-                planned_hashes[digest].aliases.append((path, st))
-                report.duplicates.append(path)
-                continue
-            item = _Pending(path, kind, st.st_size, st.st_mtime, digest, next_id)
-            next_id += 1
-            planned_hashes[digest] = item
-            plan.append(item)
-        for path in list(writer.paths):
-            if path not in found and _under(path, roots) and _vanished(path):
-                writer.remove_path(path)
-                if not any(path == old for old, _ in report.moved):
-                    report.removed.append(path)
-        for path in list(writer.failures):
-            if path not in found and _under(path, roots):
-                writer.drop_failure(path)
+        plan = _plan(files, roots, writer, wanted, config, report)
         notify("plan", {"total": len(plan), "unchanged": report.unchanged})
-
-        if plan or (verify_encoder and writer.space_encoder(VISUAL)):
-            enc = encoder if encoder is not None else encoder_factory()
-            _check_encoder(writer, enc)
+        needed = {s for item in plan for s in item.spaces} | {s for s in verify_encoders if writer.space_encoder(s)}
+        built: dict[str, Any] = {}
+        for space in sorted(needed & wanted):
+            built[space] = encoders[space]()
+            _check_encoder(writer, space, built[space])
+            writer.ensure_space(space, _encoder_record(built[space]), built[space].dim)
+        heads = _load_heads(writer)
         if plan:
-            writer.ensure_space(VISUAL, _encoder_record(enc), enc.dim)
-            _run(plan, writer, enc, config, report, notify)
+            _run(plan, writer, built, config, report, notify, heads)
         elif writer.manifest["generation"] == 0 and not files:
             raise UsageError(f"no media files found under {', '.join(map(str, roots))}")
         t0 = time.perf_counter()
-        report.generation = writer.commit(moment_config=MomentConfig(config.window, config.stride))
+        report.generation = writer.commit(moment_config=MomentConfig(config.window, config.stride), recipe_for=_recipe_chooser(config))
         report.timings["commit"] += time.perf_counter() - t0
     return report
 
 
+def _plan(
+    files: list[Path], roots: list[Path], writer: IndexWriter, wanted: set[str], config: IngestConfig, report: IngestReport
+) -> list[_Pending]:
+    """Decide per file: unchanged, moved, duplicate, new/changed (embed), or a space to add."""
+    plan: list[_Pending] = []
+    found = {str(f) for f in files}
+    known_hashes = writer.hashes()
+    by_path = dict(writer.paths)
+    next_id = writer.next_media_id()
+    planned_hashes: dict[str, _Pending] = {}
+    for f in files:
+        path = str(f)
+        kind = media_kind(path) or "video"
+        spaces = tuple(s for s in SPACES_BY_KIND[kind] if s in wanted)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            _fail(writer, report, path, None, "read", f"cannot stat ({exc.strerror})")
+            continue
+        old = by_path.get(path)
+        if old and old["size"] == st.st_size and abs(old["mtime"] - st.st_mtime) < 1e-6:
+            done = tuple(s for s in (old.get("spaces") or "").split(",") if s)
+            missing = tuple(s for s in spaces if s not in done)
+            if not missing:
+                report.unchanged += 1
+            else:  # a space this index did not fill before (e.g. audio added later)
+                item = _Pending(path, kind, st.st_size, st.st_mtime, old["content_hash"], int(old["media_id"]), missing, done, old)
+                plan.append(item)
+            continue
+        failed = writer.failures.get(path)
+        if failed and not config.retry_failed and failed["size"] == st.st_size and abs(failed["mtime"] - st.st_mtime) < 1e-6:
+            report.skipped_failed += 1
+            continue
+        if st.st_size == 0:
+            _fail(writer, report, path, st, "read", "empty file (0 bytes)")
+            continue
+        t0 = time.perf_counter()
+        try:
+            digest = content_hash(path)
+        except OSError as exc:
+            _fail(writer, report, path, st, "read", f"cannot read ({exc.strerror or exc})")
+            continue
+        report.timings["hash"] += time.perf_counter() - t0
+        if digest in known_hashes:
+            media_id = known_hashes[digest]
+            template = next(r for r in writer.paths.values() if r["media_id"] == media_id)
+            writer.put_path({**template, "path": path, "size": st.st_size, "mtime": st.st_mtime})
+            if _vanished(template["path"]):
+                report.moved.append((template["path"], path))
+            else:
+                report.duplicates.append(path)
+            continue
+        if digest in planned_hashes:  # same content twice in this run: embed once
+            planned_hashes[digest].aliases.append((path, st))
+            report.duplicates.append(path)
+            continue
+        item = _Pending(path, kind, st.st_size, st.st_mtime, digest, next_id, spaces)
+        next_id += 1
+        planned_hashes[digest] = item
+        plan.append(item)
+    moved_from = {old for old, _ in report.moved}
+    for path in list(writer.paths):
+        if path not in found and _under(path, roots) and _vanished(path):
+            writer.remove_path(path)
+            if path not in moved_from:
+                report.removed.append(path)
+    for path in list(writer.failures):
+        if path not in found and _under(path, roots):
+            writer.drop_failure(path)
+    return plan
+
+
+def _task(item: _Pending, encoders: dict[str, Any], config: IngestConfig) -> DecodeTask:
+    visual = encoders.get(VISUAL) if VISUAL in item.spaces else None
+    audio = encoders.get(AUDIO) if AUDIO in item.spaces else None
+    audio_spec = None
+    if audio is not None:
+        window, hop = audio_window_config(audio, config)
+        audio_spec = AudioSpec(sample_rate=int(audio.sample_rate), window=window, hop=hop)
+    return DecodeTask(
+        path=item.path,
+        kind=item.kind,
+        fps=config.fps,
+        short_side=visual.input_size if visual is not None else None,
+        backend=config.backend,
+        chunk_frames=config.chunk_frames,
+        visual=visual is not None,
+        audio=audio_spec,
+    )
+
+
+def audio_window_config(encoder: Any, config: IngestConfig) -> tuple[float, float]:
+    """Audio window and hop in seconds: the config's, else the encoder's recommendation, else 10 s / 5 s."""
+    window = config.audio_window or float(getattr(encoder, "window_seconds", 10.0))
+    hop = config.audio_hop or float(getattr(encoder, "hop_seconds", window / 2))
+    return window, hop
+
+
+def _recipe_chooser(config: IngestConfig) -> Callable[[int, int], Any]:
+    """Picks the moment index for its size at every commit, so it is re-chosen as the corpus grows."""
+    from mmsearch.indexes import choose_recipe
+
+    budget = None if config.max_memory_mb is None else config.max_memory_mb << 20
+    return lambda n, dim: choose_recipe(n, dim, max_memory_bytes=budget)
+
+
+def _load_heads(writer: IndexWriter) -> Any:
+    """The index's trained projection heads, when it has a common space (new media go there too)."""
+    common = writer.manifest.get("common")
+    if not common:
+        return None
+    from .common_space import ProjectionHeads
+
+    return ProjectionHeads.load(writer.root / common["heads"])
+
+
 def _run(
-    plan: list[_Pending], writer: IndexWriter, encoder: Any, config: IngestConfig, report: IngestReport, notify: ProgressFn
+    plan: list[_Pending],
+    writer: IndexWriter,
+    encoders: dict[str, Any],
+    config: IngestConfig,
+    report: IngestReport,
+    notify: ProgressFn,
+    heads: Any = None,
 ) -> None:
     workers = [DecodeWorker(config.memory_limit_mb) for _ in range(max(1, config.workers))]
     queue = list(reversed(plan))
@@ -208,9 +301,7 @@ def _run(
             for i, worker in enumerate(workers):
                 if i not in active and queue:
                     item = queue.pop()
-                    worker.start(
-                        DecodeTask(item.path, item.kind, config.fps, encoder.input_size, config.backend, config.chunk_frames)
-                    )
+                    worker.start(_task(item, encoders, config))
                     active[i] = item
                     notify("start", {"path": item.path})
             t0 = time.perf_counter()
@@ -226,17 +317,13 @@ def _run(
                     except (EOFError, OSError):
                         message = None
                     if message is not None:
-                        if message[0] == "chunk":
-                            t1 = time.perf_counter()
-                            _, frames, timestamps = message
-                            item.vectors.append(encoder.encode_images(frames))
-                            item.timestamps.append(timestamps)
-                            report.timings["encode"] += time.perf_counter() - t1
-                            report.frames += len(timestamps)
-                            notify("frames", {"path": item.path, "n": len(timestamps)})
+                        kind = message[0]
+                        if kind in ("chunk", "audio"):
+                            _encode_chunk(item, message, encoders, report)
+                            notify("frames", {"path": item.path, "n": len(message[2])})
                             continue
-                        if message[0] == "done":
-                            _finish(writer, report, item, message[1])
+                        if kind == "done":
+                            _finish(writer, report, item, message[1], heads)
                         else:
                             _fail(writer, report, item.path, item, message[1], message[2])
                         del active[i]
@@ -257,7 +344,7 @@ def _run(
             if writer.dirty and time.monotonic() - last_commit >= config.commit_seconds:
                 # Commit between files only, so a generation never holds half a file.
                 t1 = time.perf_counter()
-                writer.commit(moment_config=moment_config)
+                writer.commit(moment_config=moment_config, recipe_for=_recipe_chooser(config))
                 report.timings["commit"] += time.perf_counter() - t1
                 last_commit = time.monotonic()
     finally:
@@ -265,11 +352,32 @@ def _run(
             worker.stop()
 
 
-def _finish(writer: IndexWriter, report: IngestReport, item: _Pending, info: dict[str, Any]) -> None:
-    timestamps = np.concatenate(item.timestamps)
-    vectors = np.concatenate(item.vectors)
-    writer.add_frames(VISUAL, item.media_id, timestamps, vectors)
-    row = {
+def _encode_chunk(item: _Pending, message: tuple, encoders: dict[str, Any], report: IngestReport) -> None:
+    t0 = time.perf_counter()
+    if message[0] == "chunk":
+        _, frames, timestamps = message
+        item.add(VISUAL, timestamps, encoders[VISUAL].encode_images(frames))
+        report.frames += len(timestamps)
+    else:  # ("audio", clips, starts, ends): a window stands for its centre on the curve
+        _, clips, starts, ends = message
+        item.add(AUDIO, (np.asarray(starts) + np.asarray(ends)) / 2, encoders[AUDIO].encode_audio(clips))
+        report.audio_windows += len(clips)
+    report.timings["encode"] += time.perf_counter() - t0
+
+
+def _finish(writer: IndexWriter, report: IngestReport, item: _Pending, info: dict[str, Any], heads: Any = None) -> None:
+    for space, (ts, vs) in item.buffers.items():
+        timestamps, vectors = np.concatenate(ts), np.concatenate(vs)
+        writer.add_frames(space, item.media_id, timestamps, vectors)
+        if heads is not None:
+            from .common_space import COMMON_AUDIO, COMMON_VISUAL
+
+            common, project = (COMMON_VISUAL, heads.project_visual) if space == VISUAL else (COMMON_AUDIO, heads.project_audio)
+            writer.add_frames(common, item.media_id, timestamps, project(vectors))
+    audio_note = info.get("audio_note")
+    if audio_note:
+        report.no_audio.append((item.path, audio_note))
+    base = item.row or {
         "media_id": item.media_id,
         "path": item.path,
         "size": item.size,
@@ -280,6 +388,7 @@ def _finish(writer: IndexWriter, report: IngestReport, item: _Pending, info: dic
         "width": int(info.get("width") or 0),
         "height": int(info.get("height") or 0),
     }
+    row = {**base, "spaces": ",".join(sorted(set(item.done_spaces) | set(item.spaces)))}
     writer.put_path(row)
     for alias, st in item.aliases:
         writer.put_path({**row, "path": alias, "size": st.st_size, "mtime": st.st_mtime})
@@ -306,15 +415,21 @@ def _vanished(path: str) -> bool:
 
 
 def _config_dict(config: IngestConfig) -> dict[str, Any]:
-    return {"fps": config.fps, "backend": config.backend, "window": config.window, "stride": config.stride}
+    out: dict[str, Any] = {"fps": config.fps, "backend": config.backend, "window": config.window, "stride": config.stride}
+    if config.audio_window is not None:
+        out["audio_window"] = config.audio_window
+    if config.audio_hop is not None:
+        out["audio_hop"] = config.audio_hop
+    return out
 
 
 def _check_config(writer: IndexWriter, config: IngestConfig) -> None:
     stored = writer.config
-    for key in ("fps", "window", "stride"):
-        if key in stored and float(stored[key]) != float(getattr(config, key)):
+    for key in ("fps", "window", "stride", "audio_window", "audio_hop"):
+        mine = getattr(config, key)
+        if key in stored and mine is not None and float(stored[key]) != float(mine):
             raise UsageError(
-                f"the index at {writer.root} was built with {key}={stored[key]}, not {getattr(config, key)}; "
+                f"the index at {writer.root} was built with {key}={stored[key]}, not {mine}; "
                 f"use the same value or a new --index directory"
             )
 
@@ -327,16 +442,17 @@ def _encoder_record(encoder: Any) -> dict[str, Any]:
     }
 
 
-def _check_encoder(writer: IndexWriter, encoder: Any) -> None:
-    stored = writer.space_encoder(VISUAL)
+def _check_encoder(writer: IndexWriter, space: str, encoder: Any) -> None:
+    stored = writer.space_encoder(space)
     if stored and stored["identity"] != encoder.identity():
-        raise EncoderMismatchError(describe_mismatch(writer.root, stored, encoder.identity()))
+        raise EncoderMismatchError(describe_mismatch(writer.root, stored, encoder.identity(), space=space))
 
 
-def describe_mismatch(root: Any, stored: dict[str, Any], identity: dict[str, Any]) -> str:
+def describe_mismatch(root: Any, stored: dict[str, Any], identity: dict[str, Any], *, space: str = VISUAL) -> str:
     have = stored["identity"]
+    flag = "--audio-model" if space == AUDIO else "--model/--pretrained"
     return (
-        f"the index at {root} was built with encoder {have.get('model')} ({have.get('pretrained')}), "
+        f"the {space} space of the index at {root} was built with encoder {have.get('model')} ({have.get('pretrained')}), "
         f"not {identity.get('model')} ({identity.get('pretrained')}). Vectors of different encoders cannot be "
-        "mixed: use the same --model/--pretrained, or a new --index directory."
+        f"mixed: use the same {flag}, or a new --index directory."
     )

@@ -147,3 +147,64 @@ def _candidates_from_moments(space: SpaceData, queries: np.ndarray, *, k: int) -
                 seen.setdefault(int(moment_media[r]), float(sc))
         out.append([(m, None) for m in seen])
     return out
+
+
+def search_fused(
+    parts: list[tuple[SpaceData, np.ndarray, float]],
+    *,
+    k: int = 10,
+    videos: int = 20,
+    exhaustive: bool = False,
+    durations: dict[int, float],
+    config: LocalizeConfig = LocalizeConfig(),
+) -> list[Hit]:
+    """One query in several spaces (e.g. CLIP text vs frames, CLAP text vs sound), fused per moment.
+
+    ``parts`` holds (space, query vector, weight). Stage 1 takes the union of
+    each space's top media. Each space's curve is standardised over all the
+    candidates' frames (cosine scales differ between encoders), sampled on the
+    finest timeline of the media, weighted and summed; a space a media item lacks
+    contributes 0 (the average). Moments are localized on the fused curve, so a
+    moment that matches in both spaces ranks first.
+    """
+    candidates: dict[int, float] = {}
+    for space, query, _ in parts:
+        if space.media_index is None or space.media_index.ntotal == 0:
+            continue
+        if exhaustive:
+            ids = [int(m) for m in space.media_ids]
+        else:
+            _, rows = space.media_index.search(query[None], min(videos, space.media_index.ntotal))
+            ids = [int(space.media_ids[r]) for r in rows[0] if r >= 0]
+        for media_id in ids:
+            candidates.setdefault(media_id, 0.0)
+    curves: dict[int, list[tuple[np.ndarray, np.ndarray, float] | None]] = {m: [] for m in candidates}
+    stats = []
+    for space, query, weight in parts:
+        values = []
+        for media_id in candidates:
+            ts, vecs = space.frames_of(media_id)
+            if len(ts):
+                scores = vecs @ query
+                curves[media_id].append((ts, scores, weight))
+                values.append(scores)
+            else:
+                curves[media_id].append(None)
+        pooled = np.concatenate(values) if values else np.zeros(1)
+        stats.append((float(pooled.mean()), float(pooled.std()) or 1.0))
+    hits: list[Hit] = []
+    for media_id, per_space in curves.items():
+        present = [c for c in per_space if c is not None]
+        if not present:
+            continue
+        grid = max((c[0] for c in present), key=len)  # the finest timeline this media has
+        fused = np.zeros(len(grid))
+        for curve, (mean, std) in zip(per_space, stats):
+            if curve is None:
+                continue
+            ts, scores, weight = curve
+            fused += weight * np.interp(grid, ts, (scores - mean) / std)
+        for start, end, score in localize(grid, fused, duration=durations.get(media_id, 0.0), config=config):
+            hits.append(Hit(media_id, start, end, score, None))
+    hits.sort(key=lambda h: (-h.score, h.media_id, h.start))
+    return hits[:k]

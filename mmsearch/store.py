@@ -58,6 +58,7 @@ MEDIA_SCHEMA = pa.schema(
         ("duration", pa.float64()),
         ("width", pa.int32()),
         ("height", pa.int32()),
+        ("spaces", pa.string()),  # comma-separated spaces this media was processed for
     ]
 )
 FAILURE_SCHEMA = pa.schema(
@@ -377,6 +378,19 @@ class IndexWriter:
     def ensure_space(self, space: str, encoder: dict[str, Any], dim: int) -> None:
         self.manifest["spaces"].setdefault(space, {"encoder": encoder, "dim": dim, "shards": [], "next_shard": 0})
 
+    def reset_space(self, space: str, encoder: dict[str, Any], dim: int) -> None:
+        """Start ``space`` over (its old shards go at the next commit): for spaces derived from others."""
+        self.dirty = True
+        self.pending.pop(space, None)
+        self.manifest["spaces"][space] = {"encoder": encoder, "dim": dim, "shards": [], "next_shard": 0}
+
+    def attach(self, rel: str) -> None:
+        """Make a file written into the index directory part of this and later generations."""
+        self.dirty = True
+        attachments = self.manifest.setdefault("attachments", [])
+        if rel not in attachments:
+            attachments.append(rel)
+
     def hashes(self) -> dict[str, int]:
         """content hash -> media_id of everything indexed."""
         return {r["content_hash"]: int(r["media_id"]) for r in self.paths.values()}
@@ -458,7 +472,7 @@ class IndexWriter:
             new_files += self._write_derived(gen, space, entry, live, moment_config, recipe_for, VectorIndex)
 
         files = {}
-        keep = set(new_files)
+        keep = set(new_files) | set(self.manifest.get("attachments", []))
         for space_entry in self.manifest["spaces"].values():
             for shard in space_entry["shards"]:
                 keep.update([shard["vectors"], shard["rows"]])

@@ -58,6 +58,7 @@ __all__ = [
     "sample_audio_caption_pairs",
     "generate_corpus",
     "load_ground_truth",
+    "paired_config",
 ]
 
 # --------------------------------------------------------------------------- world
@@ -1017,3 +1018,24 @@ def load_ground_truth(out_dir: str | os.PathLike[str]) -> list[dict]:
          "end": float(r["end"]), "caption": str(r["caption"])}
         for r in rows
     ]
+
+
+def paired_config(seed: int, n: int = 6, *, max_size: tuple[int, int] = (1280, 720), **overrides: Any) -> SynthConfig:
+    """A corpus where ``n`` visual classes each come with one sound class, a mapping drawn from ``seed``.
+
+    Whenever the shape is on screen its paired sound plays; gaps are silent or
+    quiet noise. This is the world of the common-space (VATT) benchmark: the
+    mapping is never given to the trainer, it must be learnt from co-occurrence.
+    """
+    if not 1 <= n <= len(AUDIO_CAPTIONS):
+        raise UsageError(f"paired classes must be between 1 and {len(AUDIO_CAPTIONS)}, got {n}")
+    rng = np.random.default_rng([seed, 7_777])
+    visual = [VISUAL_CAPTIONS[i] for i in rng.choice(len(VISUAL_CAPTIONS), size=n, replace=False)]
+    sounds = [AUDIO_CAPTIONS[i] for i in rng.permutation(len(AUDIO_CAPTIONS))[:n]]
+    return SynthConfig(
+        max_size=max_size,
+        visual_captions=tuple(visual),
+        audio_pairing=dict(zip(visual, sounds)),
+        gap_noise_amplitude=0.01,
+        **overrides,
+    )

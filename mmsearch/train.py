@@ -16,7 +16,7 @@ embedding spaces.
 scratch on image/caption pairs drawn on the fly from :mod:`mmsearch.synth` and
 writes the checkpoint shipped as ``mmsearch/assets/synth-clip.pt``::
 
-    python -m mmsearch.train synth-clip --out mmsearch/assets/synth-clip.pt --steps 600 --seed 0
+    python -m mmsearch.train synth-clip --out mmsearch/assets/synth-clip.pt --steps 500 --seed 0
 """
 
 from __future__ import annotations
@@ -242,19 +242,23 @@ def render_training_frames(
     captions: Sequence[str | None],
     *,
     max_render_short: int = 200,
+    max_noise_sigma: float = 3.0,
 ) -> list[np.ndarray]:
     """One decoded-looking frame per caption (None = background only, a gap between events).
 
     A video size is drawn as the synthetic world draws it; the frame is rendered at
     that size or, to keep training cheap, at a reduced size whose short side is at
     most ``max_render_short`` (same aspect, same relative shape size and position),
-    with background noise of a random strength. It is then scaled so its short side
-    is 64 px with PIL's bilinear filter, as the decoder does (``media.scaled_size``).
+    then scaled so its short side is 64 px with PIL's bilinear filter, as the
+    decoder does (``media.scaled_size``). The world's gaussian background noise
+    (sigma 4 at full resolution) is mostly averaged away by that downscale (and by
+    the video codec), so it is added after it, with a random sigma up to
+    ``max_noise_sigma``: far cheaper than drawing noise at full resolution.
     """
     from PIL import Image
 
     from .media import scaled_size
-    from .synth import render_background, render_visual_event
+    from .synth import random_background_colour, render_visual_event
 
     out = []
     for cap in captions:
@@ -263,15 +267,18 @@ def render_training_frames(
         render_short = int(rng.integers(INPUT_SIZE, max(INPUT_SIZE, min(short, max_render_short)) + 1))
         scale = render_short / short
         rw, rh = max(16, int(round(w * scale))), max(16, int(round(h * scale)))
-        sigma = float(rng.uniform(0.0, 6.0))
-        bg = render_background(rng, rw, rh, 1, noise_sigma=sigma)[0]
-        if cap is None:
-            img = bg
-        else:
-            img = render_visual_event(rng, cap, rw, rh, 1, bg)[0]
+        colour = random_background_colour(rng)
+        img = np.empty((rh, rw, 3), np.uint8)
+        img[:] = colour
+        if cap is not None:
+            img = render_visual_event(rng, cap, rw, rh, 1, img)[0]
         tw, th = scaled_size(w, h, INPUT_SIZE)
         if (rw, rh) != (tw, th):
-            img = np.asarray(Image.fromarray(img).resize((tw, th), Image.Resampling.BILINEAR))
+            img = np.array(Image.fromarray(img).resize((tw, th), Image.Resampling.BILINEAR))
+        sigma = float(rng.uniform(0.0, max_noise_sigma))
+        if sigma > 0:
+            noisy = img.astype(np.float32) + sigma * rng.standard_normal(img.shape, dtype=np.float32)
+            img = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
         out.append(img)
     return out
 
@@ -296,24 +303,27 @@ def synth_clip_batches(
     *,
     gap_fraction: float = 0.15,
     captions: Sequence[str] | None = None,
-) -> Iterator[tuple[Any, list[int], tuple[list[int], list[int]]]]:
-    """Endless ``(images, caption_ids, (groups_a, groups_b))`` batches for synth-clip.
+) -> Iterator[tuple[Any, list[str], tuple[list[int], list[int]]]]:
+    """Endless ``(images, captions, (groups_a, groups_b))`` batches for synth-clip.
 
-    ``batch_size`` (image, caption) pairs with captions drawn uniformly, plus
-    ``round(gap_fraction * batch_size)`` background-only images that match no
-    caption (group -1): extra negatives that push text-to-gap similarity down.
-    Images are preprocessed tensors; the text side is a list of caption indices.
+    ``batch_size`` (image, caption) pairs with captions drawn uniformly from
+    ``captions`` (default all 15), plus ``round(gap_fraction * batch_size)``
+    background-only images that match no caption (group -1): extra negatives that
+    push text-to-gap similarity down. Images are preprocessed tensors (the
+    inference path); the group id of a pair is its caption's index in the pool.
     """
-    from .synth import VISUAL_CAPTIONS
+    from .synth import VISUAL_CAPTIONS, parse_visual_caption
 
     pool = tuple(captions or VISUAL_CAPTIONS)
+    for c in pool:
+        parse_visual_caption(c)
     rng = np.random.default_rng(np.random.SeedSequence([seed, _TRAIN_STREAM]))
     n_gaps = int(round(gap_fraction * batch_size))
     while True:
         ids = [int(i) for i in rng.integers(len(pool), size=batch_size)]
-        frames = render_training_frames(rng, [pool[i] for i in ids] + [None] * n_gaps)
-        images = _preprocess(frames)
-        yield images, ids, (ids + [-1] * n_gaps, ids)
+        texts = [pool[i] for i in ids]
+        frames = render_training_frames(rng, texts + [None] * n_gaps)
+        yield _preprocess(frames), texts, (ids + [-1] * n_gaps, ids)
 
 
 # --------------------------------------------------------------------------- synth-clip training
@@ -344,7 +354,7 @@ def save_open_clip_checkpoint(model: Any, out_path: str | os.PathLike, *, half: 
 def train_synth_clip(
     out_path: str | os.PathLike,
     *,
-    steps: int = 600,
+    steps: int = 500,
     batch_size: int = 128,
     seed: int = 0,
     lr: float = 2e-3,
@@ -370,17 +380,17 @@ def train_synth_clip(
     model = open_clip.create_model(SYNTH_CLIP)
     model.train()
     tokenizer = open_clip.get_tokenizer(SYNTH_CLIP)
-    tokens = tokenizer(list(VISUAL_CAPTIONS))
+    order = {c: i for i, c in enumerate(VISUAL_CAPTIONS)}
 
     def encode_images(images: Any) -> Any:
         return model.encode_image(images)
 
-    def encode_captions(ids: list[int]) -> Any:
+    def encode_captions(texts: list[str]) -> Any:
         # only 15 distinct captions: encode each once, then gather (same result, far cheaper)
-        unique = sorted(set(ids))
-        emb = model.encode_text(tokens[unique])
+        unique = sorted(set(texts), key=lambda t: (order.get(t, len(order)), t))
+        emb = model.encode_text(tokenizer(unique))
         row = {c: k for k, c in enumerate(unique)}
-        return emb[torch.tensor([row[i] for i in ids])]
+        return emb[torch.tensor([row[t] for t in texts])]
 
     if logit_scale is None:
         scale: Any = model.logit_scale
@@ -402,12 +412,28 @@ def train_synth_clip(
 
 
 # --------------------------------------------------------------------------- command line
+def _cpu_seconds() -> float:
+    try:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+    except ImportError:  # not on every platform
+        return float("nan")
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmsearch.train", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="recipe", required=True)
     p = sub.add_parser(SYNTH_CLIP, help="train the packaged synth-clip model on the synthetic world")
     p.add_argument("--out", required=True, help="checkpoint to write (e.g. mmsearch/assets/synth-clip.pt)")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -433,7 +459,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         gap_fraction=args.gap_fraction, progress=report,
     )
     size = os.path.getsize(args.out)
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB) after {len(history)} steps in {time.time() - t0:.0f}s; "
+    cpu = _cpu_seconds()
+    print(f"wrote {args.out} ({size / 1e6:.2f} MB) after {len(history)} steps in {time.time() - t0:.0f}s wall, "
+          f"{cpu:.0f}s CPU ({os.cpu_count()} CPUs, {_torch_threads()} torch threads); "
           f"final loss {history[-1]:.4f}")
     return 0
 

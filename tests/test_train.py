@@ -77,8 +77,9 @@ def test_items_without_positive_are_pure_negatives():
 
 
 def _toy_batches(seed: int, n_classes: int = 4, batch: int = 32):
+    """Noisy points around 4 fixed class centres (side a) paired with their class id (side b)."""
+    centres = np.random.default_rng(12345).normal(size=(n_classes, 8)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, 8)).astype(np.float32)
     while True:
         y = rng.integers(n_classes, size=batch)
         x = centres[y] + 0.3 * rng.normal(size=(batch, 8)).astype(np.float32)
@@ -99,8 +100,10 @@ def test_train_contrastive_reduces_loss_on_a_separable_toy(learn_scale):
     )
     assert len(history) == 60 and [s for s, _, _ in steps_seen] == list(range(60))
     assert all(math.isfinite(v) for v in history)
+    # 32 items in 4 classes: the best possible loss is the entropy of the targets, about ln(32 / 4)
     first, last = np.mean(history[:5]), np.mean(history[-5:])
-    assert last < 0.6 * first
+    assert last < first - 0.4
+    assert last < math.log(8) + 0.2
     # the class of a fresh sample is now the nearest text embedding
     x, y, _ = next(_toy_batches(1))
     with torch.no_grad():
@@ -113,10 +116,8 @@ def test_train_contrastive_reduces_loss_on_a_separable_toy(learn_scale):
 
 def test_train_contrastive_is_reproducible():
     def run():
-        torch.manual_seed(123)  # the trainer's seed, not the caller's, decides
-        tower_a, tower_b = torch.nn.Linear(8, 16), torch.nn.Embedding(4, 16)
         torch.manual_seed(0)
-        tower_a.reset_parameters(), tower_b.reset_parameters()
+        tower_a, tower_b = torch.nn.Linear(8, 16), torch.nn.Embedding(4, 16)
         return train_contrastive(tower_a, tower_b, [*tower_a.parameters(), *tower_b.parameters()],
                                  _toy_batches(0), steps=5, lr=0.01, seed=3)
 

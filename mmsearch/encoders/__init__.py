@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..errors import EncoderError
+from ..errors import EncoderError, UsageError
 from .base import PACKAGED_PREFIX, Encoder, EncoderSpec, VisualEncoder, l2_normalize, packaged_asset, resolve_device
 
 __all__ = [
@@ -38,20 +38,25 @@ def register_family(name: str) -> Callable[[Callable[..., Encoder]], Callable[..
 
 
 PRESETS: dict[str, EncoderSpec] = {
+    # The tiny CLAP trained on the synthetic world's sounds, shipped as a save_pretrained directory.
+    "synth-clap": EncoderSpec("clap", "synth-clap", PACKAGED_PREFIX + "synth-clap"),
     # The synthetic world puts shapes anywhere in wide frames: squash, do not centre-crop.
     "synth-clip": EncoderSpec("clip", "synth-clip", PACKAGED_PREFIX + "synth-clip.pt", {"image_resize_mode": "squash"}),
 }
 
-DEFAULT_MODELS = {"clip": ("ViT-B-32", "laion2b_s34b_b79k")}
+DEFAULT_MODELS = {"clip": ("ViT-B-32", "laion2b_s34b_b79k"), "clap": ("laion/larger_clap_music", None)}
 
 
 def resolve_spec(model: str | None, pretrained: str | None = None, *, family: str = "clip") -> EncoderSpec:
     """The spec for what a user typed: a preset name, or a model of ``family`` with its weights."""
     if model in PRESETS and pretrained is None:
+        if PRESETS[model].family != family:
+            flag = "--audio-model" if PRESETS[model].family == "clap" else "--model"
+            raise UsageError(f"{model} is a {PRESETS[model].family} model: pass it with {flag}")
         return PRESETS[model]
     default_model, default_tag = DEFAULT_MODELS[family]
     model = model or default_model
-    if pretrained is None:
+    if pretrained is None and family == "clip":
         pretrained = default_tag if model == default_model else _first_known_tag(family, model)
     return EncoderSpec(family, model, pretrained)
 
@@ -83,6 +88,13 @@ def create_encoder(spec: EncoderSpec, *, device: Any = "auto", **options: Any) -
     except KeyError:
         raise EncoderError(f"unknown encoder family {spec.family!r}; known: {sorted(FAMILIES)}") from None
     return factory(spec, device=device, **options)
+
+
+@register_family("clap")
+def _clap(spec: EncoderSpec, **options: Any) -> Encoder:
+    from .clap import ClapEncoder
+
+    return ClapEncoder(spec, **options)
 
 
 @register_family("clip")

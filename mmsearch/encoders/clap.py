@@ -3,8 +3,8 @@
 ``spec.pretrained`` (when set) or else ``spec.model`` names the weights: a
 Hugging Face hub id (default ``laion/larger_clap_music``), a local directory
 written by ``ClapModel.save_pretrained`` + ``ClapProcessor.save_pretrained``,
-or ``mmsearch:<name>`` for a directory shipped in ``mmsearch/assets`` (the
-tiny ``synth-clap``). All three load through the very same
+or ``mmsearch:<name>`` (or just ``<name>``) for a directory shipped in
+``mmsearch/assets`` (the tiny ``synth-clap``). All three load through the very same
 ``ClapModel.from_pretrained`` / ``ClapProcessor.from_pretrained`` calls.
 
 Audio goes in as 1-D float32 arrays at :attr:`ClapEncoder.sample_rate` (the
@@ -128,6 +128,8 @@ class ClapEncoder:
         self.device = resolve_device(device)
         self.batch_size = batch_size or (64 if self.device.type == "cuda" else 8)
         raw = spec.pretrained or spec.model or DEFAULT_CLAP_MODEL
+        if "/" not in raw and not raw.startswith(PACKAGED_PREFIX) and _is_packaged_dir(raw):
+            raw = PACKAGED_PREFIX + raw  # a bare packaged name (``synth-clap``) means the shipped directory
         source = resolve_weights(raw)
         assert source is not None
         self._revision: str | None = None
@@ -299,6 +301,15 @@ def _text_positions(model: Any) -> int:
     cfg = model.config.text_config
     pad = int(getattr(cfg, "pad_token_id", 1) or 0)
     return max(2, int(cfg.max_position_embeddings) - pad - 1)
+
+
+def _is_packaged_dir(name: str) -> bool:
+    from importlib import resources
+
+    try:
+        return (resources.files("mmsearch") / "assets" / name / "config.json").is_file()
+    except Exception:
+        return False
 
 
 def _looks_like_path(value: str) -> bool:
