@@ -169,7 +169,10 @@ def query(
     text: Annotated[Optional[str], typer.Argument(help="What to look for, in words.", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Query by an example image file.")] = None,
     audio: Annotated[Optional[Path], typer.Option("--audio", help="Query by an example sound file.")] = None,
-    modality: Annotated[str, typer.Option("--modality", help="Spaces to search: video | audio | all.")] = "video",
+    modality: Annotated[
+        Optional[str],
+        typer.Option("--modality", help="What to find: video | audio | all [default: video for text and images, audio for sound]."),
+    ] = None,
     batch: Annotated[
         Optional[Path], typer.Option("--batch", help="Many queries: a file with one per line, or a JSON list; prints JSON lines.")
     ] = None,
@@ -187,7 +190,7 @@ def query(
     from mmsearch.api import open_index
 
     if batch is not None:
-        _query_batch(batch, index=index, modality=modality, k=k, videos=videos, exhaustive=exhaustive, device=device)
+        _query_batch(batch, index=index, modality=modality or "video", k=k, videos=videos, exhaustive=exhaustive, device=device)
         return
     given = [q for q in (text, image, audio) if q is not None]
     if not given:
@@ -206,7 +209,7 @@ def query(
         "text": text,
         "image": str(image.absolute()) if image else None,
         "audio": str(audio.absolute()) if audio else None,
-        "modality": modality,
+        "modality": modality or ("audio" if audio is not None else "video"),
         "k": k,
         "videos": videos,
         "exhaustive": exhaustive,
@@ -418,6 +421,11 @@ def demo(
         )
         if out_dir is None:
             console.print("(pass a folder, e.g. `mmsearch demo ./demo`, to keep the corpus and index)")
+
+
+from mmsearch.bench import bench_command  # noqa: E402 - typer and rich load only when the command runs
+
+app.command("bench")(bench_command)
 
 
 def main() -> None:

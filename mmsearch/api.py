@@ -209,7 +209,7 @@ class Index:
         *,
         image: str | os.PathLike | None = None,
         audio: str | os.PathLike | None = None,
-        modality: Literal["video", "audio", "all"] = "video",
+        modality: Literal["video", "audio", "all"] | None = None,
         k: int = 10,
         videos: int = 20,
         exhaustive: bool = False,
@@ -217,13 +217,17 @@ class Index:
     ) -> list[SearchResult]:
         """The best ``k`` moments for a text, an example image or a sound file, best first.
 
-        ``modality`` picks the spaces: ``video`` (frames and images), ``audio``
-        (sound), ``all`` (both; the lists are interleaved by rank, since the
-        scores of two encoders are not on one scale).
+        ``modality`` picks what to find: ``video`` (frames and images), ``audio``
+        (sound), ``all`` (text only: both, fused per moment). The default is the
+        query's own kind: ``video`` for text and images, ``audio`` for sound.
+        An image with ``audio`` or a sound with ``video`` goes through the
+        common space (``train-space``).
         """
         given = [q for q in (text, image, audio) if q is not None]
         if len(given) != 1:
             raise UsageError("give exactly one of a query text, --image FILE or --audio FILE")
+        if modality is None:
+            modality = "audio" if audio is not None else "video"
         if modality not in ("video", "audio", "all"):
             raise UsageError(f"unknown modality {modality!r}; choose one of video, audio, all")
         if image is not None:

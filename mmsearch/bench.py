@@ -5,19 +5,26 @@ finds the media it names under ``--media`` (default: the data folder), indexes
 them (a fresh temporary index, or ``--index DIR``, which is brought up to date
 incrementally and kept), encodes every query in one batched pass and scores:
 
+The candidates of a benchmark are the media its (kept) queries name, and only
+those, even when ``--index`` holds more. Every query gets **the engine's answer**
+over them, computed as :meth:`mmsearch.Index.search` computes it: stage 1 orders
+the candidates by the cosine of the query and their media-level vector (the
+mean of their frame or audio-window vectors, :func:`mmsearch.moments.media_vector`);
+stage 2 localizes moments (:func:`mmsearch.retrieval.localize`) in the first
+``videos`` (default 20, as ``mmsearch query``) and sorts all those moments as
+:func:`mmsearch.retrieval.search_space` does. The ranked list of media is each
+media item at its first moment, followed by the candidates stage 2 did not reach
+in stage-1 order. Then:
+
 * retrieval tasks (``msrvtt``, ``didemo``, ``activitynet``; ``audiocaps``,
-  ``clotho``, ``musiccaps``): every query ranks every candidate of the benchmark
-  (the items its queries name) by the stage-1 score of the engine, the cosine
-  of the query and the media-level vector (the mean of the frame or
-  audio-window vectors, :func:`mmsearch.moments.media_vector`), computed
-  exactly; R@1/5/10, MdR, MnR (and mAP@10 for sound) come from
-  :mod:`mmsearch.metrics`;
-* moment tasks (``tvr``, ``charades-sta``, ``activitynet-moments``): VCMR runs the
-  engine's two stages (the best ``videos`` candidates of stage 1, then
-  :func:`mmsearch.retrieval.localize` on each one's frame curve, moments sorted
-  as :func:`mmsearch.retrieval.search_space` sorts them), SVMR localizes inside
-  the ground-truth video only, VR ranks distinct videos by the stage-1 score;
-  recalls at IoU 0.5 and 0.7 as TVR's ``standalone_eval/eval.py``.
+  ``clotho``, ``musiccaps``): the rank of the relevant item in that list gives
+  R@1/5/10, MdR, MnR (and mAP@10 for sound), :mod:`mmsearch.metrics`;
+  ``stage1_metrics`` holds the same from stage 1 alone (mean pooling, the
+  protocol of the zero-shot CLIP numbers in the literature);
+* moment tasks (``tvr``, ``charades-sta``, ``activitynet-moments``): VCMR reads
+  the first 100 moments, SVMR the moments localized inside the ground-truth
+  video only, VR the first 100 media of the list; recalls at IoU 0.5 and 0.7 as
+  TVR's ``standalone_eval/eval.py``.
 
 Ties: candidates are listed in the order the annotation file first names them,
 and every ranking is a stable sort by score, so of two equal scores the
@@ -35,7 +42,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -489,8 +495,13 @@ def run_bench(
     "R@100"}, "0.7": {...}}, "SVMR": {...}, "VR": {"R@1", ..., "R@100"}}``;
     recalls are percentages rounded to 2 decimals. Queries whose media file is
     absent are left out (counted in ``missing_media``); ``limit`` keeps the first
-    ``limit`` of the rest, and only their media are indexed and ranked.
-    ``videos`` is the number of stage-1 candidates VCMR localizes moments in.
+    ``limit`` of the rest, and only their media are indexed and ranked. A query
+    whose file is there but has no vectors (it failed to index) counts as not
+    retrieved, with rank ``n_candidates + 1``. ``videos`` is the number of
+    stage-1 candidates stage 2 localizes moments in (``mmsearch query --videos``).
+    ``per_query`` writes one JSON line per query (the query, its ground truth,
+    ``rank`` and ``stage1_rank``, the first 10 media and moments, and for moment
+    tasks the first 10 SVMR moments); ``markdown`` a short report.
     """
     import mmsearch
 
@@ -544,24 +555,19 @@ def run_bench(
         media_table = idx.snapshot.media
         path_to_id = dict(zip(media_table.column("path").to_pylist(), media_table.column("media_id").to_pylist()))
         rows = idx.snapshot.media_rows()
-        ids: list[int | None] = [path_to_id.get(str(p)) for p in paths]
-
-        # stage-1 vectors of the candidates (and their frames, for moments)
         from .moments import media_vector
 
-        frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        ids: list[int | None] = [path_to_id.get(str(p)) for p in paths]
+
+        # stage-1 vectors of the candidates (the mean of their frames), and the frames for stage 2
+        frames = _Frames(space, ids)
         matrix = np.zeros((len(candidates), space.dim), dtype=np.float32)
         has = np.zeros(len(candidates), dtype=bool)
-        for c, mid in enumerate(ids):
-            if mid is None:
-                continue
-            ts, vecs = space.frames_of(int(mid))
-            if not len(ts):
-                continue
-            matrix[c] = media_vector(vecs)
-            has[c] = True
-            if spec.kind == MOMENT:
-                frames[c] = (np.asarray(ts, dtype=np.float64), np.asarray(vecs, dtype=np.float32))
+        for c in range(len(candidates)):
+            vecs = frames.vectors(c)
+            if vecs is not None:
+                matrix[c] = media_vector(vecs)
+                has[c] = True
         durations = [float((rows.get(int(mid)) or {}).get("duration") or 0.0) if mid is not None else 0.0 for mid in ids]
         not_indexed = [candidates[c] for c in range(len(candidates)) if not has[c]]
 
@@ -575,24 +581,32 @@ def run_bench(
 
         n = len(candidates)
         gt = np.asarray([position[q.item] for q in queries], dtype=np.int64)
-        keep = min(int(has.sum()), max(TOP_SAVED, MAX_MOMENTS, videos) if spec.kind == MOMENT else TOP_SAVED)
-        all_scores, ranks, top = _rank_candidates(vectors, matrix, has, gt, keep)
+        ranked = _rank(vectors, matrix, has, gt, frames, durations, videos)
 
-        moment_records: list[dict[str, Any]] = []
+        metrics: dict[str, Any]
         if spec.kind == MOMENT:
-            metrics = _moment_metrics(queries, candidates, gt, vectors, all_scores, top, frames, durations, videos, moment_records)
+            metrics = _moment_metrics(queries, candidates, gt, vectors, ranked, frames, durations)
         else:
-            metrics = _round(retrieval_metrics(ranks.tolist(), with_map=spec.kind == AUDIO))
+            metrics = _round(retrieval_metrics(ranked.ranks.tolist(), with_map=spec.kind == AUDIO))
+        stage1 = _round(retrieval_metrics(ranked.stage1_ranks.tolist(), with_map=spec.kind == AUDIO))
         records: list[dict[str, Any]] = []
         for i, q in enumerate(queries):
-            rec: dict[str, Any] = {"query_id": q.qid, "query": q.text, "gt": q.item, "rank": int(ranks[i])}
+            rec: dict[str, Any] = {
+                "query_id": q.qid, "query": q.text, "gt": q.item,
+                "rank": int(ranked.ranks[i]), "stage1_rank": int(ranked.stage1_ranks[i]),
+            }
             if q.ts is not None:
                 rec["gt_moment"] = [q.ts[0], q.ts[1]]
             if q.extra:
                 rec["info"] = q.extra
-            rec["top"] = [{"item": candidates[c], "score": round(float(all_scores[i, c]), 5)} for c in top[i][:TOP_SAVED]]
-            if moment_records:
-                rec.update(moment_records[i])
+            best = ranked.best[i]
+            rec["top"] = [
+                {"item": candidates[c], "score": _r5(best.get(c, ranked.scores[i, c])), "stage1_score": _r5(ranked.scores[i, c])}
+                for c in ranked.order[i][:TOP_SAVED]
+            ]
+            rec["moments"] = [_moment(candidates[c], st, en, sc) for c, st, en, sc in ranked.moments[i][:TOP_SAVED]]
+            if spec.kind == MOMENT:
+                rec["svmr"] = [_moment(q.item, st, en, sc) for st, en, sc in ranked.svmr[i][:TOP_SAVED]]
             records.append(rec)
         t_done = time.perf_counter()
     finally:
@@ -613,7 +627,8 @@ def run_bench(
         "not_indexed": {"items": len(not_indexed), "examples": not_indexed[:10],
                         "failures": [{"path": p, "stage": st, "reason": r} for p, st, r in report.failed][:10]},
         "rank_of_not_retrieved": n + 1,
-        "videos": videos if spec.kind == MOMENT else None,
+        "stage1_metrics": stage1,
+        "videos": videos,
         "space": space_name,
         "encoder": identity,
         "index": None if temporary else str(Path(root).absolute()),
@@ -623,8 +638,8 @@ def run_bench(
             "encode": round(t_encoded - t_indexed, 3),
             "score": round(t_done - t_encoded, 3),
             "total": round(t_done - t_start, 3),
-            "indexed_files": len(report.indexed),
         },
+        "indexed_files": len(report.indexed),
         "machine": _machine(str(getattr(encoder, "device", device))),
     }
     if out is not None:
@@ -636,20 +651,74 @@ def run_bench(
     return result
 
 
-def _rank_candidates(
-    vectors: np.ndarray, matrix: np.ndarray, has: np.ndarray, gt: np.ndarray, keep: int
-) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
-    """Scores (queries x candidates), the 1-based rank of each query's ground truth, and each query's best ``keep``.
+class _Frames:
+    """(timestamps, vectors) of each candidate, read once; kept in memory up to a budget, else read again."""
 
-    Candidates without a vector score -inf and are never listed; a ground truth
-    without a vector gets rank ``n_candidates + 1``. Ties: a stable sort, so the
-    candidate listed first wins (``rank = 1 + #higher + #equal listed before``).
+    BUDGET = 1 << 30  # bytes of frame vectors kept
+
+    def __init__(self, space: Any, ids: list[int | None]) -> None:
+        self.space = space
+        self.ids = ids
+        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.kept = 0
+
+    def get(self, c: int) -> tuple[np.ndarray, np.ndarray] | None:
+        if c in self.cache:
+            return self.cache[c]
+        mid = self.ids[c]
+        if mid is None:
+            return None
+        ts, vecs = self.space.frames_of(int(mid))
+        if not len(ts):
+            return None
+        out = (np.asarray(ts, dtype=np.float64), np.asarray(vecs, dtype=np.float32))
+        if self.kept + out[1].nbytes <= self.BUDGET:
+            self.cache[c] = out
+            self.kept += out[1].nbytes
+        return out
+
+    def vectors(self, c: int) -> np.ndarray | None:
+        got = self.get(c)
+        return None if got is None else got[1]
+
+
+@dataclass
+class _Ranked:
+    scores: np.ndarray  # stage-1 score of every (query, candidate); -inf for candidates without vectors
+    stage1_ranks: np.ndarray  # 1-based rank of the ground truth by stage-1 score alone
+    ranks: np.ndarray  # 1-based rank of the ground truth in the engine's answer
+    order: list[list[int]]  # the engine's candidate order per query (the first MAX_MOMENTS)
+    moments: list[list[tuple[int, float, float, float]]]  # (candidate, start, end, score), best first, <= MAX_MOMENTS
+    best: list[dict[int, float]]  # best moment score of each localized candidate
+    svmr: list[list[tuple[float, float, float]]] = field(default_factory=list)
+
+
+def _rank(
+    vectors: np.ndarray, matrix: np.ndarray, has: np.ndarray, gt: np.ndarray, frames: _Frames, durations: list[float], videos: int
+) -> _Ranked:
+    """The engine's two stages over the benchmark's candidates, for every query.
+
+    Stage 1 orders the candidates by the cosine of the query and their media
+    vector (stable sort: of equal scores the candidate listed first wins).
+    Stage 2 localizes moments in the first ``videos`` of them and sorts the
+    moments as :func:`mmsearch.retrieval.search_space` does (moment score, then
+    stage-1 score, then stage-1 position, then start). The engine's answer lists
+    each candidate at its first moment; the candidates stage 2 did not reach
+    follow in stage-1 order, so their rank is their stage-1 rank. A ground truth
+    without vectors gets rank ``n_candidates + 1``.
     """
+    from .retrieval import LocalizeConfig, localize
+
+    config = LocalizeConfig()
     n = matrix.shape[0]
+    n_has = int(has.sum())
     col = np.arange(n)
     scores_all = np.empty((len(vectors), n), dtype=np.float32)
+    stage1_ranks = np.empty(len(vectors), dtype=np.int64)
     ranks = np.empty(len(vectors), dtype=np.int64)
-    top: list[list[int]] = []
+    order_all: list[list[int]] = []
+    moments_all: list[list[tuple[int, float, float, float]]] = []
+    best_all: list[dict[int, float]] = []
     for s in range(0, len(vectors), QUERY_CHUNK):
         scores = vectors[s : s + QUERY_CHUNK] @ matrix.T
         scores[:, ~has] = -np.inf
@@ -657,55 +726,58 @@ def _rank_candidates(
         own = scores[np.arange(len(g)), g][:, None]
         higher = (scores > own).sum(axis=1)
         tied_before = ((scores == own) & (col[None, :] < g[:, None])).sum(axis=1)
-        ranks[s : s + len(g)] = np.where(has[g], 1 + higher + tied_before, n + 1)
-        for row in scores:
-            top.append([int(c) for c in np.argsort(-row, kind="stable")[:keep]])
+        stage1_ranks[s : s + len(g)] = np.where(has[g], 1 + higher + tied_before, n + 1)
         scores_all[s : s + len(g)] = scores
-    return scores_all, ranks, top
+        for j, row in enumerate(scores):
+            i = s + j
+            stage1_order = [int(c) for c in np.argsort(-row, kind="stable")[:n_has]]
+            hits = []
+            for pos, c in enumerate(stage1_order[:videos]):
+                got = frames.get(c)
+                assert got is not None  # has[c]
+                ts, vecs = got
+                for start, end, score in localize(ts, vecs @ vectors[i], duration=durations[c], config=config):
+                    hits.append((-score, -float(row[c]), pos, start, end, c, score))
+            hits.sort(key=lambda h: h[:4])
+            localized = list(dict.fromkeys(h[5] for h in hits))
+            order = localized + stage1_order[len(localized) :]
+            gi = int(g[j])
+            if not has[gi]:
+                ranks[i] = n + 1
+            elif gi in localized:
+                ranks[i] = localized.index(gi) + 1
+            else:
+                ranks[i] = stage1_ranks[i]
+            order_all.append(order[:MAX_MOMENTS])
+            moments_all.append([(h[5], h[3], h[4], h[6]) for h in hits[:MAX_MOMENTS]])
+            best: dict[int, float] = {}
+            for h in hits:
+                best.setdefault(h[5], h[6])
+            best_all.append(best)
+    return _Ranked(scores_all, stage1_ranks, ranks, order_all, moments_all, best_all)
 
 
 def _moment_metrics(
-    queries: list[Query],
-    candidates: list[str],
-    gt: np.ndarray,
-    vectors: np.ndarray,
-    scores: np.ndarray,
-    top: list[list[int]],
-    frames: dict[int, tuple[np.ndarray, np.ndarray]],
-    durations: list[float],
-    videos: int,
-    records: list[dict[str, Any]],
+    queries: list[Query], candidates: list[str], gt: np.ndarray, vectors: np.ndarray, ranked: _Ranked,
+    frames: _Frames, durations: list[float],
 ) -> dict[str, Any]:
-    """VCMR (two stages over the candidates), SVMR (inside the ground-truth video) and VR, TVR's way."""
+    """VCMR (the engine's moments over the corpus), SVMR (inside the ground-truth video), VR; TVR's rules."""
     from .retrieval import LocalizeConfig, localize
 
     config = LocalizeConfig()
-    vcmr: list[list[tuple[str, float, float, float]]] = []
-    svmr: list[list[tuple[str, float, float, float]]] = []
-    vr: list[list[str]] = []
     truth: list[tuple[str, float, float]] = []
     for i, q in enumerate(queries):
-        qv = vectors[i]
-        hits = []
-        for pos, c in enumerate(top[i][:videos]):
-            ts, vecs = frames[c]
-            for start, end, score in localize(ts, vecs @ qv, duration=durations[c], config=config):
-                hits.append((-score, -float(scores[i, c]), pos, start, end, c, score))
-        hits.sort(key=lambda h: h[:4])
-        vcmr.append([(candidates[h[5]], h[3], h[4], h[6]) for h in hits[:MAX_MOMENTS]])
-        g = int(gt[i])
-        if g in frames:
-            ts, vecs = frames[g]
-            svmr.append([(candidates[g], s, e, sc) for s, e, sc in localize(ts, vecs @ qv, duration=durations[g], config=config)])
+        got = frames.get(int(gt[i]))
+        if got is None:
+            ranked.svmr.append([])
         else:
-            svmr.append([])
-        vr.append([candidates[c] for c in top[i][:MAX_MOMENTS]])
+            ts, vecs = got
+            ranked.svmr.append(localize(ts, vecs @ vectors[i], duration=durations[int(gt[i])], config=config))
         assert q.ts is not None
         truth.append((q.item, q.ts[0], q.ts[1]))
-        records.append({
-            "vcmr": [_moment(p) for p in vcmr[-1][:TOP_SAVED]],
-            "svmr": [_moment(p) for p in svmr[-1][:TOP_SAVED]],
-        })
+    vcmr = [[(candidates[c], st, en) for c, st, en, _ in moments] for moments in ranked.moments]
+    svmr = [[(q.item, st, en) for st, en, _ in segs] for q, segs in zip(queries, ranked.svmr)]
+    vr = [[candidates[c] for c in order] for order in ranked.order]
     return {
         "VCMR": {thd: _round(r) for thd, r in moment_recalls(vcmr, truth).items()},
         "SVMR": {thd: _round(r) for thd, r in moment_recalls(svmr, truth).items()},
@@ -713,8 +785,12 @@ def _moment_metrics(
     }
 
 
-def _moment(p: tuple[str, float, float, float]) -> dict[str, Any]:
-    return {"video": p[0], "start": round(p[1], 3), "end": round(p[2], 3), "score": round(float(p[3]), 5)}
+def _moment(video: str, start: float, end: float, score: float) -> dict[str, Any]:
+    return {"video": video, "start": round(float(start), 3), "end": round(float(end), 3), "score": _r5(score)}
+
+
+def _r5(x: float) -> float:
+    return round(float(x), 5)
 
 
 def _round(metrics: dict[str, float]) -> dict[str, float]:
@@ -766,15 +842,20 @@ def _metric_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, [[f"{m[k]:.2f}" if k != "MdR" else f"{m[k]:g}" for k in header]]
 
 
+def _encoder_name(identity: dict[str, Any]) -> str:
+    """``model (pretrained)``, a packaged or local weights file by its name without the hash."""
+    pretrained = str(identity.get("pretrained", "?")).split("@sha256:")[0]
+    return f"{identity.get('model', '?')} ({os.path.basename(pretrained.rstrip('/')) or pretrained})"
+
+
 def metrics_markdown(result: dict[str, Any]) -> str:
     """The result as a small markdown report (a title line, a metrics table, the setup)."""
     header, rows = _metric_rows(result)
-    enc = result.get("encoder", {})
     lines = [
         f"## mmsearch bench {result['task']}",
         "",
         f"{result['n_queries']} queries, {result.get('n_candidates', '?')} candidates; "
-        f"encoder {enc.get('model', '?')} ({enc.get('pretrained', '?')}); {result.get('protocol', '')}",
+        f"encoder {_encoder_name(result.get('encoder', {}))}; {result.get('protocol', '')}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
@@ -792,8 +873,8 @@ def _bench_command_factory() -> Callable[..., None]:
     def bench_command(
         task: str = typer.Argument(..., help=f"Benchmark: {', '.join(TASKS)}.", show_default=False),
         data: Path = typer.Option(..., "--data", help="Folder with the official annotation file (or the file itself).", show_default=False),
-        media: Optional[Path] = typer.Option(None, "--media", help="Folder holding videos/ or audio/ [default: --data]."),
-        index: Optional[Path] = typer.Option(None, "--index", help="Index to (re)use and keep [default: a temporary one]."),
+        media: Optional[Path] = typer.Option(None, "--media", help="Folder holding videos/ or audio/ (default: --data)."),
+        index: Optional[Path] = typer.Option(None, "--index", help="Index to (re)use and keep (default: a temporary one)."),
         model: Optional[str] = typer.Option(None, "--model", help="Visual encoder (ViT-B-32, synth-clip, ...)."),
         pretrained: Optional[str] = typer.Option(None, "--pretrained", help="open_clip pretrained tag or checkpoint FILE."),
         audio_model: Optional[str] = typer.Option(None, "--audio-model", help="CLAP checkpoint id or directory (sound tasks)."),
@@ -802,7 +883,7 @@ def _bench_command_factory() -> Callable[..., None]:
         per_query: Optional[Path] = typer.Option(None, "--per-query", help="Write one JSON line per query here."),
         markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write a markdown report here."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-        videos: int = typer.Option(20, "--videos", help="Moment tasks: stage-1 videos VCMR localizes moments in."),
+        videos: int = typer.Option(20, "--videos", help="Stage 1: media ranked before moments are localized (as mmsearch query)."),
     ) -> None:
         """Score retrieval on a published benchmark (MSR-VTT, TVR, AudioCaps, ...) from its official annotation file."""
         from rich.console import Console
@@ -816,9 +897,8 @@ def _bench_command_factory() -> Callable[..., None]:
             log=lambda message: err.print(f"[dim]{message}[/]", highlight=False),
         )
         header, rows = _metric_rows(result)
-        enc = result["encoder"]
         table = Table(title=f"{result['task']}: {result['n_queries']} queries, {result['n_candidates']} candidates, "
-                            f"{enc.get('model')} ({enc.get('pretrained')})")
+                            f"{_encoder_name(result['encoder'])}")
         for i, name in enumerate(header):
             table.add_column(name, justify="left" if i == 0 and "VCMR" in result["metrics"] else "right")
         for row in rows:

@@ -234,10 +234,9 @@ def train_space(
         version = int(writer.manifest.get("common", {}).get("version", 0)) + 1
         heads_rel = f"{DATA}/heads-v{version:04d}.pt"
 
-        def save_heads(tmp: str) -> None:
-            torch.save(heads.state(), tmp)
-
-        atomic_write(root / heads_rel, save_heads)
+        buf = io.BytesIO()
+        torch.save(heads.state(), buf)
+        atomic_write(root / heads_rel, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
         plot_rel = _save_loss_plot(root, version, losses)
         _write_common_spaces(writer, snapshot, heads)
         old = writer.manifest.get("attachments", [])  # the previous version's heads and plot go

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,11 @@ def index_paths(
             built[space] = encoders[space]()
             _check_encoder(writer, space, built[space])
             writer.ensure_space(space, _encoder_record(built[space]), built[space].dim)
+        if AUDIO in built:  # record the effective windows, so later runs and queries cut sound the same way
+            window, hop = audio_window_config(built[AUDIO], config)
+            writer.config.setdefault("audio_window", window)
+            writer.config.setdefault("audio_hop", hop)
+            config = replace(config, audio_window=float(writer.config["audio_window"]), audio_hop=float(writer.config["audio_hop"]))
         heads = _load_heads(writer)
         if plan:
             _run(plan, writer, built, config, report, notify, heads)
@@ -258,9 +263,10 @@ def _task(item: _Pending, encoders: dict[str, Any], config: IngestConfig) -> Dec
 
 
 def audio_window_config(encoder: Any, config: IngestConfig) -> tuple[float, float]:
-    """Audio window and hop in seconds: the config's, else the encoder's recommendation, else 10 s / 5 s."""
-    window = config.audio_window or float(getattr(encoder, "window_seconds", 10.0))
-    hop = config.audio_hop or float(getattr(encoder, "hop_seconds", window / 2))
+    """Audio window and hop in seconds: the config's, else the encoder preset's, else 10 s / 5 s (CLAP's training clips)."""
+    options = getattr(getattr(encoder, "spec", None), "options", {}) or {}
+    window = config.audio_window or float(options.get("window_seconds", 10.0))
+    hop = config.audio_hop or float(options.get("hop_seconds", window / 2))
     return window, hop
 
 

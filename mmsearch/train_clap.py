@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from .encoders.clap import MelFrontEnd  # the encoder's own feature path: training sees identical features
+
 __all__ = [
     "SYNTH_CLAP",
     "SAMPLE_RATE",
@@ -183,48 +185,6 @@ def build_config(vocab_size: int | None = None) -> Any:
         projection_dim=PROJECTION_DIM,
         logit_scale_init_value=LOGIT_SCALE,
     )
-
-
-# --------------------------------------------------------------------------- features
-class MelFrontEnd:
-    """``ClapFeatureExtractor`` for unfused models (``rand_trunc``, ``repeatpad``), batched in torch.
-
-    Same numbers as the numpy extractor (to ~1e-4 dB) at a fraction of the cost; used in training
-    only. Clips longer than ``max_length_s`` are centre-cropped, as :class:`ClapEncoder` does.
-    """
-
-    def __init__(self, feature_extractor: Any) -> None:
-        import torch
-
-        fe = feature_extractor
-        if fe.truncation != "rand_trunc" or fe.padding != "repeatpad":
-            raise ValueError("MelFrontEnd mirrors truncation='rand_trunc', padding='repeatpad' only")
-        self.n_fft = int(fe.fft_window_size)
-        self.hop = int(fe.hop_length)
-        self.max_samples = int(fe.nb_max_samples)
-        self.filters = torch.tensor(np.asarray(fe.mel_filters_slaney), dtype=torch.float32)  # (freq, mels)
-        self.window = torch.hann_window(self.n_fft, periodic=True)
-
-    def pad(self, clip: np.ndarray) -> np.ndarray:
-        x = np.asarray(clip, dtype=np.float32).reshape(-1)
-        n = self.max_samples
-        if x.size > n:
-            start = (x.size - n) // 2
-            return x[start : start + n]
-        if x.size < n:
-            x = np.tile(x, n // x.size)
-            x = np.pad(x, (0, n - x.size))
-        return x
-
-    def __call__(self, clips: Sequence[np.ndarray]) -> Any:
-        import torch
-
-        x = torch.from_numpy(np.stack([self.pad(c) for c in clips]))
-        spec = torch.stft(
-            x, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True
-        ).abs().pow(2)
-        mel = torch.matmul(spec.transpose(1, 2), self.filters).clamp_min(1e-10)
-        return (10.0 * torch.log10(mel))[:, None]  # (B, 1, frames, mels)
 
 
 # --------------------------------------------------------------------------- data

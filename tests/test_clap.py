@@ -175,18 +175,38 @@ def test_tokenizer_has_roberta_special_ids() -> None:
     assert tok.pad_token_id == 1 and tok.mask_token_id == 4
 
 
-def test_mel_front_end_matches_feature_extractor() -> None:
-    from mmsearch.synth import sample_audio_caption_pairs
-    from mmsearch.train_clap import MelFrontEnd, build_feature_extractor
+@pytest.mark.parametrize("which", ["synth-clap", "larger_clap_music"])
+def test_mel_front_end_matches_feature_extractor(which: str) -> None:
+    from transformers import ClapFeatureExtractor
 
-    fe = build_feature_extractor()
+    from mmsearch.encoders.clap import MelFrontEnd
+    from mmsearch.synth import sample_audio_caption_pairs
+    from mmsearch.train_clap import build_feature_extractor
+
+    if which == "synth-clap":
+        fe, frames, mels = build_feature_extractor(), 501, 32
+    else:  # the real checkpoint's settings: 48 kHz, hop 480, 64 mels from 50 Hz
+        fe, frames, mels = ClapFeatureExtractor(truncation="rand_trunc", frequency_min=50, frequency_max=14000), 1001, 64
+    sr = fe.sampling_rate
     front = MelFrontEnd(fe)
-    audio, _ = sample_audio_caption_pairs(np.random.default_rng(3), 4, 16000, 3.0)
-    clips = list(audio) + [_noise(12.0, 16000, 6)]
+    audio, _ = sample_audio_caption_pairs(np.random.default_rng(3), 3, sr, 3.0)
+    clips = list(audio) + [_noise(10.0, sr, 6), _noise(0.5, sr, 7)]  # repeat-padded, exact, very short
     mine = front(clips).numpy()
-    ref = np.stack([fe(front.pad(c), sampling_rate=16000, return_tensors="np")["input_features"][0] for c in clips])
-    assert mine.shape == ref.shape == (5, 1, 501, 32)
+    ref = np.stack([fe(c, sampling_rate=sr, return_tensors="np")["input_features"][0] for c in clips])
+    assert mine.shape == ref.shape == (5, 1, frames, mels)
     np.testing.assert_allclose(mine, ref, atol=0.02, rtol=1e-3)  # float32 rounding, visible only near -100 dB
+
+
+def test_encoder_features_equal_the_stock_extractor_path(random_clap) -> None:
+    import torch
+
+    enc = random_clap
+    clips = [_noise(4.0, 48000, 8), _noise(10.0, 48000, 9)]
+    feats = enc.feature_extractor(clips, sampling_rate=48000, return_tensors="pt")
+    with torch.inference_mode():
+        out = enc.model.get_audio_features(input_features=feats["input_features"])
+    ref = out if isinstance(out, torch.Tensor) else out.pooler_output
+    np.testing.assert_allclose(enc.encode_audio(clips), ref.numpy(), atol=1e-4)
 
 
 def test_soft_loss_equals_group_info_nce_for_hard_targets() -> None:

@@ -93,10 +93,27 @@ def test_trained_heads_find_the_paired_shape_untrained_do_not(paired_world, tmp_
     assert best_event(hits[0].path, hits[0].start, hits[0].end, sound, truth, modality="audio")[0] is not None
 
 
-def test_fused_text_query_prefers_moments_matching_both(paired_world):
+def test_fusion_ranks_moments_matching_in_both_spaces_first(paired_world):
+    """Per-moment fusion of a visual and an audio curve: where both match, the moment ranks first."""
+    from mmsearch.retrieval import search_fused
+
     idx = mmsearch.open_index(paired_world["index"])
-    shape, sound = next(iter(paired_world["config"].audio_pairing.items()))
-    # the text names both the shape and its sound: the fused curve peaks where both happen
-    hits = idx.search(f"{shape}", modality="all", k=3)
-    assert hits and hits[0].modality == "video"
-    assert best_event(hits[0].path, hits[0].start, hits[0].end, shape, paired_world["truth"], modality="video")[1] >= 0.5
+    snap = idx.snapshot
+    durations = {m: r["duration"] for m, r in snap.media_rows().items()}
+    truth = paired_world["truth"]
+    for shape, sound in list(paired_world["config"].audio_pairing.items())[:3]:
+        q_visual = idx.embed_queries(text=[shape], space="visual")[0]
+        q_audio = idx.embed_queries(text=[sound], space="audio")[0]
+        both = search_fused(
+            [(snap.spaces["visual"], q_visual, 0.5), (snap.spaces["audio"], q_audio, 0.5)], k=3, durations=durations
+        )
+        rows = snap.media_rows()
+        for hit in both[:2]:
+            assert best_event(rows[hit.media_id]["path"], hit.start, hit.end, shape, truth, modality="video")[1] >= 0.5
+        # weight 0 on a space removes it: the fused ranking equals that of the other space alone
+        only_visual = search_fused([(snap.spaces["visual"], q_visual, 1.0), (snap.spaces["audio"], q_audio, 0.0)], k=3, durations=durations)
+        plain = idx.search_vectors(q_visual[None], space="visual", k=3)[0]
+        assert [rows[h.media_id]["path"] for h in only_visual][:1] == [r.path for r in plain][:1]
+    # through the public API, --modality all returns fused moments
+    hits = idx.search(next(iter(paired_world["config"].audio_pairing)), modality="all", k=3)
+    assert hits and {h.modality for h in hits} <= {"video", "audio"}

@@ -39,7 +39,8 @@ def register_family(name: str) -> Callable[[Callable[..., Encoder]], Callable[..
 
 PRESETS: dict[str, EncoderSpec] = {
     # The tiny CLAP trained on the synthetic world's sounds, shipped as a save_pretrained directory.
-    "synth-clap": EncoderSpec("clap", "synth-clap", PACKAGED_PREFIX + "synth-clap"),
+    # Its world's sound events last 2-15 s: short windows localize them (CLAP's own default is 10 s / 5 s).
+    "synth-clap": EncoderSpec("clap", "synth-clap", PACKAGED_PREFIX + "synth-clap", {"window_seconds": 2.0, "hop_seconds": 1.0}),
     # The synthetic world puts shapes anywhere in wide frames: squash, do not centre-crop.
     "synth-clip": EncoderSpec("clip", "synth-clip", PACKAGED_PREFIX + "synth-clip.pt", {"image_resize_mode": "squash"}),
 }
