@@ -6,12 +6,9 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from .metrics import temporal_iou
 
-def temporal_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Intersection over union of two [start, end) intervals in seconds (0 when either is empty)."""
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 0.0
+__all__ = ["best_event", "temporal_iou"]
 
 
 def best_event(

@@ -151,7 +151,7 @@ def index_paths(
         notify("plan", {"total": len(plan), "unchanged": report.unchanged})
         needed = {s for item in plan for s in item.spaces} | {s for s in verify_encoders if writer.space_encoder(s)}
         built: dict[str, Any] = {}
-        for space in sorted(needed & wanted):
+        for space in sorted(needed & wanted, key=lambda name: name != VISUAL):  # the visual encoder first
             built[space] = encoders[space]()
             _check_encoder(writer, space, built[space])
             writer.ensure_space(space, _encoder_record(built[space]), built[space].dim)

@@ -20,7 +20,11 @@ captions is proportional to the coverages, and a caption's target over the
 windows of the batch is proportional to how much of each window it fills, so a
 caption scores windows it fills completely above windows it only touches (the
 moment localizer reads these scores as a curve). Windows no event touches are
-negatives only. Reproduce the shipped model with::
+negatives only. With 0/1 weights the loss is exactly
+:func:`mmsearch.train.info_nce_loss` with multi-positive groups (a test checks
+it); it lives here because the shared trainer takes group ids, not coverage
+weights. Switch to :func:`mmsearch.train.train_contrastive` once that accepts a
+target matrix. Reproduce the shipped model with::
 
     python -m mmsearch.train_clap --out mmsearch/assets/synth-clap --steps 450 --seed 0
 
@@ -363,6 +367,8 @@ def save_clap_directory(model: Any, processor: Any, out_dir: str | os.PathLike, 
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
+        # transformers 4 reads the feature extractor from preprocessor_config.json, 5 from processor_config.json
+        processor.feature_extractor.save_pretrained(tmp)
         _portable_tokenizer_config(tmp)
         if info is not None:
             (tmp / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

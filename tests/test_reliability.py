@@ -51,13 +51,13 @@ def _index_command(root: Path, index_dir: Path, ckpt: Path) -> list[str]:
     return [
         sys.executable, "-c", "from mmsearch.cli import main; main()",
         "index", str(root), "--index", str(index_dir), "--model", "synth-clip", "--pretrained", str(ckpt),
-        "--device", "cpu", "--commit-every", "0", "--quiet",
+        "--device", "cpu", "--commit-every", "0", "--quiet", "--no-audio",
     ]
 
 
 def test_sigkill_at_random_moments_then_resume_equals_clean_build(tmp_path, random_clip_checkpoint):
     """Qdrant-crasher style: SIGKILL `mmsearch index` at random moments, resume, compare with a clean build."""
-    root = _corpus(tmp_path / "media", 14)
+    root = _corpus(tmp_path / "media", 10)
     clean = tmp_path / "clean"
     started = time.monotonic()
     subprocess.run(_index_command(root, clean, random_clip_checkpoint), check=True, capture_output=True, timeout=300)
