@@ -26,20 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import mmsearch  # noqa: E402
 from mmsearch.common_space import HeadConfig, train_space  # noqa: E402
 from mmsearch.evaluation import best_event  # noqa: E402
-from mmsearch.synth import generate_corpus, paired_config, synth_audio_event  # noqa: E402
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(samples[None].astype(np.float32), format="flt", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+from mmsearch.synth import generate_corpus, paired_config, synth_audio_event, write_wav  # noqa: E402
 
 
 def evaluate(index_dir: Path, queries: list[tuple[str, str, Path]], truth: list[dict]) -> dict:

@@ -339,7 +339,8 @@ class TimedEncoder:
 
 
 def measure_end_to_end(ingest: Any, enc: Any, backend: str, files: list[Path], args: argparse.Namespace,
-                       index_dir: str) -> dict[str, Any]:
+                       work: Path) -> dict[str, Any]:
+    index_dir = tempfile.mkdtemp(dir=work)  # fresh each time: a rerun into a filled index would embed nothing
     cfg = ingest.IngestConfig(fps=args.fps, backend=backend, chunk_frames=args.chunk)
     events: list[tuple[float, str, str, int]] = []
     t0 = time.perf_counter()
@@ -351,8 +352,8 @@ def measure_end_to_end(ingest: Any, enc: Any, backend: str, files: list[Path], a
     report = call_index_paths(ingest, files, index_dir, enc, cfg, progress)
     wall = time.perf_counter() - t0
     events.sort(key=lambda e: e[0])
-    if report.failed:
-        raise SystemExit(f"end-to-end run failed on {report.failed}")
+    if report.failed or not report.frames:
+        raise SystemExit(f"end-to-end run embedded {report.frames} frames; failed: {report.failed}")
     timings = dict(report.timings)
     starts = [e[0] for e in events if e[1] == "encode_start"]
     ends = [e[0] for e in events if e[1] == "encode_end"]
@@ -363,6 +364,17 @@ def measure_end_to_end(ingest: Any, enc: Any, backend: str, files: list[Path], a
     }
     return {"frames": report.frames, "wall_s": wall, "timings": timings,
             "unaccounted_s": wall - sum(timings.values()), "timeline_summary": summary, "timeline": events}
+
+
+def save_partial(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """Raw measurements so far, in ``<json>.partial``, so a late failure loses nothing."""
+    if not args.json:
+        return
+    path = Path(args.json + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update(data)
+    path.write_text(json.dumps(old, indent=1, default=str) + "\n")
 
 
 def quiet_run(label: str, fn: Any, args: argparse.Namespace) -> tuple[Any, dict[str, float]]:
@@ -469,6 +481,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wait-quiet", type=float, default=60.0,
                    help="before each measurement wait up to this many seconds for other processes to go quiet")
     p.add_argument("--retries", type=int, default=1, help="reruns of a measurement disturbed by other processes")
+    p.add_argument("--decoder-threads", type=int, default=None,
+                   help="pin FFmpeg decoding threads in the prototype's decoder worker (experiment; prototype rows only)")
     p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads in the main process")
     args = p.parse_args(argv)
     args.models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
@@ -487,11 +501,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    if args.decoder_threads:
+        os.environ["BENCH_DECODER_THREADS"] = str(args.decoder_threads)  # read by ingest_prefetch.py
     from mmsearch.media import get_backend
 
     for b in args.backends:
         get_backend(b)  # validate names early
 
+    if args.json:
+        Path(args.json + ".partial").unlink(missing_ok=True)
     log("preparing media ...")
     files, warm = prepare_media(args)
     infos = [video_info(f) for f in files]
@@ -525,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
                     args,
                 )
 
+        save_partial(args, {"decode": {f"{b}/{s}": {"frames": d.frames, "seconds": d.seconds, "probe_seconds": d.probe_seconds}
+                                       for (b, s), d in decode.items()}, "cpu": cpu})
+
         # -- encode-only: on the first backend's frames, chunk by chunk ----------------------------
         encode: dict[str, tuple[int, float]] = {}
         for key, enc in encoders.items():
@@ -534,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             encode[key], cpu[f"encode/{key}"] = quiet_run(f"encode-only {key}", lambda: measure_encode(enc, batches), args)
         for res in decode.values():
             res.batches = []
+        save_partial(args, {"encode": encode, "cpu": cpu})
 
         # -- end-to-end ------------------------------------------------------------------------
         e2e: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -543,12 +565,12 @@ def main(argv: list[str] | None = None) -> int:
                     cfg = ingest.IngestConfig(fps=args.fps, backend=b, chunk_frames=args.chunk)
                     # warm-up: a 2 s clip into a throwaway index, same code path
                     call_index_paths(ingest, [warm], tempfile.mkdtemp(dir=work), enc, cfg)
-                    index_dir = tempfile.mkdtemp(dir=work)
                     e2e[(variant, b, key)], cpu[f"e2e/{variant}/{b}/{key}"] = quiet_run(
                         f"end-to-end {variant} {b} x {key}",
-                        lambda: measure_end_to_end(ingest, enc, b, files, args, index_dir),
+                        lambda: measure_end_to_end(ingest, enc, b, files, args, work),
                         args,
                     )
+                    save_partial(args, {"e2e": {"/".join(k): v for k, v in e2e.items()}, "cpu": cpu})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -589,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         })
 
     title = (f"ingest throughput: {len(files)} files, {total_video_s:.0f} video-s, sampling {args.fps:g} fps, "
-             f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}  (f/s = sampled frames per second, "
+             f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+             + (f", prototype decoder threads {args.decoder_threads}" if args.decoder_threads else "") + f"  (f/s = sampled frames per second, "
              f"vs/s = video-seconds per second)")
     print_table(rows, title)
     for key, l in loads.items():
@@ -624,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        Path(args.json + ".partial").unlink(missing_ok=True)
         log(f"wrote {args.json}")
     return 0
 

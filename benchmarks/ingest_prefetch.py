@@ -22,6 +22,8 @@ mmsearch.ingest itself is untouched) and replaces only its ``_run``.
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 import time
 from collections import deque
@@ -31,6 +33,8 @@ from typing import Any
 import mmsearch
 
 PREFETCH = 2  # files outstanding per decoder: the one being decoded and the next
+# Experiment knob (benchmark --decoder-threads): pin FFmpeg's decoding threads in the worker.
+DECODER_THREADS = os.environ.get("BENCH_DECODER_THREADS")
 
 _spec = importlib.util.spec_from_file_location("mmsearch._ingest_prefetch_copy", Path(mmsearch.__file__).parent / "ingest.py")
 _mod = importlib.util.module_from_spec(_spec)
@@ -41,11 +45,34 @@ IngestConfig = _mod.IngestConfig
 IngestReport = _mod.IngestReport
 
 
+def _worker(memory_limit_mb: int) -> Any:
+    if not DECODER_THREADS:
+        return _mod.DecodeWorker(memory_limit_mb)
+    # mmsearch's DecodeWorker, started on benchmarks/_decode_worker_threads.py instead of mmsearch.decode_worker
+    import socket
+    from multiprocessing.connection import Connection
+
+    worker = _mod.DecodeWorker.__new__(_mod.DecodeWorker)
+    parent, child = socket.socketpair()
+    script = str(Path(__file__).with_name("_decode_worker_threads.py"))
+    worker.process = subprocess.Popen(
+        [sys.executable, script, str(child.fileno()), str(memory_limit_mb)],
+        pass_fds=(child.fileno(),),
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+    )
+    child.close()
+    worker.conn = Connection(parent.detach())
+    worker.task = None
+    worker.last_seen = time.monotonic()
+    return worker
+
+
 def _run(plan: list[Any], writer: Any, encoders: dict[str, Any], config: Any, report: Any, notify: Any,
          heads: Any = None) -> None:
     """mmsearch.ingest._run (as of this writing) with up to PREFETCH files queued at each decoder."""
     m = _mod
-    workers = [m.DecodeWorker(config.memory_limit_mb) for _ in range(max(1, config.workers))]
+    workers = [_worker(config.memory_limit_mb) for _ in range(max(1, config.workers))]
     queue = list(reversed(plan))  # pop() takes the next file
     active: dict[int, deque] = {i: deque() for i in range(len(workers))}  # files sent to worker i, in order
     last_commit = time.monotonic()
@@ -103,7 +130,7 @@ def _run(plan: list[Any], writer: Any, encoders: dict[str, Any], config: Any, re
                     reason = f"decoder made no progress for {config.stall_timeout:.0f} s (hung); killed"
                 else:
                     continue
-                workers[i] = m.DecodeWorker(config.memory_limit_mb)
+                workers[i] = _worker(config.memory_limit_mb)
                 active[i].popleft()
                 m._fail(writer, report, item.path, item, "decode", reason)
                 notify("file", {"path": item.path})

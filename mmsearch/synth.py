@@ -59,6 +59,7 @@ __all__ = [
     "generate_corpus",
     "load_ground_truth",
     "paired_config",
+    "write_wav",
 ]
 
 # --------------------------------------------------------------------------- world
@@ -778,6 +779,13 @@ def _write_audio_file(path: Path, container_fmt: str, codec: str, samples: np.nd
         for fr in _audio_frames(samples, sr, 0, len(samples)):
             out.mux(stream.encode(fr))
         out.mux(stream.encode(None))
+
+
+def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int) -> Path:
+    """Mono float samples as a 16-bit WAV file (query clips for tests and benchmarks)."""
+    final = Path(path)
+    _atomic_write(final, lambda tmp: _write_audio_file(tmp, "wav", "pcm_s16le", np.asarray(samples, np.float32), sample_rate))
+    return final
 
 
 @dataclass(frozen=True)

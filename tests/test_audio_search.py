@@ -10,7 +10,7 @@ import pytest
 
 import mmsearch
 from mmsearch.evaluation import best_event
-from mmsearch.synth import AUDIO_CAPTIONS, SynthConfig, generate_corpus, synth_audio_event
+from mmsearch.synth import AUDIO_CAPTIONS, SynthConfig, generate_corpus, synth_audio_event, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -56,25 +56,12 @@ def test_text_to_audio_finds_file_and_moment(audio_world):
     assert right_file / asked >= 0.8 and right_moment / asked >= 0.6
 
 
-def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(samples[None].astype(np.float32), format="flt", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-
-
 def test_query_by_sound_file_and_modality_all(audio_world, tmp_path):
     idx = mmsearch.open_index(audio_world["index"])
     truth = [r for r in audio_world["truth"] if r["modality"] == "audio"]
     caption = max(AUDIO_CAPTIONS, key=lambda c: sum(r["caption"] == c for r in truth))
     clip = synth_audio_event(np.random.default_rng(7), caption, 16000, 4.0)
-    _write_wav(tmp_path / "q.wav", clip, 16000)
+    write_wav(tmp_path / "q.wav", clip, 16000)
     top = idx.search(audio=tmp_path / "q.wav", k=3)[0]
     assert top.modality == "audio"
     assert best_event(top.path, top.start, top.end, caption, truth, modality="audio")[0] is not None

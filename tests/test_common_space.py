@@ -13,9 +13,7 @@ from mmsearch.common_space import COMMON_AUDIO, COMMON_VISUAL, HeadConfig, build
 from mmsearch.errors import UsageError
 from mmsearch.evaluation import best_event
 from mmsearch.store import open_snapshot
-from mmsearch.synth import generate_corpus, paired_config, synth_audio_event
-
-from test_audio_search import _write_wav
+from mmsearch.synth import generate_corpus, paired_config, synth_audio_event, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +33,7 @@ def _accuracy(index_dir: Path, config, truth, tmp_path: Path, per_class: int = 3
     for shape, sound in config.audio_pairing.items():
         for j in range(per_class):
             wav = tmp_path / f"{sound.replace(' ', '_')}-{j}.wav"
-            _write_wav(wav, synth_audio_event(rng, sound, 16000, 4.0), 16000)
+            write_wav(wav, synth_audio_event(rng, sound, 16000, 4.0), 16000)
             top = idx.search(audio=wav, modality="video", k=1)[0]
             assert top.modality == "video"
             right += best_event(top.path, top.start, top.end, shape, truth, modality="video")[1] >= 0.5
@@ -55,7 +53,7 @@ def test_pairs_are_frames_and_sound_of_the_same_moment(paired_world):
 
 
 def test_cross_modal_needs_training_first(paired_world, tmp_path):
-    _write_wav(tmp_path / "q.wav", synth_audio_event(np.random.default_rng(1), "a chord", 16000, 3.0), 16000)
+    write_wav(tmp_path / "q.wav", synth_audio_event(np.random.default_rng(1), "a chord", 16000, 3.0), 16000)
     with pytest.raises(UsageError, match="train-space"):
         mmsearch.open_index(paired_world["index"]).search(audio=tmp_path / "q.wav", modality="video")
 
