@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--max-memory-mb", type=int, default=None)
+    parser.add_argument("--opq", action="store_true", help="also try OPQ-rotated IVF-PQ (slow to train on 2 cores)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -94,8 +95,10 @@ def main() -> None:
         IndexRecipe("Flat"),
         IndexRecipe("HNSW32,Flat", {"efSearch": 128, "efConstruction": 80}),
         IndexRecipe(f"IVF{nlist},Flat", {"nprobe": 32}),
-        IndexRecipe(f"OPQ{m},IVF{nlist},PQ{m}", {"nprobe": 32}),
+        IndexRecipe(f"IVF{nlist},PQ{m}", {"nprobe": 32}),
     ]
+    if args.opq:
+        candidates.append(IndexRecipe(f"OPQ{m},IVF{nlist},PQ{m}", {"nprobe": 32}))
     if auto.factory not in {c.factory for c in candidates}:
         candidates.append(auto)
     exact = faiss.IndexFlatIP(args.dim)

@@ -430,8 +430,6 @@ class IndexWriter:
 
         With nothing changed since the last commit, nothing is written.
         """
-        from mmsearch.indexes import VectorIndex
-
         if not self.dirty and self.manifest["generation"] > 0:
             return int(self.manifest["generation"])
 
@@ -469,7 +467,7 @@ class IndexWriter:
 
         live = {int(r["media_id"]): r for r in rows}
         for space, entry in self.manifest["spaces"].items():
-            new_files += self._write_derived(gen, space, entry, live, moment_config, recipe_for, VectorIndex)
+            new_files += self._write_derived(gen, space, entry, live, moment_config, recipe_for)
 
         files = {}
         keep = set(new_files) | set(self.manifest.get("attachments", []))
@@ -516,8 +514,18 @@ class IndexWriter:
         self._collect_garbage(keep | previous_files)
         return gen
 
-    def _write_derived(self, gen, space, entry, live, moment_config, recipe_for, VectorIndex) -> list[str]:  # noqa: ANN001
+    def _write_derived(
+        self,
+        gen: int,
+        space: str,
+        entry: dict[str, Any],
+        live: dict[int, dict[str, Any]],
+        moment_config: MomentConfig,
+        recipe_for: Any,
+    ) -> list[str]:
         """Rebuild the media-level and moment indexes of one space from its live frames."""
+        from mmsearch.indexes import VectorIndex
+
         dim = int(entry["dim"])
         media_ids: list[int] = []
         media_vecs: list[np.ndarray] = []
