@@ -388,7 +388,9 @@ def demo(
 
     with tempfile.TemporaryDirectory(prefix="mmsearch-demo-") as tmp:
         target = out_dir or Path(tmp)
-        result = run_demo(target, videos=4 if quick else videos, log=lambda m: console.print(m, highlight=False))
+        result = run_demo(
+            target, videos=4 if quick else videos, audio=2 if quick else 4, log=lambda m: console.print(m, highlight=False)
+        )
         correct = 0
         asked = 0
         for row in result.rows:
@@ -396,7 +398,8 @@ def demo(
                 console.print(f"[dim]{row['query']!r}: not in this corpus, skipped[/]")
                 continue
             asked += 1
-            table = Table(title=f"mmsearch query {row['query']!r}", title_justify="left")
+            flag = " --modality audio" if row["modality"] == "audio" else ""
+            table = Table(title=f"mmsearch query {row['query']!r}{flag}", title_justify="left")
             table.add_column("#", justify="right")
             table.add_column("file")
             table.add_column("moment", justify="right")

@@ -32,9 +32,10 @@ def run_demo(
     out_dir: str | Path,
     *,
     videos: int = 8,
+    audio: int = 4,
     seed: int = DEMO_SEED,
     device: str = "cpu",
-    queries: tuple[str, ...] | None = None,
+    queries: tuple[tuple[str, str], ...] | None = None,  # (text, modality)
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     out = Path(out_dir)
@@ -43,27 +44,35 @@ def run_demo(
     t0 = time.perf_counter()
     config = SynthConfig(
         max_size=(480, 270), events_per_video=(2, 3), event_seconds=(3.0, 8.0), gap_seconds=(1.0, 3.0),
-        audio_in_video_probability=0.0,
+        audio_in_video_probability=0.0, events_per_audio=(2, 3),
     )
-    truth = generate_corpus(corpus, videos=videos, audio=0, seed=seed, config=config)
+    truth = generate_corpus(corpus, videos=videos, audio=audio, seed=seed, config=config)
     result.seconds["generate"] = time.perf_counter() - t0
-    log(f"generated {videos} videos with {sum(r['modality'] == 'video' for r in truth)} visual events in {corpus}")
+    log(
+        f"generated {videos} videos with {sum(r['modality'] == 'video' for r in truth)} visual events and "
+        f"{audio} audio files with {sum(r['modality'] == 'audio' for r in truth)} sound events in {corpus}"
+    )
 
     t0 = time.perf_counter()
     report = index_paths([corpus], index_dir, model="synth-clip", device=device, config=IngestConfig(commit_seconds=600))
     result.seconds["index"] = time.perf_counter() - t0
-    log(f"indexed {len(report.indexed)} files ({report.frames} frames) with synth-clip into {index_dir}")
+    log(
+        f"indexed {len(report.indexed)} files ({report.frames} frames, {report.audio_windows} audio windows) "
+        f"with synth-clip and synth-clap into {index_dir}"
+    )
 
-    if queries is None:  # the captions the corpus shows, in order of appearance, at most five
-        queries = tuple(dict.fromkeys(r["caption"] for r in truth if r["modality"] == "video"))[:5]
+    if queries is None:  # the captions the corpus has, in order of appearance: four visual, three sound
+        visual = tuple(dict.fromkeys(r["caption"] for r in truth if r["modality"] == "video"))[:4]
+        sound = tuple(dict.fromkeys(r["caption"] for r in truth if r["modality"] == "audio"))[:3]
+        queries = tuple((q, "video") for q in visual) + tuple((q, "audio") for q in sound)
     t0 = time.perf_counter()
     idx = open_index(index_dir, device=device)
-    for query in queries:
-        hits = idx.search(query, k=3)
+    for query, modality in queries:
+        hits = idx.search(query, modality=modality, k=3)
         present = any(r["caption"] == query for r in truth)
-        row: dict[str, Any] = {"query": query, "in_corpus": present, "hits": []}
+        row: dict[str, Any] = {"query": query, "modality": modality, "in_corpus": present, "hits": []}
         for hit in hits:
-            event, iou = best_event(hit.path, hit.start, hit.end, query, truth, modality="video")
+            event, iou = best_event(hit.path, hit.start, hit.end, query, truth, modality=modality)
             row["hits"].append({**hit.to_dict(), "truth": event, "iou": iou})
         result.rows.append(row)
     result.seconds["query"] = time.perf_counter() - t0
