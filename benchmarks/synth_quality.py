@@ -35,13 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmsearch.metrics import temporal_iou
+
 BARS = {"top_video": 0.95, "iou@0.5": 0.9, "mean_iou": 0.7}
-
-
-def temporal_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 0.0
 
 
 def score_queries(index: Any, corpus_dir: str | os.PathLike, rows: list[dict], *, exhaustive: bool, k: int = 10) -> dict:
