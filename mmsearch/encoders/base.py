@@ -64,6 +64,17 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
+def encode_in_batches(items: Any, batch_size: int, dim: int, encode_batch: Any) -> np.ndarray:
+    """Run ``encode_batch`` over slices of ``items`` without autograd; L2-normalised float32 (N, dim)."""
+    import torch
+
+    if len(items) == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    with torch.inference_mode():
+        out = [encode_batch(items[start : start + batch_size]) for start in range(0, len(items), batch_size)]
+    return l2_normalize(np.concatenate(out))
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """Which encoder to build: configs as data, so an index can record and rebuild it.

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import EncoderError, UsageError
-from .base import PACKAGED_PREFIX, EncoderSpec, file_sha256, l2_normalize, resolve_device, resolve_weights
+from .base import PACKAGED_PREFIX, EncoderSpec, encode_in_batches, file_sha256, l2_normalize, resolve_device, resolve_weights
 
 DEFAULT_CLAP_MODEL = "laion/larger_clap_music"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -318,15 +318,7 @@ class ClapEncoder:
         return _features(self.model.get_text_features(**tokens)).float()
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                out.append(self._text_features(texts[start : start + self.batch_size]).cpu().numpy())
-        return l2_normalize(np.concatenate(out))
+        return encode_in_batches(list(texts), self.batch_size, self.dim, lambda batch: self._text_features(batch).cpu().numpy())
 
 
 def _clean(clip: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EncoderError, UsageError
-from .base import PACKAGED_PREFIX, EncoderSpec, file_sha256, l2_normalize, resolve_device, resolve_weights
+from .base import PACKAGED_PREFIX, EncoderSpec, encode_in_batches, file_sha256, l2_normalize, resolve_device, resolve_weights
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
@@ -215,16 +215,11 @@ class ClipEncoder:
 
     # -- text -----------------------------------------------------------------------------
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        import torch
+        def encode(batch: list[str]) -> np.ndarray:
+            tokens = self.tokenizer(list(batch)).to(self.device)
+            return self.model.encode_text(tokens).float().cpu().numpy()
 
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                tokens = self.tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
-                out.append(self.model.encode_text(tokens).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out))
+        return encode_in_batches(list(texts), self.batch_size, self.dim, encode)
 
 
 def _looks_like_path(value: str) -> bool:
