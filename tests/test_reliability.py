@@ -55,26 +55,72 @@ def _index_command(root: Path, index_dir: Path, ckpt: Path) -> list[str]:
     ]
 
 
+def _generation(index_dir: Path) -> int:
+    try:  # the manifest is replaced atomically, so a read sees one whole generation or none
+        return int(json.loads((index_dir / MANIFEST).read_text())["generation"])
+    except FileNotFoundError:
+        return 0
+
+
+def _run_watching_generations(cmd: list[str], index_dir: Path, *, kill_at=None, timeout: float = 300.0):
+    """Run ``cmd``, polling the committed generation; SIGKILL it once ``kill_at(generation, elapsed)`` says so.
+
+    Returns (killed, [(seconds since start, generation) for every generation seen change]).
+    """
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = [(0.0, _generation(index_dir))]
+    while proc.poll() is None:
+        elapsed = time.monotonic() - started
+        if elapsed > timeout:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"{cmd} ran past {timeout}s")
+        gen = _generation(index_dir)
+        if gen != seen[-1][1]:
+            seen.append((elapsed, gen))
+        if kill_at is not None and kill_at(gen, elapsed):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True, seen
+        time.sleep(0.002)
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    return False, seen
+
+
 def test_sigkill_at_random_moments_then_resume_equals_clean_build(tmp_path, random_clip_checkpoint):
-    """Qdrant-crasher style: SIGKILL `mmsearch index` at random moments, resume, compare with a clean build."""
+    """Qdrant-crasher style: SIGKILL `mmsearch index` at random moments, resume, compare with a clean build.
+
+    The kill moments are drawn inside the window where commits happen (a random number
+    of commits into the run, then a random fraction of one commit interval), not as a
+    fraction of the whole run: process start-up and shutdown dominate a run's wall time
+    on a fast machine, and kills landing there would test nothing.
+    """
     root = _corpus(tmp_path / "media", 10)
     clean = tmp_path / "clean"
-    started = time.monotonic()
-    subprocess.run(_index_command(root, clean, random_clip_checkpoint), check=True, capture_output=True, timeout=300)
-    clean_seconds = time.monotonic() - started
+    _, timeline = _run_watching_generations(_index_command(root, clean, random_clip_checkpoint), clean)
     expected = _content(clean)
+    commits = [t for t, _ in timeline[1:]]
+    assert len(commits) >= 5, f"expected one commit per file, saw generations {timeline}"
+    interval = max((b - a for a, b in zip(commits, commits[1:])), default=0.1)
 
     crashed = tmp_path / "crashed"
     rng = random.Random(1234)
     kills = 0
     generations = set()
     for _ in range(40):
-        proc = subprocess.Popen(_index_command(root, crashed, random_clip_checkpoint), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            proc.wait(timeout=rng.uniform(0.3, 1.0) * clean_seconds)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        first = _generation(crashed)
+        target = first + rng.randint(0, 3)  # 0: kill before this run commits anything
+        delay = rng.uniform(0.0, interval)
+        state = {}
+
+        def kill_at(gen, elapsed, target=target, delay=delay, state=state):
+            if gen >= target and "since" not in state:
+                state["since"] = elapsed
+            return "since" in state and elapsed - state["since"] >= delay
+
+        killed, _ = _run_watching_generations(_index_command(root, crashed, random_clip_checkpoint), crashed, kill_at=kill_at)
+        if killed:
             kills += 1
             if (crashed / MANIFEST).exists():  # whatever was committed is complete and right
                 manifest = json.loads((crashed / MANIFEST).read_text())
@@ -83,7 +129,6 @@ def test_sigkill_at_random_moments_then_resume_equals_clean_build(tmp_path, rand
                 for key, vec in _content(crashed).items():
                     np.testing.assert_array_equal(vec, expected[key])
             continue
-        assert proc.returncode == 0, proc.stderr.read().decode()
         if kills >= 10:
             break
         shutil.rmtree(crashed, ignore_errors=True)  # finished before ten kills: start over
