@@ -22,6 +22,7 @@ writes the checkpoint shipped as ``mmsearch/assets/synth-clip.pt``::
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -220,7 +221,7 @@ def train_contrastive(
             raise FloatingPointError(f"loss became {value} at step {step}")
         history.append(value)
         if progress is not None:
-            progress(step, value, float(scale))
+            progress(step, value, float(scale.detach() if isinstance(scale, torch.Tensor) else scale))
     return history
 
 
@@ -337,13 +338,18 @@ def save_open_clip_checkpoint(model: Any, out_path: str | os.PathLike, *, half: 
         k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
         for k, v in model.state_dict().items()
     }
+    # Serialise to memory first: torch.save names the zip archive after a file's name, and the
+    # temp name is random, so saving to it directly would make identical weights differ in bytes
+    # (and in the sha256 an index records for its encoder).
+    buf = io.BytesIO()
+    torch.save({"state_dict": state}, buf)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
     try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shipped asset should be readable
-        torch.save({"state_dict": state}, tmp)
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -359,15 +365,17 @@ def train_synth_clip(
     seed: int = 0,
     lr: float = 2e-3,
     weight_decay: float = 0.05,
-    logit_scale: float | None = 20.0,
+    logit_scale: float | None = 10.0,
     gap_fraction: float = 0.15,
     progress: ProgressFn | None = None,
 ) -> list[float]:
     """Train ``synth-clip`` from random weights on synthetic pairs and save it to ``out_path``.
 
-    ``logit_scale`` None learns CLIP's temperature; a number fixes it (a moderate
-    fixed scale keeps positive and negative cosine similarities far apart, which the
-    moment localizer relies on). Returns the loss history.
+    ``logit_scale`` None learns CLIP's temperature; a number fixes it. A moderate
+    fixed scale (10) keeps the loss pushing until positives sit near cosine 1 and
+    negatives (other captions, background frames) near or below 0, rather than stopping
+    at a small margin as a large or learnt scale does: the moment localizer and the
+    mean-frame ranking rely on those wide gaps. Returns the loss history.
     """
     import open_clip
     import torch
@@ -438,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--logit-scale", type=float, default=20.0, help="fixed logit scale; 0 = learn it")
+    p.add_argument("--logit-scale", type=float, default=10.0, help="fixed logit scale; 0 = learn it")
     p.add_argument("--gap-fraction", type=float, default=0.15, help="background-only images per pair")
     p.add_argument("--log-every", type=int, default=25)
     args = parser.parse_args(argv)

@@ -138,3 +138,17 @@ def test_train_synth_clip_writes_a_loadable_half_checkpoint(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # written via a temp file, then renamed
     model, _, _ = open_clip.create_model_and_transforms("synth-clip", pretrained=str(out), image_resize_mode="squash")
     assert model.encode_text(open_clip.get_tokenizer("synth-clip")(["a red circle"])).shape == (1, 64)
+
+
+def test_checkpoint_bytes_depend_on_weights_only(tmp_path):
+    """Same weights, same bytes, whatever the file name: the index records the checkpoint's sha256."""
+    from mmsearch.train import save_open_clip_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    a = save_open_clip_checkpoint(model, tmp_path / "a.pt")
+    b = save_open_clip_checkpoint(model, tmp_path / "sub" / "b.pt")
+    assert a.read_bytes() == b.read_bytes()
+    state = torch.load(a, map_location="cpu")["state_dict"]
+    assert state["weight"].dtype == torch.float16
+    assert torch.allclose(state["weight"].float(), model.weight.detach(), atol=1e-3)

@@ -1,0 +1,64 @@
+"""What every benchmark records about the machine it ran on, and how it writes results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def machine_info() -> dict[str, Any]:
+    """Platform, CPU model and count, memory, load, library versions and GPU (when there is one)."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": cpu_model(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        info["memory_gb"] = round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1)
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import faiss
+
+        info["faiss"] = faiss.__version__
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return info
+
+
+def describe(info: dict[str, Any]) -> str:
+    gpu = f", GPU {info['cuda']}" if info.get("cuda") else ""
+    return (f"{info['platform']}, {info.get('processor')}, {info['cpu_count']} CPUs, "
+            f"{info.get('memory_gb')} GB, load {info.get('load_average')}{gpu}")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON via a temporary file and a rename (no half-written results)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
