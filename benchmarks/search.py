@@ -1,44 +1,75 @@
-"""Vector search side by side: every candidate FAISS index against exact search, plus a peer library.
+"""Vector search side by side: candidate FAISS indexes and a peer library against exact search.
 
-    python benchmarks/search.py --n 100000 --dim 512 --json benchmarks/results/search-100k.json [--plot OUT.png]
+    python benchmarks/search.py --n 1000000 --dim 512 --json benchmarks/results/search-1m.json \
+        --plot benchmarks/results/search-1m.png
 
-Vectors have the structure of real embeddings (clusters of correlated,
-L2-normalised vectors); queries are perturbed database vectors. For each index:
-recall@10 against exact search, p50/p99 single-query latency, batch throughput,
-build time and bytes per vector. `auto` marks the index mmsearch would choose
-for this size (``mmsearch.indexes.choose_recipe``). One process, one data set,
-so the ratios hold on a noisy machine.
+Data with the structure of real embeddings: L2-normalised vectors around many
+cluster centres, varying along a shared low-dimensional subspace (real CLIP
+vectors have an intrinsic dimension far below 512), plus a little isotropic
+noise. Queries are fresh draws from the same model, not copies of indexed
+vectors. The vectors are generated in chunks into a memory-mapped file, so
+sizes beyond memory (10M x 512 is 20 GB of float32) work: exact ground truth
+is computed by streaming, and indexes are built by adding chunks.
+
+For each index: recall@10 against exact search, p50/p99 single-query latency,
+batch throughput, build time and bytes per vector. ``auto`` marks the index
+mmsearch selects (``choose_recipe`` plus the tuning in ``VectorIndex.build``)
+for this size and ``--max-memory-mb``. IVF and HNSW candidates are also swept
+over nprobe / efSearch for the recall-versus-latency plot. One process, one
+data set, one query set: the ratios hold on a noisy machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import describe, machine_info, write_json  # noqa: E402
 
-def clustered_vectors(n: int, dim: int, *, clusters: int = 1000, spread: float = 0.35, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    out = np.empty((n, dim), np.float32)
-    for start in range(0, n, 100_000):
-        stop = min(n, start + 100_000)
-        labels = rng.integers(0, clusters, stop - start)
-        out[start:stop] = centres[labels] + spread * rng.standard_normal((stop - start, dim)).astype(np.float32)
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
-    return out
+CHUNK = 1 << 18
 
 
-def queries_from(base: np.ndarray, n: int, *, noise: float = 0.1, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    q = base[rng.integers(0, len(base), n)] + noise * rng.standard_normal((n, base.shape[1])).astype(np.float32) / np.sqrt(base.shape[1])
-    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+class EmbeddingModel:
+    """Clustered, low-intrinsic-dimension unit vectors, generated reproducibly in chunks.
+
+    x = shared direction (0.8) + cluster centre (1.0) + variation along a shared
+    32-d subspace (0.5 to 1.0, per cluster) + isotropic noise (0.3), then
+    L2-normalised: vectors of different clusters have a cosine near 0.3, as unrelated
+    CLIP image embeddings do, and those of one cluster 0.6 to 0.8.
+    """
+
+    def __init__(self, dim: int, *, clusters: int, rank: int = 32, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.dim, self.seed = dim, seed
+        unit = lambda a: (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)  # noqa: E731
+        self.shared = 0.8 * unit(rng.standard_normal(dim))
+        self.centres = unit(rng.standard_normal((clusters, dim)))
+        self.basis = unit(rng.standard_normal((rank, dim)))
+        self.spread = (rng.uniform(0.5, 1.0, clusters) / np.sqrt(rank)).astype(np.float32)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        labels = rng.integers(0, len(self.centres), n)
+        z = rng.standard_normal((n, self.basis.shape[0])).astype(np.float32) * self.spread[labels, None]
+        x = self.shared + self.centres[labels] + z @ self.basis
+        x += 0.3 * rng.standard_normal((n, self.dim)).astype(np.float32) / np.sqrt(self.dim)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x
+
+    def write(self, n: int, path: Path) -> np.memmap:
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, self.dim))
+        for i, start in enumerate(range(0, n, CHUNK)):
+            stop = min(n, start + CHUNK)
+            out[start:stop] = self.sample(stop - start, np.random.default_rng((self.seed, i)))
+        out.flush()
+        return np.load(path, mmap_mode="r")
 
 
 def index_bytes(index) -> int:  # noqa: ANN001
@@ -49,9 +80,9 @@ def index_bytes(index) -> int:  # noqa: ANN001
         return os.path.getsize(fh.name)
 
 
-def time_queries(search, queries: np.ndarray, k: int) -> tuple[np.ndarray, float, float, float]:  # noqa: ANN001
-    lat = []
-    ids = []
+def time_queries(search, queries: np.ndarray, k: int) -> dict:  # noqa: ANN001
+    lat, ids = [], []
+    search(queries[:5], k)  # warm up
     for q in queries:
         t0 = time.perf_counter()
         _, i = search(q[None], k)
@@ -60,17 +91,49 @@ def time_queries(search, queries: np.ndarray, k: int) -> tuple[np.ndarray, float
     t0 = time.perf_counter()
     search(queries, k)
     qps = len(queries) / (time.perf_counter() - t0)
-    return np.stack(ids), float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), qps
+    return {"ids": np.stack(ids), "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)), "batch_qps": qps}
 
 
 def recall(ids: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(ids.tolist(), truth.tolist())]))
 
 
-def main() -> None:
+def sweep(vindex, key: str, values: list[int], queries: np.ndarray, truth: np.ndarray, k: int) -> list[dict]:  # noqa: ANN001
     import faiss
 
-    from mmsearch.indexes import IndexRecipe, VectorIndex, choose_recipe
+    points = []
+    ps = faiss.ParameterSpace()
+    for value in values:
+        ps.set_index_parameter(vindex.index, key, value)
+        t = time_queries(vindex.search, queries[:200], k)
+        points.append({key: value, "recall_at_10": recall(t["ids"], truth[:200]), "p50_ms": t["p50_ms"]})
+    vindex._apply_params()  # back to the recipe's own setting
+    return points
+
+
+def candidates(n: int, dim: int, *, opq: bool, hnsw: bool) -> list:
+    from mmsearch.indexes import IndexRecipe, nlist_for
+
+    nlist = nlist_for(n)
+    quantizer = f"IVF{nlist}_HNSW32" if nlist >= 4096 else f"IVF{nlist}"
+    raw_fits = n * dim * 4 <= 0.6 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    out = []
+    if raw_fits:
+        out += [IndexRecipe("Flat"), IndexRecipe(f"{quantizer},Flat", {"nprobe": 16})]
+        if hnsw:
+            out.append(IndexRecipe("HNSW32,Flat", {"efSearch": 64, "efConstruction": 40}))
+    out += [
+        IndexRecipe(f"{quantizer},SQ8", {"nprobe": 16}),
+        IndexRecipe(f"{quantizer},PQ{dim // 4}x4fs,Refine(SQ8)", {"nprobe": 16, "k_factor_rf": 8}),
+        IndexRecipe(f"{quantizer},PQ{dim // 8}", {"nprobe": 16}),
+    ]
+    if opq:
+        out.append(IndexRecipe(f"OPQ{dim // 8},{quantizer},PQ{dim // 8}", {"nprobe": 16}))
+    return out
+
+
+def main() -> None:
+    from mmsearch.indexes import VectorIndex, choose_recipe, exact_top_k
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000)
@@ -78,107 +141,134 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--plot", type=Path, default=None)
-    parser.add_argument("--max-memory-mb", type=int, default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="recall-versus-latency PNG")
+    parser.add_argument("--max-memory-mb", type=int, default=None, help="budget for the auto index [default: half of free memory]")
+    parser.add_argument("--latency-ms", type=float, default=10.0, help="latency target for the auto index")
     parser.add_argument("--opq", action="store_true", help="also try OPQ-rotated IVF-PQ (slow to train on 2 cores)")
+    parser.add_argument("--no-hnsw", action="store_true", help="skip HNSW and hnswlib (their builds take long on 2 cores at 1M+)")
+    parser.add_argument("--only-auto", action="store_true", help="measure the auto index (and exact ground truth) only")
+    parser.add_argument("--work-dir", type=Path, default=None, help="where the memory-mapped vectors go [default: a temp dir]")
     args = parser.parse_args()
 
-    t0 = time.perf_counter()
-    base = clustered_vectors(args.n, args.dim)
-    queries = queries_from(base, args.queries)
-    print(f"data: {args.n} x {args.dim} clustered unit vectors in {time.perf_counter() - t0:.1f}s; {args.queries} queries")
-    budget = None if args.max_memory_mb is None else args.max_memory_mb << 20
-    auto = choose_recipe(args.n, args.dim, max_memory_bytes=budget)
-    nlist = int(2 ** round(np.log2(max(64.0, 4 * np.sqrt(args.n)))))
-    m = 64
-    candidates = [
-        IndexRecipe("Flat"),
-        IndexRecipe("HNSW32,Flat", {"efSearch": 128, "efConstruction": 80}),
-        IndexRecipe(f"IVF{nlist},Flat", {"nprobe": 32}),
-        IndexRecipe(f"IVF{nlist},PQ{m}", {"nprobe": 32}),
-    ]
-    if args.opq:
-        candidates.append(IndexRecipe(f"OPQ{m},IVF{nlist},PQ{m}", {"nprobe": 32}))
-    if auto.factory not in {c.factory for c in candidates}:
-        candidates.append(auto)
-    exact = faiss.IndexFlatIP(args.dim)
-    exact.add(base)
-    _, truth = exact.search(queries, args.k)
-
-    rows = []
-    for recipe in candidates:
+    info = machine_info()
+    work = Path(tempfile.mkdtemp(prefix="mmsearch-search-", dir=args.work_dir))
+    try:
         t0 = time.perf_counter()
-        built = VectorIndex.build(base, recipe=recipe)
-        build_s = time.perf_counter() - t0
-        ids, p50, p99, qps = time_queries(built.search, queries, args.k)
-        rows.append(
-            {
-                "index": recipe.factory,
-                "auto": recipe.factory == auto.factory,
-                "n": args.n,
-                "dim": args.dim,
-                "recall_at_10": recall(ids, truth),
-                "p50_ms": p50,
-                "p99_ms": p99,
-                "batch_qps": qps,
-                "build_s": build_s,
-                "bytes_per_vector": index_bytes(built.index) / args.n,
+        model = EmbeddingModel(args.dim, clusters=max(100, args.n // 500))
+        base = model.write(args.n, work / "base.npy")
+        queries = model.sample(args.queries, np.random.default_rng(12345))
+        gen_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        truth = exact_top_k(queries, base, args.k)
+        print(f"data: {args.n} x {args.dim} in {gen_s:.1f}s; exact top-{args.k} of {args.queries} queries in {time.perf_counter() - t0:.1f}s")
+
+        budget = None if args.max_memory_mb is None else args.max_memory_mb << 20
+        auto = choose_recipe(args.n, args.dim, max_memory_bytes=budget, latency_ms=args.latency_ms)
+        todo = [] if args.only_auto else candidates(args.n, args.dim, opq=args.opq, hnsw=not args.no_hnsw)
+        todo = [r for r in todo if r.factory != auto.factory] + [auto]
+        rows = []
+        for recipe in todo:
+            is_auto = recipe is auto
+            print(f"  {recipe.factory} ({'auto, tuned' if is_auto else 'fixed parameters'}) ...", flush=True)
+            t0 = time.perf_counter()
+            # the other candidates keep their textbook parameters (nprobe 16, efSearch 64): no tuning
+            built = VectorIndex.build(base, recipe=recipe, tune=is_auto)
+            build_s = time.perf_counter() - t0
+            timed = time_queries(built.search, queries, args.k)
+            row = {
+                "index": recipe.factory, "auto": is_auto, "n": args.n, "dim": args.dim,
+                "params": {k: v for k, v in built.recipe.params.items() if k in {"nprobe", "efSearch", "k_factor_rf"}},
+                "recall_at_10": recall(timed["ids"], truth), "p50_ms": timed["p50_ms"], "p99_ms": timed["p99_ms"],
+                "batch_qps": timed["batch_qps"], "build_s": build_s, "bytes_per_vector": index_bytes(built.index) / args.n,
             }
-        )
-        print(f"  {recipe.factory:<28} done")
-        del built
-    try:  # a peer library on the same data
+            if is_auto:
+                row["tuned_recall_at_10"] = built.recipe.params.get("recall_at_10")
+            if "nprobe" in row["params"]:
+                row["sweep"] = sweep(built, "nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128) if v <= built._nlist()], queries, truth, args.k)
+            elif "efSearch" in row["params"]:
+                row["sweep"] = sweep(built, "efSearch", [16, 32, 64, 128, 256], queries, truth, args.k)
+            rows.append(row)
+            del built
+        if not args.only_auto and not args.no_hnsw:
+            rows += _peer_hnswlib(base, queries, truth, args.k)
+
+        print(f"\nmachine: {describe(info)}")
+        print(f"{'index':<40}{'auto':>5}{'params':>22}{'recall@10':>10}{'p50 ms':>9}{'p99 ms':>9}{'batch q/s':>11}{'build s':>9}{'B/vec':>8}")
+        for r in rows:
+            params = ",".join(f"{k}={v}" for k, v in r["params"].items())
+            print(f"{r['index']:<40}{'*' if r['auto'] else '':>5}{params:>22}{r['recall_at_10']:>10.3f}{r['p50_ms']:>9.2f}"
+                  f"{r['p99_ms']:>9.2f}{r['batch_qps']:>11.0f}{r['build_s']:>9.1f}{r['bytes_per_vector']:>8.0f}")
+        for r in rows:
+            r["machine"] = info
+        if args.json:
+            write_json(args.json, rows)
+        if args.plot:
+            plot(rows, args.plot, f"{args.n:,} x {args.dim}, {info.get('processor')}, {info['cpu_count']} CPUs")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _peer_hnswlib(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int) -> list[dict]:
+    try:
         import hnswlib
-
-        t0 = time.perf_counter()
-        peer = hnswlib.Index(space="ip", dim=args.dim)
-        peer.init_index(max_elements=args.n, ef_construction=80, M=32)
-        peer.add_items(base, num_threads=os.cpu_count())
-        peer.set_ef(128)
-        build_s = time.perf_counter() - t0
-
-        def peer_search(q: np.ndarray, k: int):  # noqa: ANN202
-            labels, dist = peer.knn_query(q, k=k)
-            return 1 - dist, labels
-
-        ids, p50, p99, qps = time_queries(peer_search, queries, args.k)
-        with tempfile.NamedTemporaryFile(suffix=".bin") as fh:
-            peer.save_index(fh.name)
-            size = os.path.getsize(fh.name)
-        rows.append(
-            {"index": "hnswlib M=32 ef=128", "auto": False, "n": args.n, "dim": args.dim, "recall_at_10": recall(ids, truth),
-             "p50_ms": p50, "p99_ms": p99, "batch_qps": qps, "build_s": build_s, "bytes_per_vector": size / args.n}
-        )
     except ImportError:
         print("  hnswlib not installed (pip install -e '.[bench]'): peer skipped")
+        return []
+    print("  hnswlib (peer) ...", flush=True)
+    n, dim = base.shape
+    t0 = time.perf_counter()
+    peer = hnswlib.Index(space="ip", dim=dim)
+    peer.init_index(max_elements=n, ef_construction=40, M=32)
+    for start in range(0, n, CHUNK):
+        peer.add_items(np.ascontiguousarray(base[start:start + CHUNK]), np.arange(start, min(n, start + CHUNK)), num_threads=os.cpu_count())
+    build_s = time.perf_counter() - t0
 
-    machine = f"{platform.platform()}, {os.cpu_count()} CPUs, faiss {faiss.__version__}"
-    print(f"\nmachine: {machine}")
-    print(f"{'index':<30}{'auto':>5}{'recall@10':>10}{'p50 ms':>9}{'p99 ms':>9}{'batch q/s':>11}{'build s':>9}{'B/vec':>8}")
+    def search(q: np.ndarray, kk: int):  # noqa: ANN202
+        labels, dist = peer.knn_query(q, k=kk)
+        return 1 - dist, labels
+
+    points = []
+    for ef in (16, 32, 64, 128, 256):
+        peer.set_ef(ef)
+        t = time_queries(search, queries[:200], k)
+        points.append({"efSearch": ef, "recall_at_10": recall(t["ids"], truth[:200]), "p50_ms": t["p50_ms"]})
+    peer.set_ef(64)
+    timed = time_queries(search, queries, k)
+    with tempfile.NamedTemporaryFile(suffix=".bin") as fh:
+        peer.save_index(fh.name)
+        size = os.path.getsize(fh.name)
+    return [{
+        "index": "hnswlib M=32", "auto": False, "n": n, "dim": dim, "params": {"efSearch": 64},
+        "recall_at_10": recall(timed["ids"], truth), "p50_ms": timed["p50_ms"], "p99_ms": timed["p99_ms"],
+        "batch_qps": timed["batch_qps"], "build_s": build_s, "bytes_per_vector": size / n, "sweep": points,
+    }]
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for r in rows:
-        print(
-            f"{r['index']:<30}{'*' if r['auto'] else '':>5}{r['recall_at_10']:>10.3f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-            f"{r['batch_qps']:>11.0f}{r['build_s']:>9.1f}{r['bytes_per_vector']:>8.0f}"
-        )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
-    if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for r in rows:
-            ax.scatter(r["p50_ms"], r["recall_at_10"], label=r["index"] + (" (auto)" if r["auto"] else ""))
-        ax.set_xscale("log")
-        ax.set_xlabel("p50 single-query latency (ms)")
-        ax.set_ylabel("recall@10 vs exact")
-        ax.set_title(f"{args.n} x {args.dim}, {os.cpu_count()} CPUs")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=100)
+        label = r["index"] + (" (auto)" if r["auto"] else "")
+        if r.get("sweep"):
+            pts = r["sweep"]
+            line, = ax.plot([p["p50_ms"] for p in pts], [p["recall_at_10"] for p in pts], marker=".", label=label)
+            ax.scatter([r["p50_ms"]], [r["recall_at_10"]], color=line.get_color(), marker="*" if r["auto"] else "o", s=120 if r["auto"] else 30, zorder=3)
+        else:
+            ax.scatter([r["p50_ms"]], [r["recall_at_10"]], marker="s", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 single-query latency (ms, log scale)")
+    ax.set_ylabel("recall@10 against exact search")
+    ax.axhline(0.95, color="grey", lw=0.6, ls="--")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, which="both", lw=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,9 @@ def index(
     max_memory: Annotated[
         Optional[int], typer.Option("--max-memory", help="Memory budget of the moment index in MB [default: half of what is free].")
     ] = None,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", help="Single-query latency target of the moment index: exact search while it meets it, else a tuned approximate index.")
+    ] = 10.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index (or update) the media under PATHS. Re-running only embeds what is new or changed."""
@@ -128,6 +131,7 @@ def index(
         commit_seconds=commit_every,
         retry_failed=retry_failed,
         max_memory_mb=max_memory,
+        latency_ms=latency_ms,
         audio_window=audio_window if audio_window is not None else base.audio_window,
         audio_hop=audio_hop if audio_hop is not None else base.audio_hop,
     )
@@ -264,6 +268,16 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{sec:05.2f}" if hours else f"{minutes}:{sec:05.2f}"
 
 
+def _describe_recipe(recipe: dict) -> str:
+    """`IVF2048,Flat (nprobe=8; recall@10 0.97 in 0.6 ms; chosen for 1000000 vectors)`."""
+    params = recipe.get("params", {})
+    shown = ", ".join(f"{k}={params[k]}" for k in ("nprobe", "efSearch", "k_factor_rf") if k in params)
+    measured = f"recall@10 {params['recall_at_10']}" if "recall_at_10" in params else "exact"
+    if "tuned_ms" in params:
+        measured += f" in {params['tuned_ms']} ms"
+    return f"{recipe.get('factory')} ({shown + '; ' if shown else ''}{measured}; chosen for {recipe.get('chosen_for', 0)} vectors)"
+
+
 @app.command()
 def info(
     index: IndexOpt = None,
@@ -294,7 +308,7 @@ def info(
         enc = space["encoder"]
         console.print(
             f"space [bold]{name}[/]: {enc.get('model')} ({enc.get('pretrained')}), dim {enc.get('dim')}; "
-            f"{space['frames']} frames, {space['moments']} moments; index {space['index'].get('factory')}",
+            f"{space['frames']} frames, {space['moments']} moments; index {_describe_recipe(space['index'])}",
             highlight=False,
         )
     if check:

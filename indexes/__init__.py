@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,9 +17,17 @@ import numpy as np
 
 from mmsearch.errors import IndexCorruptError, UsageError
 
-__all__ = ["IndexRecipe", "VectorIndex", "choose_recipe", "gpu_available", "measure_recall"]
+__all__ = ["IndexRecipe", "VectorIndex", "choose_recipe", "exact_top_k", "gpu_available", "measure_recall", "nlist_for"]
 
-FLAT_MAX = 200_000  # exact search stays fast enough below this many vectors
+MIN_TRAIN = 10_000  # below this many vectors a quantizer cannot be trained well: always exact
+DEFAULT_LATENCY_MS = 10.0  # single-query latency target of the auto-selected index
+DEFAULT_RECALL = 0.95  # recall@10 against exact search that tuning aims for
+SCAN_BYTES_PER_MS = 8e6  # one core streams ~8 GB/s of float32 in exact search (1M x 512 takes ~250 ms here)
+MAX_NLIST = 4096  # more lists cost more k-means than a CPU build can afford; the HNSW quantizer takes over at 4096
+TRAIN_POINTS_PER_LIST = 48  # k-means sample per list (FAISS warns below 39)
+KMEANS_ITERATIONS = 10
+ADD_CHUNK = 1 << 18
+SEARCH_PARAMS = {"nprobe", "efSearch", "k_factor_rf"}  # what ParameterSpace sets at search time
 
 
 @dataclass(frozen=True)
@@ -27,7 +36,7 @@ class IndexRecipe:
 
     factory: str = "Flat"
     params: dict[str, Any] = field(default_factory=dict)
-    chosen_for: int = 0  # number of vectors the choice was made for
+    chosen_for: int = 0  # number of vectors the choice was made for; retrain outside [chosen_for/2, 2*chosen_for]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,22 +45,59 @@ class IndexRecipe:
     def from_dict(cls, data: dict[str, Any]) -> "IndexRecipe":
         return cls(factory=data["factory"], params=dict(data.get("params", {})), chosen_for=int(data.get("chosen_for", 0)))
 
+    def covers(self, n: int) -> bool:
+        """Whether an index trained for ``chosen_for`` vectors still suits ``n`` (no retraining needed)."""
+        return self.chosen_for // 2 <= n <= 2 * max(self.chosen_for, 1)
 
-def choose_recipe(n: int, dim: int, *, max_memory_bytes: int | None = None) -> IndexRecipe:
-    """Pick an index for ``n`` vectors of ``dim`` as FAISS's guidelines suggest.
 
-    Exact search while it is cheap; HNSW over full vectors while they fit the
-    memory budget; IVF-PQ (with OPQ rotation and exact re-ranking) beyond.
+def nlist_for(n: int) -> int:
+    """Inverted lists for ``n`` vectors: a power of two near 2*sqrt(n), within [64, MAX_NLIST]."""
+    return int(min(MAX_NLIST, max(64, 2 ** round(np.log2(2 * np.sqrt(max(n, 1)))))))
+
+
+def choose_recipe(
+    n: int,
+    dim: int,
+    *,
+    max_memory_bytes: int | None = None,
+    latency_ms: float = DEFAULT_LATENCY_MS,
+    target_recall: float = DEFAULT_RECALL,
+) -> IndexRecipe:
+    """Pick an index for ``n`` vectors of ``dim`` from a memory budget and a latency target.
+
+    Following FAISS's guidelines (and autofaiss): exact search while one query scans
+    the vectors within ``latency_ms`` and they fit; an inverted file over full vectors
+    (IVF-Flat) while they fit the budget; beyond that IVF with 4-bit fast-scan PQ
+    codes re-ranked by 8-bit (or 4-bit) scalar-quantised vectors (about a quarter, or
+    an eighth, of the memory; recall close to IVF-Flat's); and plain fast-scan IVF-PQ,
+    with as many bytes as the budget allows, when even that does not fit. ``nprobe`` is tuned after the build to
+    reach ``target_recall`` within ``latency_ms`` (see :meth:`VectorIndex.build`).
     """
+    if n < 0 or dim <= 0:
+        raise UsageError(f"cannot index {n} vectors of dimension {dim}")
     raw_bytes = n * dim * 4
     budget = max_memory_bytes if max_memory_bytes is not None else _spare_memory()
-    if n < 10_000 or (n <= FLAT_MAX and raw_bytes <= budget):  # too few to train a quantizer anyway
+    targets = {"target_recall": target_recall, "latency_ms": latency_ms}
+    if n < MIN_TRAIN or (raw_bytes / SCAN_BYTES_PER_MS <= latency_ms and raw_bytes <= budget):
         return IndexRecipe("Flat", {}, n)
-    if raw_bytes * 1.3 <= budget:
-        return IndexRecipe("HNSW32,Flat", {"efSearch": 128, "efConstruction": 80}, n)
-    nlist = int(2 ** round(np.log2(max(64.0, 4 * np.sqrt(n)))))
-    m = 64 if dim % 64 == 0 else max(d for d in (8, 16, 32, 48) if dim % d == 0)
-    return IndexRecipe(f"OPQ{m},IVF{nlist},PQ{m}", {"nprobe": 32}, n)
+    nlist = nlist_for(n)
+    quantizer = f"IVF{nlist}_HNSW32" if nlist >= 4096 else f"IVF{nlist}"
+    if raw_bytes * 1.05 <= budget:
+        return IndexRecipe(f"{quantizer},Flat", {"nprobe": 16, **targets}, n)
+    for refine, bytes_per_dim in (("SQ8", 1.0), ("SQ4", 0.5)):  # re-rank fast-scan candidates: 4x / 8x smaller
+        if dim % 4 == 0 and n * (dim * bytes_per_dim + dim // 8) * 1.05 <= budget:
+            return IndexRecipe(f"{quantizer},PQ{dim // 4}x4fs,Refine({refine})", {"nprobe": 16, "k_factor_rf": 8, **targets}, n)
+    for m in (dim // 2, dim // 4, dim // 8, dim // 16, dim // 32):
+        if m >= 2 and m % 2 == 0 and dim % m == 0 and n * (m / 2) * 1.05 <= budget:
+            return IndexRecipe(f"{quantizer},PQ{m}x4fs", {"nprobe": 16, **targets}, n)
+    raise UsageError(
+        f"{n} vectors of dimension {dim} do not fit a memory budget of {budget >> 20} MB even as "
+        "compressed codes: raise --max-memory"
+    )
+
+
+def _search_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k in SEARCH_PARAMS}
 
 
 def _spare_memory() -> int:
@@ -68,19 +114,46 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def measure_recall(index: "VectorIndex", vectors: np.ndarray, *, queries: int = 200, k: int = 10, seed: int = 0) -> float:
-    """recall@k of ``index`` against exact search, for queries drawn from the indexed vectors themselves."""
+def _recall(got: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(set(t) & set(g)) for t, g in zip(truth.tolist(), got.tolist()))
+    return hits / truth.size if truth.size else 1.0
+
+
+def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, *, chunk: int = 1 << 18) -> np.ndarray:
+    """Exact top-k ids (inner product) of ``queries`` over ``vectors``, streamed in chunks.
+
+    Works on memory-mapped or generated-in-pieces data too: only one chunk is in memory at a time.
+    """
     import faiss
 
-    rng = np.random.default_rng(seed)
-    sample = vectors[rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)]
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
     k = min(k, len(vectors))
-    _, truth = exact.search(sample, k)
-    _, got = index.search(sample, k)
-    hits = sum(len(set(t) & set(g)) for t, g in zip(truth.tolist(), got.tolist()))
-    return round(hits / truth.size, 4)
+    best_s = np.full((len(queries), k), -np.inf, np.float32)
+    best_i = np.full((len(queries), k), -1, np.int64)
+    for start in range(0, len(vectors), chunk):
+        part = np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32)
+        scores, ids = faiss.knn(queries, part, min(k, len(part)), metric=faiss.METRIC_INNER_PRODUCT)
+        both_s = np.concatenate([best_s, scores], axis=1)
+        both_i = np.concatenate([best_i, ids + start], axis=1)
+        order = np.argsort(-both_s, axis=1, kind="stable")[:, :k]
+        best_s = np.take_along_axis(both_s, order, axis=1)
+        best_i = np.take_along_axis(both_i, order, axis=1)
+    return best_i
+
+
+def _probe_queries(vectors: np.ndarray, queries: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample indexed vectors as queries, with their exact top-k (the ground truth of recall)."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False))
+    sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    return sample, exact_top_k(sample, vectors, k)
+
+
+def measure_recall(index: "VectorIndex", vectors: np.ndarray, *, queries: int = 200, k: int = 10, seed: int = 0) -> float:
+    """recall@k of ``index`` against exact search, for queries drawn from the indexed vectors themselves."""
+    sample, truth = _probe_queries(vectors, queries, k, seed)
+    _, got = index.search(sample, truth.shape[1])
+    return round(_recall(got, truth), 4)
 
 
 class VectorIndex:
@@ -100,32 +173,120 @@ class VectorIndex:
         return int(self.index.d)
 
     @classmethod
-    def build(cls, vectors: np.ndarray, *, recipe: IndexRecipe | None = None) -> "VectorIndex":
+    def build(
+        cls,
+        vectors: np.ndarray,
+        *,
+        recipe: IndexRecipe | None = None,
+        trained: "VectorIndex | None" = None,
+        tune: bool = True,
+    ) -> "VectorIndex":
+        """Build (train, add, tune) an index over ``vectors``; rows are ids 0..n-1.
+
+        ``vectors`` may be a memory-mapped array larger than memory: it is read in chunks.
+        ``trained``: an earlier index of the same recipe whose trained quantizer and
+        codebooks are reused (its vectors are dropped), so a growing index is not
+        retrained at every commit while the set stays in the recipe's range.
+        ``tune=False`` keeps the recipe's search parameters as given.
+        """
         import faiss
 
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if isinstance(vectors, np.ndarray) and not isinstance(vectors, np.memmap):
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise UsageError(f"vectors must be a 2-d array, got shape {vectors.shape}")
         n, dim = vectors.shape
         recipe = recipe or choose_recipe(n, dim)
-        index = faiss.index_factory(dim, recipe.factory, faiss.METRIC_INNER_PRODUCT)
+        started = time.perf_counter()
+        reused = trained is not None and trained.recipe.factory == recipe.factory and trained.dim == dim
+        if reused:
+            index = faiss.clone_index(trained.index)
+            index.reset()
+            recipe = IndexRecipe(recipe.factory, {**recipe.params, **_search_params(trained.recipe.params)}, trained.recipe.chosen_for)
+        else:
+            index = faiss.index_factory(dim, recipe.factory, faiss.METRIC_INNER_PRODUCT)
         if "efConstruction" in recipe.params:
-            index.hnsw.efConstruction = int(recipe.params["efConstruction"])
+            faiss.downcast_index(index).hnsw.efConstruction = int(recipe.params["efConstruction"])
         if not index.is_trained:
-            index.train(vectors)
-        if n:
-            index.add(vectors)
+            sample = vectors
+            ivf = faiss.try_extract_index_ivf(index)
+            if ivf is not None:  # k-means on a sample, few iterations: what a 2-core build can afford
+                ivf.cp.niter = KMEANS_ITERATIONS
+                limit = TRAIN_POINTS_PER_LIST * ivf.nlist
+                if n > limit:
+                    sample = vectors[np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))]
+            index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        for start in range(0, n, ADD_CHUNK):  # in pieces: memory-mapped vectors never load whole
+            index.add(np.ascontiguousarray(vectors[start:start + ADD_CHUNK], dtype=np.float32))
         out = cls(index, recipe)
         out._apply_params()
-        if recipe.factory != "Flat" and n > 10:
-            recall = measure_recall(out, vectors)
-            out.recipe = IndexRecipe(recipe.factory, {**recipe.params, "recall_at_10": recall}, recipe.chosen_for)
+        if tune and recipe.factory != "Flat" and n > 10:
+            out._tune(vectors)
+        out.recipe = IndexRecipe(
+            out.recipe.factory,
+            {**out.recipe.params, "build_s": round(time.perf_counter() - started, 3), "retrained": not reused},
+            out.recipe.chosen_for,
+        )
         return out
+
+    def _tune(self, vectors: np.ndarray, *, queries: int = 200, k: int = 10) -> None:
+        """Raise ``nprobe`` / ``efSearch`` (then the re-ranking depth) until recall@k reaches the target.
+
+        Stops before a value whose single-query latency exceeds the recipe's target, and
+        when recall stops improving (the codes, not the probes, limit it): the recipe
+        then records the recall it reached (``mmsearch info`` shows it).
+        """
+        params = dict(self.recipe.params)
+        target = float(params.get("target_recall", DEFAULT_RECALL))
+        budget_ms = float(params.get("latency_ms", DEFAULT_LATENCY_MS))
+        sample, truth = _probe_queries(vectors, queries, k, seed=0)
+
+        def measure(key: str | None = None, value: int | None = None) -> tuple[float, float]:
+            if key is not None:
+                params[key] = value
+                self.recipe = IndexRecipe(self.recipe.factory, dict(params), self.recipe.chosen_for)
+                self._apply_params()
+            t0 = time.perf_counter()
+            for q in sample[:50]:
+                self.search(q[None], truth.shape[1])
+            ms = (time.perf_counter() - t0) * 1000 / len(sample[:50])
+            _, got = self.search(sample, truth.shape[1])
+            return _recall(got, truth), ms
+
+        recall, ms = measure()
+        for key, values in (
+            ("nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if v <= max(1, self._nlist())]),
+            ("efSearch", [16, 32, 64, 128, 256, 512]),
+            ("k_factor_rf", [8, 16, 32, 64]),
+        ):
+            if key not in params:
+                continue
+            best = None
+            for value in values:
+                got = measure(key, value)
+                if best is not None and (got[1] > budget_ms or got[0] < best[1] + 0.002):
+                    break  # over the latency target, or no longer paying: keep the previous value
+                best = (value, *got)
+                if got[0] >= target:
+                    break
+            _, recall, ms = best
+            measure(key, best[0])
+            if recall >= target:
+                break
+        params.update(recall_at_10=round(recall, 4), tuned_ms=round(ms, 3))
+        self.recipe = IndexRecipe(self.recipe.factory, params, self.recipe.chosen_for)
+        self._apply_params()
+
+    def _nlist(self) -> int:
+        import faiss
+
+        ivf = faiss.try_extract_index_ivf(self.index)
+        return int(ivf.nlist) if ivf is not None else 0
 
     def _apply_params(self) -> None:
         import faiss
 
-        params = {k: v for k, v in self.recipe.params.items() if k in {"efSearch", "nprobe"}}
+        params = {k: v for k, v in self.recipe.params.items() if k in SEARCH_PARAMS}
         if params:
             ps = faiss.ParameterSpace()
             for key, value in params.items():

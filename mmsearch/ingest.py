@@ -49,12 +49,17 @@ class IngestConfig:
     commit_seconds: float = 30.0  # commit at least this often
     retry_failed: bool = False
     max_memory_mb: int | None = None  # budget of the moment index; None: half the memory the machine has free
+    latency_ms: float = 10.0  # single-query latency target of the moment index (exact search while it meets it)
     audio_window: float | None = None  # seconds; None: what the audio encoder recommends (10 s for CLAP)
     audio_hop: float | None = None
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
             raise UsageError(f"--fps must be positive, got {self.fps}")
+        if not self.latency_ms > 0:
+            raise UsageError(f"--latency-ms must be positive, got {self.latency_ms}")
+        if self.max_memory_mb is not None and self.max_memory_mb <= 0:
+            raise UsageError(f"--max-memory must be a positive number of MB, got {self.max_memory_mb}")
         get_backend(self.backend)  # validates the name
         MomentConfig(self.window, self.stride)
         for name in ("audio_window", "audio_hop"):
@@ -275,7 +280,7 @@ def _recipe_chooser(config: IngestConfig) -> Callable[[int, int], Any]:
     from mmsearch.indexes import choose_recipe
 
     budget = None if config.max_memory_mb is None else config.max_memory_mb << 20
-    return lambda n, dim: choose_recipe(n, dim, max_memory_bytes=budget)
+    return lambda n, dim: choose_recipe(n, dim, max_memory_bytes=budget, latency_ms=config.latency_ms)
 
 
 def _load_heads(writer: IndexWriter) -> Any:

@@ -549,7 +549,7 @@ class IndexWriter:
         moment_vecs = np.concatenate(m_vecs) if m_vecs else np.zeros((0, dim), np.float32)
         recipe = recipe_for(len(moment_vecs), dim) if recipe_for else None
         media_index = VectorIndex.build(mv)
-        moment_index = VectorIndex.build(moment_vecs, recipe=recipe)
+        moment_index = VectorIndex.build(moment_vecs, recipe=recipe, trained=self._trained_moment_index(entry, recipe, len(moment_vecs)))
         media_index.save(self.root / f"{stem}-media.faiss")
         _write_npy(np.asarray(media_ids, np.int64), str(self.root / f"{stem}-media.npy"))
         moments = pa.table(
@@ -573,6 +573,26 @@ class IndexWriter:
             "n_media": len(media_ids),
         }
         return [f"{stem}-media.faiss", f"{stem}-media.npy", f"{stem}-moments.parquet", f"{stem}-moments.faiss"]
+
+    def _trained_moment_index(self, entry: dict[str, Any], recipe: Any, n: int) -> Any:
+        """The space's current moment index, when its trained quantizer can serve ``n`` vectors again.
+
+        It can while the chosen recipe is the same and ``n`` stays within the range the
+        index was trained for; otherwise (or when it cannot be read) the new one is trained.
+        """
+        from mmsearch.indexes import IndexRecipe, VectorIndex
+
+        previous = entry.get("recipe")
+        path = entry.get("derived", {}).get("moment_index")
+        if recipe is None or not previous or not path or previous.get("factory") in (None, "Flat"):
+            return None
+        old = IndexRecipe.from_dict(previous)
+        if old.factory != recipe.factory or not old.covers(n):
+            return None
+        try:
+            return VectorIndex.load(self.root / path, old, mmap=False)
+        except MMSearchError:
+            return None
 
     def _clean_temporaries(self) -> None:
         for folder in (self.root, self.root / DATA):

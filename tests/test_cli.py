@@ -79,3 +79,39 @@ def test_user_errors_are_one_clear_message(args, needle, tmp_path, video_corpus,
     assert proc.returncode != 0
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_query_batch_answers_each_query_like_a_single_query(tmp_path):
+    """`query --batch`: one JSON line per query, in input order, the same answers as one query at a time."""
+    from mmsearch.synth import SynthConfig, generate_corpus
+
+    rows = generate_corpus(tmp_path / "corpus", videos=4, audio=0, seed=4321,
+                           config=SynthConfig(max_size=(320, 240), audio_in_video_probability=0.0))
+    index_dir = tmp_path / "idx"
+    run("index", str(tmp_path / "corpus"), "--index", str(index_dir), "--model", "synth-clip", "--device", "cpu", "--no-audio")
+    captions = sorted({r["caption"] for r in rows if r["modality"] == "video"})[:3] + ["a white square"]
+    lines = tmp_path / "queries.txt"
+    lines.write_text("\n".join(captions) + "\n\n", encoding="utf-8")  # blank lines are skipped
+    as_list = tmp_path / "queries.json"
+    as_list.write_text(json.dumps(captions), encoding="utf-8")
+    outputs = []
+    for batch in (lines, as_list):
+        out = run("query", "--batch", str(batch), "--index", str(index_dir), "-k", "3", "--device", "cpu")
+        answers = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [a["query"]["text"] for a in answers] == captions
+        outputs.append(answers)
+    assert outputs[0] == outputs[1]
+    import mmsearch
+
+    idx = mmsearch.open_index(index_dir, device="cpu")  # the engine behind `mmsearch query TEXT`, one query at a time
+    for caption, answer in zip(captions, outputs[0]):
+        single = [r.to_dict() for r in idx.search(caption, k=3)]
+        assert [(r["path"], r["start"], r["end"]) for r in answer["results"]] == [(r["path"], r["start"], r["end"]) for r in single]
+        assert all(r["score"] == pytest.approx(s["score"], abs=1e-5) for r, s in zip(answer["results"], single))
+    present = next(c for c in captions if any(r["caption"] == c for r in rows))
+    top = outputs[0][captions.index(present)]["results"][0]
+    assert any(os.path.basename(top["path"]) == r["file"] and r["caption"] == present for r in rows)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n", encoding="utf-8")
+    bad = run("query", "--batch", str(empty), "--index", str(index_dir), check=False)
+    assert bad.returncode != 0 and "no queries" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
