@@ -166,5 +166,13 @@ def test_ingestion_trains_an_approximate_index_once_and_reuses_it(tmp_path, rand
     idx = mmsearch.open_index(tmp_path / "idx")
     info = idx.info()["spaces"]["visual"]["index"]
     assert info["factory"] == "IVF64,Flat"
+    from typer.testing import CliRunner
+
+    from mmsearch.cli import app
+
+    shown = CliRunner().invoke(app, ["info", "--index", str(tmp_path / "idx")], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert f"IVF64,Flat (nprobe={again['recipe']['params']['nprobe']}; recall@10 {again['recipe']['params']['recall_at_10']}" in shown.output
+    assert f"chosen for {recipe['chosen_for']} vectors" in shown.output
     top = idx.search(image=_query_frame(media / "v3.mp4", 7.0, tmp_path / "q.png"), k=3, exhaustive=True)[0]
     assert top.path == str(media / "v3.mp4") and top.start <= 7.0 <= top.end  # found through the IVF moment index
