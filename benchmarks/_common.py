@@ -58,7 +58,7 @@ def describe(info: dict[str, Any]) -> str:
 
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON via a temporary file and a rename (no half-written results)."""
+    from mmsearch.fileio import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"), fsync=False)

@@ -380,7 +380,7 @@ def synth(
     max_height: Annotated[int, typer.Option(help="Largest frame height (the world allows up to 720).")] = 720,
 ) -> None:
     """Generate a synthetic corpus with known ground truth (coloured shapes, tones and beats)."""
-    from mmsearch.synth import SynthConfig, generate_corpus
+    from mmsearch.synth import SynthConfig, generate_corpus, paired_config
 
     config = SynthConfig(max_size=(max_width, max_height))
     if paired:

@@ -8,7 +8,6 @@ cosine similarity.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mmsearch.errors import IndexCorruptError, UsageError
+from mmsearch.fileio import atomic_write
 
 __all__ = ["IndexRecipe", "VectorIndex", "choose_recipe", "exact_top_k", "gpu_available", "measure_recall", "nlist_for"]
 
@@ -322,18 +322,8 @@ class VectorIndex:
         """Write to a temporary file in the same directory, fsync, then rename into place."""
         import faiss
 
-        path = os.fspath(path)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".faiss", dir=os.path.dirname(path) or ".")
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, tmp)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # the index directory's temporary prefix: a crash leaves nothing its clean-up does not find
+        atomic_write(path, lambda tmp: faiss.write_index(self.index, str(tmp)), prefix=".tmp-", suffix=".faiss")
 
     @classmethod
     def load(cls, path: str | os.PathLike, recipe: IndexRecipe, *, mmap: bool = True) -> "VectorIndex":

@@ -51,6 +51,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .errors import UsageError
+from .fileio import atomic_write
 from .metrics import moment_recalls, retrieval_metrics, video_recalls
 
 __all__ = ["TASKS", "TaskSpec", "Query", "Dataset", "load_dataset", "run_bench", "metrics_markdown", "bench_command"]
@@ -799,9 +800,7 @@ def _round(metrics: dict[str, float]) -> dict[str, float]:
 
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), fsync=False)
 
 
 def _machine(device: str) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 import time
 import zlib
 from collections.abc import Iterable
@@ -36,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .fileio import atomic_write as _atomic_write
 from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, MMSearchError
 from .moments import MomentConfig, media_vector, moment_windows
 
@@ -86,19 +86,8 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 def atomic_write(path: str | os.PathLike, write: Any) -> None:
-    """Call ``write(tmp_path)``, fsync the result, then rename it to ``path``."""
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=os.path.dirname(path) or ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write a file of the index directory: temporary ``.tmp-*`` name (cleaned up after a crash), fsync, rename."""
+    _atomic_write(path, write, prefix=TMP_PREFIX, suffix="")
 
 
 def file_crc32(path: str | os.PathLike) -> int:

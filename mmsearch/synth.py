@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -38,6 +37,7 @@ import av
 import numpy as np
 
 from .errors import UsageError
+from .fileio import atomic_write
 
 __all__ = [
     "VISUAL_COLOURS",
@@ -745,21 +745,9 @@ def _rng_for(seed: int, kind: int, index: int) -> np.random.Generator:
 
 
 # --------------------------------------------------------------------------- writing
-def _tmp_path(final: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
-
-
 def _atomic_write(final: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` then atomically move the temp file to ``final``."""
-    tmp = _tmp_path(final)
-    try:
-        write(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Generated files appear whole or not at all (no fsync: a corpus is cheap to regenerate)."""
+    atomic_write(final, write, fsync=False)
 
 
 def _audio_frames(samples: np.ndarray, sr: int, start: int, stop: int, chunk: int = 4096) -> Iterator[av.AudioFrame]:

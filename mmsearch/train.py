@@ -26,13 +26,14 @@ import io
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fileio import atomic_write
 
 __all__ = [
     "info_nce_loss",
@@ -343,17 +344,10 @@ def save_open_clip_checkpoint(model: Any, out_path: str | os.PathLike, *, half: 
     # (and in the sha256 an index records for its encoder).
     buf = io.BytesIO()
     torch.save({"state_dict": state}, buf)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shipped asset should be readable
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    umask = os.umask(0)
+    os.umask(umask)
+    # mkstemp makes 0600; a shipped asset should be readable
+    atomic_write(final, lambda tmp: tmp.write_bytes(buf.getvalue()), mode=0o666 & ~umask)
     return final
 
 

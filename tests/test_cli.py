@@ -115,3 +115,16 @@ def test_query_batch_answers_each_query_like_a_single_query(tmp_path):
     empty.write_text("\n", encoding="utf-8")
     bad = run("query", "--batch", str(empty), "--index", str(index_dir), check=False)
     assert bad.returncode != 0 and "no queries" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
+
+
+def test_synth_paired_writes_videos_whose_sound_follows_the_shape(tmp_path):
+    """`mmsearch synth --paired N`: every video's soundtrack plays the paired sound while its shape is on screen."""
+    from mmsearch.synth import load_ground_truth
+
+    run("synth", str(tmp_path / "c"), "--videos", "2", "--paired", "3", "--seed", "5", "--max-width", "320", "--max-height", "240")
+    rows = load_ground_truth(tmp_path / "c")
+    visual = [r for r in rows if r["modality"] == "video"]
+    sound = {(r["file"], r["start"], r["end"]): r["caption"] for r in rows if r["modality"] != "video"}
+    assert len({r["file"] for r in visual}) == 2
+    pairs = {r["caption"]: sound.get((r["file"], r["start"], r["end"])) for r in visual}
+    assert all(pairs.values()) and len(set(pairs)) == len(set(pairs.values()))  # one sound per shape, one-to-one

@@ -1,0 +1,46 @@
+"""Nothing half-written: every file mmsearch writes goes to a temporary name first, then is renamed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["atomic_write"]
+
+
+def atomic_write(
+    path: str | os.PathLike,
+    write: Callable[[Path], object],
+    *,
+    prefix: str | None = None,
+    suffix: str = ".tmp",
+    fsync: bool = True,
+    mode: int | None = None,
+) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    A reader sees the old file or the new one, never a part. ``fsync`` flushes the
+    data before the rename (what a crash-safe index needs; the caller fsyncs the
+    directory when the rename itself must survive a power cut). ``prefix`` names the
+    temporary file (default ``.NAME.``), so that whoever cleans up after a crash can
+    find it; ``mode`` sets its permissions (``mkstemp`` creates 0600). On any error
+    the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=prefix if prefix is not None else f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        if fsync:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
