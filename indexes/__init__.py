@@ -78,9 +78,9 @@ def choose_recipe(
     raw_bytes = n * dim * 4
     budget = max_memory_bytes if max_memory_bytes is not None else _spare_memory()
     targets = {"target_recall": target_recall, "latency_ms": latency_ms}
-    if n < MIN_TRAIN or (raw_bytes / SCAN_BYTES_PER_MS <= latency_ms and raw_bytes <= budget):
-        return IndexRecipe("Flat", {}, n)
     nlist = nlist_for(n)
+    if n < max(MIN_TRAIN, nlist) or (raw_bytes / SCAN_BYTES_PER_MS <= latency_ms and raw_bytes <= budget):
+        return IndexRecipe("Flat", {}, n)  # (k-means needs at least nlist points)
     quantizer = f"IVF{nlist}_HNSW32" if nlist >= 4096 else f"IVF{nlist}"
     if raw_bytes * 1.05 <= budget:
         return IndexRecipe(f"{quantizer},Flat", {"nprobe": 16, **targets}, n)

@@ -280,7 +280,7 @@ def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
         derived = space.get("derived")
         if derived:
             media_ids = np.load(root / derived["media_ids"])
-            media_index = VectorIndex.load(root / derived["media_index"], IndexRecipe())
+            media_index = VectorIndex.load(root / derived["media_index"], IndexRecipe.from_dict(space.get("media_recipe", {"factory": "Flat"})))
             moments = _read_table(root / derived["moments"])
             moment_index = VectorIndex.load(root / derived["moment_index"], recipe)
         else:
@@ -537,8 +537,9 @@ class IndexWriter:
         mv = np.stack(media_vecs) if media_vecs else np.zeros((0, dim), np.float32)
         moment_vecs = np.concatenate(m_vecs) if m_vecs else np.zeros((0, dim), np.float32)
         recipe = recipe_for(len(moment_vecs), dim) if recipe_for else None
-        media_index = VectorIndex.build(mv)
-        moment_index = VectorIndex.build(moment_vecs, recipe=recipe, trained=self._trained_moment_index(entry, recipe, len(moment_vecs)))
+        media_recipe = recipe_for(len(mv), dim) if recipe_for else None
+        media_index = VectorIndex.build(mv, recipe=media_recipe, trained=self._trained_index(entry, "media", media_recipe, len(mv)))
+        moment_index = VectorIndex.build(moment_vecs, recipe=recipe, trained=self._trained_index(entry, "moment", recipe, len(moment_vecs)))
         media_index.save(self.root / f"{stem}-media.faiss")
         _write_npy(np.asarray(media_ids, np.int64), str(self.root / f"{stem}-media.npy"))
         moments = pa.table(
@@ -552,6 +553,7 @@ class IndexWriter:
         _write_table(moments, str(self.root / f"{stem}-moments.parquet"))
         moment_index.save(self.root / f"{stem}-moments.faiss")
         entry["recipe"] = moment_index.recipe.to_dict()
+        entry["media_recipe"] = media_index.recipe.to_dict()
         entry["derived"] = {
             "media_index": f"{stem}-media.faiss",
             "media_ids": f"{stem}-media.npy",
@@ -563,16 +565,16 @@ class IndexWriter:
         }
         return [f"{stem}-media.faiss", f"{stem}-media.npy", f"{stem}-moments.parquet", f"{stem}-moments.faiss"]
 
-    def _trained_moment_index(self, entry: dict[str, Any], recipe: Any, n: int) -> Any:
-        """The space's current moment index, when its trained quantizer can serve ``n`` vectors again.
+    def _trained_index(self, entry: dict[str, Any], level: str, recipe: Any, n: int) -> Any:
+        """The space's current ``level`` ("media" or "moment") index, when its training can serve ``n`` vectors.
 
         It can while the chosen recipe is the same and ``n`` stays within the range the
-        index was trained for; otherwise (or when it cannot be read) the new one is trained.
+        index was trained for; otherwise (or when it cannot be read) a new one is trained.
         """
         from mmsearch.indexes import IndexRecipe, VectorIndex
 
-        previous = entry.get("recipe")
-        path = entry.get("derived", {}).get("moment_index")
+        previous = entry.get("recipe" if level == "moment" else "media_recipe")
+        path = entry.get("derived", {}).get(f"{level}_index")
         if recipe is None or not previous or not path or previous.get("factory") in (None, "Flat"):
             return None
         old = IndexRecipe.from_dict(previous)

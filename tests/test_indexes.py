@@ -163,6 +163,7 @@ def test_ingestion_trains_an_approximate_index_once_and_reuses_it(tmp_path, rand
     again = json.loads((tmp_path / "idx" / MANIFEST).read_text())["spaces"]["visual"]
     assert again["recipe"]["factory"] == "IVF64,Flat" and again["recipe"]["params"]["retrained"] is False
     assert again["recipe"]["chosen_for"] == recipe["chosen_for"] < again["derived"]["n_moments"]
+    assert again["media_recipe"]["factory"] == "Flat"  # 4 media-level vectors: too few for k-means, whatever the target
     idx = mmsearch.open_index(tmp_path / "idx")
     info = idx.info()["spaces"]["visual"]["index"]
     assert info["factory"] == "IVF64,Flat"
