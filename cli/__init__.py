@@ -107,7 +107,7 @@ def index(
     commit_every: Annotated[float, typer.Option(help="Commit to the index at least every N seconds.")] = 30.0,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try files that failed before again.")] = False,
     max_memory: Annotated[
-        Optional[int], typer.Option("--max-memory", help="Memory budget of the moment index in MB [default: half of what is free].")
+        Optional[int], typer.Option("--max-memory", help="Memory budget of each vector index in MB [default: half of the available memory].")
     ] = None,
     latency_ms: Annotated[
         float, typer.Option("--latency-ms", help="Single-query latency target of the moment index: exact search while it meets it, else a tuned approximate index.")

@@ -101,9 +101,16 @@ def _search_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _spare_memory() -> int:
+    """Half of the memory the machine has available (MemAvailable counts reclaimable page cache)."""
     try:
-        pages = os.sysconf("SC_AVPHYS_PAGES")
-        return int(pages * os.sysconf("SC_PAGE_SIZE") * 0.5)
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
     except (ValueError, OSError, AttributeError):
         return 4 << 30
 
