@@ -121,11 +121,6 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def _recall(got: np.ndarray, truth: np.ndarray) -> float:
-    hits = sum(len(set(t) & set(g)) for t, g in zip(truth.tolist(), got.tolist()))
-    return hits / truth.size if truth.size else 1.0
-
-
 def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, *, chunk: int = 1 << 18) -> np.ndarray:
     """Exact top-k ids (inner product) of ``queries`` over ``vectors``, streamed in chunks.
 
@@ -148,19 +143,33 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, *, chunk: int 
     return best_i
 
 
-def _probe_queries(vectors: np.ndarray, queries: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sample indexed vectors as queries, with their exact top-k (the ground truth of recall)."""
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False))
-    sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
-    return sample, exact_top_k(sample, vectors, k)
+class _Probe:
+    """Indexed vectors used as queries, leave-one-out: each query's own row counts neither as truth nor as a hit.
+
+    (A query that is in the index finds itself first in almost any index; counting
+    that free hit would overstate recall@10 by up to 0.1 for queries from outside.)
+    """
+
+    def __init__(self, vectors: np.ndarray, queries: int, k: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.rows = np.sort(rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False))
+        self.queries = np.ascontiguousarray(vectors[self.rows], dtype=np.float32)
+        self.k = max(1, min(k, len(vectors) - 1))
+        self.truth = self._drop_self(exact_top_k(self.queries, vectors, self.k + 1))
+
+    def _drop_self(self, ids: np.ndarray) -> list[list[int]]:
+        return [[i for i in row if i != own][: self.k] for row, own in zip(ids.tolist(), self.rows.tolist())]
+
+    def recall(self, index: "VectorIndex") -> float:
+        _, got = index.search(self.queries, self.k + 1)
+        found = self._drop_self(got)
+        hits = sum(len(set(t) & set(g)) for t, g in zip(self.truth, found))
+        return hits / (len(self.truth) * self.k) if self.truth else 1.0
 
 
 def measure_recall(index: "VectorIndex", vectors: np.ndarray, *, queries: int = 200, k: int = 10, seed: int = 0) -> float:
-    """recall@k of ``index`` against exact search, for queries drawn from the indexed vectors themselves."""
-    sample, truth = _probe_queries(vectors, queries, k, seed)
-    _, got = index.search(sample, truth.shape[1])
-    return round(_recall(got, truth), 4)
+    """recall@k of ``index`` against exact search, indexed vectors as queries (leave-one-out)."""
+    return round(_Probe(vectors, queries, k, seed).recall(index), 4)
 
 
 class VectorIndex:
@@ -246,19 +255,19 @@ class VectorIndex:
         params = dict(self.recipe.params)
         target = float(params.get("target_recall", DEFAULT_RECALL))
         budget_ms = float(params.get("latency_ms", DEFAULT_LATENCY_MS))
-        sample, truth = _probe_queries(vectors, queries, k, seed=0)
+        probe = _Probe(vectors, queries, k, seed=0)
 
         def measure(key: str | None = None, value: int | None = None) -> tuple[float, float]:
             if key is not None:
                 params[key] = value
                 self.recipe = IndexRecipe(self.recipe.factory, dict(params), self.recipe.chosen_for)
                 self._apply_params()
+            timed = probe.queries[:50]
             t0 = time.perf_counter()
-            for q in sample[:50]:
-                self.search(q[None], truth.shape[1])
-            ms = (time.perf_counter() - t0) * 1000 / len(sample[:50])
-            _, got = self.search(sample, truth.shape[1])
-            return _recall(got, truth), ms
+            for q in timed:
+                self.search(q[None], probe.k)
+            ms = (time.perf_counter() - t0) * 1000 / len(timed)
+            return probe.recall(self), ms
 
         recall, ms = measure()
         for key, values in (
