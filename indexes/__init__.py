@@ -23,7 +23,7 @@ MIN_TRAIN = 10_000  # below this many vectors a quantizer cannot be trained well
 DEFAULT_LATENCY_MS = 10.0  # single-query latency target of the auto-selected index
 DEFAULT_RECALL = 0.95  # recall@10 against exact search that tuning aims for
 SCAN_BYTES_PER_MS = 8e6  # one core streams ~8 GB/s of float32 in exact search (1M x 512 takes ~250 ms here)
-MAX_NLIST = 4096  # more lists cost more k-means than a CPU build can afford; the HNSW quantizer takes over at 4096
+MAX_NLIST = 4096  # k-means over more lists costs more than a CPU build affords; at 4096 the coarse quantizer is HNSW
 TRAIN_POINTS_PER_LIST = 48  # k-means sample per list (FAISS warns below 39)
 KMEANS_ITERATIONS = 10
 ADD_CHUNK = 1 << 18
@@ -70,8 +70,9 @@ def choose_recipe(
     (IVF-Flat) while they fit the budget; beyond that IVF with 4-bit fast-scan PQ
     codes re-ranked by 8-bit (or 4-bit) scalar-quantised vectors (about a quarter, or
     an eighth, of the memory; recall close to IVF-Flat's); and plain fast-scan IVF-PQ,
-    with as many bytes as the budget allows, when even that does not fit. ``nprobe`` is tuned after the build to
-    reach ``target_recall`` within ``latency_ms`` (see :meth:`VectorIndex.build`).
+    with as many bytes as the budget allows, when even that does not fit. ``nprobe``
+    (and the re-ranking depth) are tuned after the build to reach ``target_recall``
+    within ``latency_ms`` (see :meth:`VectorIndex.build`).
     """
     if n < 0 or dim <= 0:
         raise UsageError(f"cannot index {n} vectors of dimension {dim}")
