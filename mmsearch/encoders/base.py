@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 
@@ -56,6 +56,34 @@ def file_sha256(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def hub_offline() -> bool:
+    """Whether the user told Hugging Face libraries to stay offline."""
+    return any(
+        os.environ.get(name, "0").strip().lower() in {"1", "true", "yes", "on"}
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def hub_host() -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+
+
+def require_reachable(host: str, message: Callable[[str], str]) -> None:
+    """Fail at once with ``message(reason)`` when ``host`` cannot be reached.
+
+    Without this, a download library retries with back-off for about a minute
+    before giving up on weights that are neither cached nor downloadable.
+    """
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as exc:
+        raise EncoderError(message(f"{host} is unreachable: {exc.strerror or exc}")) from None
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

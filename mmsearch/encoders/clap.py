@@ -27,7 +27,18 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import EncoderError, UsageError
-from .base import PACKAGED_PREFIX, EncoderSpec, encode_in_batches, file_sha256, l2_normalize, resolve_device, resolve_weights
+from .base import (
+    PACKAGED_PREFIX,
+    EncoderSpec,
+    encode_in_batches,
+    file_sha256,
+    hub_host,
+    hub_offline,
+    l2_normalize,
+    require_reachable,
+    resolve_device,
+    resolve_weights,
+)
 
 DEFAULT_CLAP_MODEL = "laion/larger_clap_music"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -44,13 +55,6 @@ def _offline_message(model: str, reason: str) -> str:
     )
 
 
-def _hub_offline() -> bool:
-    return any(
-        os.environ.get(name, "0").strip().lower() in {"1", "true", "yes", "on"}
-        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
 def _cached_config(repo_id: str) -> str | None:
     """Path of the cached config.json of a hub repo, or None."""
     try:
@@ -63,22 +67,12 @@ def _cached_config(repo_id: str) -> str | None:
 
 
 def _check_weights_reachable(repo_id: str) -> None:
-    """Fail at once, with the offline message, when a hub model is neither cached nor downloadable.
-
-    Without this, huggingface_hub retries with back-off for about a minute before giving up.
-    """
-    import socket
-    from urllib.parse import urlparse
-
+    """Fail at once, with the offline message, when a hub model is neither cached nor downloadable."""
     if _cached_config(repo_id):
         return
-    if _hub_offline():
+    if hub_offline():
         raise EncoderError(_offline_message(repo_id, "HF_HUB_OFFLINE is set"))
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=5).close()
-    except OSError as exc:
-        raise EncoderError(_offline_message(repo_id, f"{host} is unreachable: {exc.strerror or exc}")) from None
+    require_reachable(hub_host(), lambda reason: _offline_message(repo_id, reason))
 
 
 def directory_sha256(path: str) -> str:

@@ -16,7 +16,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import EncoderError, UsageError
-from .base import PACKAGED_PREFIX, EncoderSpec, encode_in_batches, file_sha256, l2_normalize, resolve_device, resolve_weights
+from .base import (
+    PACKAGED_PREFIX,
+    EncoderSpec,
+    encode_in_batches,
+    file_sha256,
+    hub_host,
+    hub_offline,
+    l2_normalize,
+    require_reachable,
+    resolve_device,
+    resolve_weights,
+)
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
@@ -86,11 +97,7 @@ def _offline_message(model: str, pretrained: str, reason: str) -> str:
 
 
 def _check_weights_reachable(model: str, tag: str) -> None:
-    """Fail at once, with the offline message, when a tag's weights are neither cached nor downloadable.
-
-    Without this, huggingface_hub retries with back-off for about a minute before giving up.
-    """
-    import socket
+    """Fail at once, with the offline message, when a tag's weights are neither cached nor downloadable."""
     from urllib.parse import urlparse
 
     import open_clip
@@ -106,9 +113,9 @@ def _check_weights_reachable(model: str, tag: str) -> None:
             filename = f"{prefix}/{name}" if prefix else name
             if isinstance(try_to_load_from_cache(repo_id, filename), str):
                 return
-        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+        if hub_offline():
             raise EncoderError(_offline_message(model, tag, "HF_HUB_OFFLINE is set"))
+        host = hub_host()
     elif cfg.get("url"):
         host = urlparse(cfg["url"]).hostname or ""
         cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"]))
@@ -116,10 +123,7 @@ def _check_weights_reachable(model: str, tag: str) -> None:
             return
     else:
         return  # let open_clip explain
-    try:
-        socket.create_connection((host, 443), timeout=5).close()
-    except OSError as exc:
-        raise EncoderError(_offline_message(model, tag, f"{host} is unreachable: {exc.strerror or exc}")) from None
+    require_reachable(host, lambda reason: _offline_message(model, tag, reason))
 
 
 class ClipEncoder:
