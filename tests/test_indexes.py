@@ -42,13 +42,14 @@ def test_choice_follows_size_latency_and_memory():
     assert choose_recipe(5_000, 512, max_memory_bytes=gb).factory == "Flat"  # too few to train a quantizer
     # 40k x 512 float32 = 82 MB: one exact query scans it in ~10 ms, inside a 20 ms target, over a 5 ms one
     assert choose_recipe(40_000, 512, max_memory_bytes=gb, latency_ms=20).factory == "Flat"
-    assert choose_recipe(40_000, 512, max_memory_bytes=gb, latency_ms=5).factory == "IVF512,Flat"
+    assert choose_recipe(40_000, 512, max_memory_bytes=gb, latency_ms=5).factory == "IVF512,PQ128x4fs,RFlat"
     n = 1_000_000  # 2 GB of float32
-    assert choose_recipe(n, 512, max_memory_bytes=4 * gb).factory == "IVF2048,Flat"
-    assert choose_recipe(n, 512, max_memory_bytes=gb).factory == "IVF2048,PQ128x4fs,Refine(SQ8)"  # 576 B/vector
+    assert choose_recipe(n, 512, max_memory_bytes=4 * gb).factory == "IVF2048,PQ128x4fs,RFlat"  # 2112 B/vector
+    assert choose_recipe(n, 512, max_memory_bytes=gb).factory == "IVF2048,PQ128x4fs,Refine(SQ8)"  # 576 B
     assert choose_recipe(n, 512, max_memory_bytes=400 << 20).factory == "IVF2048,PQ128x4fs,Refine(SQ4)"  # 320 B
     assert choose_recipe(n, 512, max_memory_bytes=200 << 20).factory == "IVF2048,PQ256x4fs"  # 128 B
     assert choose_recipe(n, 512, max_memory_bytes=20 << 20).factory == "IVF2048,PQ32x4fs"  # 16 B
+    assert choose_recipe(n, 510, max_memory_bytes=4 * gb).factory == "IVF2048,Flat"  # 510 = 2*3*5*17: no 4-d sub-vectors
     big = choose_recipe(10_000_000, 512, max_memory_bytes=8 * gb)
     assert big.factory == "IVF4096_HNSW32,PQ128x4fs,Refine(SQ8)" and big.chosen_for == 10_000_000
     with pytest.raises(UsageError, match="--max-memory"):
@@ -155,25 +156,26 @@ def test_ingestion_trains_an_approximate_index_once_and_reuses_it(tmp_path, rand
     kwargs = dict(model="synth-clip", pretrained=str(random_clip_checkpoint), device="cpu", audio_model=None)
     mmsearch.index_paths([media], tmp_path / "idx", config=config, **kwargs)
     recipe = json.loads((tmp_path / "idx" / MANIFEST).read_text())["spaces"]["visual"]["recipe"]
-    assert recipe["factory"] == "IVF64,Flat" and recipe["params"]["retrained"] is True
+    assert recipe["factory"] == "IVF64,PQ16x4fs,RFlat" and recipe["params"]["retrained"] is True
     assert 0 < recipe["params"]["recall_at_10"] <= 1 and recipe["params"]["nprobe"] >= 1
 
     write_video(media / "v3.mp4", [(colours[(2 * j) % 5], 3.0) for j in range(6)], size=(80, 60), fps=4)  # new content
     mmsearch.index_paths([media], tmp_path / "idx", config=config, **kwargs)
     again = json.loads((tmp_path / "idx" / MANIFEST).read_text())["spaces"]["visual"]
-    assert again["recipe"]["factory"] == "IVF64,Flat" and again["recipe"]["params"]["retrained"] is False
+    assert again["recipe"]["factory"] == "IVF64,PQ16x4fs,RFlat" and again["recipe"]["params"]["retrained"] is False
     assert again["recipe"]["chosen_for"] == recipe["chosen_for"] < again["derived"]["n_moments"]
     assert again["media_recipe"]["factory"] == "Flat"  # 4 media-level vectors: too few for k-means, whatever the target
     idx = mmsearch.open_index(tmp_path / "idx")
     info = idx.info()["spaces"]["visual"]["index"]
-    assert info["factory"] == "IVF64,Flat"
+    assert info["factory"] == "IVF64,PQ16x4fs,RFlat"
     from typer.testing import CliRunner
 
     from mmsearch.cli import app
 
     shown = CliRunner().invoke(app, ["info", "--index", str(tmp_path / "idx")], env={"COLUMNS": "250"})
     assert shown.exit_code == 0, shown.output
-    assert f"IVF64,Flat (nprobe={again['recipe']['params']['nprobe']}; recall@10 {again['recipe']['params']['recall_at_10']}" in shown.output
+    params = again["recipe"]["params"]
+    assert f"IVF64,PQ16x4fs,RFlat (nprobe={params['nprobe']}, k_factor_rf={params['k_factor_rf']}; recall@10 {params['recall_at_10']}" in shown.output
     assert f"chosen for {recipe['chosen_for']} vectors" in shown.output
     top = idx.search(image=_query_frame(media / "v3.mp4", 7.0, tmp_path / "q.png"), k=3, exhaustive=True)[0]
     assert top.path == str(media / "v3.mp4") and top.start <= 7.0 <= top.end  # found through the IVF moment index
