@@ -145,7 +145,8 @@ def main() -> None:
     parser.add_argument("--max-memory-mb", type=int, default=None, help="budget for the auto index [default: half of free memory]")
     parser.add_argument("--latency-ms", type=float, default=10.0, help="latency target for the auto index")
     parser.add_argument("--opq", action="store_true", help="also try OPQ-rotated IVF-PQ (slow to train on 2 cores)")
-    parser.add_argument("--no-hnsw", action="store_true", help="skip HNSW and hnswlib (their builds take long on 2 cores at 1M+)")
+    parser.add_argument("--no-hnsw", action="store_true", help="skip FAISS's HNSW (its build takes long on 2 cores at 1M+)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the peer library (hnswlib)")
     parser.add_argument("--only-auto", action="store_true", help="measure the auto index (and exact ground truth) only")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the memory-mapped vectors go [default: a temp dir]")
     args = parser.parse_args()
@@ -189,7 +190,7 @@ def main() -> None:
                 row["sweep"] = sweep(built, "efSearch", [16, 32, 64, 128, 256], queries, truth, args.k)
             rows.append(row)
             del built
-        if not args.only_auto and not args.no_hnsw:
+        if not args.only_auto and not args.no_peer:
             rows += _peer_hnswlib(base, queries, truth, args.k)
 
         print(f"\nmachine: {describe(info)}")

@@ -17,7 +17,7 @@ def _run(script: str, *args: str) -> None:
 
 def test_search_benchmark_writes_one_row_per_index(tmp_path):
     out = tmp_path / "search.json"
-    _run("search.py", "--n", "20000", "--dim", "32", "--queries", "60", "--no-hnsw", "--max-memory-mb", "2",
+    _run("search.py", "--n", "20000", "--dim", "32", "--queries", "60", "--no-hnsw", "--no-peer", "--max-memory-mb", "2",
          "--json", str(out), "--plot", str(tmp_path / "search.png"))
     rows = json.loads(out.read_text())
     keys = {"index", "auto", "n", "dim", "recall_at_10", "p50_ms", "p99_ms", "batch_qps", "build_s", "bytes_per_vector"}
