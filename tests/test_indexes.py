@@ -42,16 +42,16 @@ def test_choice_follows_size_latency_and_memory():
     assert choose_recipe(5_000, 512, max_memory_bytes=gb).factory == "Flat"  # too few to train a quantizer
     # 40k x 512 float32 = 82 MB: one exact query scans it in ~10 ms, inside a 20 ms target, over a 5 ms one
     assert choose_recipe(40_000, 512, max_memory_bytes=gb, latency_ms=20).factory == "Flat"
-    assert choose_recipe(40_000, 512, max_memory_bytes=gb, latency_ms=5).factory == "IVF1024,PQ128x4fs,RFlat"
+    assert choose_recipe(40_000, 512, max_memory_bytes=gb, latency_ms=5).factory == "IVF512,PQ128x4fs,RFlat"
     n = 1_000_000  # 2 GB of float32
-    assert choose_recipe(n, 512, max_memory_bytes=4 * gb).factory == "IVF4096_HNSW32,PQ128x4fs,RFlat"  # 2112 B/vector
-    assert choose_recipe(n, 512, max_memory_bytes=gb).factory == "IVF4096_HNSW32,PQ128x4fs,Refine(SQ8)"  # 576 B
-    assert choose_recipe(n, 512, max_memory_bytes=400 << 20).factory == "IVF4096_HNSW32,PQ128x4fs,Refine(SQ4)"  # 320 B
-    assert choose_recipe(n, 512, max_memory_bytes=200 << 20).factory == "IVF4096_HNSW32,PQ256x4fs"  # 128 B
-    assert choose_recipe(n, 512, max_memory_bytes=20 << 20).factory == "IVF4096_HNSW32,PQ32x4fs"  # 16 B
-    assert choose_recipe(n, 510, max_memory_bytes=4 * gb).factory == "IVF4096_HNSW32,Flat"  # 510 = 2*3*5*17: no 4-d sub-vectors
+    assert choose_recipe(n, 512, max_memory_bytes=4 * gb).factory == "IVF2048,PQ128x4fs,RFlat"  # 2112 B/vector
+    assert choose_recipe(n, 512, max_memory_bytes=gb).factory == "IVF2048,PQ128x4fs,Refine(SQ8)"  # 576 B
+    assert choose_recipe(n, 512, max_memory_bytes=400 << 20).factory == "IVF2048,PQ128x4fs,Refine(SQ4)"  # 320 B
+    assert choose_recipe(n, 512, max_memory_bytes=200 << 20).factory == "IVF2048,PQ256x4fs"  # 128 B
+    assert choose_recipe(n, 512, max_memory_bytes=20 << 20).factory == "IVF2048,PQ32x4fs"  # 16 B
+    assert choose_recipe(n, 510, max_memory_bytes=4 * gb).factory == "IVF2048,Flat"  # 510 = 2*3*5*17: no 4-d sub-vectors
     big = choose_recipe(10_000_000, 512, max_memory_bytes=8 * gb)
-    assert big.factory == "IVF16384_HNSW32,PQ128x4fs,Refine(SQ8)" and big.chosen_for == 10_000_000
+    assert big.factory == "IVF4096_HNSW32,PQ128x4fs,Refine(SQ8)" and big.chosen_for == 10_000_000
     with pytest.raises(UsageError, match="--max-memory"):
         choose_recipe(n, 512, max_memory_bytes=1 << 20)
 
@@ -179,16 +179,3 @@ def test_ingestion_trains_an_approximate_index_once_and_reuses_it(tmp_path, rand
     assert f"chosen for {recipe['chosen_for']} vectors" in shown.output
     top = idx.search(image=_query_frame(media / "v3.mp4", 7.0, tmp_path / "q.png"), k=3, exhaustive=True)[0]
     assert top.path == str(media / "v3.mp4") and top.start <= 7.0 <= top.end  # found through the IVF moment index
-
-
-def test_many_lists_train_by_two_level_kmeans():
-    """4096+ lists: coarse centroids from two-level k-means, an HNSW quantizer, recall still tuned to the target."""
-    import faiss
-
-    base = _embeddings(30_000, dim=16, clusters=300)
-    recipe = IndexRecipe("IVF4096_HNSW32,Flat", {"nprobe": 1, "target_recall": 0.9, "latency_ms": 1000.0}, len(base))
-    built = VectorIndex.build(base, recipe=recipe)
-    ivf = faiss.extract_index_ivf(built.index)
-    assert ivf.nlist == 4096 and ivf.quantizer.ntotal == 4096 and built.ntotal == len(base)
-    assert built.recipe.params["recall_at_10"] >= 0.9
-    assert _recall(built, _embeddings(100, dim=16, clusters=300, draw=8), base) >= 0.8
