@@ -49,7 +49,7 @@ class IngestConfig:
     commit_seconds: float = 30.0  # commit at least this often
     retry_failed: bool = False
     max_memory_mb: int | None = None  # budget of each vector index; None: half the memory available
-    latency_ms: float = 10.0  # single-query latency target of the moment index (exact search while it meets it)
+    latency_ms: float = 10.0  # single-query latency target of each vector index (exact search while it meets it)
     audio_window: float | None = None  # seconds; None: what the audio encoder recommends (10 s for CLAP)
     audio_hop: float | None = None
 
