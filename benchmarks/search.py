@@ -112,10 +112,10 @@ def sweep(vindex, key: str, values: list[int], queries: np.ndarray, truth: np.nd
 
 
 def candidates(n: int, dim: int, *, opq: bool, hnsw: bool) -> list:
-    from mmsearch.indexes import IndexRecipe, nlist_for
+    from mmsearch.indexes import MAX_NLIST, IndexRecipe, nlist_for
 
     nlist = nlist_for(n)
-    quantizer = f"IVF{nlist}_HNSW32" if nlist >= 4096 else f"IVF{nlist}"
+    quantizer = f"IVF{nlist}_HNSW32" if nlist >= MAX_NLIST else f"IVF{nlist}"  # as choose_recipe does
     raw_fits = n * dim * 4 <= 0.6 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     out = []
     if raw_fits:
