@@ -24,6 +24,7 @@ def machine_info() -> dict[str, Any]:
     """Platform, CPU model and count, memory, load, library versions and GPU (when there is one)."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
+        "machine": platform.machine(),
         "python": platform.python_version(),
         "processor": cpu_model(),
         "cpu_count": os.cpu_count(),

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from typing import Any
 from mmsearch.metrics import temporal_iou
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model  # noqa: E402
+from _common import machine_info  # noqa: E402
 
 BARS = {"top_video": 0.95, "iou@0.5": 0.9, "mean_iou": 0.7}
 
@@ -92,21 +91,6 @@ def score_queries(index: Any, corpus_dir: str | os.PathLike, rows: list[dict], *
     summary["passes"] = all(summary[key] >= bar for key, bar in BARS.items())
     return {"summary": summary, "queries": per_query,
             "missing_captions": [c for c in VISUAL_CAPTIONS if c not in events]}
-
-
-def machine() -> dict:
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -169,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
                    "failed": len(report.failed)},
         "seconds": {"generate": t_gen, "index": t_index},
         "bars": BARS,
-        "machine": machine(),
+        "machine": machine_info(),
         "modes": modes,
         "passes": all(m["summary"]["passes"] for m in modes.values()),
     }
