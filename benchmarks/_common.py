@@ -63,3 +63,23 @@ def write_json(path: Path, data: Any) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"), fsync=False)
+
+
+def random_clip_checkpoint(model: str, directory: Path) -> Path:
+    """open_clip ``model`` with random weights saved as a local checkpoint (they cost what real ones do).
+
+    No model host is reachable from the benchmark machines; real weights would change the
+    vectors, not the arithmetic timed here.
+    """
+    import open_clip
+    import torch
+
+    from mmsearch.encoders.clip import register_packaged_configs
+
+    register_packaged_configs()
+    path = Path(directory) / f"{model}-random.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        net = open_clip.create_model(model)
+        torch.save({"state_dict": net.state_dict()}, path)
+    return path

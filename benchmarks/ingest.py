@@ -156,25 +156,11 @@ def video_info(path: Path) -> dict[str, Any]:
 
 
 # -- encoders ---------------------------------------------------------------------------------
-def make_checkpoint(model: str, directory: Path) -> Path:
-    """Random open_clip weights saved as a local checkpoint (random weights cost what real ones do)."""
-    import open_clip
-    import torch
-
-    from mmsearch.encoders.clip import register_packaged_configs
-
-    register_packaged_configs()
-    path = directory / f"{model}-random.pt"
-    if not path.exists():
-        torch.manual_seed(0)
-        net = open_clip.create_model(model)
-        torch.save({"state_dict": net.state_dict()}, path)
-    return path
-
-
-def load_encoder(key: str, ckpt_dir: Path) -> tuple[Any, float, str]:
+def load_encoder(key: str, ckpt_dir: Path, device: str = "cpu") -> tuple[Any, float, str]:
     """(encoder, load seconds, weights description); checkpoint creation is not counted as load."""
     import logging
+
+    from _common import random_clip_checkpoint
 
     from mmsearch.encoders import EncoderSpec, create_encoder, resolve_spec
     from mmsearch.encoders.base import packaged_asset
@@ -189,9 +175,9 @@ def load_encoder(key: str, ckpt_dir: Path) -> tuple[Any, float, str]:
         except Exception:
             spec = None
     if spec is None:
-        spec = EncoderSpec("clip", model, str(make_checkpoint(model, ckpt_dir)), dict(options))
+        spec = EncoderSpec("clip", model, str(random_clip_checkpoint(model, ckpt_dir)), dict(options))
     t0 = time.perf_counter()
-    enc = create_encoder(spec, device="cpu")
+    enc = create_encoder(spec, device=device)
     return enc, time.perf_counter() - t0, weights
 
 
@@ -339,9 +325,9 @@ class TimedEncoder:
 
 
 def measure_end_to_end(ingest: Any, enc: Any, backend: str, files: list[Path], args: argparse.Namespace,
-                       work: Path) -> dict[str, Any]:
+                       work: Path, workers: int = 1) -> dict[str, Any]:
     index_dir = tempfile.mkdtemp(dir=work)  # fresh each time: a rerun into a filled index would embed nothing
-    cfg = ingest.IngestConfig(fps=args.fps, backend=backend, chunk_frames=args.chunk)
+    cfg = ingest.IngestConfig(fps=args.fps, backend=backend, chunk_frames=args.chunk, workers=workers)
     events: list[tuple[float, str, str, int]] = []
     t0 = time.perf_counter()
     enc = TimedEncoder(enc, events, lambda: round(time.perf_counter() - t0, 4))
@@ -425,6 +411,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch_interop_threads": torch.get_num_interop_threads(),
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ},
         "versions": {
@@ -436,10 +423,10 @@ def machine_info() -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
-    headers = ["backend", "model", "variant", "decode f/s", "decode vs/s", "encode f/s", "serial f/s",
+    headers = ["backend", "model", "variant", "decoders", "decode f/s", "decode vs/s", "encode f/s", "serial f/s",
                "e2e f/s", "e2e vs/s", "e2e/serial", "other load"]
     body = [
-        [r["backend"], r["model"], r["variant"], f"{r['decode_fps']:.1f}", f"{r['decode_vsps']:.1f}",
+        [r["backend"], r["model"], r["variant"], str(r["workers"]), f"{r['decode_fps']:.1f}", f"{r['decode_vsps']:.1f}",
          f"{r['encode_fps']:.1f}", f"{r['serial_bound_fps']:.1f}", f"{r['e2e_fps']:.1f}", f"{r['e2e_vsps']:.1f}",
          f"{r['ratio']:.2f}" + (" ok" if r["ratio"] >= 0.9 else " LOW"),
          f"{r['background_cores_max']:.2f}" + (" !" if r["background_cores_max"] >= BACKGROUND_LIMIT else "")]
@@ -483,10 +470,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retries", type=int, default=1, help="reruns of a measurement disturbed by other processes")
     p.add_argument("--decoder-threads", type=int, default=None,
                    help="pin FFmpeg decoding threads in the prototype's decoder worker (experiment; prototype rows only)")
+    p.add_argument("--device", default="cpu", help="where the encoders run: cpu | cuda | auto (fp16 on CUDA)")
+    p.add_argument("--workers", default="1",
+                   help="comma-separated decoder process counts to run end-to-end with (IngestConfig.workers); "
+                        "decode-only stays one process, so with more than one e2e/serial can exceed 1")
     p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads in the main process")
     args = p.parse_args(argv)
     args.models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
     args.backends = [b.strip().lower() for b in args.backends.split(",") if b.strip()]
+    args.workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
     for m in args.models:
         if m not in MODELS:
             p.error(f"unknown model {m!r}; choose from {sorted(MODELS)}")
@@ -527,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         loads: dict[str, dict[str, Any]] = {}
         for key in args.models:
             log(f"loading {key} ...")
-            enc, load_s, weights = load_encoder(key, work)
+            enc, load_s, weights = load_encoder(key, work, args.device)
             encoders[key] = enc
             loads[key] = {"load_s": load_s, "weights": weights, "input_size": enc.input_size, "dim": enc.dim}
         sides = sorted({enc.input_size for enc in encoders.values()})
@@ -558,24 +550,26 @@ def main(argv: list[str] | None = None) -> int:
         save_partial(args, {"encode": encode, "cpu": cpu})
 
         # -- end-to-end ------------------------------------------------------------------------
-        e2e: dict[tuple[str, str, str], dict[str, Any]] = {}
+        e2e: dict[tuple[str, str, str, int], dict[str, Any]] = {}
         for variant, ingest in variants:
             for key, enc in encoders.items():
                 for b in args.backends:
-                    cfg = ingest.IngestConfig(fps=args.fps, backend=b, chunk_frames=args.chunk)
+                    cfg = ingest.IngestConfig(fps=args.fps, backend=b, chunk_frames=args.chunk, workers=1)
                     # warm-up: a 2 s clip into a throwaway index, same code path
                     call_index_paths(ingest, [warm], tempfile.mkdtemp(dir=work), enc, cfg)
-                    e2e[(variant, b, key)], cpu[f"e2e/{variant}/{b}/{key}"] = quiet_run(
-                        f"end-to-end {variant} {b} x {key}",
-                        lambda: measure_end_to_end(ingest, enc, b, files, args, work),
-                        args,
-                    )
-                    save_partial(args, {"e2e": {"/".join(k): v for k, v in e2e.items()}, "cpu": cpu})
+                    for w in args.workers:
+                        e2e[(variant, b, key, w)], cpu[f"e2e/{variant}/{b}/{key}/{w}"] = quiet_run(
+                            f"end-to-end {variant} {b} x {key}, {w} decoder process(es)",
+                            lambda: measure_end_to_end(ingest, enc, b, files, args, work, w),
+                            args,
+                        )
+                        save_partial(args, {"e2e": {"/".join(map(str, k)): v for k, v in e2e.items()}, "cpu": cpu})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     rows = []
-    for (variant, b, key), r in e2e.items():
+    for (variant, b, key, w), r in e2e.items():
+        ecpu = cpu[f"e2e/{variant}/{b}/{key}/{w}"]
         side = encoders[key].input_size
         d = decode[(b, side)]
         n_enc, enc_s = encode[key]
@@ -584,9 +578,9 @@ def main(argv: list[str] | None = None) -> int:
         serial = 1.0 / (1.0 / decode_fps + 1.0 / encode_fps)
         e2e_fps = r["frames"] / r["wall_s"]
         bg = max(cpu[f"decode/{b}/{side}"]["background_cores"], cpu[f"encode/{key}"]["background_cores"],
-                 cpu[f"e2e/{variant}/{b}/{key}"]["background_cores"])
+                 ecpu["background_cores"])
         rows.append({
-            "backend": b, "model": key, "variant": variant, "short_side": side,
+            "backend": b, "model": key, "variant": variant, "workers": w, "short_side": side,
             "frames": r["frames"], "decode_frames": d.frames,
             "decode_s": d.seconds, "probe_s": d.probe_seconds, "decode_fps": decode_fps,
             "decode_vsps": total_video_s / d.seconds,
@@ -598,20 +592,21 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_per_frame": {
                 "decode": cpu[f"decode/{b}/{side}"]["own_cpu_s"] / d.frames,
                 "encode": cpu[f"encode/{key}"]["own_cpu_s"] / n_enc,
-                "e2e": cpu[f"e2e/{variant}/{b}/{key}"]["own_cpu_s"] / r["frames"],
+                "e2e": ecpu["own_cpu_s"] / r["frames"],
             },
             "cores_used": {
                 "decode": cpu[f"decode/{b}/{side}"]["own_cpu_s"] / cpu[f"decode/{b}/{side}"]["wall_s"],
                 "encode": cpu[f"encode/{key}"]["own_cpu_s"] / cpu[f"encode/{key}"]["wall_s"],
-                "e2e": cpu[f"e2e/{variant}/{b}/{key}"]["own_cpu_s"] / cpu[f"e2e/{variant}/{b}/{key}"]["wall_s"],
+                "e2e": ecpu["own_cpu_s"] / ecpu["wall_s"],
             },
-            "e2e_cpu": cpu[f"e2e/{variant}/{b}/{key}"], "e2e_timings": r["timings"],
+            "e2e_cpu": ecpu, "e2e_timings": r["timings"],
             "e2e_unaccounted_s": r["unaccounted_s"], "timeline_summary": r["timeline_summary"],
             "timeline": r["timeline"],
         })
 
     title = (f"ingest throughput: {len(files)} files, {total_video_s:.0f} video-s, sampling {args.fps:g} fps, "
-             f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+             f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, encoders on {args.device}"
+             + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() and args.device != "cpu" else "")
              + (f", prototype decoder threads {args.decoder_threads}" if args.decoder_threads else "") + f"  (f/s = sampled frames per second, "
              f"vs/s = video-seconds per second)")
     print_table(rows, title)
@@ -622,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"decode {b} @{side}: probe {d.probe_seconds:.2f} s total (not in decode f/s); per file: {per}")
     for r in rows:
         t = r["e2e_timings"]
-        print(f"e2e {r['variant']} {r['backend']} x {r['model']}: wall {r['e2e_s']:.2f} s = "
+        print(f"e2e {r['variant']} {r['backend']} x {r['model']}, {r['workers']} decoder(s): wall {r['e2e_s']:.2f} s = "
               + ", ".join(f"{k} {v:.2f}" for k, v in t.items()) + f", other {r['e2e_unaccounted_s']:.2f}"
               "; cores used " + ", ".join(f"{k} {v:.2f}" for k, v in r["cores_used"].items())
               + "; CPU ms/frame " + ", ".join(f"{k} {1000 * v:.0f}" for k, v in r["cpu_per_frame"].items())
@@ -645,8 +640,9 @@ def main(argv: list[str] | None = None) -> int:
             "encode": [{"model": k, "frames": n, "seconds": s, "fps": n / s} for k, (n, s) in encode.items()],
             "rows": rows, "cpu": cpu, "flagged": flagged, "wall_seconds": elapsed,
         }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        from _common import write_json
+
+        write_json(Path(args.json), out)
         Path(args.json + ".partial").unlink(missing_ok=True)
         log(f"wrote {args.json}")
     return 0

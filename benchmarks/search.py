@@ -112,23 +112,23 @@ def sweep(vindex, key: str, values: list[int], queries: np.ndarray, truth: np.nd
 
 
 def candidates(n: int, dim: int, *, opq: bool, hnsw: bool) -> list:
-    from mmsearch.indexes import MAX_NLIST, IndexRecipe, nlist_for
+    from mmsearch.indexes import IndexRecipe, ivf_prefix
 
-    nlist = nlist_for(n)
-    quantizer = f"IVF{nlist}_HNSW32" if nlist >= MAX_NLIST else f"IVF{nlist}"  # as choose_recipe does
+    quantizer = ivf_prefix(n)  # as choose_recipe does
+    q = {"quantizer_efSearch": 128} if quantizer.endswith("_HNSW32") else {}
     raw_fits = n * dim * 4 <= 0.6 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     out = []
     if raw_fits:
-        out += [IndexRecipe("Flat"), IndexRecipe(f"{quantizer},Flat", {"nprobe": 16})]
+        out += [IndexRecipe("Flat"), IndexRecipe(f"{quantizer},Flat", {"nprobe": 16, **q})]
         if hnsw:
             out.append(IndexRecipe("HNSW32,Flat", {"efSearch": 64, "efConstruction": 40}))
     out += [
-        IndexRecipe(f"{quantizer},SQ8", {"nprobe": 16}),
-        IndexRecipe(f"{quantizer},PQ{dim // 4}x4fs,Refine(SQ8)", {"nprobe": 16, "k_factor_rf": 8}),
-        IndexRecipe(f"{quantizer},PQ{dim // 8}", {"nprobe": 16}),
+        IndexRecipe(f"{quantizer},SQ8", {"nprobe": 16, **q}),
+        IndexRecipe(f"{quantizer},PQ{dim // 4}x4fs,Refine(SQ8)", {"nprobe": 16, "k_factor_rf": 8, **q}),
+        IndexRecipe(f"{quantizer},PQ{dim // 8}", {"nprobe": 16, **q}),
     ]
     if opq:
-        out.append(IndexRecipe(f"OPQ{dim // 8},{quantizer},PQ{dim // 8}", {"nprobe": 16}))
+        out.append(IndexRecipe(f"OPQ{dim // 8},{quantizer},PQ{dim // 8}", {"nprobe": 16, **q}))
     return out
 
 

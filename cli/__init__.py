@@ -102,7 +102,9 @@ def index(
     audio_window: Annotated[Optional[float], typer.Option(help="Audio window in seconds [default: the model's, 10 for CLAP].")] = None,
     audio_hop: Annotated[Optional[float], typer.Option(help="Audio hop in seconds [default: half the window].")] = None,
     device: DeviceOpt = "auto",
-    workers: Annotated[int, typer.Option(help="Decoder processes.")] = 1,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Decoder processes [default: 1 when encoding on the CPU; beside a CUDA GPU one per 4 CPU cores, at most 8].")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds a decoder may stall on one file before it is killed.")] = 120.0,
     commit_every: Annotated[float, typer.Option(help="Commit to the index at least every N seconds.")] = 30.0,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try files that failed before again.")] = False,

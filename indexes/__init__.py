@@ -17,17 +17,21 @@ import numpy as np
 from mmsearch.errors import IndexCorruptError, UsageError
 from mmsearch.fileio import atomic_write
 
-__all__ = ["IndexRecipe", "VectorIndex", "choose_recipe", "exact_top_k", "gpu_available", "measure_recall", "nlist_for"]
+__all__ = [
+    "IndexRecipe", "VectorIndex", "choose_recipe", "exact_top_k", "gpu_available", "ivf_prefix", "measure_recall", "nlist_for",
+]
 
 MIN_TRAIN = 10_000  # below this many vectors a quantizer cannot be trained well: always exact
 DEFAULT_LATENCY_MS = 10.0  # single-query latency target of the auto-selected index
 DEFAULT_RECALL = 0.95  # recall@10 against exact search that tuning aims for
 SCAN_BYTES_PER_MS = 8e6  # one core streams ~8 GB/s of float32 in exact search (1M x 512 takes ~250 ms here)
-MAX_NLIST = 4096  # k-means over more lists costs more than a CPU build affords; at 4096 the coarse quantizer is HNSW
+FLAT_QUANTIZER_MAX = 4096  # lists that flat k-means and a flat coarse quantizer afford on a CPU
+MAX_NLIST = 65536
+QUANTIZER_EF = 128  # efSearch of an HNSW coarse quantizer: in k-means, when adding and when searching
 TRAIN_POINTS_PER_LIST = 48  # k-means sample per list (FAISS warns below 39)
 KMEANS_ITERATIONS = 10
 ADD_CHUNK = 1 << 18
-SEARCH_PARAMS = {"nprobe", "efSearch", "k_factor_rf"}  # what ParameterSpace sets at search time
+SEARCH_PARAMS = {"nprobe", "efSearch", "k_factor_rf", "quantizer_efSearch"}  # what ParameterSpace sets at search time
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,28 @@ class IndexRecipe:
 
 
 def nlist_for(n: int) -> int:
-    """Inverted lists for ``n`` vectors: a power of two near 2*sqrt(n), within [64, MAX_NLIST].
+    """Inverted lists for ``n`` vectors: a power of two near 2*sqrt(n) up to 4096 (flat quantizer);
+    beyond, near 4*sqrt(n), at most 65536, with an HNSW coarse quantizer (see :func:`ivf_prefix`).
 
-    (4*sqrt(n) lists trained by two-level k-means were tried at 1M x 512: recall@10
-    at nprobe 16 fell from 0.98 to 0.57; see the README.)
+    Lists must outnumber the natural clusters of the data, or k-means splits along the
+    directions all clusters share and scatters each cluster's members over many lists: on the
+    10M x 512 set of ``benchmarks/search.py`` (20000 clusters) 4096 lists keep 0.61 of the true
+    top-10 in the 16 probed lists, 16384 keep 0.93, 65536 keep 1.00
+    (``benchmarks/ivf_partition.py``). Flat k-means over more than 4096 lists is too slow
+    on a CPU; FAISS trains an HNSW-quantized IVF with the HNSW graph assigning points, which is.
+    (Two-level k-means was tried at 1M x 512 and lost recall: the top level, with fewer lists
+    than clusters, splits along the shared directions; see the README.)
     """
-    return int(min(MAX_NLIST, max(64, 2 ** round(np.log2(2 * np.sqrt(max(n, 1)))))))
+    nlist = int(max(64, 2 ** round(np.log2(2 * np.sqrt(max(n, 1))))))
+    if nlist <= FLAT_QUANTIZER_MAX:
+        return nlist
+    return int(min(MAX_NLIST, 2 ** round(np.log2(4 * np.sqrt(n)))))
+
+
+def ivf_prefix(n: int) -> str:
+    """The coarse-quantizer part of the factory string for ``n`` vectors, e.g. ``IVF2048`` or ``IVF16384_HNSW32``."""
+    nlist = nlist_for(n)
+    return f"IVF{nlist}_HNSW32" if nlist > FLAT_QUANTIZER_MAX else f"IVF{nlist}"
 
 
 def choose_recipe(
@@ -88,7 +108,9 @@ def choose_recipe(
     nlist = nlist_for(n)
     if n < max(MIN_TRAIN, nlist) or (raw_bytes / SCAN_BYTES_PER_MS <= latency_ms and raw_bytes <= budget):
         return IndexRecipe("Flat", {}, n)  # (k-means needs at least nlist points)
-    quantizer = f"IVF{nlist}_HNSW32" if nlist >= MAX_NLIST else f"IVF{nlist}"
+    quantizer = ivf_prefix(n)
+    if quantizer.endswith("_HNSW32"):
+        targets["quantizer_efSearch"] = QUANTIZER_EF
     tuning = {"nprobe": 16, "k_factor_rf": 8, **targets}
     # Candidates from 4-bit fast-scan PQ codes (dim/8 bytes, scanned in SIMD registers), re-ranked
     # with the exact vectors while they fit, else with 8-bit or 4-bit scalar-quantised ones.
@@ -123,6 +145,9 @@ def _spare_memory() -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
     except (ValueError, OSError, AttributeError):
         return 4 << 30
+
+
+_GPU_RESOURCES: Any = None
 
 
 def gpu_available() -> bool:
@@ -233,6 +258,8 @@ class VectorIndex:
             index = faiss.index_factory(dim, recipe.factory, faiss.METRIC_INNER_PRODUCT)
         if "efConstruction" in recipe.params:
             faiss.downcast_index(index).hnsw.efConstruction = int(recipe.params["efConstruction"])
+        if "quantizer_efSearch" in recipe.params:  # the HNSW graph assigns points in k-means and when adding
+            faiss.downcast_index(faiss.extract_index_ivf(index).quantizer).hnsw.efSearch = int(recipe.params["quantizer_efSearch"])
         if not index.is_trained:
             sample = vectors
             ivf = faiss.try_extract_index_ivf(index)
@@ -309,6 +336,8 @@ class VectorIndex:
     def _apply_params(self) -> None:
         import faiss
 
+        if self._gpu_index is not False:  # False: no GPU implementation, nothing to redo
+            self._gpu_index = None  # the GPU copy is made again, with these parameters, at the next search
         params = {k: v for k, v in self.recipe.params.items() if k in SEARCH_PARAMS}
         if params:
             ps = faiss.ParameterSpace()
@@ -328,11 +357,14 @@ class VectorIndex:
         return scores, ids
 
     def _gpu(self) -> Any:
+        global _GPU_RESOURCES
         if self._gpu_index is None and gpu_available() and os.environ.get("MMSEARCH_FAISS_GPU", "1") != "0":
             import faiss
 
             try:
-                self._gpu_index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self.index)
+                if _GPU_RESOURCES is None:  # one set of GPU buffers for every index of the process
+                    _GPU_RESOURCES = faiss.StandardGpuResources()
+                self._gpu_index = faiss.index_cpu_to_gpu(_GPU_RESOURCES, 0, self.index)
             except RuntimeError:  # this index type has no GPU implementation: stay on CPU
                 self._gpu_index = False
         return self._gpu_index or None

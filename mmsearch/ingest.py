@@ -43,7 +43,7 @@ class IngestConfig:
     window: float = 4.0
     stride: float = 2.0
     chunk_frames: int = 32
-    workers: int = 1
+    workers: int | None = None  # decoder processes; None: default_workers() for the encoders' device
     stall_timeout: float = 120.0  # seconds without progress from a decoder before it is killed
     memory_limit_mb: int = 8192  # address-space ceiling of a decoder process
     commit_seconds: float = 30.0  # commit at least this often
@@ -58,6 +58,8 @@ class IngestConfig:
             raise UsageError(f"--fps must be positive, got {self.fps}")
         if not self.latency_ms > 0:
             raise UsageError(f"--latency-ms must be positive, got {self.latency_ms}")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {self.workers}")
         if self.max_memory_mb is not None and self.max_memory_mb <= 0:
             raise UsageError(f"--max-memory must be a positive number of MB, got {self.max_memory_mb}")
         get_backend(self.backend)  # validates the name
@@ -267,6 +269,21 @@ def _task(item: _Pending, encoders: dict[str, Any], config: IngestConfig) -> Dec
     )
 
 
+def default_workers(encoders: Any) -> int:
+    """Decoder processes when none are asked for: one while encoding runs on the CPU, more beside a GPU.
+
+    On the CPU the encoder is the slower stage and shares the cores with decoding, so a second
+    decoder only takes cores from it. A GPU encodes ViT-B-32 frames ~200x faster than 16 CPU cores
+    (benchmarks/encode.py), which leaves decoding the whole cost: one decoder per four cores
+    (FFmpeg already threads each one), at most 8 (see benchmarks/ingest.py --workers).
+    """
+    on_gpu = any(getattr(getattr(e, "device", None), "type", "cpu") == "cuda" for e in encoders)
+    if not on_gpu:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // 4))
+
+
 def audio_window_config(encoder: Any, config: IngestConfig) -> tuple[float, float]:
     """Audio window and hop in seconds: the config's, else the encoder preset's, else 10 s / 5 s (CLAP's training clips)."""
     options = getattr(getattr(encoder, "spec", None), "options", {}) or {}
@@ -302,7 +319,8 @@ def _run(
     notify: ProgressFn,
     heads: Any = None,
 ) -> None:
-    workers = [DecodeWorker(config.memory_limit_mb) for _ in range(max(1, config.workers))]
+    count = max(1, min(config.workers or default_workers(encoders.values()), len(plan)))  # no idle processes
+    workers = [DecodeWorker(config.memory_limit_mb) for _ in range(count)]
     queue = list(reversed(plan))
     active: dict[int, _Pending] = {}
     last_commit = time.monotonic()

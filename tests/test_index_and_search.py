@@ -180,3 +180,19 @@ def test_truncated_index_file_raises_corrupt_error(built, tmp_path):
     victim.write_bytes(victim.read_bytes()[:-10])
     with pytest.raises(IndexCorruptError, match=victim.name):
         mmsearch.open_index(copy)
+
+
+def test_decoder_processes_default_to_one_on_cpu_and_scale_beside_a_gpu(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from mmsearch.ingest import IngestConfig, default_workers
+
+    on_cpu, on_gpu = SimpleNamespace(device=torch.device("cpu")), SimpleNamespace(device=torch.device("cuda"))
+    for cores, with_gpu in ((2, 1), (16, 4), (64, 8)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        assert default_workers([on_cpu]) == 1  # the CPU encoder needs the cores more than a second decoder
+        assert default_workers([on_cpu, on_gpu]) == with_gpu
+    with pytest.raises(UsageError, match="--workers"):
+        IngestConfig(workers=0)

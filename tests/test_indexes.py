@@ -51,7 +51,10 @@ def test_choice_follows_size_latency_and_memory():
     assert choose_recipe(n, 512, max_memory_bytes=20 << 20).factory == "IVF2048,PQ32x4fs"  # 16 B
     assert choose_recipe(n, 510, max_memory_bytes=4 * gb).factory == "IVF2048,Flat"  # 510 = 2*3*5*17: no 4-d sub-vectors
     big = choose_recipe(10_000_000, 512, max_memory_bytes=8 * gb)
-    assert big.factory == "IVF4096_HNSW32,PQ128x4fs,Refine(SQ8)" and big.chosen_for == 10_000_000
+    # beyond 4096 lists: ~4*sqrt(n) lists (more than the data's clusters) behind an HNSW coarse quantizer
+    assert big.factory == "IVF16384_HNSW32,PQ128x4fs,Refine(SQ8)" and big.chosen_for == 10_000_000
+    assert big.params["quantizer_efSearch"] >= 64
+    assert choose_recipe(4_000_000, 512, max_memory_bytes=16 * gb).factory == "IVF4096,PQ128x4fs,RFlat"  # flat quantizer up to 4096
     with pytest.raises(UsageError, match="--max-memory"):
         choose_recipe(n, 512, max_memory_bytes=1 << 20)
 

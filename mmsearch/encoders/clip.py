@@ -58,17 +58,22 @@ def preprocess_frames(
     interpolation: str = "bicubic",
     mean: tuple[float, ...],
     std: tuple[float, ...],
+    device: Any = None,
 ) -> "Any":
     """uint8 (N, H, W, 3) frames of one size to a normalised (N, 3, size, size) tensor, as open_clip's transform does.
 
     The same function serves indexing, querying and training, so all three see identical pixels.
+    With ``device`` (a CUDA device, say) the uint8 frames are uploaded first and every step runs
+    there: a quarter of the bytes over the bus that float32 would need, and no CPU resize.
     """
     import torch
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    x = x.to(torch.float32).div_(255.0)
+    x = torch.from_numpy(np.ascontiguousarray(frames))
+    if device is not None and torch.device(device).type != "cpu":
+        x = x.pin_memory().to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
     interp = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
     if resize_mode == "squash":
         x = TF.resize(x, [size, size], interpolation=interp, antialias=True)
@@ -196,26 +201,28 @@ class ClipEncoder:
 
     # -- images ---------------------------------------------------------------------------
     def preprocess(self, frames: np.ndarray) -> "Any":
+        """Normalised (N, 3, size, size) float32 tensor on this encoder's device."""
         return preprocess_frames(
-            frames, size=self.input_size, resize_mode=self.resize_mode, interpolation=self.interpolation, mean=self.mean, std=self.std
+            frames, size=self.input_size, resize_mode=self.resize_mode, interpolation=self.interpolation,
+            mean=self.mean, std=self.std, device=self.device,
         )
 
     def encode_images(self, frames: np.ndarray | list[np.ndarray]) -> np.ndarray:
         import torch
 
-        if isinstance(frames, np.ndarray):
-            groups = [frames]
+        if isinstance(frames, np.ndarray):  # one size: preprocess and encode batch by batch
+            batches = (frames[s : s + self.batch_size] for s in range(0, len(frames), self.batch_size))
+            inputs = (self.preprocess(b) for b in batches)
         else:  # differently sized images: preprocess one at a time, encode together
-            groups = [f[None] for f in frames]
-        if sum(len(g) for g in groups) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        tensors = torch.cat([self.preprocess(g) for g in groups])
+            tensors = [self.preprocess(f[None]) for f in frames]
+            inputs = (torch.cat(tensors[s : s + self.batch_size]) for s in range(0, len(tensors), self.batch_size))
         out = []
         with torch.inference_mode():
-            for start in range(0, len(tensors), self.batch_size):
-                batch = tensors[start : start + self.batch_size].to(self.device, self._dtype, non_blocking=True)
-                out.append(self.model.encode_image(batch).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out))
+            for batch in inputs:
+                out.append(self.model.encode_image(batch.to(self._dtype)).float())
+        if not out:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalize(torch.cat(out).cpu().numpy())
 
     # -- text -----------------------------------------------------------------------------
     def encode_text(self, texts: list[str]) -> np.ndarray:
