@@ -27,7 +27,8 @@ DEFAULT_RECALL = 0.95  # recall@10 against exact search that tuning aims for
 SCAN_BYTES_PER_MS = 8e6  # one core streams ~8 GB/s of float32 in exact search (1M x 512 takes ~250 ms here)
 FLAT_QUANTIZER_MAX = 4096  # lists that flat k-means and a flat coarse quantizer afford on a CPU
 MAX_NLIST = 65536
-QUANTIZER_EF = 128  # efSearch of an HNSW coarse quantizer: in k-means, when adding and when searching
+QUANTIZER_EF = 128  # efSearch of an HNSW coarse quantizer when searching
+QUANTIZER_BUILD_EF = 16  # ... when adding: at 128, adding 10M x 512 took ~2.5 min per 256k vectors here
 TRAIN_POINTS_PER_LIST = 48  # k-means sample per list (FAISS warns below 39)
 KMEANS_ITERATIONS = 10
 ADD_CHUNK = 1 << 18
@@ -62,8 +63,9 @@ def nlist_for(n: int) -> int:
     directions all clusters share and scatters each cluster's members over many lists: on the
     10M x 512 set of ``benchmarks/search.py`` (20000 clusters) 4096 lists keep 0.61 of the true
     top-10 in the 16 probed lists, 16384 keep 0.93, 65536 keep 1.00
-    (``benchmarks/ivf_partition.py``). Flat k-means over more than 4096 lists is too slow
-    on a CPU; FAISS trains an HNSW-quantized IVF with the HNSW graph assigning points, which is.
+    (``benchmarks/ivf_partition.py``). Past 4096 lists the coarse quantizer is an HNSW graph, so
+    search and adding stay cheap; FAISS still trains its centroids by flat k-means (about 20
+    minutes for 16384 lists on 2 cores).
     (Two-level k-means was tried at 1M x 512 and lost recall: the top level, with fewer lists
     than clusters, splits along the shared directions; see the README.)
     """
@@ -258,8 +260,8 @@ class VectorIndex:
             index = faiss.index_factory(dim, recipe.factory, faiss.METRIC_INNER_PRODUCT)
         if "efConstruction" in recipe.params:
             faiss.downcast_index(index).hnsw.efConstruction = int(recipe.params["efConstruction"])
-        if "quantizer_efSearch" in recipe.params:  # the HNSW graph assigns points in k-means and when adding
-            faiss.downcast_index(faiss.extract_index_ivf(index).quantizer).hnsw.efSearch = int(recipe.params["quantizer_efSearch"])
+        if "quantizer_efSearch" in recipe.params:  # an HNSW coarse quantizer: it assigns points when adding
+            faiss.downcast_index(faiss.extract_index_ivf(index).quantizer).hnsw.efSearch = QUANTIZER_BUILD_EF
         if not index.is_trained:
             sample = vectors
             ivf = faiss.try_extract_index_ivf(index)

@@ -88,6 +88,22 @@ def test_build_tunes_to_the_recall_target_with_the_fewest_probes(factory):
     assert p["nprobe"] < 256  # it did not simply scan everything
 
 
+def test_hnsw_quantized_ivf_searches_with_the_recipes_quantizer_setting():
+    """An HNSW coarse quantizer: cheap efSearch while adding, the recipe's when searching; unit centroids."""
+    import faiss
+
+    base = _embeddings(20_000)
+    params = {"nprobe": 8, "k_factor_rf": 8, "quantizer_efSearch": 128, "target_recall": 0.95, "latency_ms": 1000.0}
+    built = VectorIndex.build(base, recipe=IndexRecipe("IVF256_HNSW32,PQ8x4fs,RFlat", params, len(base)))
+    quantizer = faiss.downcast_index(faiss.extract_index_ivf(built.index).quantizer)
+    centroids = quantizer.reconstruct_n(0, quantizer.ntotal)
+    # FAISS trains these centroids apart from the quantizer, spherical for inner products (means of unit
+    # vectors would have norms < 1 and attract points by norm under inner product)
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-4)
+    assert quantizer.hnsw.efSearch == 128  # the recipe's search setting, not the cheaper one used while adding
+    assert _recall(built, _embeddings(200, draw=5), base) >= 0.9
+
+
 def test_tuning_respects_the_latency_target():
     base = _embeddings(20_000)
     # a latency target no probe setting can meet: tuning keeps the first (cheapest) value
