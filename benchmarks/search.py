@@ -112,10 +112,9 @@ def sweep(vindex, key: str, values: list[int], queries: np.ndarray, truth: np.nd
 
 
 def candidates(n: int, dim: int, *, opq: bool, hnsw: bool) -> list:
-    from mmsearch.indexes import QUANTIZER_EF, IndexRecipe, ivf_prefix
+    from mmsearch.indexes import IndexRecipe, coarse_quantizer
 
-    quantizer = ivf_prefix(n)  # as choose_recipe does
-    q = {"quantizer_efSearch": QUANTIZER_EF} if quantizer.endswith("_HNSW32") else {}
+    quantizer, q = coarse_quantizer(n)  # as choose_recipe does
     raw_fits = n * dim * 4 <= 0.6 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     out = []
     if raw_fits:
@@ -133,7 +132,7 @@ def candidates(n: int, dim: int, *, opq: bool, hnsw: bool) -> list:
 
 
 def main() -> None:
-    from mmsearch.indexes import VectorIndex, choose_recipe, exact_top_k
+    from mmsearch.indexes import SEARCH_PARAMS, VectorIndex, choose_recipe, exact_top_k
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000)
@@ -178,7 +177,7 @@ def main() -> None:
             timed = time_queries(built.search, queries, args.k)
             row = {
                 "index": recipe.factory, "auto": is_auto, "n": args.n, "dim": args.dim,
-                "params": {k: v for k, v in built.recipe.params.items() if k in {"nprobe", "efSearch", "k_factor_rf", "quantizer_efSearch"}},
+                "params": {k: v for k, v in built.recipe.params.items() if k in SEARCH_PARAMS},
                 "recall_at_10": recall(timed["ids"], truth), "p50_ms": timed["p50_ms"], "p99_ms": timed["p99_ms"],
                 "batch_qps": timed["batch_qps"], "build_s": build_s, "bytes_per_vector": index_bytes(built.index) / args.n,
             }

@@ -18,7 +18,7 @@ from mmsearch.errors import IndexCorruptError, UsageError
 from mmsearch.fileio import atomic_write
 
 __all__ = [
-    "IndexRecipe", "VectorIndex", "choose_recipe", "exact_top_k", "gpu_available", "ivf_prefix", "measure_recall", "nlist_for",
+    "IndexRecipe", "VectorIndex", "choose_recipe", "exact_top_k", "coarse_quantizer", "gpu_available", "measure_recall", "nlist_for",
 ]
 
 MIN_TRAIN = 10_000  # below this many vectors a quantizer cannot be trained well: always exact
@@ -57,7 +57,7 @@ class IndexRecipe:
 
 def nlist_for(n: int) -> int:
     """Inverted lists for ``n`` vectors: a power of two near 2*sqrt(n) up to 4096 (flat quantizer);
-    beyond, near 4*sqrt(n), at most 65536, with an HNSW coarse quantizer (see :func:`ivf_prefix`).
+    beyond, near 4*sqrt(n), at most 65536, with an HNSW coarse quantizer (see :func:`coarse_quantizer`).
 
     Lists must outnumber the natural clusters of the data, or k-means splits along the
     directions all clusters share and scatters each cluster's members over many lists: on the
@@ -75,10 +75,13 @@ def nlist_for(n: int) -> int:
     return int(min(MAX_NLIST, 2 ** round(np.log2(4 * np.sqrt(n)))))
 
 
-def ivf_prefix(n: int) -> str:
-    """The coarse-quantizer part of the factory string for ``n`` vectors, e.g. ``IVF2048`` or ``IVF16384_HNSW32``."""
+def coarse_quantizer(n: int) -> tuple[str, dict[str, int]]:
+    """The coarse-quantizer part of the factory string for ``n`` vectors and its search parameters:
+    ``("IVF2048", {})`` or ``("IVF16384_HNSW32", {"quantizer_efSearch": 128})``."""
     nlist = nlist_for(n)
-    return f"IVF{nlist}_HNSW32" if nlist > FLAT_QUANTIZER_MAX else f"IVF{nlist}"
+    if nlist > FLAT_QUANTIZER_MAX:
+        return f"IVF{nlist}_HNSW32", {"quantizer_efSearch": QUANTIZER_EF}
+    return f"IVF{nlist}", {}
 
 
 def choose_recipe(
@@ -110,9 +113,8 @@ def choose_recipe(
     nlist = nlist_for(n)
     if n < max(MIN_TRAIN, nlist) or (raw_bytes / SCAN_BYTES_PER_MS <= latency_ms and raw_bytes <= budget):
         return IndexRecipe("Flat", {}, n)  # (k-means needs at least nlist points)
-    quantizer = ivf_prefix(n)
-    if quantizer.endswith("_HNSW32"):
-        targets["quantizer_efSearch"] = QUANTIZER_EF
+    quantizer, quantizer_params = coarse_quantizer(n)
+    targets.update(quantizer_params)
     tuning = {"nprobe": 16, "k_factor_rf": 8, **targets}
     # Candidates from 4-bit fast-scan PQ codes (dim/8 bytes, scanned in SIMD registers), re-ranked
     # with the exact vectors while they fit, else with 8-bit or 4-bit scalar-quantised ones.
