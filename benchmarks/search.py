@@ -112,22 +112,22 @@ def sweep(vindex, key: str, values: list[int], queries: np.ndarray, truth: np.nd
 
 
 def candidates(n: int, dim: int, *, opq: bool, hnsw: bool) -> list:
-    from mmsearch.indexes import IndexRecipe, coarse_quantizer
+    from mmsearch.indexes import IndexRecipe, nlist_for
 
-    quantizer, q = coarse_quantizer(n)  # as choose_recipe does
+    quantizer = f"IVF{nlist_for(n)}"  # as choose_recipe does
     raw_fits = n * dim * 4 <= 0.6 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     out = []
     if raw_fits:
-        out += [IndexRecipe("Flat"), IndexRecipe(f"{quantizer},Flat", {"nprobe": 16, **q})]
+        out += [IndexRecipe("Flat"), IndexRecipe(f"{quantizer},Flat", {"nprobe": 16})]
         if hnsw:
             out.append(IndexRecipe("HNSW32,Flat", {"efSearch": 64, "efConstruction": 40}))
     out += [
-        IndexRecipe(f"{quantizer},SQ8", {"nprobe": 16, **q}),
-        IndexRecipe(f"{quantizer},PQ{dim // 4}x4fs,Refine(SQ8)", {"nprobe": 16, "k_factor_rf": 8, **q}),
-        IndexRecipe(f"{quantizer},PQ{dim // 8}", {"nprobe": 16, **q}),
+        IndexRecipe(f"{quantizer},SQ8", {"nprobe": 16}),
+        IndexRecipe(f"{quantizer},PQ{dim // 4}x4fs,Refine(SQ8)", {"nprobe": 16, "k_factor_rf": 8}),
+        IndexRecipe(f"{quantizer},PQ{dim // 8}", {"nprobe": 16}),
     ]
     if opq:
-        out.append(IndexRecipe(f"OPQ{dim // 8},{quantizer},PQ{dim // 8}", {"nprobe": 16, **q}))
+        out.append(IndexRecipe(f"OPQ{dim // 8},{quantizer},PQ{dim // 8}", {"nprobe": 16}))
     return out
 
 

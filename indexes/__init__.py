@@ -18,17 +18,15 @@ from mmsearch.errors import IndexCorruptError, UsageError
 from mmsearch.fileio import atomic_write
 
 __all__ = [
-    "IndexRecipe", "VectorIndex", "choose_recipe", "exact_top_k", "coarse_quantizer", "gpu_available", "measure_recall", "nlist_for",
+    "IndexRecipe", "VectorIndex", "choose_recipe", "exact_top_k", "gpu_available", "measure_recall", "nlist_for",
 ]
 
 MIN_TRAIN = 10_000  # below this many vectors a quantizer cannot be trained well: always exact
 DEFAULT_LATENCY_MS = 10.0  # single-query latency target of the auto-selected index
 DEFAULT_RECALL = 0.95  # recall@10 against exact search that tuning aims for
 SCAN_BYTES_PER_MS = 8e6  # one core streams ~8 GB/s of float32 in exact search (1M x 512 takes ~250 ms here)
-FLAT_QUANTIZER_MAX = 4096  # lists that flat k-means and a flat coarse quantizer afford on a CPU
-MAX_NLIST = 65536
-QUANTIZER_EF = 128  # efSearch of an HNSW coarse quantizer when searching
-QUANTIZER_BUILD_EF = 16  # ... when adding: at 128, adding 10M x 512 took ~2.5 min per 256k vectors here
+SMALL_NLIST_MAX = 4096  # up to here ~2*sqrt(n) lists; beyond, ~4*sqrt(n)
+MAX_NLIST = 16384  # what flat k-means and a flat coarse quantizer afford on a CPU (~40 min to build 10M here)
 TRAIN_POINTS_PER_LIST = 48  # k-means sample per list (FAISS warns below 39)
 KMEANS_ITERATIONS = 10
 ADD_CHUNK = 1 << 18
@@ -56,32 +54,27 @@ class IndexRecipe:
 
 
 def nlist_for(n: int) -> int:
-    """Inverted lists for ``n`` vectors: a power of two near 2*sqrt(n) up to 4096 (flat quantizer);
-    beyond, near 4*sqrt(n), at most 65536, with an HNSW coarse quantizer (see :func:`coarse_quantizer`).
+    """Inverted lists for ``n`` vectors: a power of two near 2*sqrt(n) up to 4096; beyond,
+    near 4*sqrt(n), at most 16384. The coarse quantizer is always flat (exact).
 
     Lists must outnumber the natural clusters of the data, or k-means splits along the
     directions all clusters share and scatters each cluster's members over many lists: on the
     10M x 512 set of ``benchmarks/search.py`` (20000 clusters) 4096 lists keep 0.61 of the true
-    top-10 in the 16 probed lists, 16384 keep 0.93, 65536 keep 1.00
-    (``benchmarks/ivf_partition.py``). Past 4096 lists the coarse quantizer is an HNSW graph, so
-    search and adding stay cheap; FAISS still trains its centroids by flat k-means (about 20
-    minutes for 16384 lists on 2 cores).
+    top-10 in the 16 probed lists, 16384 keep 0.93 (``benchmarks/ivf_partition.py``).
     (Two-level k-means was tried at 1M x 512 and lost recall: the top level, with fewer lists
     than clusters, splits along the shared directions; see the README.)
+
+    An HNSW coarse quantizer (FAISS's advice past ~1M vectors) was tried and dropped: over the
+    centroids of such data, all at about the same angle from each other, its greedy search
+    finds a point's nearest centroid for only 41% (efSearch 16) to 68% (efSearch 128) of the
+    points, at the cost of a flat assignment (2M points, 4096 lists), and recall fell with it
+    (0.47 at 10M). A flat quantizer assigns exactly; 16384 centroids of 512-d are 32 MB, which
+    one query scans in a few milliseconds.
     """
     nlist = int(max(64, 2 ** round(np.log2(2 * np.sqrt(max(n, 1))))))
-    if nlist <= FLAT_QUANTIZER_MAX:
+    if nlist <= SMALL_NLIST_MAX:
         return nlist
     return int(min(MAX_NLIST, 2 ** round(np.log2(4 * np.sqrt(n)))))
-
-
-def coarse_quantizer(n: int) -> tuple[str, dict[str, int]]:
-    """The coarse-quantizer part of the factory string for ``n`` vectors and its search parameters:
-    ``("IVF2048", {})`` or ``("IVF16384_HNSW32", {"quantizer_efSearch": 128})``."""
-    nlist = nlist_for(n)
-    if nlist > FLAT_QUANTIZER_MAX:
-        return f"IVF{nlist}_HNSW32", {"quantizer_efSearch": QUANTIZER_EF}
-    return f"IVF{nlist}", {}
 
 
 def choose_recipe(
@@ -113,8 +106,7 @@ def choose_recipe(
     nlist = nlist_for(n)
     if n < max(MIN_TRAIN, nlist) or (raw_bytes / SCAN_BYTES_PER_MS <= latency_ms and raw_bytes <= budget):
         return IndexRecipe("Flat", {}, n)  # (k-means needs at least nlist points)
-    quantizer, quantizer_params = coarse_quantizer(n)
-    targets.update(quantizer_params)
+    quantizer = f"IVF{nlist}"
     tuning = {"nprobe": 16, "k_factor_rf": 8, **targets}
     # Candidates from 4-bit fast-scan PQ codes (dim/8 bytes, scanned in SIMD registers), re-ranked
     # with the exact vectors while they fit, else with 8-bit or 4-bit scalar-quantised ones.
@@ -262,8 +254,6 @@ class VectorIndex:
             index = faiss.index_factory(dim, recipe.factory, faiss.METRIC_INNER_PRODUCT)
         if "efConstruction" in recipe.params:
             faiss.downcast_index(index).hnsw.efConstruction = int(recipe.params["efConstruction"])
-        if "quantizer_efSearch" in recipe.params:  # an HNSW coarse quantizer: it assigns points when adding
-            faiss.downcast_index(faiss.extract_index_ivf(index).quantizer).hnsw.efSearch = QUANTIZER_BUILD_EF
         if not index.is_trained:
             sample = vectors
             ivf = faiss.try_extract_index_ivf(index)

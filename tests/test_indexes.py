@@ -51,9 +51,9 @@ def test_choice_follows_size_latency_and_memory():
     assert choose_recipe(n, 512, max_memory_bytes=20 << 20).factory == "IVF2048,PQ32x4fs"  # 16 B
     assert choose_recipe(n, 510, max_memory_bytes=4 * gb).factory == "IVF2048,Flat"  # 510 = 2*3*5*17: no 4-d sub-vectors
     big = choose_recipe(10_000_000, 512, max_memory_bytes=8 * gb)
-    # beyond 4096 lists: ~4*sqrt(n) lists (more than the data's clusters) behind an HNSW coarse quantizer
-    assert big.factory == "IVF16384_HNSW32,PQ128x4fs,Refine(SQ8)" and big.chosen_for == 10_000_000
-    assert big.params["quantizer_efSearch"] >= 64
+    # beyond 4096 lists: ~4*sqrt(n) lists (more than the data's clusters), still a flat (exact) coarse quantizer
+    assert big.factory == "IVF16384,PQ128x4fs,Refine(SQ8)" and big.chosen_for == 10_000_000
+    assert choose_recipe(100_000_000, 512, max_memory_bytes=200 * gb).factory.startswith("IVF16384,")  # at most 16384
     assert choose_recipe(4_000_000, 512, max_memory_bytes=16 * gb).factory == "IVF4096,PQ128x4fs,RFlat"  # flat quantizer up to 4096
     with pytest.raises(UsageError, match="--max-memory"):
         choose_recipe(n, 512, max_memory_bytes=1 << 20)
@@ -88,8 +88,9 @@ def test_build_tunes_to_the_recall_target_with_the_fewest_probes(factory):
     assert p["nprobe"] < 256  # it did not simply scan everything
 
 
-def test_hnsw_quantized_ivf_searches_with_the_recipes_quantizer_setting():
-    """An HNSW coarse quantizer: cheap efSearch while adding, the recipe's when searching; unit centroids."""
+def test_hnsw_quantized_ivf_searches_with_the_recipes_quantizer_setting(tmp_path):
+    """A recipe with an HNSW coarse quantizer (given explicitly; auto never picks one) searches with its
+    quantizer_efSearch, also after loading; FAISS trains the centroids spherically (unit norm)."""
     import faiss
 
     base = _embeddings(20_000)
@@ -100,8 +101,13 @@ def test_hnsw_quantized_ivf_searches_with_the_recipes_quantizer_setting():
     # FAISS trains these centroids apart from the quantizer, spherical for inner products (means of unit
     # vectors would have norms < 1 and attract points by norm under inner product)
     np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-4)
-    assert quantizer.hnsw.efSearch == 128  # the recipe's search setting, not the cheaper one used while adding
+    assert quantizer.hnsw.efSearch == 128  # the recipe's setting, not FAISS's default (16)
     assert _recall(built, _embeddings(200, draw=5), base) >= 0.9
+    built.index = faiss.clone_index(built.index)
+    faiss.downcast_index(faiss.extract_index_ivf(built.index).quantizer).hnsw.efSearch = 16
+    built.save(tmp_path / "h.faiss")
+    loaded = VectorIndex.load(tmp_path / "h.faiss", built.recipe)
+    assert faiss.downcast_index(faiss.extract_index_ivf(loaded.index).quantizer).hnsw.efSearch == 128
 
 
 def test_tuning_respects_the_latency_target():
