@@ -40,3 +40,17 @@ def test_two_stage_benchmark_reports_speedup_and_agreement(tmp_path):
     assert {"exhaustive_p50_ms", "two_stage_p50_ms", "speedup", "top1_agreement"} <= set(result)
     assert result["speedup"] > 0 and 0.0 <= result["top1_agreement"] <= 1.0
     assert result["stage1_recall"] >= 0.9 and result["same_video"] >= 0.9  # videos are well separated clusters
+
+
+def test_coarse_quantizer_benchmark_compares_assignments(tmp_path):
+    out = tmp_path / "cq.json"
+    _run("coarse_quantizer.py", "--n", "20000", "--dim", "32", "--nlist", "64", "--ef", "16,64", "--nprobes", "1,8,64",
+         "--queries", "50", "--json", str(out))
+    result = json.loads(out.read_text())
+    rows = {r["quantizer"]: r for r in result["rows"]}
+    assert list(rows) == ["flat", "HNSW32 efSearch=16", "HNSW32 efSearch=64"]
+    for r in rows.values():
+        ceiling = [r["ivf_recall_ceiling"][k] for k in ("1", "8", "64")]
+        assert ceiling == sorted(ceiling) and ceiling[-1] == 1.0  # probing all 64 lists finds every neighbour
+        assert 0.0 < r["nearest_list_share"] <= 1.0
+    assert rows["flat"]["nearest_list_share"] == 1.0  # the exact assignment is the reference
