@@ -259,6 +259,13 @@ class VectorIndex:
             ivf = faiss.try_extract_index_ivf(index)
             if ivf is not None:  # k-means on a sample, few iterations: what a 2-core build can afford
                 ivf.cp.niter = KMEANS_ITERATIONS
+                if ivf.metric_type == faiss.METRIC_INNER_PRODUCT and isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexFlat):
+                    # Maximum-inner-product k-means: each centroid the plain mean of its members, each
+                    # point to the centroid of largest inner product (its list's average similarity).
+                    # FAISS's default for inner product normalises the centroids (spherical), which
+                    # on clustered data mixes clusters in lists: at 2M x 512 with 4000 clusters and
+                    # 4096 lists the true top-10 in the query's best list fell from 0.97 to 0.87.
+                    ivf.cp.spherical = False
                 limit = TRAIN_POINTS_PER_LIST * ivf.nlist
                 if n > limit:
                     sample = vectors[np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))]

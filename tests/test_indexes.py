@@ -88,6 +88,23 @@ def test_build_tunes_to_the_recall_target_with_the_fewest_probes(factory):
     assert p["nprobe"] < 256  # it did not simply scan everything
 
 
+def test_flat_quantized_ivf_trains_maximum_inner_product_centroids():
+    """With a flat coarse quantizer the centroids are the plain means of their lists (norm < 1), not
+    FAISS's spherical default: on clustered data at scale spherical centroids mix clusters in lists
+    (benchmarks/coarse_quantizer.py shows it at 2M x 512)."""
+    import faiss
+
+    base = _embeddings(20_000)
+    built = VectorIndex.build(base, recipe=IndexRecipe("IVF256,Flat", {"nprobe": 1}, len(base)), tune=False)
+    ivf = faiss.extract_index_ivf(built.index)
+    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    norms = np.linalg.norm(centroids, axis=1)
+    assert norms.max() < 0.999 and norms.mean() > 0.5  # means of unit vectors that point roughly one way
+    # each vector sits in the list of largest inner product with that list's (unnormalised) centroid
+    lists = faiss.extract_index_ivf(built.index).quantizer.search(base[:500], 1)[1][:, 0]
+    np.testing.assert_array_equal(lists, np.argmax(base[:500] @ centroids.T, axis=1))
+
+
 def test_hnsw_quantized_ivf_searches_with_the_recipes_quantizer_setting(tmp_path):
     """A recipe with an HNSW coarse quantizer (given explicitly; auto never picks one) searches with its
     quantizer_efSearch, also after loading; FAISS trains the centroids spherically (unit norm)."""
