@@ -26,7 +26,7 @@ DEFAULT_LATENCY_MS = 10.0  # single-query latency target of the auto-selected in
 DEFAULT_RECALL = 0.95  # recall@10 against exact search that tuning aims for
 SCAN_BYTES_PER_MS = 8e6  # one core streams ~8 GB/s of float32 in exact search (1M x 512 takes ~250 ms here)
 SMALL_NLIST_MAX = 4096  # up to here ~2*sqrt(n) lists; beyond, ~4*sqrt(n)
-MAX_NLIST = 16384  # what flat k-means and a flat coarse quantizer afford on a CPU (~40 min to build 10M here)
+MAX_NLIST = 16384  # what flat k-means and a flat coarse quantizer afford on a CPU (10M x 512: ~1 hour on 2 cores)
 TRAIN_POINTS_PER_LIST = 48  # k-means sample per list (FAISS warns below 39)
 KMEANS_ITERATIONS = 10
 ADD_CHUNK = 1 << 18
@@ -66,10 +66,11 @@ def nlist_for(n: int) -> int:
 
     An HNSW coarse quantizer (FAISS's advice past ~1M vectors) was tried and dropped: over the
     centroids of such data, all at about the same angle from each other, its greedy search
-    finds a point's nearest centroid for only 41% (efSearch 16) to 68% (efSearch 128) of the
-    points, at the cost of a flat assignment (2M points, 4096 lists), and recall fell with it
-    (0.47 at 10M). A flat quantizer assigns exactly; 16384 centroids of 512-d are 32 MB, which
-    one query scans in a few milliseconds.
+    finds a point's nearest centroid for only 48% (efSearch 16) to 88% (efSearch 128) of the
+    points, no faster than a flat assignment (1M x 512, 2048 lists,
+    ``benchmarks/coarse_quantizer.py``), and recall fell with it (0.47 at 10M). A flat
+    quantizer assigns exactly; 16384 centroids of 512-d are 32 MB, which one query scans in
+    about 5 ms here.
     """
     nlist = int(max(64, 2 ** round(np.log2(2 * np.sqrt(max(n, 1))))))
     if nlist <= SMALL_NLIST_MAX:
@@ -263,8 +264,9 @@ class VectorIndex:
                     # Maximum-inner-product k-means: each centroid the plain mean of its members, each
                     # point to the centroid of largest inner product (its list's average similarity).
                     # FAISS's default for inner product normalises the centroids (spherical), which
-                    # on clustered data mixes clusters in lists: at 2M x 512 with 4000 clusters and
-                    # 4096 lists the true top-10 in the query's best list fell from 0.97 to 0.87.
+                    # on clustered data mixes clusters in lists: at 1M x 512 with 2000 clusters and
+                    # 2048 lists the share of the true top-10 in the query's best list fell from
+                    # 0.97 to 0.89 (benchmarks/coarse_quantizer.py).
                     ivf.cp.spherical = False
                 limit = TRAIN_POINTS_PER_LIST * ivf.nlist
                 if n > limit:

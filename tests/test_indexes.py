@@ -91,7 +91,7 @@ def test_build_tunes_to_the_recall_target_with_the_fewest_probes(factory):
 def test_flat_quantized_ivf_trains_maximum_inner_product_centroids():
     """With a flat coarse quantizer the centroids are the plain means of their lists (norm < 1), not
     FAISS's spherical default: on clustered data at scale spherical centroids mix clusters in lists
-    (benchmarks/coarse_quantizer.py shows it at 2M x 512)."""
+    (benchmarks/coarse_quantizer.py shows it at 1M x 512)."""
     import faiss
 
     base = _embeddings(20_000)
