@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     model = EmbeddingModel(args.dim, clusters=args.clusters or max(100, args.n // 500))
-    x = np.concatenate([model.sample(min(CHUNK, args.n - s), np.random.default_rng((0, i)))
-                        for i, s in enumerate(range(0, args.n, CHUNK))])
+    x = np.concatenate([piece for _, piece in model.chunks(args.n)])  # the vectors search.py writes
     q = model.sample(args.queries, np.random.default_rng(12345))
     truth = exact_top_k(q, x, 10)
 

@@ -63,11 +63,15 @@ class EmbeddingModel:
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         return x
 
+    def chunks(self, n: int):  # noqa: ANN201
+        """The ``n`` base vectors as (start, array) pieces of ``CHUNK`` rows, each piece seeded by its number."""
+        for i, start in enumerate(range(0, n, CHUNK)):
+            yield start, self.sample(min(CHUNK, n - start), np.random.default_rng((self.seed, i)))
+
     def write(self, n: int, path: Path) -> np.memmap:
         out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, self.dim))
-        for i, start in enumerate(range(0, n, CHUNK)):
-            stop = min(n, start + CHUNK)
-            out[start:stop] = self.sample(stop - start, np.random.default_rng((self.seed, i)))
+        for start, piece in self.chunks(n):
+            out[start:start + len(piece)] = piece
         out.flush()
         return np.load(path, mmap_mode="r")
 

@@ -112,8 +112,8 @@ def test_hnsw_quantized_ivf_searches_with_the_recipes_quantizer_setting(tmp_path
     built = VectorIndex.build(base, recipe=IndexRecipe("IVF256_HNSW32,PQ8x4fs,RFlat", params, len(base)))
     quantizer = faiss.downcast_index(faiss.extract_index_ivf(built.index).quantizer)
     centroids = quantizer.reconstruct_n(0, quantizer.ntotal)
-    # FAISS trains these centroids apart from the quantizer, spherical for inner products (means of unit
-    # vectors would have norms < 1 and attract points by norm under inner product)
+    # FAISS trains these centroids apart from the quantizer (L2 assignment), spherical for inner products;
+    # build() keeps that here: plain means are only used with a flat quantizer
     np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-4)
     assert quantizer.hnsw.efSearch == 128  # the recipe's setting, not FAISS's default (16)
     assert _recall(built, _embeddings(200, draw=5), base) >= 0.9
