@@ -55,8 +55,9 @@ class EmbeddingModel:
         self.basis = unit(rng.standard_normal((rank, dim)))
         self.spread = (rng.uniform(0.5, 1.0, clusters) / np.sqrt(rank)).astype(np.float32)
 
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        labels = rng.integers(0, len(self.centres), n)
+    def sample(self, n: int, rng: np.random.Generator, labels: np.ndarray | None = None) -> np.ndarray:
+        """``n`` vectors; ``labels`` (n cluster numbers) fixes their clusters, else they are drawn."""
+        labels = rng.integers(0, len(self.centres), n) if labels is None else np.asarray(labels)
         z = rng.standard_normal((n, self.basis.shape[0])).astype(np.float32) * self.spread[labels, None]
         x = self.shared + self.centres[labels] + z @ self.basis
         x += 0.3 * rng.standard_normal((n, self.dim)).astype(np.float32) / np.sqrt(self.dim)

@@ -50,9 +50,9 @@ def build_space(videos: int, moments: int, dim: int):  # noqa: ANN201
     """The corpus as mmsearch holds it: frame vectors + rows sorted by media, and a media-level index."""
     import pyarrow as pa
 
-    from mmsearch.indexes import VectorIndex
+    from mmsearch.indexes import RowIndex, RowVectors, VectorIndex
     from mmsearch.moments import media_vector
-    from mmsearch.store import SpaceData
+    from mmsearch.store import MOMENT_SCHEMA, SpaceData
 
     flat = np.empty((videos * moments, dim), np.float32)  # the only copy of the moments
     video_vecs = np.empty((videos, dim), np.float32)
@@ -66,16 +66,12 @@ def build_space(videos: int, moments: int, dim: int):  # noqa: ANN201
     t0 = time.perf_counter()
     media_index = VectorIndex.build(video_vecs)  # auto recipe, as a commit would choose it
     media_build_s = time.perf_counter() - t0
-    rows = pa.table({
-        "media_id": np.repeat(np.arange(videos, dtype=np.int64), moments),
-        "t": np.tile(np.arange(moments, dtype=np.float64), videos),
-        "shard": np.zeros(videos * moments, np.int32),
-        "row": np.arange(videos * moments, dtype=np.int64),
-    })
+    starts = np.tile(np.arange(moments, dtype=np.float64), videos)
+    rows = pa.table({"media_id": np.repeat(np.arange(videos, dtype=np.int64), moments), "start": starts, "end": starts + 1.0})
     space = SpaceData(
-        name="visual", encoder={}, dim=dim, frame_vectors=[flat], frame_rows=rows,
-        media_ids=np.arange(videos, dtype=np.int64), media_index=media_index,
-        moments=pa.table({"media_id": np.zeros(0, np.int64)}), moment_index=None,
+        name="visual", encoder={}, dim=dim, segment_vectors=RowVectors([flat], dim), segment_rows=rows,
+        media_ids=np.arange(videos, dtype=np.int64), media_index=RowIndex(RowVectors([video_vecs], dim), media_index),
+        moments=MOMENT_SCHEMA.empty_table(), moment_index=None,
     )
     return space, flat, media_build_s
 

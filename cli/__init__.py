@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mmsearch.bench import TASKS as BENCH_TASKS
 from mmsearch.errors import MMSearchError, UsageError
 
 app = typer.Typer(
@@ -117,25 +118,13 @@ def index(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index (or update) the media under PATHS. Re-running only embeds what is new or changed."""
-    from mmsearch.api import _stored_config, index_paths
-    from mmsearch.ingest import IngestConfig
+    from mmsearch.api import index_paths, ingest_config
 
     root = _index_dir(index)
-    stored = _stored_config(root)
-    base = stored or IngestConfig()
-    config = IngestConfig(
-        fps=fps if fps is not None else base.fps,
-        backend=backend or base.backend,
-        window=window if window is not None else base.window,
-        stride=stride if stride is not None else base.stride,
-        workers=workers,
-        stall_timeout=timeout,
-        commit_seconds=commit_every,
-        retry_failed=retry_failed,
-        max_memory_mb=max_memory,
-        latency_ms=latency_ms,
-        audio_window=audio_window if audio_window is not None else base.audio_window,
-        audio_hop=audio_hop if audio_hop is not None else base.audio_hop,
+    config = ingest_config(  # what the index was built with, the options given here on top
+        root, fps=fps, backend=backend, window=window, stride=stride, workers=workers, stall_timeout=timeout,
+        commit_seconds=commit_every, retry_failed=retry_failed, max_memory_mb=max_memory, latency_ms=latency_ms,
+        audio_window=audio_window, audio_hop=audio_hop,
     )
     progress = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
@@ -206,11 +195,10 @@ def query(
     for flag, value in (("--image", image), ("--audio", audio)):
         if value is not None and not value.is_file():
             raise UsageError(f"{flag} {value}: no such file")
-    if not 0.0 <= audio_weight <= 1.0:
-        raise UsageError(f"--audio-weight must be between 0 and 1, got {audio_weight}")
     idx = open_index(_index_dir(index), device=device)
-    idx.fusion_weights = {"visual": 1.0 - audio_weight, "audio": audio_weight}
-    results = idx.search(text, image=image, audio=audio, modality=modality, k=k, videos=videos, exhaustive=exhaustive)  # type: ignore[arg-type]
+    results = idx.search(  # type: ignore[arg-type]
+        text, image=image, audio=audio, modality=modality, k=k, videos=videos, exhaustive=exhaustive, audio_weight=audio_weight
+    )
     query_info: dict[str, Any] = {
         "text": text,
         "image": str(image.absolute()) if image else None,
@@ -288,18 +276,15 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What is in an index: media counts, encoder, index type, failures."""
-    from mmsearch.api import open_index
-    from mmsearch.store import read_manifest, table_to_rows, verify_files
+    from mmsearch.api import open_index, verify_index
 
     root = _index_dir(index)
     if check:
-        verify_files(root, read_manifest(root), full=True)
+        verify_index(root)
     idx = open_index(root)
     data = idx.info()
     if failures:
-        data["failed_files"] = [
-            {k: r[k] for k in ("path", "stage", "reason")} for r in table_to_rows(idx.snapshot.failures)
-        ]
+        data["failed_files"] = idx.failures()
     if as_json:
         sys.stdout.write(json.dumps(data, default=str) + "\n")
         return
@@ -318,6 +303,16 @@ def info(
     if failures:
         for f in data["failed_files"]:
             console.print(f"  {f['path']}: {f['stage']}: {f['reason']}", highlight=False)
+
+
+@app.command()
+def upgrade(index: IndexOpt = None) -> None:
+    """Convert an index written by an earlier mmsearch to this version's format, in place (embeddings kept)."""
+    from mmsearch.api import upgrade_index
+
+    root = _index_dir(index)
+    generation = upgrade_index(root)
+    console.print(f"{root}: current format (generation {generation})", highlight=False)
 
 
 @app.command()
@@ -442,9 +437,51 @@ def demo(
             console.print("(pass a folder, e.g. `mmsearch demo ./demo`, to keep the corpus and index)")
 
 
-from mmsearch.bench import bench_command  # noqa: E402 - typer and rich load only when the command runs
+@app.command("bench")
+def bench(
+    task: Annotated[str, typer.Argument(help=f"Benchmark: {', '.join(BENCH_TASKS)}.", show_default=False)],
+    data: Annotated[Path, typer.Option("--data", help="Folder with the official annotation file (or the file itself).", show_default=False)],
+    media: Annotated[Optional[Path], typer.Option("--media", help="Folder holding videos/ or audio/ (default: --data).")] = None,
+    index: Annotated[Optional[Path], typer.Option("--index", help="Index to (re)use and keep (default: a temporary one).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Visual encoder (ViT-B-32, synth-clip, ...).")] = None,
+    pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="open_clip pretrained tag or checkpoint FILE.")] = None,
+    audio_model: Annotated[Optional[str], typer.Option("--audio-model", help="CLAP checkpoint id or directory (sound tasks).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N queries (and the media they need).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
+    per_query: Annotated[Optional[Path], typer.Option("--per-query", help="Write one JSON line per query here.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Write a markdown report here.")] = None,
+    device: DeviceOpt = "auto",
+    videos: Annotated[int, typer.Option("--videos", help="Stage 1: media ranked before moments are localized (as mmsearch query).")] = 20,
+) -> None:
+    """Score retrieval on a published benchmark (MSR-VTT, TVR, AudioCaps, ...) from its official annotation file."""
+    from mmsearch.bench import encoder_label, metric_rows, run_bench
 
-app.command("bench")(bench_command)
+    result = run_bench(
+        task, data, media_dir=media, index_dir=index, model=model, pretrained=pretrained, audio_model=audio_model,
+        limit=limit, device=device, out=out, per_query=per_query, markdown=markdown, videos=videos,
+        log=lambda message: err_console.print(f"[dim]{message}[/]", highlight=False),
+    )
+    header, rows = metric_rows(result)
+    table = Table(title=f"{result['task']}: {result['n_queries']} queries, {result['n_candidates']} candidates, "
+                        f"{encoder_label(result['encoder'])}")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 and "VCMR" in result["metrics"] else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    missing = result["missing_media"]
+    if missing["items"]:
+        err_console.print(f"[yellow]{missing['items']} media files not found[/] (e.g. {', '.join(missing['examples'][:3])}); "
+                          f"their {missing['queries']} queries were left out", highlight=False)
+    if result["not_indexed"]["items"]:
+        err_console.print(f"[yellow]{result['not_indexed']['items']} files could not be indexed[/]; their queries count as "
+                          f"not retrieved (rank {result['rank_of_not_retrieved']})", highlight=False)
+    s = result["seconds"]
+    console.print(f"index {s['index']:.1f}s, encode {s['encode']:.1f}s, score {s['score']:.1f}s, total {s['total']:.1f}s",
+                  style="dim", highlight=False)
+    for label, path in (("result", out), ("per-query", per_query), ("markdown", markdown)):
+        if path is not None:
+            console.print(f"{label}: {path}", highlight=False)
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ from mmsearch.errors import IndexCorruptError, UsageError
 from mmsearch.fileio import atomic_write
 
 __all__ = [
-    "IndexRecipe", "VectorIndex", "choose_recipe", "exact_top_k", "gpu_available", "measure_recall", "nlist_for",
+    "IndexRecipe", "RowIndex", "RowVectors", "VectorIndex", "choose_recipe", "exact_search", "exact_top_k",
+    "gpu_available", "measure_recall", "nlist_for", "split_refine",
 ]
 
 MIN_TRAIN = 10_000  # below this many vectors a quantizer cannot be trained well: always exact
@@ -153,15 +154,16 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, *, chunk: int = 1 << 18) -> np.ndarray:
-    """Exact top-k ids (inner product) of ``queries`` over ``vectors``, streamed in chunks.
+def exact_search(queries: np.ndarray, vectors: Any, k: int, *, chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (scores, ids) by inner product of ``queries`` over ``vectors``, streamed in chunks.
 
-    Works on memory-mapped or generated-in-pieces data too: only one chunk is in memory at a time.
+    ``vectors``: an ``(n, dim)`` array, a memory-mapped one or a :class:`RowVectors`; only one
+    chunk is in memory at a time. Rows past ``n`` are ``-1`` with score ``-inf``.
     """
     import faiss
 
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    k = min(k, len(vectors))
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    k = max(1, min(k, len(vectors)))
     best_s = np.full((len(queries), k), -np.inf, np.float32)
     best_i = np.full((len(queries), k), -1, np.int64)
     for start in range(0, len(vectors), chunk):
@@ -172,7 +174,76 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, *, chunk: int 
         order = np.argsort(-both_s, axis=1, kind="stable")[:, :k]
         best_s = np.take_along_axis(both_s, order, axis=1)
         best_i = np.take_along_axis(both_i, order, axis=1)
-    return best_i
+    return best_s, best_i
+
+
+def exact_top_k(queries: np.ndarray, vectors: Any, k: int, *, chunk: int = 1 << 18) -> np.ndarray:
+    """Exact top-k ids of ``queries`` over ``vectors`` (see :func:`exact_search`)."""
+    return exact_search(queries, vectors, k, chunk=chunk)[1]
+
+
+def split_refine(factory: str) -> tuple[str, str | None]:
+    """``"IVF2048,PQ128x4fs,RFlat"`` -> ``("IVF2048,PQ128x4fs", "RFlat")``; no refine stage -> ``(factory, None)``."""
+    head, _, last = factory.rpartition(",")
+    if head and (last == "RFlat" or last.startswith("Refine(")):
+        return head, last
+    return factory, None
+
+
+class RowVectors:
+    """Several ``(n_i, dim)`` arrays (memory-mapped ``.npy`` shards, typically) read as one ``(n, dim)`` float32 array.
+
+    Nothing is concatenated: a slice ``[a:b]`` or an integer array of rows reads just those
+    rows from the parts that hold them. This is what index builds, re-ranking and exact
+    search take, so a set of vectors larger than memory is never loaded whole.
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, parts: list[np.ndarray], dim: int) -> None:
+        self.parts = [p for p in parts if len(p)]
+        self.dim = int(dim)
+        for p in self.parts:
+            if p.ndim != 2 or p.shape[1] != self.dim:
+                raise UsageError(f"a part of shape {p.shape} does not hold vectors of dimension {self.dim}")
+        self.offsets = np.concatenate([[0], np.cumsum([len(p) for p in self.parts])]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self), self.dim)
+
+    def view(self, start: int, stop: int | None = None) -> "RowVectors":
+        """Rows ``[start, stop)`` as another :class:`RowVectors` (no copy)."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        parts = []
+        for part, lo in zip(self.parts, self.offsets[:-1]):
+            a, b = max(start - lo, 0), min(stop - lo, len(part))
+            if a < b:
+                parts.append(part[a:b])
+        return RowVectors(parts, self.dim)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                raise UsageError("RowVectors slices take a step of 1")
+            pieces = [np.asarray(p, dtype=np.float32) for p in self.view(start, stop).parts]
+            return np.concatenate(pieces) if pieces else np.zeros((0, self.dim), np.float32)
+        rows = np.asarray(key, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), self.dim), np.float32)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"row out of range 0..{len(self) - 1}")
+        part_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        for p in np.unique(part_of):
+            sel = np.flatnonzero(part_of == p)
+            local = rows[sel] - self.offsets[p]
+            order = np.argsort(local, kind="stable")  # ascending reads are kind to memory-mapped files
+            out[sel[order]] = self.parts[p][local[order]]
+        return out
 
 
 class _Probe:
@@ -207,9 +278,11 @@ def measure_recall(index: "VectorIndex", vectors: np.ndarray, *, queries: int = 
 class VectorIndex:
     """One FAISS index over row ids 0..n-1, inner-product metric."""
 
-    def __init__(self, index: Any, recipe: IndexRecipe) -> None:
+    def __init__(self, index: Any, recipe: IndexRecipe, *, refine: Any = None) -> None:
         self.index = index
         self.recipe = recipe
+        # Vectors the recipe's refine stage re-ranks with when they live outside FAISS (see ``build``).
+        self.refine = refine
         self._gpu_index: Any = None
 
     @property
@@ -228,14 +301,20 @@ class VectorIndex:
         recipe: IndexRecipe | None = None,
         trained: "VectorIndex | None" = None,
         tune: bool = True,
+        refine_outside: bool = False,
     ) -> "VectorIndex":
         """Build (train, add, tune) an index over ``vectors``; rows are ids 0..n-1.
 
-        ``vectors`` may be a memory-mapped array larger than memory: it is read in chunks.
+        ``vectors``: ``(n, dim)`` float32, possibly memory-mapped or a :class:`RowVectors`
+        larger than memory: it is read in chunks.
         ``trained``: an earlier index of the same recipe whose trained quantizer and
         codebooks are reused (its vectors are dropped), so a growing index is not
         retrained at every commit while the set stays in the recipe's range.
         ``tune=False`` keeps the recipe's search parameters as given.
+        ``refine_outside``: FAISS keeps only the recipe's compressed codes and the refine stage
+        (``RFlat``, ``Refine(SQ8)``) re-ranks with ``vectors`` themselves, exactly, as LanceDB's
+        ``refine_factor`` re-ranks with the table's vectors. The index file then holds codes
+        only (dim/8 + 8 bytes a vector for 4-bit PQ), so it can be rewritten at every commit.
         """
         import faiss
 
@@ -246,17 +325,19 @@ class VectorIndex:
         n, dim = vectors.shape
         recipe = recipe or choose_recipe(n, dim)
         started = time.perf_counter()
+        base, refine_stage = split_refine(recipe.factory)
+        outside = refine_outside and refine_stage is not None
         reused = trained is not None and trained.recipe.factory == recipe.factory and trained.dim == dim
         if reused:
             index = faiss.clone_index(trained.index)
             index.reset()
             recipe = IndexRecipe(recipe.factory, {**recipe.params, **_search_params(trained.recipe.params)}, trained.recipe.chosen_for)
         else:
-            index = faiss.index_factory(dim, recipe.factory, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(dim, base if outside else recipe.factory, faiss.METRIC_INNER_PRODUCT)
         if "efConstruction" in recipe.params:
             faiss.downcast_index(index).hnsw.efConstruction = int(recipe.params["efConstruction"])
         if not index.is_trained:
-            sample = vectors
+            sample = vectors if isinstance(vectors, np.ndarray) else vectors[0:n]
             ivf = faiss.try_extract_index_ivf(index)
             if ivf is not None:  # k-means on a sample, few iterations: what a 2-core build can afford
                 ivf.cp.niter = KMEANS_ITERATIONS
@@ -272,9 +353,9 @@ class VectorIndex:
                 if n > limit:
                     sample = vectors[np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))]
             index.train(np.ascontiguousarray(sample, dtype=np.float32))
-        for start in range(0, n, ADD_CHUNK):  # in pieces: memory-mapped vectors never load whole
-            index.add(np.ascontiguousarray(vectors[start:start + ADD_CHUNK], dtype=np.float32))
-        out = cls(index, recipe)
+        codes_only = (trained.refine is not None) if reused else outside
+        out = cls(index, recipe, refine=vectors if codes_only else None)
+        out.add(vectors)
         out._apply_params()
         if tune and recipe.factory != "Flat" and n > 10:
             out._tune(vectors)
@@ -330,6 +411,18 @@ class VectorIndex:
         self.recipe = IndexRecipe(self.recipe.factory, params, self.recipe.chosen_for)
         self._apply_params()
 
+    def add(self, vectors: Any, *, refine: Any = None) -> None:
+        """Append ``vectors`` (rows ``ntotal``, ``ntotal + 1``, ...) in chunks, without retraining.
+
+        ``refine``: with the refine stage outside FAISS, every vector the ids point into,
+        the new ones included (a :class:`RowVectors` over all rows, typically).
+        """
+        for start in range(0, len(vectors), ADD_CHUNK):  # in pieces: memory-mapped vectors never load whole
+            self.index.add(np.ascontiguousarray(vectors[start:start + ADD_CHUNK], dtype=np.float32))
+        if refine is not None:
+            self.refine = refine
+        self._gpu_index = None if self._gpu_index is not False else False
+
     def _nlist(self) -> int:
         import faiss
 
@@ -342,6 +435,8 @@ class VectorIndex:
         if self._gpu_index is not False:  # False: no GPU implementation, nothing to redo
             self._gpu_index = None  # the GPU copy is made again, with these parameters, at the next search
         params = {k: v for k, v in self.recipe.params.items() if k in SEARCH_PARAMS}
+        if self.refine is not None:
+            params.pop("k_factor_rf", None)  # the refine stage is ours, not FAISS's
         if params:
             ps = faiss.ParameterSpace()
             for key, value in params.items():
@@ -356,8 +451,11 @@ class VectorIndex:
         if self.ntotal == 0:
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
         index = self._gpu() or self.index
-        scores, ids = index.search(queries, k)
-        return scores, ids
+        if self.refine is None:
+            return index.search(queries, k)
+        depth = min(self.ntotal, k * max(1, int(self.recipe.params.get("k_factor_rf", 1))))
+        _, candidates = index.search(queries, depth)
+        return _rerank(queries, candidates, self.refine, k)
 
     def _gpu(self) -> Any:
         global _GPU_RESOURCES
@@ -384,7 +482,8 @@ class VectorIndex:
         atomic_write(path, lambda tmp: faiss.write_index(self.index, str(tmp)), prefix=".tmp-", suffix=".faiss")
 
     @classmethod
-    def load(cls, path: str | os.PathLike, recipe: IndexRecipe, *, mmap: bool = True) -> "VectorIndex":
+    def load(cls, path: str | os.PathLike, recipe: IndexRecipe, *, mmap: bool = True, refine: Any = None) -> "VectorIndex":
+        """Read an index written by :meth:`save`; ``refine``: the vectors of a refine stage kept outside FAISS."""
         import faiss
 
         path = os.fspath(path)
@@ -396,6 +495,99 @@ class VectorIndex:
                 index = faiss.read_index(path)
             except RuntimeError as exc:
                 raise IndexCorruptError(path, f"FAISS cannot read it ({str(exc).splitlines()[0][:200]})") from None
-        out = cls(index, recipe)
+        out = cls(index, recipe, refine=refine)
         out._apply_params()
         return out
+
+
+def _rerank(queries: np.ndarray, candidates: np.ndarray, vectors: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner products of each query with its candidate rows of ``vectors``; the best ``k`` per query."""
+    flat = candidates.reshape(-1)
+    valid = flat >= 0
+    rows, inverse = np.unique(flat[valid], return_inverse=True)
+    gathered = vectors[rows]  # each candidate row read once, in ascending order
+    scores = np.full(flat.shape, -np.inf, np.float32)
+    owners = np.repeat(np.arange(len(queries)), candidates.shape[1])[valid]
+    scores[valid] = np.einsum("ij,ij->i", gathered[inverse], queries[owners])
+    scores = scores.reshape(candidates.shape)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top_s = np.take_along_axis(scores, order, axis=1)
+    top_i = np.where(np.isfinite(top_s), np.take_along_axis(candidates, order, axis=1), -1)
+    if top_s.shape[1] < k:
+        pad = k - top_s.shape[1]
+        top_s = np.pad(top_s, ((0, 0), (0, pad)), constant_values=-np.inf)
+        top_i = np.pad(top_i, ((0, 0), (0, pad)), constant_values=-1)
+    return top_s, top_i
+
+
+class RowIndex:
+    """Search over every row of a growing set of vectors, some of them deleted.
+
+    A FAISS index (``index``, possibly None) covers rows ``[0, index.ntotal)``; the rows added
+    after it (before an index was worth training, or while a new one is trained) are searched
+    exactly, and the two result lists merged by score. Rows whose ``alive`` flag is False
+    (tombstones: media removed since the rows were written) are skipped: the search asks for
+    more candidates until ``k`` live rows are found or every row has been seen.
+    """
+
+    def __init__(self, vectors: RowVectors, index: VectorIndex | None, *, alive: np.ndarray | None = None) -> None:
+        self.vectors = vectors
+        self.index = index
+        self.alive = alive
+        if index is not None and index.ntotal > len(vectors):
+            raise IndexCorruptError("<index>", f"the index holds {index.ntotal} rows but only {len(vectors)} vectors exist")
+
+    @property
+    def recipe(self) -> IndexRecipe:
+        return self.index.recipe if self.index is not None else IndexRecipe("Flat", {}, len(self.vectors))
+
+    @property
+    def ntotal(self) -> int:
+        """Live rows."""
+        return int(self.alive.sum()) if self.alive is not None else len(self.vectors)
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.dim
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row ids) per query among live rows; ``-1`` where fewer exist."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.dim:
+            raise UsageError(f"query dimension {queries.shape[1]} does not match index dimension {self.dim}")
+        n = len(self.vectors)
+        k = max(1, int(k))
+        fetch = k if self.alive is None else min(n, 2 * k + 16)
+        while True:
+            scores, ids = self._search_all(queries, max(fetch, 1))
+            if self.alive is not None:
+                dead = (ids >= 0) & ~self.alive[np.maximum(ids, 0)]
+                scores = np.where(dead, -np.inf, scores)
+                ids = np.where(dead, -1, ids)
+                order = np.argsort(-scores, axis=1, kind="stable")
+                scores, ids = np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+            found = (ids >= 0).sum(axis=1)
+            if fetch >= n or (found >= min(k, self.ntotal)).all():
+                break
+            fetch = min(n, fetch * 4)
+        scores, ids = scores[:, :k], ids[:, :k]
+        if scores.shape[1] < k:
+            pad = k - scores.shape[1]
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        return scores, ids
+
+    def _search_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        indexed = self.index.ntotal if self.index is not None else 0
+        lists = []
+        if indexed:
+            lists.append(self.index.search(queries, min(k, indexed)))
+        if len(self.vectors) > indexed:
+            s, i = exact_search(queries, self.vectors.view(indexed), k)
+            lists.append((s, np.where(i >= 0, i + indexed, -1)))
+        if not lists:
+            return np.full((len(queries), 1), -np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
+        scores = np.concatenate([s for s, _ in lists], axis=1)
+        ids = np.concatenate([i for _, i in lists], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)

@@ -10,21 +10,22 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from .config import IngestConfig, audio_window_config, config_from_record
 from .encoders import EncoderSpec, create_encoder, resolve_spec
 from .errors import EncoderMismatchError, UsageError
-from .ingest import AUDIO, VISUAL, IngestConfig, IngestReport, audio_window_config, describe_mismatch
+from .ingest import IngestReport, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image
 from .retrieval import LocalizeConfig, search_fused, search_space
-from .store import Snapshot, open_snapshot
-
-Modality = Literal["video", "image", "audio"]
+from .spaces import AUDIO, VISUAL, Modality
+from .store import MANIFEST, Snapshot, open_snapshot, read_manifest, table_to_rows, verify_files
 
 
 def default_index_dir() -> Path:
@@ -85,7 +86,7 @@ def index_paths(
             audio_spec = resolve_spec(audio_model or default_audio, None, family="clap")
         encoders[AUDIO] = lambda: create_encoder(audio_spec, device=device)
     if config is None:
-        config = _stored_config(root) or IngestConfig()
+        config = ingest_config(root)
     explicit = [VISUAL] if (model is not None or pretrained is not None) else []
     if audio_model is not None:
         explicit.append(AUDIO)
@@ -93,37 +94,70 @@ def index_paths(
 
 
 def remove_paths(paths: list[str | os.PathLike], index: str | os.PathLike | None = None) -> list[str]:
-    """Drop files (or everything under folders) from the index; returns the paths removed."""
-    from .moments import MomentConfig
-    from .store import IndexWriter, read_manifest
+    """Drop files (or everything under folders) from the index; returns the paths removed.
+
+    Their vectors become tombstones that searches skip (see :mod:`mmsearch.derive`).
+    """
+    from .derive import Deriver
 
     root = Path(index) if index is not None else default_index_dir()
     read_manifest(root)  # a clear error when there is no index
     removed: list[str] = []
-    with IndexWriter(root) as writer:
+    config = ingest_config(root)
+    with open_writer(root, config) as writer, Deriver(writer, moments=config.moments) as deriver:
         targets = [os.path.abspath(os.fspath(p)) for p in paths]
         for path in list(writer.paths):
             if any(path == t or path.startswith(t.rstrip(os.sep) + os.sep) for t in targets):
                 writer.remove_path(path)
                 removed.append(path)
         if removed:
-            cfg = writer.config
-            writer.commit(moment_config=MomentConfig(float(cfg.get("window", 4.0)), float(cfg.get("stride", 2.0))))
+            deriver.commit()
     return removed
 
 
+def upgrade_index(index: str | os.PathLike | None = None) -> int:
+    """Convert an index written by an earlier mmsearch to this one's format, in place; returns its generation.
+
+    Every stored embedding is kept (nothing is decoded or encoded again); moments and vector
+    indexes are derived anew. An index already in the current format is left as it is.
+    """
+    root = Path(index) if index is not None else default_index_dir()
+    read_manifest(root)  # a clear error when there is no index
+    with open_writer(root, ingest_config(root)) as writer:
+        return int(writer.manifest["generation"])
+
+
+def verify_index(index: str | os.PathLike | None = None) -> None:
+    """Check every file of the current generation against its size and CRC32 in the manifest.
+
+    Raises :class:`IndexCorruptError` naming the first file that differs, :class:`IndexNotFoundError`.
+    """
+    root = Path(index) if index is not None else default_index_dir()
+    verify_files(root, read_manifest(root), full=True)
+
+
+def ingest_config(index: str | os.PathLike | None = None, **options: Any) -> IngestConfig:
+    """The :class:`IngestConfig` an index was built with (defaults for a new one), with ``options`` that are not None on top."""
+    root = Path(index) if index is not None else default_index_dir()
+    record = read_manifest(root).get("config", {}) if (root / MANIFEST).exists() else None
+    return config_from_record(record, **options)
+
+
 class Index:
-    """A read-only view of one generation of an index directory."""
+    """A read-only view of one generation of an index directory.
+
+    Safe to share between the threads of a server: the snapshot is immutable, every search
+    takes its options as arguments, and each encoder is built once, under a lock.
+    """
 
     def __init__(self, snapshot: Snapshot, *, device: str = "auto", spec_override: EncoderSpec | None = None) -> None:
         self.snapshot = snapshot
         self.root = snapshot.root
         self.device = device
         self._encoders: dict[str, Any] = {}
+        self._encoder_lock = threading.Lock()
         self._spec_override = spec_override
         self._rows = snapshot.media_rows()
-        # --modality all: how much the visual and the audio score of a moment count (standardised scores)
-        self.fusion_weights = {VISUAL: 0.5, AUDIO: 0.5}
         self._durations = {m: float(r["duration"] or 0.0) for m, r in self._rows.items()}
 
     @property
@@ -155,8 +189,16 @@ class Index:
             "library_versions": m.get("library_versions", {}),
         }
 
+    def failures(self) -> list[dict[str, Any]]:
+        """Files that could not be indexed: ``path``, ``stage`` and ``reason`` of each."""
+        return [{k: r[k] for k in ("path", "stage", "reason")} for r in table_to_rows(self.snapshot.failures)]
+
     def encoder(self, space: str = VISUAL) -> Any:
-        """The encoder that built ``space`` (built once, on first use)."""
+        """The encoder that built ``space`` (built once, on first use; thread-safe)."""
+        with self._encoder_lock:
+            return self._encoder(space)
+
+    def _encoder(self, space: str) -> Any:
         if space not in self._encoders:
             entry = self.manifest["spaces"].get(space)
             if entry is None:
@@ -199,7 +241,7 @@ class Index:
         from .audio import iter_audio_windows
         from .encoders.base import l2_normalize
 
-        window, hop = audio_window_config(encoder, _stored_config(self.root) or IngestConfig())
+        window, hop = audio_window_config(encoder, config_from_record(self.manifest.get("config")))
         clips = [w.samples for w in iter_audio_windows(path, sample_rate=encoder.sample_rate, window=window, hop=hop) if not w.silent]
         return l2_normalize(encoder.encode_audio(clips).mean(axis=0, keepdims=True))[0]
 
@@ -214,11 +256,13 @@ class Index:
         videos: int = 20,
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
+        audio_weight: float = 0.5,
     ) -> list[SearchResult]:
         """The best ``k`` moments for a text, an example image or a sound file, best first.
 
         ``modality`` picks what to find: ``video`` (frames and images), ``audio``
-        (sound), ``all`` (text only: both, fused per moment). The default is the
+        (sound), ``all`` (text only: both, fused per moment, the audio score counting
+        ``audio_weight`` and the visual one ``1 - audio_weight``). The default is the
         query's own kind: ``video`` for text and images, ``audio`` for sound.
         An image with ``audio`` or a sound with ``video`` goes through the
         common space (``train-space``).
@@ -226,6 +270,8 @@ class Index:
         given = [q for q in (text, image, audio) if q is not None]
         if len(given) != 1:
             raise UsageError("give exactly one of a query text, --image FILE or --audio FILE")
+        if not 0.0 <= audio_weight <= 1.0:
+            raise UsageError(f"--audio-weight must be between 0 and 1, got {audio_weight}")
         if modality is None:
             modality = "audio" if audio is not None else "video"
         if modality not in ("video", "audio", "all"):
@@ -241,7 +287,7 @@ class Index:
         if (image is not None and modality == "audio") or (audio is not None and modality == "video"):
             return self._search_cross_modal(image=image, audio=audio, k=k, videos=videos, exhaustive=exhaustive, localize=localize)
         if text is not None and modality == "all" and len(spaces) > 1:
-            return self._search_fused(text, k=k, videos=videos, exhaustive=exhaustive, localize=localize)
+            return self._search_fused(text, k=k, videos=videos, exhaustive=exhaustive, localize=localize, audio_weight=audio_weight)
         lists = []
         for space in spaces:
             queries = self.embed_queries(
@@ -253,12 +299,14 @@ class Index:
             lists.append(self.search_vectors(queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize)[0])
         return _interleave(lists, k)
 
-    def _search_fused(self, text: str, *, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig) -> list[SearchResult]:
-        """Text in both spaces, scores fused per moment with ``self.fusion_weights``."""
+    def _search_fused(
+        self, text: str, *, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig, audio_weight: float
+    ) -> list[SearchResult]:
+        """Text in both spaces, scores fused per moment: ``audio_weight`` for sound, the rest for pictures."""
         parts = []
-        for space in (VISUAL, AUDIO):
+        for space, weight in ((VISUAL, 1.0 - audio_weight), (AUDIO, audio_weight)):
             query = self.embed_queries(text=[text], space=space)[0]
-            parts.append((self.snapshot.spaces[space], query, self.fusion_weights[space]))
+            parts.append((self.snapshot.spaces[space], query, weight))
         hits = search_fused(parts, k=k, videos=videos, exhaustive=exhaustive, durations=self._durations, config=localize)
         return [self._result(h, VISUAL if self._rows[h.media_id]["kind"] != "audio" else AUDIO) for h in hits]
 
@@ -369,19 +417,7 @@ def open_index(
 
 
 def _stored_spec(root: Path, space: str) -> EncoderSpec | None:
-    from .store import MANIFEST, read_manifest
-
     if not (root / MANIFEST).exists():
         return None
     entry = read_manifest(root).get("spaces", {}).get(space)
     return EncoderSpec(**entry["encoder"]["spec"]) if entry else None
-
-
-def _stored_config(root: Path) -> IngestConfig | None:
-    from .store import MANIFEST, read_manifest
-
-    if not (root / MANIFEST).exists():
-        return None
-    cfg = read_manifest(root).get("config", {})
-    known = {k: cfg[k] for k in ("fps", "backend", "window", "stride", "audio_window", "audio_hop") if k in cfg}
-    return IngestConfig(**known)

@@ -30,9 +30,8 @@ Ties: candidates are listed in the order the annotation file first names them,
 and every ranking is a stable sort by score, so of two equal scores the
 candidate listed first ranks first (:func:`mmsearch.metrics.stable_ranking`).
 
-``bench_command`` (the typer command; ``typer``/``rich`` are imported only when
-it is first looked up) is registered by the CLI with
-``app.command("bench")(bench_command)``. docs/bench.md describes the formats.
+The ``mmsearch bench`` command (``mmsearch.cli``) calls :func:`run_bench` and prints
+:func:`metric_rows`. docs/bench.md describes the formats.
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ from .errors import UsageError
 from .fileio import atomic_write
 from .metrics import moment_recalls, retrieval_metrics, video_recalls
 
-__all__ = ["TASKS", "TaskSpec", "Query", "Dataset", "load_dataset", "run_bench", "metrics_markdown", "bench_command"]
+__all__ = ["TASKS", "TaskSpec", "Query", "Dataset", "encoder_label", "load_dataset", "metric_rows", "metrics_markdown", "run_bench"]
 
 VIDEO, MOMENT, AUDIO = "video", "moment", "audio"
 TOP_SAVED = 10  # predictions written per query to the per-query JSONL
@@ -825,7 +824,7 @@ def _machine(device: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- reporting
-def _metric_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def metric_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the metrics table shared by the terminal and the markdown output."""
     m = result["metrics"]
     if "VCMR" in m:
@@ -841,7 +840,7 @@ def _metric_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, [[f"{m[k]:.2f}" if k != "MdR" else f"{m[k]:g}" for k in header]]
 
 
-def _encoder_name(identity: dict[str, Any]) -> str:
+def encoder_label(identity: dict[str, Any]) -> str:
     """``model (pretrained)``, a packaged or local weights file by its name without the hash."""
     pretrained = str(identity.get("pretrained", "?")).split("@sha256:")[0]
     return f"{identity.get('model', '?')} ({os.path.basename(pretrained.rstrip('/')) or pretrained})"
@@ -849,12 +848,12 @@ def _encoder_name(identity: dict[str, Any]) -> str:
 
 def metrics_markdown(result: dict[str, Any]) -> str:
     """The result as a small markdown report (a title line, a metrics table, the setup)."""
-    header, rows = _metric_rows(result)
+    header, rows = metric_rows(result)
     lines = [
         f"## mmsearch bench {result['task']}",
         "",
         f"{result['n_queries']} queries, {result.get('n_candidates', '?')} candidates; "
-        f"encoder {_encoder_name(result.get('encoder', {}))}; {result.get('protocol', '')}",
+        f"encoder {encoder_label(result.get('encoder', {}))}; {result.get('protocol', '')}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
@@ -864,66 +863,3 @@ def metrics_markdown(result: dict[str, Any]) -> str:
     if missing.get("items"):
         lines += ["", f"{missing['items']} media files were not found; their {missing['queries']} queries are left out."]
     return "\n".join(lines) + "\n"
-
-
-def _bench_command_factory() -> Callable[..., None]:
-    import typer
-
-    def bench_command(
-        task: str = typer.Argument(..., help=f"Benchmark: {', '.join(TASKS)}.", show_default=False),
-        data: Path = typer.Option(..., "--data", help="Folder with the official annotation file (or the file itself).", show_default=False),
-        media: Optional[Path] = typer.Option(None, "--media", help="Folder holding videos/ or audio/ (default: --data)."),
-        index: Optional[Path] = typer.Option(None, "--index", help="Index to (re)use and keep (default: a temporary one)."),
-        model: Optional[str] = typer.Option(None, "--model", help="Visual encoder (ViT-B-32, synth-clip, ...)."),
-        pretrained: Optional[str] = typer.Option(None, "--pretrained", help="open_clip pretrained tag or checkpoint FILE."),
-        audio_model: Optional[str] = typer.Option(None, "--audio-model", help="CLAP checkpoint id or directory (sound tasks)."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N queries (and the media they need)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Write the result JSON here."),
-        per_query: Optional[Path] = typer.Option(None, "--per-query", help="Write one JSON line per query here."),
-        markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write a markdown report here."),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-        videos: int = typer.Option(20, "--videos", help="Stage 1: media ranked before moments are localized (as mmsearch query)."),
-    ) -> None:
-        """Score retrieval on a published benchmark (MSR-VTT, TVR, AudioCaps, ...) from its official annotation file."""
-        from rich.console import Console
-        from rich.table import Table
-
-        console = Console()
-        err = Console(stderr=True)
-        result = run_bench(
-            task, data, media_dir=media, index_dir=index, model=model, pretrained=pretrained, audio_model=audio_model,
-            limit=limit, device=device, out=out, per_query=per_query, markdown=markdown, videos=videos,
-            log=lambda message: err.print(f"[dim]{message}[/]", highlight=False),
-        )
-        header, rows = _metric_rows(result)
-        table = Table(title=f"{result['task']}: {result['n_queries']} queries, {result['n_candidates']} candidates, "
-                            f"{_encoder_name(result['encoder'])}")
-        for i, name in enumerate(header):
-            table.add_column(name, justify="left" if i == 0 and "VCMR" in result["metrics"] else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-        missing = result["missing_media"]
-        if missing["items"]:
-            err.print(f"[yellow]{missing['items']} media files not found[/] (e.g. {', '.join(missing['examples'][:3])}); "
-                      f"their {missing['queries']} queries were left out", highlight=False)
-        if result["not_indexed"]["items"]:
-            err.print(f"[yellow]{result['not_indexed']['items']} files could not be indexed[/]; their queries count as "
-                      f"not retrieved (rank {result['rank_of_not_retrieved']})", highlight=False)
-        s = result["seconds"]
-        console.print(f"index {s['index']:.1f}s, encode {s['encode']:.1f}s, score {s['score']:.1f}s, total {s['total']:.1f}s",
-                      style="dim", highlight=False)
-        for label, path in (("result", out), ("per-query", per_query), ("markdown", markdown)):
-            if path is not None:
-                console.print(f"{label}: {path}", highlight=False)
-
-    return bench_command
-
-
-def __getattr__(name: str) -> Any:
-    """``bench_command`` is built on first access, so importing this module does not import typer."""
-    if name == "bench_command":
-        command = _bench_command_factory()
-        globals()["bench_command"] = command
-        return command
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,14 +27,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .config import IngestConfig, audio_window_config, config_from_record
+from .derive import Deriver
 from .encoders.base import l2_normalize
 from .errors import UsageError
-from .ingest import AUDIO, VISUAL
-from .moments import MomentConfig
+from .spaces import AUDIO, COMMON_AUDIO, COMMON_SOURCES, COMMON_VISUAL, VISUAL, anchor_of
 from .store import DATA, IndexWriter, Snapshot, atomic_write, open_snapshot
 
-COMMON_VISUAL = "common-visual"
-COMMON_AUDIO = "common-audio"
 HEADS_FORMAT = 1
 
 
@@ -238,7 +237,8 @@ def train_space(
         torch.save(heads.state(), buf)
         atomic_write(root / heads_rel, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
         plot_rel = _save_loss_plot(root, version, losses)
-        _write_common_spaces(writer, snapshot, heads)
+        deriver = Deriver(writer, moments=config_from_record(writer.config).moments)
+        _write_common_spaces(deriver, snapshot, heads)
         old = writer.manifest.get("attachments", [])  # the previous version's heads and plot go
         writer.manifest["attachments"] = [a for a in old if not a.startswith(f"{DATA}/heads-")]
         writer.attach(heads_rel)
@@ -253,10 +253,10 @@ def train_space(
             "videos": int(len(set(pairs.media_ids.tolist()))),
             "final_loss": losses[-1] if losses else None,
             "loss_plot": plot_rel,
-            "spaces": {COMMON_VISUAL: VISUAL, COMMON_AUDIO: AUDIO},
+            "spaces": dict(COMMON_SOURCES),
         }
-        cfg = writer.config
-        writer.commit(moment_config=MomentConfig(float(cfg.get("window", 4.0)), float(cfg.get("stride", 2.0))))
+        with deriver:
+            deriver.commit()
     return TrainSpaceReport(
         pairs=len(pairs.visual),
         videos=int(len(set(pairs.media_ids.tolist()))),
@@ -270,8 +270,6 @@ def train_space(
 
 
 def _audio_window(snapshot: Snapshot) -> float:
-    from .ingest import IngestConfig, audio_window_config
-
     cfg = snapshot.manifest.get("config", {})
     if "audio_window" in cfg:
         return float(cfg["audio_window"])
@@ -282,8 +280,10 @@ def _audio_window(snapshot: Snapshot) -> float:
     return audio_window_config(object(), IngestConfig())[0]
 
 
-def _write_common_spaces(writer: IndexWriter, snapshot: Snapshot, heads: ProjectionHeads) -> None:
-    """Every media's frames and audio windows, projected; the spaces are rebuilt from scratch."""
+def _write_common_spaces(deriver: Deriver, snapshot: Snapshot, heads: ProjectionHeads) -> None:
+    """Every media's frames and audio windows, projected, as the same segments; the spaces are rebuilt from scratch."""
+    writer = deriver.writer
+    durations = {m: float(r["duration"] or 0.0) for m, r in snapshot.media_rows().items()}
     record = {
         "spec": {"family": "heads", "model": "projection-heads", "pretrained": None, "options": {}},
         "identity": {"family": "heads", "model": "projection-heads", "dim": heads.config.common_dim},
@@ -292,12 +292,12 @@ def _write_common_spaces(writer: IndexWriter, snapshot: Snapshot, heads: Project
         (COMMON_VISUAL, VISUAL, heads.project_visual),
         (COMMON_AUDIO, AUDIO, heads.project_audio),
     ):
-        writer.reset_space(common, record, heads.config.common_dim)
+        writer.reset_space(common, record, heads.config.common_dim, anchor=anchor_of(common))
         data = snapshot.spaces[source]
         for media_id in snapshot.media_rows():
-            ts, vecs = data.frames_of(media_id)
-            if len(ts):
-                writer.add_frames(common, media_id, ts, project(vecs))
+            starts, ends, vecs = data.segments_of(media_id)
+            if len(starts):
+                deriver.add_segments(common, media_id, starts, ends, project(vecs), duration=durations[media_id])
 
 
 def _save_loss_plot(root: Path, version: int, losses: list[float]) -> str | None:

@@ -21,53 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EncoderMismatchError, UsageError
+from .config import IngestConfig, audio_window_config, check_recorded, config_from_record, config_record
 from .decode_worker import AudioSpec, DecodeTask, DecodeWorker
-from .media import DEFAULT_BACKEND, discover, get_backend, media_kind
-from .moments import MomentConfig
+from .derive import Deriver, frame_segments, upgrade_index
+from .errors import EncoderMismatchError, UsageError
+from .media import discover, media_kind
+from .spaces import AUDIO, COMMON_AUDIO, COMMON_VISUAL, SPACES_BY_KIND, VISUAL, anchor_of
 from .store import IndexWriter
 
+__all__ = ["IngestConfig", "IngestReport", "index_paths", "open_writer"]
+
 log = logging.getLogger("mmsearch.ingest")
-
-VISUAL = "visual"
-AUDIO = "audio"
-SPACES_BY_KIND = {"video": (VISUAL, AUDIO), "image": (VISUAL,), "audio": (AUDIO,)}
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """How files become vectors. Recorded in the manifest; a later run reuses it."""
-
-    fps: float = 1.0
-    backend: str = DEFAULT_BACKEND
-    window: float = 4.0
-    stride: float = 2.0
-    chunk_frames: int = 32
-    workers: int | None = None  # decoder processes; None: default_workers() for the encoders' device
-    stall_timeout: float = 120.0  # seconds without progress from a decoder before it is killed
-    memory_limit_mb: int = 8192  # address-space ceiling of a decoder process
-    commit_seconds: float = 30.0  # commit at least this often
-    retry_failed: bool = False
-    max_memory_mb: int | None = None  # budget of each vector index; None: half the memory available
-    latency_ms: float = 10.0  # single-query latency target of each vector index (exact search while it meets it)
-    audio_window: float | None = None  # seconds; None: what the audio encoder recommends (10 s for CLAP)
-    audio_hop: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.fps > 0:
-            raise UsageError(f"--fps must be positive, got {self.fps}")
-        if not self.latency_ms > 0:
-            raise UsageError(f"--latency-ms must be positive, got {self.latency_ms}")
-        if self.workers is not None and self.workers < 1:
-            raise UsageError(f"--workers must be at least 1, got {self.workers}")
-        if self.max_memory_mb is not None and self.max_memory_mb <= 0:
-            raise UsageError(f"--max-memory must be a positive number of MB, got {self.max_memory_mb}")
-        get_backend(self.backend)  # validates the name
-        MomentConfig(self.window, self.stride)
-        for name in ("audio_window", "audio_hop"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 @dataclass
@@ -112,12 +76,14 @@ class _Pending:
     spaces: tuple[str, ...]
     done_spaces: tuple[str, ...] = ()  # already embedded in an earlier run (a space added later)
     row: dict[str, Any] | None = None  # the existing media row, when only new spaces are needed
-    buffers: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
+    # space -> (starts, ends, vectors) chunks; a frame's end is known once the next frame is
+    buffers: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
     aliases: list[tuple[str, os.stat_result]] = field(default_factory=list)  # same content, other paths
 
-    def add(self, space: str, timestamps: np.ndarray, vectors: np.ndarray) -> None:
-        ts, vs = self.buffers.setdefault(space, ([], []))
-        ts.append(timestamps)
+    def add(self, space: str, starts: np.ndarray, ends: np.ndarray | None, vectors: np.ndarray) -> None:
+        ss, es, vs = self.buffers.setdefault(space, ([], [], []))
+        ss.append(np.asarray(starts, np.float64))
+        es.append(np.asarray(ends if ends is not None else np.full(len(starts), np.nan), np.float64))
         vs.append(vectors)
 
 
@@ -152,8 +118,8 @@ def index_paths(
     kinds = [k for k, spaces in SPACES_BY_KIND.items() if wanted & set(spaces)]
     files = discover(roots, kinds=kinds)
     report = IngestReport()
-    with IndexWriter(index_dir, config=_config_dict(config)) as writer:
-        _check_config(writer, config)
+    with open_writer(index_dir, config) as writer, Deriver(writer, moments=config.moments, recipe_for=_recipe_chooser(config)) as deriver:
+        check_recorded(writer.config, config, root=writer.root)
         plan = _plan(files, roots, writer, wanted, config, report)
         notify("plan", {"total": len(plan), "unchanged": report.unchanged})
         needed = {s for item in plan for s in item.spaces} | {s for s in verify_encoders if writer.space_encoder(s)}
@@ -161,7 +127,7 @@ def index_paths(
         for space in sorted(needed & wanted, key=lambda name: name != VISUAL):  # the visual encoder first
             built[space] = encoders[space]()
             _check_encoder(writer, space, built[space])
-            writer.ensure_space(space, _encoder_record(built[space]), built[space].dim)
+            writer.ensure_space(space, _encoder_record(built[space]), built[space].dim, anchor=anchor_of(space))
         if AUDIO in built:  # record the effective windows, so later runs and queries cut sound the same way
             window, hop = audio_window_config(built[AUDIO], config)
             writer.config.setdefault("audio_window", window)
@@ -169,13 +135,38 @@ def index_paths(
             config = replace(config, audio_window=float(writer.config["audio_window"]), audio_hop=float(writer.config["audio_hop"]))
         heads = _load_heads(writer)
         if plan:
-            _run(plan, writer, built, config, report, notify, heads)
+            _run(plan, deriver, built, config, report, notify, heads)
         elif writer.manifest["generation"] == 0 and not files:
             raise UsageError(f"no media files found under {', '.join(map(str, roots))}")
         t0 = time.perf_counter()
-        report.generation = writer.commit(moment_config=MomentConfig(config.window, config.stride), recipe_for=_recipe_chooser(config))
+        report.generation = deriver.commit(wait=True)  # the last commit of a run adopts index builds under way
         report.timings["commit"] += time.perf_counter() - t0
     return report
+
+
+def open_writer(index_dir: str | os.PathLike, config: IngestConfig) -> IndexWriter:
+    """The index's writer; an index of an earlier format is converted first (its vectors kept, see
+    :func:`mmsearch.derive.upgrade_index`)."""
+    writer = IndexWriter(index_dir, config=config_record(config), upgrade=True)
+    if writer.legacy:
+        try:
+            upgrade_index(
+                writer,
+                config_from_record(writer.config).moments,
+                audio_window=writer.config.get("audio_window") or _legacy_audio_window(writer),
+            )
+        except BaseException:
+            writer.close()
+            raise
+    return writer
+
+
+def _legacy_audio_window(writer: IndexWriter) -> float | None:
+    entry = writer.legacy.get(AUDIO)
+    if not entry:
+        return None
+    options = entry["encoder"].get("spec", {}).get("options", {}) or {}
+    return float(options.get("window_seconds", entry["encoder"].get("identity", {}).get("window_seconds") or 10.0))
 
 
 def _plan(
@@ -284,14 +275,6 @@ def default_workers(encoders: Any) -> int:
     return max(1, min(8, cores // 4))
 
 
-def audio_window_config(encoder: Any, config: IngestConfig) -> tuple[float, float]:
-    """Audio window and hop in seconds: the config's, else the encoder preset's, else 10 s / 5 s (CLAP's training clips)."""
-    options = getattr(getattr(encoder, "spec", None), "options", {}) or {}
-    window = config.audio_window or float(options.get("window_seconds", 10.0))
-    hop = config.audio_hop or float(options.get("hop_seconds", window / 2))
-    return window, hop
-
-
 def _recipe_chooser(config: IngestConfig) -> Callable[[int, int], Any]:
     """Picks the moment index for its size at every commit, so it is re-chosen as the corpus grows."""
     from mmsearch.indexes import choose_recipe
@@ -312,19 +295,19 @@ def _load_heads(writer: IndexWriter) -> Any:
 
 def _run(
     plan: list[_Pending],
-    writer: IndexWriter,
+    deriver: Deriver,
     encoders: dict[str, Any],
     config: IngestConfig,
     report: IngestReport,
     notify: ProgressFn,
     heads: Any = None,
 ) -> None:
+    writer = deriver.writer
     count = max(1, min(config.workers or default_workers(encoders.values()), len(plan)))  # no idle processes
     workers = [DecodeWorker(config.memory_limit_mb) for _ in range(count)]
     queue = list(reversed(plan))
     active: dict[int, _Pending] = {}
     last_commit = time.monotonic()
-    moment_config = MomentConfig(config.window, config.stride)
     try:
         while queue or active:
             for i, worker in enumerate(workers):
@@ -352,7 +335,7 @@ def _run(
                             notify("frames", {"path": item.path, "n": len(message[2])})
                             continue
                         if kind == "done":
-                            _finish(writer, report, item, message[1], heads)
+                            _finish(deriver, report, item, message[1], heads)
                         else:
                             _fail(writer, report, item.path, item, message[1], message[2])
                         del active[i]
@@ -373,7 +356,7 @@ def _run(
             if writer.dirty and time.monotonic() - last_commit >= config.commit_seconds:
                 # Commit between files only, so a generation never holds half a file.
                 t1 = time.perf_counter()
-                writer.commit(moment_config=moment_config, recipe_for=_recipe_chooser(config))
+                deriver.commit(wait=False)  # an index being trained is adopted by a later commit
                 report.timings["commit"] += time.perf_counter() - t1
                 last_commit = time.monotonic()
     finally:
@@ -383,26 +366,30 @@ def _run(
 
 def _encode_chunk(item: _Pending, message: tuple, encoders: dict[str, Any], report: IngestReport) -> None:
     t0 = time.perf_counter()
-    if message[0] == "chunk":
+    if message[0] == "chunk":  # a frame's segment ends at the next frame's pts (set in _finish)
         _, frames, timestamps = message
-        item.add(VISUAL, timestamps, encoders[VISUAL].encode_images(frames))
+        item.add(VISUAL, timestamps, None, encoders[VISUAL].encode_images(frames))
         report.frames += len(timestamps)
-    else:  # ("audio", clips, starts, ends): a window stands for its centre on the curve
+    else:  # ("audio", clips, starts, ends): each window is the segment [start, end)
         _, clips, starts, ends = message
-        item.add(AUDIO, (np.asarray(starts) + np.asarray(ends)) / 2, encoders[AUDIO].encode_audio(clips))
+        item.add(AUDIO, starts, ends, encoders[AUDIO].encode_audio(clips))
         report.audio_windows += len(clips)
     report.timings["encode"] += time.perf_counter() - t0
 
 
-def _finish(writer: IndexWriter, report: IngestReport, item: _Pending, info: dict[str, Any], heads: Any = None) -> None:
-    for space, (ts, vs) in item.buffers.items():
-        timestamps, vectors = np.concatenate(ts), np.concatenate(vs)
-        writer.add_frames(space, item.media_id, timestamps, vectors)
+def _finish(deriver: Deriver, report: IngestReport, item: _Pending, info: dict[str, Any], heads: Any = None) -> None:
+    writer = deriver.writer
+    duration = float((item.row or info).get("duration") or 0.0)
+    for space, (ss, es, vs) in item.buffers.items():
+        starts, ends, vectors = np.concatenate(ss), np.concatenate(es), np.concatenate(vs)
+        if space == VISUAL:
+            order = np.argsort(starts, kind="stable")
+            starts, vectors = starts[order], vectors[order]
+            starts, ends = frame_segments(starts, duration=duration)
+        deriver.add_segments(space, item.media_id, starts, ends, vectors, duration=duration)
         if heads is not None:
-            from .common_space import COMMON_AUDIO, COMMON_VISUAL
-
             common, project = (COMMON_VISUAL, heads.project_visual) if space == VISUAL else (COMMON_AUDIO, heads.project_audio)
-            writer.add_frames(common, item.media_id, timestamps, project(vectors))
+            deriver.add_segments(common, item.media_id, starts, ends, project(vectors), duration=duration)
     audio_note = info.get("audio_note")
     if audio_note:
         report.no_audio.append((item.path, audio_note))
@@ -441,26 +428,6 @@ def _under(path: str, roots: list[Path]) -> bool:
 
 def _vanished(path: str) -> bool:
     return not os.path.lexists(path)
-
-
-def _config_dict(config: IngestConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {"fps": config.fps, "backend": config.backend, "window": config.window, "stride": config.stride}
-    if config.audio_window is not None:
-        out["audio_window"] = config.audio_window
-    if config.audio_hop is not None:
-        out["audio_hop"] = config.audio_hop
-    return out
-
-
-def _check_config(writer: IndexWriter, config: IngestConfig) -> None:
-    stored = writer.config
-    for key in ("fps", "window", "stride", "audio_window", "audio_hop"):
-        mine = getattr(config, key)
-        if key in stored and mine is not None and float(stored[key]) != float(mine):
-            raise UsageError(
-                f"the index at {writer.root} was built with {key}={stored[key]}, not {mine}; "
-                f"use the same value or a new --index directory"
-            )
 
 
 def _encoder_record(encoder: Any) -> dict[str, Any]:

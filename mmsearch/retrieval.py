@@ -172,7 +172,7 @@ def search_fused(
         if space.media_index is None or space.media_index.ntotal == 0:
             continue
         if exhaustive:
-            ids = [int(m) for m in space.media_ids]
+            ids = [int(m) for m in space.live_media_ids()]
         else:
             _, rows = space.media_index.search(query[None], min(videos, space.media_index.ntotal))
             ids = [int(space.media_ids[r]) for r in rows[0] if r >= 0]

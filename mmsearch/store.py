@@ -1,22 +1,29 @@
 """The index directory: versioned generations, committed by atomic rename.
 
-Layout of an index directory::
+Layout of an index directory (format 2)::
 
-    manifest.json                  the current generation (the only file ever replaced)
-    data/<space>-s000004.npy       frame vectors of one ingest batch (float32, never rewritten)
-    data/<space>-s000004.parquet   their rows: media_id, t (seconds)
-    data/g000007-media.parquet     path rows of generation 7
-    data/g000007-failures.parquet  files that could not be indexed
-    data/g000007-<space>-media.faiss / -media.npy        media-level index and its media ids
-    data/g000007-<space>-moments.faiss / -moments.parquet moment windows
+    manifest.json                                the current generation (the only file ever replaced)
+    data/<space>-segments-s000004.npy / .parquet segments of one commit: vectors (float32) and rows
+                                                 (media_id, start, end in seconds); never rewritten
+    data/<space>-moments-s000005.npy / .parquet  moment windows of the media of one commit, same shape
+    data/<space>-media-s000006.npy / .parquet    one media-level vector per media item (rows: media_id)
+    data/g000007-<space>-moments.faiss           the vector index over a prefix of the moment rows
+    data/g000007-<space>-media.faiss             ... and over the media rows (absent while exact search suffices)
+    data/g000007-media.parquet                   path rows of generation 7
+    data/g000007-failures.parquet                files that could not be indexed
 
-A commit writes every new file under a temporary name, fsyncs and renames it,
-then writes the new manifest the same way and fsyncs the directory. Readers
-read ``manifest.json`` once and open exactly the files it lists, so they see
-one complete generation. Files that no generation in use refers to, and
-temporary files left by a crash, are removed by the next writer.
+Each space holds three tables of rows with vectors; a row's position across a table's
+shards (in manifest order) is its row id, the id a vector index stores. Removed media are
+tombstones (``tombstones`` in the space's manifest entry) skipped at search, until a
+compaction rewrites the shards without them. A commit writes every new file under a
+temporary name, fsyncs and renames it, then writes the new manifest the same way and fsyncs
+the directory. Readers read ``manifest.json`` once and open exactly the files it lists, so
+they see one complete generation. Files that no generation in use refers to, and temporary
+files left by a crash, are removed by the next writer.
 
-This layer deals in rows and vectors; it knows nothing of decoding or encoders.
+This layer deals in rows, vectors and files; it knows nothing of decoding, encoders or
+moments: the derive stage (:mod:`mmsearch.derive`) decides what to append and which vector
+index to keep, and hands both to :class:`IndexWriter`.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import json
 import os
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,16 +42,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .fileio import atomic_write as _atomic_write
 from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, MMSearchError
-from .moments import MomentConfig, media_vector, moment_windows
+from .fileio import atomic_write as _atomic_write
+from .indexes import IndexRecipe, RowIndex, RowVectors, VectorIndex
 
 FORMAT = "mmsearch-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 DATA = "data"
 TMP_PREFIX = ".tmp-"
 VERIFY_CHECKSUM_BELOW = 64 << 20  # on open, files smaller than this get their crc32 checked
+
+SEGMENTS, MOMENTS, MEDIA = "segments", "moments", "media"  # the tables of a space
+TABLES = (SEGMENTS, MOMENTS, MEDIA)
+INDEXED_TABLES = (MOMENTS, MEDIA)  # tables with a vector index (segments are scored per candidate media)
+ANCHORS = ("start", "centre")  # where on the time axis a segment's score is placed: its start or its centre
 
 MEDIA_SCHEMA = pa.schema(
     [
@@ -72,8 +84,11 @@ FAILURE_SCHEMA = pa.schema(
         ("time", pa.float64()),
     ]
 )
-FRAME_SCHEMA = pa.schema([("media_id", pa.int64()), ("t", pa.float64())])
-MOMENT_SCHEMA = pa.schema([("media_id", pa.int64()), ("start", pa.float64()), ("end", pa.float64())])
+SEGMENT_SCHEMA = pa.schema([("media_id", pa.int64()), ("start", pa.float64()), ("end", pa.float64())])
+MOMENT_SCHEMA = SEGMENT_SCHEMA
+MEDIA_VECTOR_SCHEMA = pa.schema([("media_id", pa.int64())])
+TABLE_SCHEMAS = {SEGMENTS: SEGMENT_SCHEMA, MOMENTS: MOMENT_SCHEMA, MEDIA: MEDIA_VECTOR_SCHEMA}
+LEGACY_FRAME_SCHEMA = pa.schema([("media_id", pa.int64()), ("t", pa.float64())])  # format 1
 
 
 # -- small durable-write helpers ------------------------------------------------------------
@@ -130,45 +145,76 @@ def _write_npy(array: np.ndarray, path: str) -> None:
 
 
 # -- read side -------------------------------------------------------------------------------
+def _runs(media_ids: np.ndarray) -> dict[int, list[tuple[int, int]]]:
+    """media_id -> the [start, stop) row ranges it occupies (one range when its rows were appended together)."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    if not len(media_ids):
+        return out
+    change = np.flatnonzero(np.diff(media_ids)) + 1
+    starts = np.concatenate([[0], change])
+    stops = np.concatenate([change, [len(media_ids)]])
+    for a, b in zip(starts.tolist(), stops.tolist()):
+        out.setdefault(int(media_ids[a]), []).append((a, b))
+    return out
+
+
 @dataclass
 class SpaceData:
-    """One embedding space of a generation: frames by media, media-level and moment indexes."""
+    """One embedding space of a generation: segments by media, and the moment and media-level indexes.
+
+    Row ids of ``moment_index`` are rows of ``moments``; row ids of ``media_index`` index
+    ``media_ids``. Rows of removed media stay until compaction and are skipped by both indexes.
+    """
 
     name: str
     encoder: dict[str, Any]
     dim: int
-    frame_vectors: list[np.ndarray]  # one memory-mapped array per shard
-    frame_rows: pa.Table  # media_id, t, shard, row (all live frames, sorted by media_id then t)
-    media_ids: np.ndarray  # row i of the media-level index is media_ids[i]
-    media_index: Any  # indexes.VectorIndex
-    moments: pa.Table  # media_id, start, end (row i = moment index row i)
-    moment_index: Any
+    segment_vectors: RowVectors  # (n_segments, dim) float32, memory-mapped
+    segment_rows: pa.Table  # media_id, start, end (seconds): row i describes segment_vectors[i]
+    media_ids: np.ndarray  # int64: row i of the media-level index is media item media_ids[i]
+    media_index: RowIndex | None
+    moments: pa.Table  # media_id, start, end: row i of the moment index
+    moment_index: RowIndex | None
     recipe: dict[str, Any] = field(default_factory=dict)
-    _by_media: dict[int, tuple[int, int]] | None = None
+    anchor: str = "start"  # a segment's place on a similarity curve: its start (frames) or centre (windows)
+    live: np.ndarray | None = None  # int64 ids of the media this space serves; None: every media_id present
+    _runs: dict[int, list[tuple[int, int]]] | None = None
+
+    def live_media_ids(self) -> np.ndarray:
+        """Media ids with vectors in this space, removed ones left out."""
+        ids = np.unique(self.media_ids)
+        return ids if self.live is None else ids[np.isin(ids, self.live)]
+
+    def segments_of(self, media_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(starts, ends, vectors) of one media item's segments in time order: seconds, seconds, ``(n, dim)`` float32."""
+        if self._runs is None:
+            self._runs = _runs(self.segment_rows.column("media_id").to_numpy())
+            self._start = self.segment_rows.column("start").to_numpy()
+            self._end = self.segment_rows.column("end").to_numpy()
+        ranges = self._runs.get(int(media_id))
+        if not ranges or (self.live is not None and not np.isin(media_id, self.live)):
+            return np.zeros(0), np.zeros(0), np.zeros((0, self.dim), np.float32)
+        rows = np.concatenate([np.arange(a, b) for a, b in ranges])
+        starts, ends = self._start[rows], self._end[rows]
+        if len(ranges) == 1:
+            vectors = self.segment_vectors[ranges[0][0] : ranges[0][1]]
+        else:
+            vectors = self.segment_vectors[rows]
+        order = np.argsort(starts, kind="stable")
+        return starts[order], ends[order], vectors[order]
 
     def frames_of(self, media_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """(timestamps, vectors) of one media item, in time order."""
-        if self._by_media is None:
-            ids = self.frame_rows.column("media_id").to_numpy()
-            bounds: dict[int, tuple[int, int]] = {}
-            if len(ids):
-                change = np.flatnonzero(np.diff(ids)) + 1
-                starts = np.concatenate([[0], change])
-                ends = np.concatenate([change, [len(ids)]])
-                bounds = {int(ids[s]): (int(s), int(e)) for s, e in zip(starts, ends)}
-            self._by_media = bounds
-            self._t = self.frame_rows.column("t").to_numpy()
-            self._shard = self.frame_rows.column("shard").to_numpy()
-            self._row = self.frame_rows.column("row").to_numpy()
-        if media_id not in self._by_media:
-            return np.zeros(0), np.zeros((0, self.dim), np.float32)
-        s, e = self._by_media[media_id]
-        shard, rows = self._shard[s:e], self._row[s:e]
-        if (shard == shard[0]).all():
-            vecs = np.asarray(self.frame_vectors[int(shard[0])][rows], dtype=np.float32)
-        else:
-            vecs = np.stack([self.frame_vectors[int(a)][int(b)] for a, b in zip(shard, rows)]).astype(np.float32)
-        return self._t[s:e], vecs
+        """(times, vectors) of one media item: each segment at its anchor (start or centre), in time order."""
+        starts, ends, vectors = self.segments_of(media_id)
+        return (starts if self.anchor == "start" else (starts + ends) / 2), vectors
+
+    @property
+    def frame_rows(self) -> pa.Table:
+        """The live segment rows (kept under its earlier name)."""
+        if self.live is None:
+            return self.segment_rows
+        mask = np.isin(self.segment_rows.column("media_id").to_numpy(), self.live)
+        return self.segment_rows.filter(pa.array(mask))
 
 
 @dataclass
@@ -213,6 +259,16 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _refuse_old_format(root: Path, manifest: dict[str, Any]) -> None:
+    version = int(manifest.get("format_version", 0))
+    if version < FORMAT_VERSION:
+        raise IndexFormatError(
+            f"the index at {root} has format {version}, written by an earlier mmsearch; this one reads format "
+            f"{FORMAT_VERSION}. Convert it in place, keeping every embedding (nothing is decoded again): "
+            f"`mmsearch upgrade --index {root}` (or just run `mmsearch index` on it)."
+        )
+
+
 def verify_files(root: Path, manifest: dict[str, Any], *, full: bool = False) -> None:
     """Check every file of the generation: size always, crc32 for small files (all files when ``full``)."""
     for rel, meta in manifest.get("files", {}).items():
@@ -228,10 +284,15 @@ def verify_files(root: Path, manifest: dict[str, Any], *, full: bool = False) ->
 
 
 def open_snapshot(root: str | os.PathLike, *, retries: int = 5) -> Snapshot:
-    """Open the current generation. A writer may commit meanwhile; then the newer one is opened."""
+    """Open the current generation. A writer may commit meanwhile; then the newer one is opened.
+
+    Raises :class:`IndexNotFoundError`, :class:`IndexCorruptError`, and :class:`IndexFormatError`
+    for an index of another format (with the command that converts it).
+    """
     root = Path(root)
     for attempt in range(retries):
         manifest = read_manifest(root)
+        _refuse_old_format(root, manifest)
         try:
             verify_files(root, manifest)
             return _load(root, manifest)
@@ -250,54 +311,68 @@ def _read_table(path: Path) -> pa.Table:
         raise IndexCorruptError(path, f"parquet cannot be read ({exc})") from None
 
 
-def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
-    from mmsearch.indexes import IndexRecipe, VectorIndex
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise IndexCorruptError(path, f"cannot be read ({exc})") from None
 
+
+def load_table(root: Path, shards: list[dict[str, Any]], schema: pa.Schema, dim: int) -> tuple[pa.Table, RowVectors]:
+    """The rows (one table) and the vectors (memory-mapped) of a space's table, shards in manifest order."""
+    vectors, rows = [], []
+    for shard in shards:
+        v = _load_npy(root / shard["vectors"])
+        table = _read_table(root / shard["rows"])
+        if len(table) != len(v):
+            raise IndexCorruptError(root / shard["rows"], "row count differs from its vectors")
+        vectors.append(v)
+        rows.append(table)
+    table = pa.concat_tables(rows) if rows else schema.empty_table()
+    return table, RowVectors(vectors, dim)
+
+
+def _load_index(root: Path, entry: dict[str, Any], vectors: RowVectors, alive: np.ndarray | None) -> RowIndex:
+    recipe = IndexRecipe.from_dict(entry.get("recipe", {"factory": "Flat"}))
+    index = None
+    if entry.get("file"):
+        index = VectorIndex.load(root / entry["file"], recipe, refine=vectors if _has_refine(entry["recipe"]) else None)
+        if index.ntotal != int(entry.get("rows", index.ntotal)):
+            raise IndexCorruptError(root / entry["file"], f"holds {index.ntotal} rows, the manifest says {entry['rows']}")
+    return RowIndex(vectors, index, alive=alive)
+
+
+def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
     media = _read_table(root / manifest["media"]) if manifest.get("media") else MEDIA_SCHEMA.empty_table()
     failures = _read_table(root / manifest["failures"]) if manifest.get("failures") else FAILURE_SCHEMA.empty_table()
-    live = set(media.column("media_id").to_pylist())
     spaces: dict[str, SpaceData] = {}
     for name, space in manifest.get("spaces", {}).items():
-        vectors = []
-        rows = []
-        for i, shard in enumerate(space["shards"]):
-            try:
-                vectors.append(np.load(root / shard["vectors"], mmap_mode="r"))
-            except (ValueError, OSError) as exc:
-                raise IndexCorruptError(root / shard["vectors"], f"cannot be read ({exc})") from None
-            table = _read_table(root / shard["rows"])
-            if len(table) != len(vectors[-1]):
-                raise IndexCorruptError(root / shard["rows"], "row count differs from its vectors")
-            rows.append(
-                table.append_column("shard", pa.array(np.full(len(table), i, np.int32)))
-                .append_column("row", pa.array(np.arange(len(table), dtype=np.int64)))
-            )
-        frame_rows = pa.concat_tables(rows) if rows else FRAME_SCHEMA.empty_table()
-        if rows:
-            mask = np.isin(frame_rows.column("media_id").to_numpy(), np.fromiter(live, np.int64, len(live)))
-            frame_rows = frame_rows.filter(pa.array(mask)).sort_by([("media_id", "ascending"), ("t", "ascending")])
-        recipe = IndexRecipe.from_dict(space.get("recipe", {"factory": "Flat"}))
-        derived = space.get("derived")
-        if derived:
-            media_ids = np.load(root / derived["media_ids"])
-            media_index = VectorIndex.load(root / derived["media_index"], IndexRecipe.from_dict(space.get("media_recipe", {"factory": "Flat"})))
-            moments = _read_table(root / derived["moments"])
-            moment_index = VectorIndex.load(root / derived["moment_index"], recipe)
-        else:
-            media_ids = np.zeros(0, np.int64)
-            media_index = moment_index = None
-            moments = MOMENT_SCHEMA.empty_table()
+        dim = int(space["dim"])
+        tables = space.get("tables", {})
+        tombstones = np.asarray(space.get("tombstones", []), np.int64)
+        loaded = {t: load_table(root, tables.get(t, []), TABLE_SCHEMAS[t], dim) for t in TABLES}
+
+        def alive(table: pa.Table) -> np.ndarray | None:
+            if not len(tombstones):
+                return None
+            return ~np.isin(table.column("media_id").to_numpy(), tombstones)
+
+        indexes = space.get("indexes", {})
+        moment_rows, moment_vectors = loaded[MOMENTS]
+        media_rows, media_vectors = loaded[MEDIA]
         spaces[name] = SpaceData(
             name=name,
             encoder=space["encoder"],
-            dim=int(space["dim"]),
-            frame_vectors=vectors,
-            frame_rows=frame_rows,
-            media_ids=media_ids,
-            media_index=media_index,
-            moments=moments,
-            moment_index=moment_index,
-            recipe=recipe.to_dict(),
+            dim=dim,
+            segment_vectors=loaded[SEGMENTS][1],
+            segment_rows=loaded[SEGMENTS][0],
+            media_ids=media_rows.column("media_id").to_numpy(),
+            media_index=_load_index(root, indexes.get(MEDIA, {}), media_vectors, alive(media_rows)),
+            moments=moment_rows,
+            moment_index=_load_index(root, indexes.get(MOMENTS, {}), moment_vectors, alive(moment_rows)),
+            recipe=space.get("recipe", {"factory": "Flat", "params": {}, "chosen_for": 0}),
+            anchor=space.get("anchor", "start"),
+            live=None if not len(tombstones) else np.setdiff1d(np.unique(media_rows.column("media_id").to_numpy()), tombstones),
         )
     return Snapshot(root, manifest, media, failures, spaces)
 
@@ -307,13 +382,25 @@ class IndexLockedError(MMSearchError):
     """Another process is writing to this index."""
 
 
+@dataclass
+class _Append:
+    media_ids: list[np.ndarray] = field(default_factory=list)
+    starts: list[np.ndarray] = field(default_factory=list)
+    ends: list[np.ndarray] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+
+
 class IndexWriter:
     """Accumulates changes to an index and commits them as new generations.
 
-    One writer at a time (an exclusive lock on ``.lock``). Readers never block.
+    One writer at a time (an exclusive lock on ``.lock``). Readers never block. The writer
+    stores what it is handed: rows with vectors appended to a space's tables, vector indexes
+    (:meth:`put_index`), path and failure rows. ``upgrade=True`` opens an index of an earlier
+    format with its media and failures but empty spaces, for :mod:`mmsearch.derive` to refill
+    from :meth:`legacy_segments`; otherwise such an index raises :class:`IndexFormatError`.
     """
 
-    def __init__(self, root: str | os.PathLike, *, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, *, config: dict[str, Any] | None = None, upgrade: bool = False) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / DATA).mkdir(exist_ok=True)
@@ -323,8 +410,29 @@ class IndexWriter:
         except BlockingIOError:
             self._lock_fh.close()
             raise IndexLockedError(f"another mmsearch process is writing to the index at {self.root}; wait for it to finish") from None
+        self.legacy: dict[str, Any] = {}  # spaces of an earlier format, while upgrading
+        try:
+            self._open(config, upgrade)
+        except BaseException:
+            self.close()
+            raise
+        self._pending: dict[tuple[str, str], _Append] = {}
+        self._pending_indexes: dict[tuple[str, str], VectorIndex | None] = {}
+        self._new_files: list[str] = []
+        self._ids_cache: dict[str, np.ndarray] = {}  # shard rows file -> its media_id column (files never change)
+        self._clean_temporaries()
+
+    def _open(self, config: dict[str, Any] | None, upgrade: bool) -> None:
+        self.dirty = False  # anything to commit?
         if (self.root / MANIFEST).exists():
             self.manifest = read_manifest(self.root)
+            if int(self.manifest.get("format_version", 0)) < FORMAT_VERSION:
+                if not upgrade:
+                    _refuse_old_format(self.root, self.manifest)
+                verify_files(self.root, self.manifest)
+                self.legacy = self.manifest.get("spaces", {})
+                self.manifest = {**self.manifest, "format_version": FORMAT_VERSION, "spaces": {}}
+                self.dirty = True
             verify_files(self.root, self.manifest)
             media = _read_table(self.root / self.manifest["media"]) if self.manifest.get("media") else MEDIA_SCHEMA.empty_table()
             failures = _read_table(self.root / self.manifest["failures"]) if self.manifest.get("failures") else FAILURE_SCHEMA.empty_table()
@@ -340,13 +448,15 @@ class IndexWriter:
             media, failures = MEDIA_SCHEMA.empty_table(), FAILURE_SCHEMA.empty_table()
         self.paths: dict[str, dict[str, Any]] = {r["path"]: r for r in table_to_rows(media)}
         self.failures: dict[str, dict[str, Any]] = {r["path"]: r for r in table_to_rows(failures)}
-        self.pending: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
-        self.dirty = False  # anything to commit?
-        self._clean_temporaries()
+        self._committed_ids = self.live_media_ids()
 
     @property
     def config(self) -> dict[str, Any]:
         return self.manifest["config"]
+
+    @property
+    def spaces(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["spaces"]
 
     def close(self) -> None:
         if not self._lock_fh.closed:
@@ -359,19 +469,24 @@ class IndexWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- what the ingest runner calls --------------------------------------------------------
+    # -- spaces, paths, failures -------------------------------------------------------------
     def space_encoder(self, space: str) -> dict[str, Any] | None:
-        entry = self.manifest["spaces"].get(space)
+        entry = self.spaces.get(space)
         return entry["encoder"] if entry else None
 
-    def ensure_space(self, space: str, encoder: dict[str, Any], dim: int) -> None:
-        self.manifest["spaces"].setdefault(space, {"encoder": encoder, "dim": dim, "shards": [], "next_shard": 0})
+    def ensure_space(self, space: str, encoder: dict[str, Any], dim: int, *, anchor: str = "start") -> None:
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+        self.spaces.setdefault(space, _new_space(encoder, dim, anchor))
 
-    def reset_space(self, space: str, encoder: dict[str, Any], dim: int) -> None:
+    def reset_space(self, space: str, encoder: dict[str, Any], dim: int, *, anchor: str = "start") -> None:
         """Start ``space`` over (its old shards go at the next commit): for spaces derived from others."""
         self.dirty = True
-        self.pending.pop(space, None)
-        self.manifest["spaces"][space] = {"encoder": encoder, "dim": dim, "shards": [], "next_shard": 0}
+        for key in [k for k in self._pending if k[0] == space]:
+            del self._pending[key]
+        for key in [k for k in self._pending_indexes if k[0] == space]:
+            del self._pending_indexes[key]
+        self.spaces[space] = _new_space(encoder, dim, anchor)
 
     def attach(self, rel: str) -> None:
         """Make a file written into the index directory part of this and later generations."""
@@ -388,11 +503,9 @@ class IndexWriter:
         used = [int(r["media_id"]) for r in self.paths.values()]
         return max(used + [int(self.manifest.get("max_media_id", -1))]) + 1
 
-    def add_frames(self, space: str, media_id: int, timestamps: np.ndarray, vectors: np.ndarray) -> None:
-        self.dirty = True
-        self.pending.setdefault(space, []).append(
-            (media_id, np.asarray(timestamps, np.float64), np.asarray(vectors, np.float32))
-        )
+    def live_media_ids(self) -> np.ndarray:
+        """Sorted int64 ids of the media some path refers to."""
+        return np.unique(np.fromiter((int(r["media_id"]) for r in self.paths.values()), np.int64, len(self.paths)))
 
     def put_path(self, row: dict[str, Any]) -> None:
         self.dirty = True
@@ -413,38 +526,161 @@ class IndexWriter:
         if self.failures.pop(path, None) is not None:
             self.dirty = True
 
+    # -- rows and vectors --------------------------------------------------------------------
+    def append(
+        self,
+        space: str,
+        table: str,
+        media_ids: np.ndarray,
+        vectors: np.ndarray,
+        *,
+        starts: np.ndarray | None = None,
+        ends: np.ndarray | None = None,
+    ) -> None:
+        """Rows to add to ``table`` of ``space`` at the next commit: int64 ids, ``(n, dim)`` float32, seconds."""
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}; one of {TABLES}")
+        dim = int(self.spaces[space]["dim"])
+        vectors = np.asarray(vectors, np.float32).reshape(-1, dim)
+        pending = self._pending.setdefault((space, table), _Append())
+        pending.media_ids.append(np.broadcast_to(np.asarray(media_ids, np.int64), (len(vectors),)).copy())
+        pending.vectors.append(vectors)
+        if table != MEDIA:
+            pending.starts.append(np.asarray(starts, np.float64))
+            pending.ends.append(np.asarray(ends, np.float64))
+        self.dirty = True
+
+    def flush(self) -> list[tuple[str, str]]:
+        """Write the appended rows as new shards (not yet part of a generation); returns the (space, table) pairs written."""
+        written = []
+        for (space, table), pending in self._pending.items():
+            if not pending.vectors:
+                continue
+            columns: dict[str, Any] = {"media_id": np.concatenate(pending.media_ids)}
+            if table != MEDIA:
+                columns["start"] = np.concatenate(pending.starts)
+                columns["end"] = np.concatenate(pending.ends)
+            self._write_shard(space, table, pa.table(columns, schema=TABLE_SCHEMAS[table]), np.concatenate(pending.vectors))
+            written.append((space, table))
+        self._pending = {}
+        return written
+
+    def _write_shard(self, space: str, table: str, rows: pa.Table, vectors: np.ndarray) -> None:
+        entry = self.spaces[space]
+        shard_no = int(entry.get("next_shard", 0))
+        stem = f"{DATA}/{space}-{table}-s{shard_no:06d}"
+        _write_npy(vectors, str(self.root / f"{stem}.npy"))
+        _write_table(rows, str(self.root / f"{stem}.parquet"))
+        entry["tables"].setdefault(table, []).append({"vectors": f"{stem}.npy", "rows": f"{stem}.parquet", "n": len(vectors)})
+        entry["next_shard"] = shard_no + 1
+        self._new_files += [f"{stem}.npy", f"{stem}.parquet"]
+        self._ids_cache[f"{stem}.parquet"] = rows.column("media_id").to_numpy()
+
+    def table_vectors(self, space: str, table: str) -> RowVectors:
+        """Every vector written to the table so far (flushed shards included), memory-mapped."""
+        entry = self.spaces[space]
+        return RowVectors([_load_npy(self.root / s["vectors"]) for s in entry["tables"].get(table, [])], int(entry["dim"]))
+
+    def table_media_ids(self, space: str, table: str) -> np.ndarray:
+        """int64 media id of every row of the table (flushed shards included)."""
+        parts = []
+        for shard in self.spaces[space]["tables"].get(table, []):
+            rel = shard["rows"]
+            if rel not in self._ids_cache:
+                self._ids_cache[rel] = _read_table(self.root / rel).column("media_id").to_numpy()
+            parts.append(self._ids_cache[rel])
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def tombstones(self, space: str) -> np.ndarray:
+        return np.asarray(self.spaces[space].get("tombstones", []), np.int64)
+
+    def committed_media_ids(self) -> np.ndarray:
+        """Sorted int64 ids of the media the last generation held (those missing now become tombstones)."""
+        return self._committed_ids
+
+    def describe_space(self, space: str, **info: Any) -> None:
+        """Record facts about a space in its manifest entry (the recipes chosen, row counts)."""
+        entry = self.spaces[space]
+        if any(entry.get(key) != value for key, value in info.items()):
+            entry.update(info)
+            self.dirty = True
+
+    def compact(self, space: str, dead: np.ndarray) -> None:
+        """Rewrite the space's shards without the rows of media ``dead`` (one shard at a time) and drop
+        its vector indexes: row ids change, so the caller builds them again."""
+        entry = self.spaces[space]
+        for table in TABLES:
+            old, entry["tables"][table] = entry["tables"].get(table, []), []
+            for shard in old:
+                rows = _read_table(self.root / shard["rows"])
+                keep = ~np.isin(rows.column("media_id").to_numpy(), dead)
+                if keep.any():
+                    vectors = np.asarray(_load_npy(self.root / shard["vectors"])[keep])
+                    self._write_shard(space, table, rows.filter(pa.array(keep)), vectors)
+        entry["tombstones"] = []
+        entry["indexes"] = {}
+        gone = np.setdiff1d(self._committed_ids, self.live_media_ids())
+        for other, other_entry in self.spaces.items():  # what the other spaces must still skip
+            if other != space:
+                other_entry["tombstones"] = sorted(set(other_entry.get("tombstones", [])) | set(gone.tolist()))
+        self._committed_ids = self.live_media_ids()
+        for key in [k for k in self._pending_indexes if k[0] == space]:
+            del self._pending_indexes[key]
+        self.dirty = True
+
+    def put_index(self, space: str, table: str, index: VectorIndex | None) -> None:
+        """The vector index over the first ``index.ntotal`` rows of ``table`` for the next commit (None: exact search)."""
+        self._pending_indexes[(space, table)] = index
+        self.dirty = True
+
+    def index_entry(self, space: str, table: str) -> dict[str, Any]:
+        return self.spaces[space].get("indexes", {}).get(table, {})
+
+    def load_index(self, space: str, table: str) -> VectorIndex | None:
+        """The committed index of ``table`` in memory (not memory-mapped), or None."""
+        entry = self.index_entry(space, table)
+        if not entry.get("file"):
+            return None
+        refine = self.table_vectors(space, table) if _has_refine(entry["recipe"]) else None
+        return VectorIndex.load(self.root / entry["file"], IndexRecipe.from_dict(entry["recipe"]), mmap=False, refine=refine)
+
+    def legacy_segments(self, space: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Format 1: (media_id, times in seconds, ``(n, dim)`` vectors) of each live media item, one shard in memory at a time."""
+        live = set(self.live_media_ids().tolist())
+        for shard in self.legacy[space]["shards"]:
+            vectors = _load_npy(self.root / shard["vectors"])
+            rows = _read_table(self.root / shard["rows"])
+            ids, ts = rows.column("media_id").to_numpy(), rows.column("t").to_numpy()
+            for media_id, ranges in _runs(ids).items():
+                if media_id in live:
+                    sel = np.concatenate([np.arange(a, b) for a, b in ranges])
+                    yield media_id, ts[sel], np.asarray(vectors[sel], np.float32)
+
     # -- commit ------------------------------------------------------------------------------
-    def commit(self, *, moment_config: MomentConfig, recipe_for: Any = None) -> int:
+    def commit(self) -> int:
         """Write a new generation holding everything added so far; returns its number.
 
-        With nothing changed since the last commit, nothing is written.
+        With nothing changed since the last commit, nothing is written. Media no path refers
+        to any more become tombstones of every space.
         """
         if not self.dirty and self.manifest["generation"] > 0:
             return int(self.manifest["generation"])
-
         gen = int(self.manifest["generation"]) + 1
-        data = self.root / DATA
-        new_files: list[str] = []
-        for space, items in self.pending.items():
-            entry = self.manifest["spaces"][space]
-            if not items:
-                continue
-            shard_no = int(entry.get("next_shard", 0))
-            stem = f"{DATA}/{space}-s{shard_no:06d}"
-            vectors = np.concatenate([v for _, _, v in items]).astype(np.float32)
-            table = pa.table(
-                {
-                    "media_id": np.concatenate([np.full(len(t), m, np.int64) for m, t, _ in items]),
-                    "t": np.concatenate([t for _, t, _ in items]),
-                },
-                schema=FRAME_SCHEMA,
-            )
-            _write_npy(vectors, str(self.root / f"{stem}.npy"))
-            _write_table(table, str(self.root / f"{stem}.parquet"))
-            entry["shards"].append({"vectors": f"{stem}.npy", "rows": f"{stem}.parquet", "n": len(vectors)})
-            entry["next_shard"] = shard_no + 1
-            new_files += [f"{stem}.npy", f"{stem}.parquet"]
-        self.pending = {}
+        self.flush()
+        gone = np.setdiff1d(self._committed_ids, self.live_media_ids())
+        if len(gone):
+            for entry in self.spaces.values():
+                entry["tombstones"] = sorted(set(entry.get("tombstones", [])) | set(gone.tolist()))
+        for (space, table), index in self._pending_indexes.items():
+            indexes = self.spaces[space].setdefault("indexes", {})
+            if index is None:
+                indexes[table] = {"file": None, "rows": 0}
+            else:
+                rel = f"{DATA}/g{gen:06d}-{space}-{table}.faiss"
+                index.save(self.root / rel)
+                self._new_files.append(rel)
+                indexes[table] = {"file": rel, "rows": index.ntotal, "recipe": index.recipe.to_dict()}
+        self._pending_indexes = {}
 
         media_rel = f"{DATA}/g{gen:06d}-media.parquet"
         rows = sorted(self.paths.values(), key=lambda r: r["path"])
@@ -452,18 +688,16 @@ class IndexWriter:
         fail_rel = f"{DATA}/g{gen:06d}-failures.parquet"
         frows = sorted(self.failures.values(), key=lambda r: r["path"])
         _write_table(rows_to_table(frows, FAILURE_SCHEMA), str(self.root / fail_rel))
-        new_files += [media_rel, fail_rel]
+        new_files = set(self._new_files) | {media_rel, fail_rel}
 
-        live = {int(r["media_id"]): r for r in rows}
-        for space, entry in self.manifest["spaces"].items():
-            new_files += self._write_derived(gen, space, entry, live, moment_config, recipe_for)
-
-        files = {}
         keep = set(new_files) | set(self.manifest.get("attachments", []))
-        for space_entry in self.manifest["spaces"].values():
-            for shard in space_entry["shards"]:
-                keep.update([shard["vectors"], shard["rows"]])
+        for entry in self.spaces.values():
+            for shards in entry["tables"].values():
+                for shard in shards:
+                    keep.update([shard["vectors"], shard["rows"]])
+            keep.update(i["file"] for i in entry.get("indexes", {}).values() if i.get("file"))
         old_files = self.manifest.get("files", {})
+        files = {}
         for rel in sorted(keep):
             if rel in old_files and rel not in new_files:
                 files[rel] = old_files[rel]
@@ -480,110 +714,24 @@ class IndexWriter:
                 "files": files,
                 "counts": {
                     "paths": len(rows),
-                    "media": len(live),
+                    "media": len({int(r["media_id"]) for r in rows}),
                     "failures": len(frows),
-                    **{
-                        f"{s}_frames": int(e.get("derived", {}).get("n_frames", 0))
-                        for s, e in self.manifest["spaces"].items()
-                    },
+                    **{f"{s}_frames": int(e.get("derived", {}).get("n_frames", 0)) for s, e in self.spaces.items()},
                 },
                 "library_versions": library_versions(),
             }
         )
-        fsync_dir(data)
+        self.legacy = {}
+        fsync_dir(self.root / DATA)
         text = json.dumps(self.manifest, indent=2, sort_keys=True)
-
-        def write_manifest(tmp: str) -> None:
-            Path(tmp).write_text(text, encoding="utf-8")
-
-        atomic_write(self.root / MANIFEST, write_manifest)
+        atomic_write(self.root / MANIFEST, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         fsync_dir(self.root)
         self.dirty = False
+        self._new_files = []
+        self._committed_ids = self.live_media_ids()
         # Keep the previous generation's files for readers that opened it a moment ago.
         self._collect_garbage(keep | previous_files)
         return gen
-
-    def _write_derived(
-        self,
-        gen: int,
-        space: str,
-        entry: dict[str, Any],
-        live: dict[int, dict[str, Any]],
-        moment_config: MomentConfig,
-        recipe_for: Any,
-    ) -> list[str]:
-        """Rebuild the media-level and moment indexes of one space from its live frames."""
-        from mmsearch.indexes import VectorIndex
-
-        dim = int(entry["dim"])
-        media_ids: list[int] = []
-        media_vecs: list[np.ndarray] = []
-        m_media: list[np.ndarray] = []
-        m_start: list[np.ndarray] = []
-        m_end: list[np.ndarray] = []
-        m_vecs: list[np.ndarray] = []
-        n_frames = 0
-        for media_id, (ts, vecs) in sorted(_frames_by_media(self.root, entry, set(live)).items()):
-            row = live[media_id]
-            n_frames += len(ts)
-            media_ids.append(media_id)
-            media_vecs.append(media_vector(vecs))
-            s, e, v = moment_windows(ts, vecs, duration=float(row["duration"] or 0.0), config=moment_config)
-            m_media.append(np.full(len(s), media_id, np.int64))
-            m_start.append(s)
-            m_end.append(e)
-            m_vecs.append(v)
-        stem = f"{DATA}/g{gen:06d}-{space}"
-        mv = np.stack(media_vecs) if media_vecs else np.zeros((0, dim), np.float32)
-        moment_vecs = np.concatenate(m_vecs) if m_vecs else np.zeros((0, dim), np.float32)
-        recipe = recipe_for(len(moment_vecs), dim) if recipe_for else None
-        media_recipe = recipe_for(len(mv), dim) if recipe_for else None
-        media_index = VectorIndex.build(mv, recipe=media_recipe, trained=self._trained_index(entry, "media", media_recipe, len(mv)))
-        moment_index = VectorIndex.build(moment_vecs, recipe=recipe, trained=self._trained_index(entry, "moment", recipe, len(moment_vecs)))
-        media_index.save(self.root / f"{stem}-media.faiss")
-        _write_npy(np.asarray(media_ids, np.int64), str(self.root / f"{stem}-media.npy"))
-        moments = pa.table(
-            {
-                "media_id": np.concatenate(m_media) if m_media else np.zeros(0, np.int64),
-                "start": np.concatenate(m_start) if m_start else np.zeros(0),
-                "end": np.concatenate(m_end) if m_end else np.zeros(0),
-            },
-            schema=MOMENT_SCHEMA,
-        )
-        _write_table(moments, str(self.root / f"{stem}-moments.parquet"))
-        moment_index.save(self.root / f"{stem}-moments.faiss")
-        entry["recipe"] = moment_index.recipe.to_dict()
-        entry["media_recipe"] = media_index.recipe.to_dict()
-        entry["derived"] = {
-            "media_index": f"{stem}-media.faiss",
-            "media_ids": f"{stem}-media.npy",
-            "moments": f"{stem}-moments.parquet",
-            "moment_index": f"{stem}-moments.faiss",
-            "n_frames": n_frames,
-            "n_moments": len(moment_vecs),
-            "n_media": len(media_ids),
-        }
-        return [f"{stem}-media.faiss", f"{stem}-media.npy", f"{stem}-moments.parquet", f"{stem}-moments.faiss"]
-
-    def _trained_index(self, entry: dict[str, Any], level: str, recipe: Any, n: int) -> Any:
-        """The space's current ``level`` ("media" or "moment") index, when its training can serve ``n`` vectors.
-
-        It can while the chosen recipe is the same and ``n`` stays within the range the
-        index was trained for; otherwise (or when it cannot be read) a new one is trained.
-        """
-        from mmsearch.indexes import IndexRecipe, VectorIndex
-
-        previous = entry.get("recipe" if level == "moment" else "media_recipe")
-        path = entry.get("derived", {}).get(f"{level}_index")
-        if recipe is None or not previous or not path or previous.get("factory") in (None, "Flat"):
-            return None
-        old = IndexRecipe.from_dict(previous)
-        if old.factory != recipe.factory or not old.covers(n):
-            return None
-        try:
-            return VectorIndex.load(self.root / path, old, mmap=False)
-        except MMSearchError:
-            return None
 
     def _clean_temporaries(self) -> None:
         for folder in (self.root, self.root / DATA):
@@ -596,28 +744,16 @@ class IndexWriter:
             rel = f"{DATA}/{p.name}"
             if rel not in keep and not p.name.startswith(TMP_PREFIX):
                 p.unlink(missing_ok=True)
+                self._ids_cache.pop(rel, None)
 
 
-def _frames_by_media(root: Path, entry: dict[str, Any], live: set[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """All live frames of a space grouped by media id, each in time order."""
-    parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for shard in entry["shards"]:
-        vectors = np.load(root / shard["vectors"], mmap_mode="r")
-        table = pq.read_table(root / shard["rows"])
-        ids = table.column("media_id").to_numpy()
-        ts = table.column("t").to_numpy()
-        for media_id in np.unique(ids):
-            if int(media_id) not in live:
-                continue
-            mask = ids == media_id
-            parts.setdefault(int(media_id), []).append((ts[mask], np.asarray(vectors[mask], np.float32)))
-    out = {}
-    for media_id, chunks in parts.items():
-        t = np.concatenate([c[0] for c in chunks])
-        v = np.concatenate([c[1] for c in chunks])
-        order = np.argsort(t, kind="stable")
-        out[media_id] = (t[order], v[order])
-    return out
+def _new_space(encoder: dict[str, Any], dim: int, anchor: str) -> dict[str, Any]:
+    return {"encoder": encoder, "dim": dim, "anchor": anchor, "tables": {t: [] for t in TABLES}, "next_shard": 0, "indexes": {}, "tombstones": []}
+
+
+def _has_refine(recipe: dict[str, Any]) -> bool:
+    factory = recipe.get("factory", "")
+    return "RFlat" in factory or "Refine(" in factory
 
 
 def library_versions() -> dict[str, str]:

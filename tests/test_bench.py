@@ -301,7 +301,7 @@ def test_bench_command_registers_and_runs(visual: World, tmp_path: Path) -> None
     import typer
     from typer.testing import CliRunner
 
-    from mmsearch.bench import bench_command
+    from mmsearch.cli import bench as bench_command  # the command lives in the CLI; mmsearch.bench is the library
 
     app = typer.Typer()
     app.command("bench")(bench_command)

@@ -48,7 +48,7 @@ def test_store_round_trip(built):
     manifest = json.loads((built["index"] / "manifest.json").read_text())
     enc = manifest["spaces"]["visual"]["encoder"]["identity"]
     assert enc["model"] == "synth-clip" and enc["pretrained"].startswith("sha256:") and enc["dim"] == 64
-    assert manifest["format_version"] == 1 and "torch" in manifest["library_versions"]
+    assert manifest["format_version"] == 2 and "torch" in manifest["library_versions"]  # 2: segments with start and end
     media = idx.snapshot.media.to_pylist()
     a = next(m for m in media if m["path"].endswith("a.mp4"))
     assert a["duration"] == pytest.approx(10.0, abs=0.11) and (a["width"], a["height"]) == (160, 120)
@@ -58,6 +58,11 @@ def test_store_round_trip(built):
     ts, vecs = sp.frames_of(a["media_id"])
     assert ts.tolist() == pytest.approx(list(range(10)))
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+    # each frame is a segment: shown from its pts until the next frame's, the last one until the end
+    starts, ends, same = sp.segments_of(a["media_id"])
+    assert starts.tolist() == pytest.approx(list(range(10)))
+    assert ends.tolist() == pytest.approx(list(range(1, 10)) + [a["duration"]])
+    np.testing.assert_array_equal(same, vecs)
 
 
 @pytest.mark.parametrize("video,t", [("a.mp4", 4.5), ("b.mp4", 7.0), ("sub/c.webm", 0.5), ("a.mp4", 9.0)])
@@ -176,7 +181,7 @@ def test_usage_errors(built, tmp_path):
 def test_truncated_index_file_raises_corrupt_error(built, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(built["index"], copy)
-    victim = next((copy / "data").glob("*-moments.faiss"))
+    victim = next((copy / "data").glob("visual-moments-s*.npy"))  # the moment vectors exact search scans
     victim.write_bytes(victim.read_bytes()[:-10])
     with pytest.raises(IndexCorruptError, match=victim.name):
         mmsearch.open_index(copy)

@@ -1,0 +1,180 @@
+"""The derive stage: commits add to the trained indexes, removed media are tombstones, old indexes upgrade."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mmsearch
+from mmsearch import derive
+from mmsearch.derive import Deriver, frame_segments
+from mmsearch.errors import IndexFormatError
+from mmsearch.indexes import IndexRecipe, VectorIndex
+from mmsearch.moments import MomentConfig
+from mmsearch.store import MANIFEST, IndexWriter, open_snapshot, verify_files
+
+DIM = 32
+DATA = Path(__file__).resolve().parent / "data"
+ENCODER = {"spec": {"family": "test", "model": "random", "pretrained": None, "options": {}}, "identity": {"model": "random", "dim": DIM}}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _ivf(n: int, dim: int) -> IndexRecipe:
+    """An IVF recipe from 500 live rows on (exact below), re-chosen when the size leaves its range."""
+    if n < 500:
+        return IndexRecipe("Flat", {}, n)
+    return IndexRecipe("IVF16,PQ8x4fs,RFlat", {"nprobe": 4, "k_factor_rf": 8, "target_recall": 0.95, "latency_ms": 50}, n)
+
+
+class Library:
+    """Media items of 20 one-second frames, each a topic of its own, added through a Deriver."""
+
+    def __init__(self, root: Path, *, background: bool = False) -> None:
+        self.writer = IndexWriter(root)
+        self.writer.ensure_space("visual", ENCODER, DIM, anchor="start")
+        self.deriver = Deriver(self.writer, moments=MomentConfig(4.0, 2.0), recipe_for=_ivf, background=background)
+        self.rng = np.random.default_rng(0)
+        self.topics: dict[int, np.ndarray] = {}
+        self.next_id = 0
+
+    def add(self, count: int) -> list[int]:
+        ids = []
+        for _ in range(count):
+            media_id, self.next_id = self.next_id, self.next_id + 1
+            topic = _unit(self.rng.standard_normal(DIM))
+            frames = _unit(topic + 0.3 * self.rng.standard_normal((20, DIM)) / np.sqrt(DIM))
+            self.topics[media_id] = topic
+            self.writer.put_path({
+                "media_id": media_id, "path": f"/m/{media_id}.mp4", "size": 1, "mtime": 0.0, "content_hash": f"{media_id:040x}",
+                "kind": "video", "duration": 20.0, "width": 8, "height": 8, "spaces": "visual",
+            })
+            starts, ends = frame_segments(np.arange(20.0), duration=20.0)
+            self.deriver.add_segments("visual", media_id, starts, ends, frames, duration=20.0)
+            ids.append(media_id)
+        return ids
+
+    def close(self) -> None:
+        self.deriver.close()
+        self.writer.close()
+
+
+def _top_media(root: Path, queries: np.ndarray, k: int = 1) -> list[list[int]]:
+    """The media owning each query's best moments, through the moment index (the exhaustive path)."""
+    space = open_snapshot(root).spaces["visual"]
+    _, rows = space.moment_index.search(queries, k)
+    media = space.moments.column("media_id").to_numpy()
+    return [[int(media[r]) for r in row if r >= 0] for row in rows]
+
+
+def test_frame_segments_end_where_the_next_frame_starts():
+    starts, ends = frame_segments(np.array([0.0, 0.5, 1.5]), duration=3.0)
+    assert starts.tolist() == [0.0, 0.5, 1.5] and ends.tolist() == [0.5, 1.5, 3.0]
+    _, ends = frame_segments(np.array([0.0, 1.0, 2.0]), duration=0.0)  # no duration known: one step past the last
+    assert ends.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_commit_adds_to_the_trained_index_and_reads_no_old_vector(tmp_path, monkeypatch):
+    lib = Library(tmp_path / "idx")
+    lib.add(60)  # 60 x 9 = 540 moments: an IVF index is trained
+    lib.deriver.commit()
+    entry = lib.writer.spaces["visual"]
+    assert entry["recipe"]["factory"] == "IVF16,PQ8x4fs,RFlat" and entry["recipe"]["params"]["retrained"] is True
+    first_file = entry["indexes"]["moments"]["file"]
+
+    builds, added_rows = [], []
+    monkeypatch.setattr(derive, "_build", lambda *a, **k: builds.append(a) or pytest.fail("retrained within range"))
+    real_add = VectorIndex.add
+    monkeypatch.setattr(VectorIndex, "add", lambda self, vectors, **kw: added_rows.append(len(vectors)) or real_add(self, vectors, **kw))
+    added = lib.add(20)  # +180 moments: within twice the size the index was chosen for
+    lib.deriver.commit()
+    entry = lib.writer.spaces["visual"]
+    assert not builds
+    assert added_rows == [180]  # the new moment rows, nothing already indexed (the 80 media rows stay exact)
+    assert entry["recipe"]["params"]["retrained"] is False and entry["recipe"]["chosen_for"] == 540
+    assert entry["indexes"]["moments"]["rows"] == 720 == entry["derived"]["n_moments"]
+    assert entry["indexes"]["moments"]["file"] != first_file  # a new file for the new generation, old one kept for readers
+    assert (tmp_path / "idx" / first_file).exists()
+    # the new media are found through the index, not by an exact scan of a tail
+    queries = np.stack([lib.topics[m] for m in added])
+    assert [row[0] for row in _top_media(tmp_path / "idx", queries)] == added
+    verify_files(tmp_path / "idx", json.loads((tmp_path / "idx" / MANIFEST).read_text()), full=True)
+    lib.close()
+
+
+def test_a_background_build_is_adopted_by_a_later_commit(tmp_path):
+    lib = Library(tmp_path / "idx", background=True)
+    lib.add(60)
+    gen = lib.deriver.commit(wait=False)  # the first IVF is trained in a thread; the rows are searched exactly meanwhile
+    snap = open_snapshot(tmp_path / "idx")
+    assert snap.generation == gen
+    everything = _top_media(tmp_path / "idx", np.stack([lib.topics[m] for m in range(60)]))
+    assert [row[0] for row in everything] == list(range(60))
+    lib.add(5)
+    lib.deriver.commit(wait=True)
+    entry = json.loads((tmp_path / "idx" / MANIFEST).read_text())["spaces"]["visual"]
+    assert entry["indexes"]["moments"]["file"] and entry["indexes"]["moments"]["rows"] == 65 * 9
+    assert [row[0] for row in _top_media(tmp_path / "idx", np.stack([lib.topics[m] for m in range(65)]))] == list(range(65))
+    lib.close()
+
+
+def test_removed_media_are_skipped_then_compacted_away(tmp_path):
+    lib = Library(tmp_path / "idx")
+    lib.add(80)
+    lib.deriver.commit()
+    for media_id in (3, 7):
+        lib.writer.remove_path(f"/m/{media_id}.mp4")
+    lib.deriver.commit()
+    entry = lib.writer.spaces["visual"]
+    assert entry["tombstones"] == [3, 7] and entry["derived"]["n_media"] == 78
+    space = open_snapshot(tmp_path / "idx").spaces["visual"]
+    assert space.frames_of(3)[0].size == 0 and 3 not in space.live_media_ids().tolist()
+    # a query aimed at a removed item never returns it, and still returns k live moments
+    found = _top_media(tmp_path / "idx", np.stack([lib.topics[3], lib.topics[7]]), k=10)
+    assert all(len(row) == 10 and 3 not in row and 7 not in row for row in found)
+    _, media_rows = space.media_index.search(lib.topics[3][None], 5)
+    assert 3 not in space.media_ids[media_rows[0]].tolist()
+
+    for media_id in range(10, 30):  # now 22 of 80 media are gone: past the compaction share
+        lib.writer.remove_path(f"/m/{media_id}.mp4")
+    lib.deriver.commit()
+    entry = lib.writer.spaces["visual"]
+    assert entry["tombstones"] == [] and entry["derived"]["n_media"] == 58
+    assert sum(s["n"] for s in entry["tables"]["segments"]) == 58 * 20  # the rows are gone from the shards
+    assert entry["indexes"]["moments"]["rows"] == 58 * 9
+    survivors = [m for m in range(80) if m not in (3, 7) and not 10 <= m < 30]
+    assert [row[0] for row in _top_media(tmp_path / "idx", np.stack([lib.topics[m] for m in survivors]))] == survivors
+    lib.close()
+
+
+def test_an_index_of_format_1_is_refused_with_the_command_then_upgraded(tmp_path):
+    """tests/data/index-v1 was written by mmsearch before segments (format 1), with synth-clip and synth-clap."""
+    root = tmp_path / "old"
+    shutil.copytree(DATA / "index-v1", root)
+    with pytest.raises(IndexFormatError, match=r"mmsearch upgrade --index"):
+        mmsearch.open_index(root)
+    assert mmsearch.api.upgrade_index(root) == 2
+    manifest = json.loads((root / MANIFEST).read_text())
+    assert manifest["format_version"] == 2
+    assert not [f for f in manifest["files"] if f.startswith("data/visual-s0")]  # format 1's shards are not used
+    assert manifest["spaces"]["visual"]["anchor"] == "start" and manifest["spaces"]["audio"]["anchor"] == "centre"
+    verify_files(root, manifest, full=True)
+    before = json.loads((DATA / "index-v1-results.json").read_text())  # what format 1 answered
+    idx = mmsearch.open_index(root, device="cpu")
+    for text in ("a red circle", "a blue square"):
+        got = [h.to_dict() for h in idx.search(text, k=3)]
+        assert [(h["path"], h["start"], h["end"]) for h in got] == [(h["path"], h["start"], h["end"]) for h in before[text]]
+        assert [h["score"] for h in got] == pytest.approx([h["score"] for h in before[text]], abs=1e-5)
+    got = [h.to_dict() for h in idx.search("a dog barking", k=3, modality="audio")]
+    assert [(h["path"], h["start"], h["end"]) for h in got] == [(h["path"], h["start"], h["end"]) for h in before["audio"]]
+    # the frames became segments that end where the next frame starts
+    space = idx.snapshot.spaces["visual"]
+    a = next(m for m, r in idx.snapshot.media_rows().items() if r["path"].endswith("a.mp4"))
+    starts, ends, _ = space.segments_of(a)
+    assert np.allclose(ends[:-1], starts[1:]) and ends[-1] == pytest.approx(idx.snapshot.media_rows()[a]["duration"])
