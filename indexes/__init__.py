@@ -18,7 +18,7 @@ from mmsearch.errors import IndexCorruptError, UsageError
 from mmsearch.fileio import atomic_write
 
 __all__ = [
-    "IndexRecipe", "RowIndex", "RowVectors", "VectorIndex", "choose_recipe", "exact_search", "exact_top_k",
+    "IndexRecipe", "PreparedFile", "RowIndex", "RowVectors", "VectorIndex", "choose_recipe", "exact_search", "exact_top_k",
     "gpu_available", "measure_recall", "nlist_for", "split_refine",
 ]
 
@@ -30,7 +30,7 @@ SMALL_NLIST_MAX = 4096  # up to here ~2*sqrt(n) lists; beyond, ~4*sqrt(n)
 MAX_NLIST = 16384  # what flat k-means and a flat coarse quantizer afford on a CPU (10M x 512: ~1 hour on 2 cores)
 TRAIN_POINTS_PER_LIST = 48  # k-means sample per list (FAISS warns below 39)
 KMEANS_ITERATIONS = 10
-ADD_CHUNK = 1 << 18
+ADD_CHUNK = 1 << 16  # rows per add and per exact-search pass: 128 MB of 512-d float32, whatever the set's size
 SEARCH_PARAMS = {"nprobe", "efSearch", "k_factor_rf", "quantizer_efSearch"}  # what ParameterSpace sets at search time
 
 
@@ -154,7 +154,7 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def exact_search(queries: np.ndarray, vectors: Any, k: int, *, chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(queries: np.ndarray, vectors: Any, k: int, *, chunk: int = ADD_CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (scores, ids) by inner product of ``queries`` over ``vectors``, streamed in chunks.
 
     ``vectors``: an ``(n, dim)`` array, a memory-mapped one or a :class:`RowVectors`; only one
@@ -177,7 +177,7 @@ def exact_search(queries: np.ndarray, vectors: Any, k: int, *, chunk: int = 1 <<
     return best_s, best_i
 
 
-def exact_top_k(queries: np.ndarray, vectors: Any, k: int, *, chunk: int = 1 << 18) -> np.ndarray:
+def exact_top_k(queries: np.ndarray, vectors: Any, k: int, *, chunk: int = ADD_CHUNK) -> np.ndarray:
     """Exact top-k ids of ``queries`` over ``vectors`` (see :func:`exact_search`)."""
     return exact_search(queries, vectors, k, chunk=chunk)[1]
 
@@ -188,6 +188,43 @@ def split_refine(factory: str) -> tuple[str, str | None]:
     if head and (last == "RFlat" or last.startswith("Refine(")):
         return head, last
     return factory, None
+
+
+def _release_pages(part: np.ndarray) -> None:
+    """Drop the mapped pages of ``part``'s file from this process's resident set (``MADV_DONTNEED``).
+
+    The file is read-only, so nothing is lost: the pages stay in the page cache and a later access
+    maps them again. Without this, a large gather (a k-means sample, tuning's re-ranking) leaves
+    every touched page counted in the process's memory.
+    """
+    import mmap
+
+    root = part
+    while isinstance(getattr(root, "base", None), np.memmap):
+        root = root.base
+    handle = getattr(root, "_mmap", None)
+    if handle is not None and hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            handle.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
+
+
+def _read_rows(part: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``part``; a memory-mapped one is read with plain file reads, so streaming
+    through a set larger than memory leaves its pages in the page cache, not in this process."""
+    if isinstance(part, np.memmap) and part.filename and part.flags.c_contiguous and part.dtype == np.float32:
+        offset = part.offset + _byte_offset(part)
+        return np.fromfile(part.filename, dtype=np.float32, count=part.size, offset=offset).reshape(part.shape)
+    return np.array(part, dtype=np.float32)
+
+
+def _byte_offset(view: np.memmap) -> int:
+    """Bytes from the start of the mapping to the first element of ``view`` (a row slice of a mapped file)."""
+    root = view
+    while isinstance(root.base, np.memmap):
+        root = root.base
+    return int(view.__array_interface__["data"][0] - root.__array_interface__["data"][0])
 
 
 class RowVectors:
@@ -201,9 +238,12 @@ class RowVectors:
     ndim = 2
     dtype = np.dtype(np.float32)
 
-    def __init__(self, parts: list[np.ndarray], dim: int) -> None:
+    def __init__(self, parts: list[np.ndarray], dim: int, *, release_after: int | None = None) -> None:
         self.parts = [p for p in parts if len(p)]
         self.dim = int(dim)
+        # a gather of this many rows from one memory-mapped part drops the part's pages from the
+        # process afterwards (None: never); for long jobs that touch much of a large set
+        self.release_after = release_after
         for p in self.parts:
             if p.ndim != 2 or p.shape[1] != self.dim:
                 raise UsageError(f"a part of shape {p.shape} does not hold vectors of dimension {self.dim}")
@@ -224,15 +264,19 @@ class RowVectors:
             a, b = max(start - lo, 0), min(stop - lo, len(part))
             if a < b:
                 parts.append(part[a:b])
-        return RowVectors(parts, self.dim)
+        return RowVectors(parts, self.dim, release_after=self.release_after)
+
+    def releasing(self, after: int = 1) -> "RowVectors":
+        """The same rows, read by a job that should not keep the pages it gathers (see ``release_after``)."""
+        return RowVectors(self.parts, self.dim, release_after=after)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
             if step != 1:
                 raise UsageError("RowVectors slices take a step of 1")
-            pieces = [np.asarray(p, dtype=np.float32) for p in self.view(start, stop).parts]
-            return np.concatenate(pieces) if pieces else np.zeros((0, self.dim), np.float32)
+            pieces = [_read_rows(p) for p in self.view(start, stop).parts]
+            return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
         rows = np.asarray(key, dtype=np.int64).reshape(-1)
         out = np.empty((len(rows), self.dim), np.float32)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
@@ -243,6 +287,8 @@ class RowVectors:
             local = rows[sel] - self.offsets[p]
             order = np.argsort(local, kind="stable")  # ascending reads are kind to memory-mapped files
             out[sel[order]] = self.parts[p][local[order]]
+            if self.release_after is not None and len(sel) >= self.release_after:
+                _release_pages(self.parts[p])
         return out
 
 
@@ -263,8 +309,9 @@ class _Probe:
     def _drop_self(self, ids: np.ndarray) -> list[list[int]]:
         return [[i for i in row if i != own][: self.k] for row, own in zip(ids.tolist(), self.rows.tolist())]
 
-    def recall(self, index: "VectorIndex") -> float:
-        _, got = index.search(self.queries, self.k + 1)
+    def recall(self, index: "VectorIndex", *, batch: int = 16) -> float:
+        # in small batches: a fast-scan search with a deep re-ranking keeps per-query buffers of nprobe lists
+        got = np.concatenate([index.search(self.queries[i:i + batch], self.k + 1)[1] for i in range(0, len(self.queries), batch)])
         found = self._drop_self(got)
         hits = sum(len(set(t) & set(g)) for t, g in zip(self.truth, found))
         return hits / (len(self.truth) * self.k) if self.truth else 1.0
@@ -481,6 +528,31 @@ class VectorIndex:
         # the index directory's temporary prefix: a crash leaves nothing its clean-up does not find
         atomic_write(path, lambda tmp: faiss.write_index(self.index, str(tmp)), prefix=".tmp-", suffix=".faiss")
 
+    def write_prepared(self, directory: str | os.PathLike) -> "PreparedFile":
+        """Write the index to a new temporary file (``.tmp-*`` in ``directory``), fsynced, and checksum it.
+
+        The caller renames it into place later (:meth:`PreparedFile.install`), so the writing can
+        happen on another thread than the commit that publishes it.
+        """
+        import tempfile
+        import zlib
+
+        import faiss
+
+        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".faiss", dir=directory)
+        os.close(fd)
+        try:
+            faiss.write_index(self.index, name)
+            crc = 0
+            with open(name, "rb+") as fh:
+                while block := fh.read(1 << 20):
+                    crc = zlib.crc32(block, crc)
+                os.fsync(fh.fileno())
+            return PreparedFile(name, os.path.getsize(name), crc)
+        except BaseException:
+            os.unlink(name)
+            raise
+
     @classmethod
     def load(cls, path: str | os.PathLike, recipe: IndexRecipe, *, mmap: bool = True, refine: Any = None) -> "VectorIndex":
         """Read an index written by :meth:`save`; ``refine``: the vectors of a refine stage kept outside FAISS."""
@@ -500,16 +572,47 @@ class VectorIndex:
         return out
 
 
+@dataclass(frozen=True)
+class PreparedFile:
+    """A file written and fsynced under a temporary name, with its size and CRC32, waiting to be renamed into place."""
+
+    path: str
+    size: int
+    crc32: int
+
+    def install(self, path: str | os.PathLike) -> None:
+        os.replace(self.path, path)
+
+    def discard(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+RERANK_ROWS = 1 << 15  # candidate rows gathered at once when re-ranking (64 MB of 512-d float32)
+
+
 def _rerank(queries: np.ndarray, candidates: np.ndarray, vectors: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner products of each query with its candidate rows of ``vectors``; the best ``k`` per query."""
-    flat = candidates.reshape(-1)
-    valid = flat >= 0
-    rows, inverse = np.unique(flat[valid], return_inverse=True)
-    gathered = vectors[rows]  # each candidate row read once, in ascending order
-    scores = np.full(flat.shape, -np.inf, np.float32)
-    owners = np.repeat(np.arange(len(queries)), candidates.shape[1])[valid]
-    scores[valid] = np.einsum("ij,ij->i", gathered[inverse], queries[owners])
-    scores = scores.reshape(candidates.shape)
+    """Exact inner products of each query with its candidate rows of ``vectors``; the best ``k`` per query.
+
+    Queries are taken in groups whose candidates fit :data:`RERANK_ROWS`, so memory stays bounded
+    however many queries and candidates (tuning re-ranks 200 queries x 11 x 256 candidates).
+    """
+    nq, depth = candidates.shape
+    scores = np.full((nq, depth), -np.inf, np.float32)
+    step = max(1, RERANK_ROWS // max(depth, 1))
+    for lo in range(0, nq, step):
+        block = candidates[lo:lo + step]
+        flat = block.reshape(-1)
+        valid = flat >= 0
+        rows, inverse = np.unique(flat[valid], return_inverse=True)
+        gathered = vectors[rows]  # each candidate row read once, in ascending order
+        per_row = gathered @ queries[lo:lo + step].T  # (unique rows, queries of the block)
+        owners = np.repeat(np.arange(len(block)), depth)[valid]
+        part = np.full(flat.shape, -np.inf, np.float32)
+        part[valid] = per_row[inverse, owners]
+        scores[lo:lo + step] = part.reshape(block.shape)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     top_s = np.take_along_axis(scores, order, axis=1)
     top_i = np.where(np.isfinite(top_s), np.take_along_axis(candidates, order, axis=1), -1)

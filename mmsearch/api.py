@@ -23,7 +23,7 @@ from .errors import EncoderMismatchError, UsageError
 from .ingest import IngestReport, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image
-from .retrieval import LocalizeConfig, search_fused, search_space
+from .retrieval import Hit, LocalizeConfig, search_fused, search_space
 from .spaces import AUDIO, VISUAL, Modality
 from .store import MANIFEST, Snapshot, open_snapshot, read_manifest, table_to_rows, verify_files
 
@@ -361,15 +361,44 @@ class Index:
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
     ) -> list[list[SearchResult]]:
+        hits = self.search_hits(queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize)
+        return [[self._result(h, space) for h in row] for row in hits]
+
+    def search_hits(
+        self,
+        queries: np.ndarray,
+        *,
+        space: str = VISUAL,
+        k: int = 10,
+        videos: int = 20,
+        exhaustive: bool = False,
+        localize: LocalizeConfig = LocalizeConfig(),
+        media: list[int] | None = None,
+    ) -> list[list[Hit]]:
+        """Two-stage search of ``queries`` (``(n, dim)`` float32 vectors of ``space``) as media ids and seconds.
+
+        ``media``: only these media ids (the candidates of a benchmark, a filter), stage 1 scored
+        exactly over them. :meth:`search_vectors` is this with paths.
+        """
         if k < 1 or videos < 1:
             raise UsageError(f"-k and --videos must be at least 1, got {k} and {videos}")
         data = self.snapshot.spaces.get(space)
         if data is None:
             return [[] for _ in range(len(np.atleast_2d(queries)))]
-        hits = search_space(
-            data, queries, k=k, videos=videos, exhaustive=exhaustive, durations=self._durations, config=localize
+        return search_space(
+            data, queries, k=k, videos=videos, exhaustive=exhaustive, durations=self._durations, config=localize, media=media
         )
-        return [[self._result(h, space) for h in row] for row in hits]
+
+    def media_vectors(self, media: list[int], *, space: str = VISUAL) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, ``(n, dim)`` float32) media-level vectors of ``media`` in ``space`` (those it has), in the order given."""
+        data = self.snapshot.spaces.get(space)
+        if data is None:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return data.media_vectors(media)
+
+    def media_ids(self) -> dict[str, int]:
+        """path -> media id of every indexed path (identical copies share one id)."""
+        return {r["path"]: int(r["media_id"]) for r in table_to_rows(self.snapshot.media)}
 
     def _result(self, hit: Any, space: str) -> SearchResult:
         row = self._rows[hit.media_id]

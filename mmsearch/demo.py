@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from .api import index_paths, open_index
 from .evaluation import best_event
-from .ingest import IngestConfig
+from .config import IngestConfig
 from .synth import SynthConfig, generate_corpus
 
 DEMO_SEED = 2026  # not a training seed of the shipped models

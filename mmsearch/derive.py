@@ -20,18 +20,21 @@ the shards are rewritten without them and the indexes built again, at that commi
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .indexes import IndexRecipe, RowVectors, VectorIndex, choose_recipe
+from .indexes import IndexRecipe, PreparedFile, RowVectors, VectorIndex, choose_recipe
 from .moments import MomentConfig, media_vector, moment_windows
 from .spaces import anchor_of
-from .store import INDEXED_TABLES, MEDIA, MOMENTS, SEGMENTS, IndexWriter
+from .store import DATA, INDEXED_TABLES, MEDIA, MOMENTS, SEGMENTS, IndexWriter
 
 __all__ = ["COMPACT_SHARE", "Deriver", "frame_segments", "upgrade_index"]
 
@@ -52,12 +55,24 @@ def frame_segments(pts: np.ndarray, *, duration: float) -> tuple[np.ndarray, np.
     return starts, np.concatenate([starts[1:], [last_end]])
 
 
+Job = tuple[VectorIndex, PreparedFile]  # what a job hands back: the index and its file, written and checksummed
+
+
 @dataclass
 class _Level:
     """The vector index of one table of one space, as the writer process holds it between commits."""
 
     index: VectorIndex | None = None
-    future: Future | None = None  # a build (first training or retraining) under way
+    file: PreparedFile | None = None  # ``index`` written but not yet part of a generation
+    build: Future | None = None  # a first training or a retraining under way
+    staged: Job | None = None  # a finished build that covers fewer rows than ``index``: extended, then adopted
+    extend: tuple[Future, VectorIndex] | None = None  # a copy of ``index`` (or the staged one) being given the newer rows
+
+    def take(self, job: Job) -> None:
+        """Use ``job``'s index from now on (its file goes into the next generation)."""
+        if self.file is not None:
+            self.file.discard()
+        self.index, self.file = job
 
 
 @dataclass
@@ -73,9 +88,13 @@ class Deriver:
     moments: MomentConfig
     recipe_for: RecipeChooser | None = None
     background: bool = True
-    timings: dict[str, float] = field(default_factory=lambda: {"derive": 0.0, "index_add": 0.0, "index_wait": 0.0})
+    # seconds spent: cutting moments (add_segments), writing shards, updating indexes (waiting for jobs
+    # included), publishing the generation (tables, checksums, manifest)
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"derive": 0.0, "flush": 0.0, "indexes": 0.0, "index_wait": 0.0, "publish": 0.0}
+    )
     _levels: dict[tuple[str, str], _Level] = field(default_factory=dict)
-    _executor: ThreadPoolExecutor | None = None
+    _executors: dict[str, ThreadPoolExecutor] = field(default_factory=dict)
 
     def __enter__(self) -> "Deriver":
         return self
@@ -85,9 +104,9 @@ class Deriver:
 
     def close(self) -> None:
         """Stop background builds (a running one finishes; its result is dropped)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        for executor in self._executors.values():
+            executor.shutdown(wait=True, cancel_futures=True)
+        self._executors = {}
 
     # -- adding -------------------------------------------------------------------------------
     def add_segments(
@@ -120,10 +139,17 @@ class Deriver:
         False a build still running is adopted by a later commit.
         """
         w = self.writer
+        t0 = time.perf_counter()
         w.flush()
+        t1 = time.perf_counter()
         for space in list(w.spaces):
             self._derive_space(space, wait)
-        return w.commit()
+        t2 = time.perf_counter()
+        generation = w.commit()
+        t3 = time.perf_counter()
+        for key, seconds in (("flush", t1 - t0), ("indexes", t2 - t1), ("publish", t3 - t2)):
+            self.timings[key] = self.timings.get(key, 0.0) + seconds
+        return generation
 
     def _derive_space(self, space: str, wait: bool) -> None:
         w = self.writer
@@ -156,12 +182,30 @@ class Deriver:
         return self._levels[key]
 
     def _discard(self, space: str, table: str) -> None:
+        """Forget a table's index state: cancel its jobs and delete the files nobody will install."""
         level = self._levels.pop((space, table), None)
-        if level is not None and level.future is not None:
-            level.future.cancel()
+        if level is None:
+            return
+        for future in (level.build, level.extend[0] if level.extend else None):
+            if future is not None:
+                future.cancel()  # a job already running finishes; its file is deleted then
+                future.add_done_callback(_drop)
+        for job_file in (level.file, level.staged[1] if level.staged else None):
+            if job_file is not None:
+                job_file.discard()
 
     def _derive_level(self, space: str, table: str, dead: np.ndarray, wait: bool) -> tuple[dict[str, Any], int]:
-        """Bring one index up to date; returns (the recipe it has, the number of live rows)."""
+        """Bring one index towards the table's rows; returns (the recipe it has, the number of live rows).
+
+        Two kinds of job, each on a copy, at most one of each per index at a time: a build
+        (first training or retraining) and an extension (the rows added since, appended to a
+        clone of the current index), each on a background thread of its own, on one core at a
+        lower priority. A job also writes and checksums its index file, so a commit only
+        renames it into place: the commit's own cost is the rows it adds. A finished job is
+        adopted by the next commit; until then the rows past the committed index are searched
+        exactly. An extension of an index that a finished build replaces is dropped. ``wait``
+        (or ``background=False``) runs the jobs to the end within this commit.
+        """
         w = self.writer
         level = self._level(space, table)
         vectors = w.table_vectors(space, table)
@@ -169,62 +213,134 @@ class Deriver:
         n_live = n - (int(np.isin(w.table_media_ids(space, table), dead).sum()) if len(dead) else 0)
         wanted = (self.recipe_for or _default_recipe)(n_live, vectors.dim)
         changed = table not in w.spaces[space].get("indexes", {})
-        adopted = False
-        if level.future is not None and (wait or level.future.done()):
-            adopted = self._adopt(level)
+        synchronous = wait or not self.background
+        folder = w.root / DATA
+        if level.build is not None and (synchronous or level.build.done()):
+            built = self._result(level.build)
+            level.build = None
+            if built is not None and (synchronous or level.index is None or built[0].ntotal >= level.index.ntotal):
+                level.take(built)
+                changed = True
+                if level.staged is not None:
+                    level.staged[1].discard()
+                    level.staged = None
+            elif built is not None:  # the index in use covers more rows: extend the new one first, then switch
+                level.staged = built
+        if level.extend is not None and (synchronous or level.extend[0].done()):
+            (future, base), level.extend = level.extend, None
+            extended = self._result(future)
+            if extended is not None and level.staged is not None and base is level.staged[0]:
+                level.staged[1].discard()
+                level.staged = None
+                level.take(extended)
+                changed = True
+            elif extended is not None and base is level.index:
+                level.take(extended)
+                changed = True
+            elif extended is not None:  # superseded meanwhile
+                extended[1].discard()
         if wanted.factory == "Flat":  # exact search over the rows meets the target: no index to keep
-            if level.future is not None:
-                level.future.cancel()
-                level.future = None
-            changed |= level.index is not None
-            level.index = None
+            had_file = bool(w.index_entry(space, table).get("file"))
+            self._discard(space, table)
+            level = self._levels[(space, table)] = _Level()
+            changed |= had_file
         else:
             current = level.index
             stale = current is None or current.recipe.factory != wanted.factory or not current.recipe.covers(n_live)
-            if stale and level.future is None:
-                level.future = self._submit(vectors, wanted)
-                if wait or not self.background:
-                    adopted |= self._adopt(level)
-            if level.index is not None and level.index.ntotal < n:
-                t0 = time.perf_counter()
-                level.index.add(vectors.view(level.index.ntotal, n), refine=vectors if level.index.refine is not None else None)
-                if not adopted:  # this generation's index was extended, not trained
-                    r = level.index.recipe
-                    level.index.recipe = IndexRecipe(r.factory, {**r.params, "retrained": False}, r.chosen_for)
-                self.timings["index_add"] += time.perf_counter() - t0
-                changed = True
-        if changed or adopted:
-            w.put_index(space, table, level.index)
+            if stale and level.build is None and level.staged is None:
+                level.build = self._submit(_build, vectors, wanted, folder, synchronous=synchronous, worker="build")
+                if synchronous:
+                    built = self._result(level.build)
+                    level.build = None
+                    if built is not None:
+                        level.take(built)
+                        changed = True
+            target = level.staged[0] if level.staged is not None else level.index
+            if target is not None and target.ntotal < n and level.extend is None:
+                future = self._submit(_extend, target, vectors, folder, synchronous=synchronous, worker="extend")
+                level.extend = (future, target)
+                if synchronous:
+                    level.extend = None
+                    extended = self._result(future)
+                    if extended is not None:
+                        if level.staged is not None:
+                            level.staged[1].discard()
+                            level.staged = None
+                        level.take(extended)
+                        changed = True
+        if changed:
+            w.put_index(space, table, level.index, prepared=level.file)
+            level.file = None  # the writer installs it at this commit
         recipe = level.index.recipe if level.index is not None else IndexRecipe("Flat", {}, n_live)
         return recipe.to_dict(), n_live
 
-    def _submit(self, vectors: RowVectors, recipe: IndexRecipe) -> Future:
-        if not self.background:
+    def _submit(self, job: Callable[..., Job], *args: Any, synchronous: bool, worker: str) -> Future:
+        """Run ``job(*args)`` here (``synchronous``) or on the background thread named ``worker``, on one core there."""
+        if synchronous:
             future: Future = Future()
-            future.set_result(_build(vectors, recipe))
+            try:
+                future.set_result(job(*args))
+            except Exception as exc:  # reported where it is adopted
+                future.set_exception(exc)
             return future
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmsearch-index-build")
-        return self._executor.submit(_build, vectors, recipe)
+        if worker not in self._executors:
+            self._executors[worker] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mmsearch-index-{worker}")
+        return self._executors[worker].submit(_in_background, job, *args)
 
-    def _adopt(self, level: _Level) -> bool:
-        """Take the finished build (waiting for it); rows added since it started are added by the caller."""
-        future, level.future = level.future, None
+    def _result(self, future: Future) -> Job | None:
+        """A job's index and file (waiting for it); None when it failed, which leaves the old index (or exact search) in place."""
         t0 = time.perf_counter()
         try:
-            built = future.result()
-        except Exception as exc:  # a failed build leaves the old index (or exact search) in place
-            log.warning("building a vector index failed (%s); keeping the previous one", exc)
-            return False
+            return future.result()
+        except Exception as exc:
+            log.warning("updating a vector index failed (%s); keeping the previous one", exc)
+            return None
         finally:
             self.timings["index_wait"] += time.perf_counter() - t0
-        level.index = built
-        return True
 
 
-def _build(vectors: RowVectors, recipe: IndexRecipe) -> VectorIndex:
+BACKGROUND_NICE = 10  # background index jobs yield the CPU to commits, decoders and encoders
+
+
+def _in_background(job: Callable[..., Job], *args: Any) -> Job:
+    """A background job on one core at a lower priority, so it does not slow ingestion down.
+
+    OpenMP's thread count and Linux's nice value are both per thread.
+    """
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (OSError, AttributeError):  # not Linux, or not allowed: run at the normal priority
+        pass
+    return job(*args)
+
+
+def _drop(future: Future) -> None:
+    """Delete the file of a job whose result nobody takes."""
+    if not future.cancelled() and future.exception() is None:
+        future.result()[1].discard()
+
+
+def _build(vectors: RowVectors, recipe: IndexRecipe, folder: Path) -> Job:
     """Train, fill and tune an index over ``vectors`` (streamed in chunks); codes only, re-ranking from the shards."""
-    return VectorIndex.build(vectors, recipe=recipe, refine_outside=True)
+    # k-means samples and tuning re-rank rows all over the shards: leave those pages to the page cache
+    index = VectorIndex.build(vectors.releasing(), recipe=recipe, refine_outside=True)
+    index.refine = vectors
+    return index, index.write_prepared(folder)
+
+
+def _extend(index: VectorIndex, vectors: RowVectors, folder: Path) -> Job:
+    """A copy of ``index`` with the rows of ``vectors`` past it appended (no retraining); the original is untouched."""
+    import faiss
+
+    out = VectorIndex(faiss.clone_index(index.index), index.recipe, refine=index.refine)
+    out.add(vectors.view(index.ntotal), refine=vectors if index.refine is not None else None)
+    r = out.recipe
+    out.recipe = IndexRecipe(r.factory, {**r.params, "retrained": False}, r.chosen_for)  # extended, not trained
+    out._apply_params()
+    return out, out.write_prepared(folder)
 
 
 def _default_recipe(n: int, dim: int) -> IndexRecipe:

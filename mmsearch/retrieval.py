@@ -9,6 +9,7 @@ search over every moment window of the corpus.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,12 +107,21 @@ def search_space(
     exhaustive: bool = False,
     durations: dict[int, float],
     config: LocalizeConfig = LocalizeConfig(),
+    media: Sequence[int] | None = None,
 ) -> list[list[Hit]]:
-    """Top-k moments per query vector (rows of ``queries``), best first."""
+    """Top-k moments per query vector (rows of ``queries``, ``(n, dim)`` float32), best first.
+
+    ``media``: search only these media ids (a benchmark's candidates, a filter): stage 1 scores
+    each query against their media-level vectors exactly, and of equal scores the one listed
+    first ranks first. Moments are ordered by score, then by their media's stage-1 score and
+    rank, then by start.
+    """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     if space.media_index is None or space.media_index.ntotal == 0:
         return [[] for _ in queries]
-    if exhaustive:
+    if media is not None:
+        candidates = stage1_among(space, queries, media, videos)
+    elif exhaustive:
         candidates = _candidates_from_moments(space, queries, k=k)
     else:
         scores, rows = space.media_index.search(queries, min(videos, space.media_index.ntotal))
@@ -121,16 +131,32 @@ def search_space(
         ]
     out = []
     for q, cands in zip(queries, candidates):
-        hits: list[Hit] = []
-        for media_id, media_score in cands:
+        hits: list[tuple[tuple, Hit]] = []
+        for rank, (media_id, media_score) in enumerate(cands):
             ts, vecs = space.frames_of(media_id)
             if not len(ts):
                 continue
             curve = vecs @ q
             for start, end, score in localize(ts, curve, duration=durations.get(media_id, 0.0), config=config):
-                hits.append(Hit(media_id, start, end, score, media_score))
-        hits.sort(key=lambda h: (-h.score, -(h.media_score or 0.0), h.media_id, h.start))
-        out.append(hits[:k])
+                hits.append(((-score, -(media_score or 0.0), rank, start), Hit(media_id, start, end, score, media_score)))
+        hits.sort(key=lambda h: h[0])
+        out.append([h for _, h in hits[:k]])
+    return out
+
+
+def stage1_among(space: SpaceData, queries: np.ndarray, media: Sequence[int], videos: int) -> list[list[tuple[int, float]]]:
+    """The ``videos`` best of ``media`` (ids) per query by media-level score, exact; ties keep the order given.
+
+    Returns, per query, (media_id, score) pairs best first; ids without vectors in the space are left out.
+    """
+    ids, vectors = space.media_vectors(media)
+    if not len(ids):
+        return [[] for _ in queries]
+    scores = np.atleast_2d(queries) @ vectors.T
+    out = []
+    for row in scores:
+        order = np.argsort(-row, kind="stable")[:videos]
+        out.append([(int(ids[i]), float(row[i])) for i in order])
     return out
 
 

@@ -40,11 +40,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, MMSearchError
 from .fileio import atomic_write as _atomic_write
-from .indexes import IndexRecipe, RowIndex, RowVectors, VectorIndex
+from .indexes import IndexRecipe, PreparedFile, RowIndex, RowVectors, VectorIndex
 
 FORMAT = "mmsearch-index"
 FORMAT_VERSION = 2
@@ -178,7 +179,15 @@ class SpaceData:
     recipe: dict[str, Any] = field(default_factory=dict)
     anchor: str = "start"  # a segment's place on a similarity curve: its start (frames) or centre (windows)
     live: np.ndarray | None = None  # int64 ids of the media this space serves; None: every media_id present
-    _runs: dict[int, list[tuple[int, int]]] | None = None
+    _runs: dict[int, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
+    _media_row: dict[int, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # lookups built once, so a snapshot shared by the threads of a server is never written to
+        self._runs = _runs(self.segment_rows.column("media_id").to_numpy())
+        self._start = self.segment_rows.column("start").to_numpy()
+        self._end = self.segment_rows.column("end").to_numpy()
+        self._media_row = {int(m): i for i, m in enumerate(self.media_ids.tolist())}
 
     def live_media_ids(self) -> np.ndarray:
         """Media ids with vectors in this space, removed ones left out."""
@@ -187,10 +196,6 @@ class SpaceData:
 
     def segments_of(self, media_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(starts, ends, vectors) of one media item's segments in time order: seconds, seconds, ``(n, dim)`` float32."""
-        if self._runs is None:
-            self._runs = _runs(self.segment_rows.column("media_id").to_numpy())
-            self._start = self.segment_rows.column("start").to_numpy()
-            self._end = self.segment_rows.column("end").to_numpy()
         ranges = self._runs.get(int(media_id))
         if not ranges or (self.live is not None and not np.isin(media_id, self.live)):
             return np.zeros(0), np.zeros(0), np.zeros((0, self.dim), np.float32)
@@ -202,6 +207,17 @@ class SpaceData:
             vectors = self.segment_vectors[rows]
         order = np.argsort(starts, kind="stable")
         return starts[order], ends[order], vectors[order]
+
+    def media_vectors(self, media_ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, ``(n, dim)`` float32 media-level vectors) of the given media that are live in this space,
+        in the order given (each id once)."""
+        wanted = [int(m) for m in dict.fromkeys(int(m) for m in media_ids)]
+        live = set(self.live_media_ids().tolist())
+        found = [(m, self._media_row[m]) for m in wanted if m in self._media_row and m in live]
+        if not found:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        rows = np.asarray([r for _, r in found], np.int64)
+        return np.asarray([m for m, _ in found], np.int64), self.media_index.vectors[rows]
 
     def frames_of(self, media_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(times, vectors) of one media item: each segment at its anchor (start or centre), in time order."""
@@ -417,7 +433,7 @@ class IndexWriter:
             self.close()
             raise
         self._pending: dict[tuple[str, str], _Append] = {}
-        self._pending_indexes: dict[tuple[str, str], VectorIndex | None] = {}
+        self._pending_indexes: dict[tuple[str, str], tuple[VectorIndex | None, PreparedFile | None]] = {}
         self._new_files: list[str] = []
         self._ids_cache: dict[str, np.ndarray] = {}  # shard rows file -> its media_id column (files never change)
         self._clean_temporaries()
@@ -447,6 +463,8 @@ class IndexWriter:
             }
             media, failures = MEDIA_SCHEMA.empty_table(), FAILURE_SCHEMA.empty_table()
         self.paths: dict[str, dict[str, Any]] = {r["path"]: r for r in table_to_rows(media)}
+        self._media_table = media  # the path rows as last committed; a commit rewrites only the paths changed since
+        self._changed_paths: set[str] = set()
         self.failures: dict[str, dict[str, Any]] = {r["path"]: r for r in table_to_rows(failures)}
         self._committed_ids = self.live_media_ids()
 
@@ -484,8 +502,7 @@ class IndexWriter:
         self.dirty = True
         for key in [k for k in self._pending if k[0] == space]:
             del self._pending[key]
-        for key in [k for k in self._pending_indexes if k[0] == space]:
-            del self._pending_indexes[key]
+        self._drop_pending_indexes(space)
         self.spaces[space] = _new_space(encoder, dim, anchor)
 
     def attach(self, rel: str) -> None:
@@ -510,12 +527,14 @@ class IndexWriter:
     def put_path(self, row: dict[str, Any]) -> None:
         self.dirty = True
         self.paths[row["path"]] = row
+        self._changed_paths.add(row["path"])
         self.failures.pop(row["path"], None)
         self.manifest["max_media_id"] = max(int(self.manifest.get("max_media_id", -1)), int(row["media_id"]))
 
     def remove_path(self, path: str) -> bool:
         self.dirty = True
         self.failures.pop(path, None)
+        self._changed_paths.add(path)
         return self.paths.pop(path, None) is not None
 
     def put_failure(self, row: dict[str, Any]) -> None:
@@ -624,13 +643,25 @@ class IndexWriter:
             if other != space:
                 other_entry["tombstones"] = sorted(set(other_entry.get("tombstones", [])) | set(gone.tolist()))
         self._committed_ids = self.live_media_ids()
-        for key in [k for k in self._pending_indexes if k[0] == space]:
-            del self._pending_indexes[key]
+        self._drop_pending_indexes(space)
         self.dirty = True
 
-    def put_index(self, space: str, table: str, index: VectorIndex | None) -> None:
-        """The vector index over the first ``index.ntotal`` rows of ``table`` for the next commit (None: exact search)."""
-        self._pending_indexes[(space, table)] = index
+    def _drop_pending_indexes(self, space: str) -> None:
+        for key in [k for k in self._pending_indexes if k[0] == space]:
+            prepared = self._pending_indexes.pop(key)[1]
+            if prepared is not None:
+                prepared.discard()
+
+    def put_index(self, space: str, table: str, index: VectorIndex | None, *, prepared: PreparedFile | None = None) -> None:
+        """The vector index over the first ``index.ntotal`` rows of ``table`` for the next commit (None: exact search).
+
+        ``prepared``: the index already written to a temporary file (with its checksum), which the
+        commit renames into place instead of writing the index itself.
+        """
+        old = self._pending_indexes.get((space, table))
+        if old is not None and old[1] is not None and old[1] is not prepared:
+            old[1].discard()
+        self._pending_indexes[(space, table)] = (index, prepared)
         self.dirty = True
 
     def index_entry(self, space: str, table: str) -> dict[str, Any]:
@@ -671,20 +702,25 @@ class IndexWriter:
         if len(gone):
             for entry in self.spaces.values():
                 entry["tombstones"] = sorted(set(entry.get("tombstones", [])) | set(gone.tolist()))
-        for (space, table), index in self._pending_indexes.items():
+        checked: dict[str, dict[str, int]] = {}  # files whose size and checksum are already known
+        for (space, table), (index, prepared) in self._pending_indexes.items():
             indexes = self.spaces[space].setdefault("indexes", {})
             if index is None:
                 indexes[table] = {"file": None, "rows": 0}
+                continue
+            rel = f"{DATA}/g{gen:06d}-{space}-{table}.faiss"
+            if prepared is not None:
+                prepared.install(self.root / rel)
+                checked[rel] = {"size": prepared.size, "crc32": prepared.crc32}
             else:
-                rel = f"{DATA}/g{gen:06d}-{space}-{table}.faiss"
                 index.save(self.root / rel)
-                self._new_files.append(rel)
-                indexes[table] = {"file": rel, "rows": index.ntotal, "recipe": index.recipe.to_dict()}
+            self._new_files.append(rel)
+            indexes[table] = {"file": rel, "rows": index.ntotal, "recipe": index.recipe.to_dict()}
         self._pending_indexes = {}
 
         media_rel = f"{DATA}/g{gen:06d}-media.parquet"
-        rows = sorted(self.paths.values(), key=lambda r: r["path"])
-        _write_table(rows_to_table(rows, MEDIA_SCHEMA), str(self.root / media_rel))
+        self._media_table = self._updated_media_table()
+        _write_table(self._media_table, str(self.root / media_rel))
         fail_rel = f"{DATA}/g{gen:06d}-failures.parquet"
         frows = sorted(self.failures.values(), key=lambda r: r["path"])
         _write_table(rows_to_table(frows, FAILURE_SCHEMA), str(self.root / fail_rel))
@@ -701,6 +737,8 @@ class IndexWriter:
         for rel in sorted(keep):
             if rel in old_files and rel not in new_files:
                 files[rel] = old_files[rel]
+            elif rel in checked:
+                files[rel] = checked[rel]
             else:
                 p = self.root / rel
                 files[rel] = {"size": p.stat().st_size, "crc32": file_crc32(p)}
@@ -713,8 +751,8 @@ class IndexWriter:
                 "failures": fail_rel,
                 "files": files,
                 "counts": {
-                    "paths": len(rows),
-                    "media": len({int(r["media_id"]) for r in rows}),
+                    "paths": len(self.paths),
+                    "media": len(self.live_media_ids()),
                     "failures": len(frows),
                     **{f"{s}_frames": int(e.get("derived", {}).get("n_frames", 0)) for s, e in self.spaces.items()},
                 },
@@ -732,6 +770,19 @@ class IndexWriter:
         # Keep the previous generation's files for readers that opened it a moment ago.
         self._collect_garbage(keep | previous_files)
         return gen
+
+    def _updated_media_table(self) -> pa.Table:
+        """The committed path rows with the changed paths replaced (or gone), sorted by path: the rows
+        nobody touched are never converted to Python objects again."""
+        table = self._media_table
+        if self._changed_paths:
+            changed = pa.array([os.fsencode(p) for p in self._changed_paths], pa.binary())
+            table = table.filter(pc.invert(pc.is_in(table.column("raw_path"), value_set=changed)))
+            added = [self.paths[p] for p in self._changed_paths if p in self.paths]
+            table = pa.concat_tables([table, rows_to_table(added, MEDIA_SCHEMA)]) if added else table
+            table = table.take(pc.sort_indices(table, sort_keys=[("raw_path", "ascending")]))
+        self._changed_paths = set()
+        return table
 
     def _clean_temporaries(self) -> None:
         for folder in (self.root, self.root / DATA):

@@ -1,4 +1,4 @@
-"""Tests for the CLAP encoder (mmsearch.encoders.clap) and the packaged synth-clap (mmsearch.train_clap)."""
+"""Tests for the CLAP encoder (mmsearch.encoders.clap) and the packaged synth-clap (mmsearch.train.synth_clap)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _tiny_clap(directory: Path, *, fusion: bool) -> Path:
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
 
-    from mmsearch.train_clap import build_tokenizer
+    from mmsearch.train.synth_clap import build_tokenizer
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer()
@@ -166,7 +166,7 @@ def test_registered_family_builds_clap(random_clap_dir: Path) -> None:
 
 # --------------------------------------------------------------------------- synth-clap, its recipe and pieces
 def test_tokenizer_has_roberta_special_ids() -> None:
-    from mmsearch.train_clap import build_tokenizer
+    from mmsearch.train.synth_clap import build_tokenizer
 
     tok = build_tokenizer()
     ids = tok(["A high tone", "zzz"])["input_ids"]
@@ -181,7 +181,7 @@ def test_mel_front_end_matches_feature_extractor(which: str) -> None:
 
     from mmsearch.encoders.clap import MelFrontEnd
     from mmsearch.synth import sample_audio_caption_pairs
-    from mmsearch.train_clap import build_feature_extractor
+    from mmsearch.train.synth_clap import build_feature_extractor
 
     if which == "synth-clap":
         fe, frames, mels = build_feature_extractor(), 501, 32
@@ -213,7 +213,7 @@ def test_soft_loss_equals_group_info_nce_for_hard_targets() -> None:
     import torch
 
     from mmsearch.train import info_nce_loss
-    from mmsearch.train_clap import soft_info_nce_loss
+    from mmsearch.train.synth_clap import soft_info_nce_loss
 
     gen = torch.Generator().manual_seed(0)
     audio, text = torch.randn(7, 5, generator=gen), torch.randn(3, 5, generator=gen)
@@ -230,7 +230,7 @@ def test_soft_loss_equals_group_info_nce_for_hard_targets() -> None:
 def test_save_clap_directory_replaces_atomically(tmp_path: Path) -> None:
     from transformers import ClapModel
 
-    from mmsearch.train_clap import build_config, build_processor, save_clap_directory
+    from mmsearch.train.synth_clap import build_config, build_processor, save_clap_directory
 
     out = tmp_path / "model"
     out.mkdir()

@@ -125,7 +125,7 @@ class MelFrontEnd:
     rounding (about 1e-4 dB; a few hundredths of a dB near the -100 dB floor) at
     a fraction of the cost. Clips longer than ``max_length_s`` are
     centre-cropped instead of randomly cropped, so a clip always gives the same
-    features. Training (:mod:`mmsearch.train_clap`) uses it too.
+    features. Training (:mod:`mmsearch.train.synth_clap`) uses it too.
     """
 
     def __init__(self, feature_extractor: Any) -> None:

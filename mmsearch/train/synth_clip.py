@@ -1,19 +1,7 @@
-"""Contrastive training of two-tower models, and the recipe that makes the packaged ``synth-clip``.
+"""The recipe that makes the packaged ``synth-clip``: the tiny open_clip model trained on the synthetic world.
 
-:func:`info_nce_loss` is the symmetric InfoNCE (CLIP) loss with *multi-positive*
-targets: items that share a group id (for example the same caption) are
-positives for each other, and the target distribution of a row is spread evenly
-over its positives. Items with a negative group id have no positive at all and
-serve as pure negatives (for example background frames that no caption
-describes).
-
-:func:`train_contrastive` is generic over any two towers: it only sees two
-``encode`` callables, the parameters to optimise and a batch iterator. It is
-meant to be reused for audio-text models and for projection heads between
-embedding spaces.
-
-:func:`train_synth_clip` trains the tiny open_clip ``synth-clip`` model from
-scratch on image/caption pairs drawn on the fly from :mod:`mmsearch.synth` and
+:func:`train_synth_clip` trains it from scratch on image/caption pairs drawn on the fly
+from :mod:`mmsearch.synth` with :func:`mmsearch.train.contrastive.train_contrastive` and
 writes the checkpoint shipped as ``mmsearch/assets/synth-clip.pt``::
 
     python -m mmsearch.train synth-clip --out mmsearch/assets/synth-clip.pt --steps 500 --seed 0
@@ -27,203 +15,29 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
+from .contrastive import ProgressFn, train_contrastive
 
 __all__ = [
-    "info_nce_loss",
-    "positive_mask",
-    "train_contrastive",
-    "synth_clip_batches",
-    "render_training_frames",
-    "train_synth_clip",
-    "save_open_clip_checkpoint",
+    "INPUT_SIZE",
+    "SYNTH_CLIP",
     "main",
+    "render_training_frames",
+    "save_open_clip_checkpoint",
+    "synth_clip_batches",
+    "train_synth_clip",
 ]
-
-Groups = Any  # None | 1-D ints (shared by both sides) | (groups_a, groups_b)
-ProgressFn = Callable[[int, float, float], None]  # (step, loss, logit scale)
 
 # Seeds: training draws from streams derived from (seed, _TRAIN_STREAM); synth.generate_corpus
 # derives its per-file streams from (seed, kind in {0, 1}, index), so the two never coincide.
 # Evaluation corpora additionally use seeds >= 1000 (benchmarks/synth_quality.py, tests).
 _TRAIN_STREAM = 7_700_001
-
-
-# --------------------------------------------------------------------------- the loss
-def _as_groups(groups: Any, n: int, device: Any) -> "Any":
-    import torch
-
-    if groups is None:
-        return torch.arange(n, device=device)
-    g = torch.as_tensor(np.asarray(groups) if not isinstance(groups, torch.Tensor) else groups, device=device)
-    if g.ndim != 1 or len(g) != n:
-        raise ValueError(f"expected {n} group ids, got shape {tuple(g.shape)}")
-    return g.long()
-
-
-def positive_mask(groups_a: Any, groups_b: Any) -> "Any":
-    """Boolean (Na, Nb): ``a[i]`` and ``b[j]`` are positives iff they share a group id >= 0."""
-    return (groups_a[:, None] == groups_b[None, :]) & (groups_a[:, None] >= 0) & (groups_b[None, :] >= 0)
-
-
-def _soft_cross_entropy(logits: Any, positives: Any) -> "Any":
-    """Mean over rows that have a positive of -sum_j t_ij log softmax(logits)_ij, t uniform over positives."""
-    import torch
-
-    counts = positives.sum(dim=1)
-    valid = counts > 0
-    if not bool(valid.any()):
-        return logits.sum() * 0.0
-    logp = torch.log_softmax(logits[valid], dim=1)
-    pos = positives[valid].to(logp.dtype)
-    targets = pos / counts[valid, None].to(logp.dtype)
-    # positions outside the targets contribute 0 * logp (finite), so no masking trick is needed
-    return -(targets * logp).sum(dim=1).mean()
-
-
-def info_nce_loss(
-    a: Any,
-    b: Any,
-    logit_scale: Any,
-    groups_a: Any = None,
-    groups_b: Any = None,
-) -> "Any":
-    """Symmetric InfoNCE (the CLIP loss) between embeddings ``a`` (Na, D) and ``b`` (Nb, D).
-
-    Both are L2-normalised here; logits are ``scale * a @ b.T`` with ``logit_scale``
-    the multiplier itself (CLIP's ``logit_scale.exp()``), a float or a tensor.
-    Without group ids, ``a[i]`` and ``b[i]`` are the only positive pair (Na == Nb),
-    which is exactly CLIP's loss. With group ids, every pair sharing an id >= 0 is
-    positive and each row's target is uniform over its positives; rows without any
-    positive (negative ids) are skipped in their own direction but remain negatives
-    for the other side. The result is the mean of the a->b and b->a cross-entropies.
-    ``groups_b`` defaults to ``groups_a``.
-    """
-    import torch
-
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"expected (Na, D) and (Nb, D) embeddings, got {tuple(a.shape)} and {tuple(b.shape)}")
-    if groups_a is None and groups_b is None and a.shape[0] != b.shape[0]:
-        raise ValueError("without group ids both sides must have the same number of items")
-    a = torch.nn.functional.normalize(a, dim=-1)
-    b = torch.nn.functional.normalize(b, dim=-1)
-    ga = _as_groups(groups_a, a.shape[0], a.device)
-    gb = _as_groups(groups_b if groups_b is not None else groups_a, b.shape[0], b.device)
-    logits = logit_scale * (a @ b.T)
-    pos = positive_mask(ga, gb)
-    return 0.5 * (_soft_cross_entropy(logits, pos) + _soft_cross_entropy(logits.T, pos.T))
-
-
-# --------------------------------------------------------------------------- the generic trainer
-def _split_groups(groups: Groups) -> tuple[Any, Any]:
-    if groups is None:
-        return None, None
-    if isinstance(groups, tuple) and len(groups) == 2:
-        return groups
-    return groups, groups
-
-
-def _lr_at(step: int, steps: int, lr: float, warmup: int, min_lr_ratio: float) -> float:
-    if warmup > 0 and step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def train_contrastive(
-    encode_a: Callable[[Any], Any],
-    encode_b: Callable[[Any], Any],
-    parameters: Iterable[Any],
-    batches: Iterable[tuple[Any, Any, Groups]],
-    *,
-    steps: int,
-    lr: float = 1e-3,
-    weight_decay: float = 0.1,
-    logit_scale: Any = 1 / 0.07,
-    max_logit_scale: float = 100.0,
-    warmup_steps: int | None = None,
-    min_lr_ratio: float = 0.05,
-    grad_clip: float | None = 1.0,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-) -> list[float]:
-    """Train two towers with :func:`info_nce_loss`; returns the loss of every step.
-
-    ``encode_a(batch_a)`` and ``encode_b(batch_b)`` return (N, D) embeddings (not
-    necessarily normalised); ``batches`` yields ``(batch_a, batch_b, groups)`` where
-    ``groups`` is None (``a[i]`` pairs with ``b[i]``), one sequence of ids shared by
-    both sides, or a pair ``(groups_a, groups_b)`` (see :func:`info_nce_loss`).
-
-    ``logit_scale`` is either a number (a fixed multiplier) or a tensor holding the
-    *log* of the multiplier, like CLIP's ``model.logit_scale``; a tensor that
-    requires grad is learnt with the other parameters (no weight decay) and clamped
-    to ``log(max_logit_scale)``. AdamW with linear warm-up and cosine decay to
-    ``min_lr_ratio * lr``; tensors with fewer than 2 dimensions (biases, norms,
-    scales) get no weight decay. ``seed`` seeds torch (initialisation done inside
-    the encoders, dropout); ``progress(step, loss, scale)`` is called after each step.
-    Modules are left in whatever train/eval mode the caller set.
-    """
-    import torch
-
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    torch.manual_seed(seed)
-    learn_scale = isinstance(logit_scale, torch.Tensor) and logit_scale.requires_grad
-    params: list[Any] = []
-    seen: set[int] = set()
-    for p in parameters:
-        if isinstance(p, tuple):  # named_parameters() works too
-            p = p[1]
-        if id(p) not in seen and p.requires_grad:
-            seen.add(id(p))
-            params.append(p)
-    if not params and not learn_scale:
-        raise ValueError("no trainable parameters")
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2 and p is not logit_scale]
-    groups_opt = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if learn_scale:
-        groups_opt.append({"params": [logit_scale], "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW([g for g in groups_opt if g["params"]], lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    warmup = warmup_steps if warmup_steps is not None else min(100, steps // 10)
-    log_max = math.log(max_logit_scale)
-
-    history: list[float] = []
-    iterator: Iterator = iter(batches)
-    for step in range(steps):
-        try:
-            batch_a, batch_b, groups = next(iterator)
-        except StopIteration:
-            break
-        current = _lr_at(step, steps, lr, warmup, min_lr_ratio)
-        for g in optimizer.param_groups:
-            g["lr"] = current
-        emb_a = encode_a(batch_a)
-        emb_b = encode_b(batch_b)
-        scale = logit_scale.exp() if isinstance(logit_scale, torch.Tensor) else float(logit_scale)
-        ga, gb = _split_groups(groups)
-        loss = info_nce_loss(emb_a, emb_b, scale, ga, gb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-        if learn_scale:
-            with torch.no_grad():
-                logit_scale.clamp_(0.0, log_max)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"loss became {value} at step {step}")
-        history.append(value)
-        if progress is not None:
-            progress(step, value, float(scale.detach() if isinstance(scale, torch.Tensor) else scale))
-    return history
 
 
 # --------------------------------------------------------------------------- synth-clip data
@@ -259,8 +73,8 @@ def render_training_frames(
     """
     from PIL import Image
 
-    from .media import scaled_size
-    from .synth import random_background_colour, render_visual_event
+    from ..media import scaled_size
+    from ..synth import random_background_colour, render_visual_event
 
     out = []
     for cap in captions:
@@ -290,7 +104,7 @@ def _preprocess(frames: list[np.ndarray]) -> Any:
     import open_clip
     import torch
 
-    from .encoders.clip import preprocess_frames
+    from ..encoders.clip import preprocess_frames
 
     kw = dict(
         size=INPUT_SIZE, resize_mode="squash", interpolation="bicubic",
@@ -314,7 +128,7 @@ def synth_clip_batches(
     push text-to-gap similarity down. Images are preprocessed tensors (the
     inference path); the group id of a pair is its caption's index in the pool.
     """
-    from .synth import VISUAL_CAPTIONS, parse_visual_caption
+    from ..synth import VISUAL_CAPTIONS, parse_visual_caption
 
     pool = tuple(captions or VISUAL_CAPTIONS)
     for c in pool:
@@ -374,8 +188,8 @@ def train_synth_clip(
     import open_clip
     import torch
 
-    from .encoders.clip import register_packaged_configs
-    from .synth import VISUAL_CAPTIONS
+    from ..encoders.clip import register_packaged_configs
+    from ..synth import VISUAL_CAPTIONS
 
     register_packaged_configs()
     torch.manual_seed(seed)

@@ -21,21 +21,20 @@ windows of the batch is proportional to how much of each window it fills, so a
 caption scores windows it fills completely above windows it only touches (the
 moment localizer reads these scores as a curve). Windows no event touches are
 negatives only. With 0/1 weights the loss is exactly
-:func:`mmsearch.train.info_nce_loss` with multi-positive groups (a test checks
-it); it lives here because the shared trainer takes group ids, not coverage
-weights. Switch to :func:`mmsearch.train.train_contrastive` once that accepts a
-target matrix. Reproduce the shipped model with::
+:func:`mmsearch.train.contrastive.info_nce_loss` with multi-positive groups (a test checks
+it); training runs through the project's one contrastive trainer,
+:func:`mmsearch.train.contrastive.train_contrastive`, with the coverages as its target matrix.
+Reproduce the shipped model with::
 
-    python -m mmsearch.train_clap --out mmsearch/assets/synth-clap --steps 450 --seed 0
+    python -m mmsearch.train.synth_clap --out mmsearch/assets/synth-clap --steps 450 --seed 0
 
-and measure it on fresh corpora with ``python -m mmsearch.train_clap --eval mmsearch/assets/synth-clap``.
+and measure it on fresh corpora with ``python -m mmsearch.train.synth_clap --eval mmsearch/assets/synth-clap``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -47,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from .encoders.clap import MelFrontEnd  # the encoder's own feature path: training sees identical features
+from ..encoders.clap import MelFrontEnd  # the encoder's own feature path: training sees identical features
+from .contrastive import info_nce_loss, train_contrastive
 
 __all__ = [
     "SYNTH_CLAP",
@@ -206,7 +206,7 @@ def sample_training_window(
     for 30 %, else 3-10 s) starts anywhere on it. Returns float32 samples and a
     float32 vector over :data:`mmsearch.synth.AUDIO_CAPTIONS`.
     """
-    from .synth import AUDIO_CAPTIONS, synth_audio_event
+    from ..synth import AUDIO_CAPTIONS, synth_audio_event
 
     if length is None:
         u = rng.random()
@@ -247,35 +247,9 @@ def synth_clap_batches(seed: int, batch_size: int, front_end: MelFrontEnd) -> It
 
 # --------------------------------------------------------------------------- loss and training
 def soft_info_nce_loss(audio: Any, text: Any, scale: float, weights: Any) -> Any:
-    """Symmetric InfoNCE with soft targets: ``weights[i, j]`` >= 0 says how much audio i matches text j.
-
-    Each direction is a cross-entropy against the weights normalised along that
-    direction; rows (or columns) without any weight are skipped there but stay
-    negatives for the other side. With 0/1 weights this is
-    :func:`mmsearch.train.info_nce_loss` with multi-positive groups.
-    """
-    import torch
-
-    a = torch.nn.functional.normalize(audio, dim=-1)
-    t = torch.nn.functional.normalize(text, dim=-1)
-    logits = scale * (a @ t.T)
-
-    def direction(lg: Any, w: Any) -> Any:
-        total = w.sum(dim=1)
-        valid = total > 0
-        if not bool(valid.any()):
-            return lg.sum() * 0.0
-        target = w[valid] / total[valid, None]
-        return -(target * torch.log_softmax(lg[valid], dim=1)).sum(dim=1).mean()
-
-    return 0.5 * (direction(logits, weights) + direction(logits.T, weights.T))
-
-
-def _lr_at(step: int, steps: int, lr: float, warmup: int, floor: float = 0.05) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    """Symmetric InfoNCE with soft targets, ``weights[i, j]`` >= 0 how much audio i matches text j:
+    :func:`mmsearch.train.contrastive.info_nce_loss` with ``weights``."""
+    return info_nce_loss(audio, text, scale, weights=weights)
 
 
 def train_synth_clap(
@@ -293,7 +267,7 @@ def train_synth_clap(
     import torch
     from transformers import ClapModel
 
-    from .synth import AUDIO_CAPTIONS, AUDIO_CLASSES
+    from ..synth import AUDIO_CAPTIONS, AUDIO_CLASSES
 
     if threads:
         torch.set_num_threads(threads)
@@ -306,40 +280,33 @@ def train_synth_clap(
     text_rng = np.random.default_rng(np.random.SeedSequence([seed, _TRAIN_STREAM, 1]))
     # The temperature is fixed (LOGIT_SCALE, also stored as the model's logit_scale_a/t init value).
     params = [p for n, p in model.named_parameters() if not n.startswith("logit_scale") and p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr, betas=(0.9, 0.98), eps=1e-6,
+    features = synth_clap_batches(seed, batch_size, front_end)
+
+    def batches() -> Iterator[tuple[Any, Any, Any]]:  # (mel features, caption tokens, coverage weights)
+        while True:
+            feats, cover = next(features)
+            texts = [
+                TEMPLATES[int(text_rng.integers(len(TEMPLATES)))].format(cap=cap, cls=cls)
+                for cap, cls in zip(AUDIO_CAPTIONS, AUDIO_CLASSES)
+            ]
+            yield feats, tokenizer(texts, padding=True, return_tensors="pt"), cover
+
+    history = train_contrastive(
+        lambda feats: _pooled(model.get_audio_features(input_features=feats)),
+        lambda tokens: _pooled(model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])),
+        params,
+        batches(),
+        steps=steps,
+        lr=lr,
+        weight_decay=weight_decay,
+        logit_scale=LOGIT_SCALE,
+        warmup_steps=min(50, steps // 10),
+        seed=seed,
+        progress=None if progress is None else (lambda step, loss, scale: progress(step, loss)),
     )
-    warmup = min(50, steps // 10)
-    batches = synth_clap_batches(seed, batch_size, front_end)
-    history: list[float] = []
-    for step in range(steps):
-        for g in optimizer.param_groups:
-            g["lr"] = _lr_at(step, steps, lr, warmup)
-        feats, cover = next(batches)
-        texts = [
-            TEMPLATES[int(text_rng.integers(len(TEMPLATES)))].format(cap=cap, cls=cls)
-            for cap, cls in zip(AUDIO_CAPTIONS, AUDIO_CLASSES)
-        ]
-        tokens = tokenizer(texts, padding=True, return_tensors="pt")
-        audio = _pooled(model.get_audio_features(input_features=feats))
-        text = _pooled(model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]))
-        loss = soft_info_nce_loss(audio, text, LOGIT_SCALE, cover)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"loss became {value} at step {step}")
-        history.append(value)
-        if progress is not None:
-            progress(step, value)
     model.eval()
     info = {
-        "recipe": "python -m mmsearch.train_clap",
+        "recipe": "python -m mmsearch.train.synth_clap",
         "steps": steps,
         "batch_size": batch_size,
         "seed": seed,
@@ -418,10 +385,10 @@ def evaluate_clap(
     ``window_accuracy`` is the share of windows mostly (>= 60 %) filled by one
     event whose best caption is that event's.
     """
-    from .audio import iter_audio_windows
-    from .encoders.base import EncoderSpec
-    from .encoders.clap import ClapEncoder
-    from .synth import AUDIO_CAPTIONS, generate_corpus
+    from ..audio import iter_audio_windows
+    from ..encoders.base import EncoderSpec
+    from ..encoders.clap import ClapEncoder
+    from ..synth import AUDIO_CAPTIONS, generate_corpus
 
     encoder = ClapEncoder(EncoderSpec("clap", SYNTH_CLAP, os.fspath(model)), device=device)
     text = encoder.encode_text(list(AUDIO_CAPTIONS))
@@ -491,7 +458,7 @@ def evaluate_clap(
 
 # --------------------------------------------------------------------------- command line
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmsearch.train_clap", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mmsearch.train.synth_clap", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", help="model directory to write (e.g. mmsearch/assets/synth-clap)")
     parser.add_argument("--steps", type=int, default=450)
     parser.add_argument("--batch-size", type=int, default=32)
