@@ -340,7 +340,7 @@ def train_space_cmd(
     """Learn a VATT-style common space from the index's own videos (no captions needed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mmsearch.common_space import HeadConfig, train_space
+    from mmsearch.api import HeadConfig, train_space
 
     root = _index_dir(index)
     config = HeadConfig(common_dim=dim, epochs=epochs, seed=seed)

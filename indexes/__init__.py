@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,6 +31,7 @@ MAX_NLIST = 16384  # what flat k-means and a flat coarse quantizer afford on a C
 TRAIN_POINTS_PER_LIST = 48  # k-means sample per list (FAISS warns below 39)
 KMEANS_ITERATIONS = 10
 ADD_CHUNK = 1 << 16  # rows per add and per exact-search pass: 128 MB of 512-d float32, whatever the set's size
+PAUSE_CHUNK = 1 << 13  # rows per step of a build that can pause (a fraction of a second on one core)
 SEARCH_PARAMS = {"nprobe", "efSearch", "k_factor_rf", "quantizer_efSearch"}  # what ParameterSpace sets at search time
 
 
@@ -154,11 +155,14 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def exact_search(queries: np.ndarray, vectors: Any, k: int, *, chunk: int = ADD_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(
+    queries: np.ndarray, vectors: Any, k: int, *, chunk: int = ADD_CHUNK, pause: Callable[[], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (scores, ids) by inner product of ``queries`` over ``vectors``, streamed in chunks.
 
     ``vectors``: an ``(n, dim)`` array, a memory-mapped one or a :class:`RowVectors`; only one
-    chunk is in memory at a time. Rows past ``n`` are ``-1`` with score ``-inf``.
+    chunk is in memory at a time. Rows past ``n`` are ``-1`` with score ``-inf``. ``pause``:
+    called before each chunk.
     """
     import faiss
 
@@ -167,6 +171,8 @@ def exact_search(queries: np.ndarray, vectors: Any, k: int, *, chunk: int = ADD_
     best_s = np.full((len(queries), k), -np.inf, np.float32)
     best_i = np.full((len(queries), k), -1, np.int64)
     for start in range(0, len(vectors), chunk):
+        if pause is not None:
+            pause()
         part = np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32)
         scores, ids = faiss.knn(queries, part, min(k, len(part)), metric=faiss.METRIC_INNER_PRODUCT)
         both_s = np.concatenate([best_s, scores], axis=1)
@@ -180,6 +186,27 @@ def exact_search(queries: np.ndarray, vectors: Any, k: int, *, chunk: int = ADD_
 def exact_top_k(queries: np.ndarray, vectors: Any, k: int, *, chunk: int = ADD_CHUNK) -> np.ndarray:
     """Exact top-k ids of ``queries`` over ``vectors`` (see :func:`exact_search`)."""
     return exact_search(queries, vectors, k, chunk=chunk)[1]
+
+
+def _kmeans(sample: np.ndarray, k: int, params: Any, metric: int, pause: Callable[[], None]) -> np.ndarray:
+    """FAISS k-means with the IVF's clustering parameters, run one iteration per call so ``pause`` can
+    run between iterations; each call starts from the previous centroids. Returns ``(k, dim)`` float32."""
+    import faiss
+
+    dim = sample.shape[1]
+    centroids = None
+    for _ in range(max(1, int(params.niter))):
+        pause()
+        cp = faiss.ClusteringParameters()
+        cp.niter, cp.spherical, cp.seed = 1, params.spherical, params.seed
+        cp.max_points_per_centroid = max(int(params.max_points_per_centroid), len(sample) // k + 1)
+        clustering = faiss.Clustering(dim, k, cp)
+        if centroids is not None:  # FAISS starts from centroids given in advance
+            faiss.copy_array_to_vector(centroids.ravel(), clustering.centroids)
+        assign = faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
+        clustering.train(sample, assign)
+        centroids = faiss.vector_to_array(clustering.centroids).reshape(k, dim)
+    return centroids
 
 
 def split_refine(factory: str) -> tuple[str, str | None]:
@@ -299,12 +326,13 @@ class _Probe:
     that free hit would overstate recall@10 by up to 0.1 for queries from outside.)
     """
 
-    def __init__(self, vectors: np.ndarray, queries: int, k: int, seed: int) -> None:
+    def __init__(self, vectors: np.ndarray, queries: int, k: int, seed: int, pause: Callable[[], None] | None = None) -> None:
         rng = np.random.default_rng(seed)
         self.rows = np.sort(rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False))
         self.queries = np.ascontiguousarray(vectors[self.rows], dtype=np.float32)
         self.k = max(1, min(k, len(vectors) - 1))
-        self.truth = self._drop_self(exact_top_k(self.queries, vectors, self.k + 1))
+        chunk = ADD_CHUNK if pause is None else PAUSE_CHUNK
+        self.truth = self._drop_self(exact_search(self.queries, vectors, self.k + 1, chunk=chunk, pause=pause)[1])
 
     def _drop_self(self, ids: np.ndarray) -> list[list[int]]:
         return [[i for i in row if i != own][: self.k] for row, own in zip(ids.tolist(), self.rows.tolist())]
@@ -349,6 +377,7 @@ class VectorIndex:
         trained: "VectorIndex | None" = None,
         tune: bool = True,
         refine_outside: bool = False,
+        pause: Callable[[], None] | None = None,
     ) -> "VectorIndex":
         """Build (train, add, tune) an index over ``vectors``; rows are ids 0..n-1.
 
@@ -362,6 +391,8 @@ class VectorIndex:
         (``RFlat``, ``Refine(SQ8)``) re-ranks with ``vectors`` themselves, exactly, as LanceDB's
         ``refine_factor`` re-ranks with the table's vectors. The index file then holds codes
         only (dim/8 + 8 bytes a vector for 4-bit PQ), so it can be rewritten at every commit.
+        ``pause``: called between steps (each k-means iteration, each chunk added, each tuning
+        measurement), where a build running beside other work may wait for it to finish.
         """
         import faiss
 
@@ -384,7 +415,7 @@ class VectorIndex:
         if "efConstruction" in recipe.params:
             faiss.downcast_index(index).hnsw.efConstruction = int(recipe.params["efConstruction"])
         if not index.is_trained:
-            sample = vectors if isinstance(vectors, np.ndarray) else vectors[0:n]
+            sample = vectors
             ivf = faiss.try_extract_index_ivf(index)
             if ivf is not None:  # k-means on a sample, few iterations: what a 2-core build can afford
                 ivf.cp.niter = KMEANS_ITERATIONS
@@ -399,13 +430,20 @@ class VectorIndex:
                 limit = TRAIN_POINTS_PER_LIST * ivf.nlist
                 if n > limit:
                     sample = vectors[np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))]
+                if pause is not None and isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexFlat):
+                    # the same k-means, one iteration per call, so the build can wait between them;
+                    # a quantizer holding nlist centroids is not trained again by index.train
+                    sample = np.ascontiguousarray(sample if isinstance(sample, np.ndarray) else sample[0:len(sample)], dtype=np.float32)
+                    ivf.quantizer.add(_kmeans(sample, ivf.nlist, ivf.cp, ivf.metric_type, pause))
+            if not isinstance(sample, np.ndarray):  # a RowVectors small enough to train on whole
+                sample = sample[0:len(sample)]
             index.train(np.ascontiguousarray(sample, dtype=np.float32))
         codes_only = (trained.refine is not None) if reused else outside
         out = cls(index, recipe, refine=vectors if codes_only else None)
-        out.add(vectors)
+        out.add(vectors, pause=pause)
         out._apply_params()
         if tune and recipe.factory != "Flat" and n > 10:
-            out._tune(vectors)
+            out._tune(vectors, pause=pause)
         out.recipe = IndexRecipe(
             out.recipe.factory,
             {**out.recipe.params, "build_s": round(time.perf_counter() - started, 3), "retrained": not reused},
@@ -413,7 +451,7 @@ class VectorIndex:
         )
         return out
 
-    def _tune(self, vectors: np.ndarray, *, queries: int = 200, k: int = 10) -> None:
+    def _tune(self, vectors: np.ndarray, *, queries: int = 200, k: int = 10, pause: Callable[[], None] | None = None) -> None:
         """Greedy search over the search-time knobs until recall@k reaches the recipe's target.
 
         Starting cheap (nprobe 1, efSearch 16, re-ranking depth 8), each step doubles the
@@ -426,11 +464,13 @@ class VectorIndex:
         params = dict(self.recipe.params)
         target = float(params.get("target_recall", DEFAULT_RECALL))
         budget_ms = float(params.get("latency_ms", DEFAULT_LATENCY_MS))
-        probe = _Probe(vectors, queries, k, seed=0)
+        probe = _Probe(vectors, queries, k, seed=0, pause=pause)
         limits = {"nprobe": (1, max(1, min(self._nlist(), 1024))), "efSearch": (16, 1024), "k_factor_rf": (8, 256)}
         knobs = {key: lo for key, (lo, _) in limits.items() if key in params}
 
         def measure(setting: dict[str, int]) -> tuple[float, float]:
+            if pause is not None:
+                pause()  # before, not inside, the timed queries
             self.recipe = IndexRecipe(self.recipe.factory, {**params, **setting}, self.recipe.chosen_for)
             self._apply_params()
             timed = probe.queries[:50]
@@ -458,14 +498,18 @@ class VectorIndex:
         self.recipe = IndexRecipe(self.recipe.factory, params, self.recipe.chosen_for)
         self._apply_params()
 
-    def add(self, vectors: Any, *, refine: Any = None) -> None:
+    def add(self, vectors: Any, *, refine: Any = None, pause: Callable[[], None] | None = None) -> None:
         """Append ``vectors`` (rows ``ntotal``, ``ntotal + 1``, ...) in chunks, without retraining.
 
         ``refine``: with the refine stage outside FAISS, every vector the ids point into,
-        the new ones included (a :class:`RowVectors` over all rows, typically).
+        the new ones included (a :class:`RowVectors` over all rows, typically). ``pause``:
+        called before each chunk (see :meth:`build`).
         """
-        for start in range(0, len(vectors), ADD_CHUNK):  # in pieces: memory-mapped vectors never load whole
-            self.index.add(np.ascontiguousarray(vectors[start:start + ADD_CHUNK], dtype=np.float32))
+        chunk = ADD_CHUNK if pause is None else PAUSE_CHUNK
+        for start in range(0, len(vectors), chunk):  # in pieces: memory-mapped vectors never load whole
+            if pause is not None:
+                pause()
+            self.index.add(np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32))
         if refine is not None:
             self.refine = refine
         self._gpu_index = None if self._gpu_index is not False else False

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .common_space import HeadConfig, TrainSpaceReport, train_space  # noqa: F401 - part of the facade
 from .config import IngestConfig, audio_window_config, config_from_record
 from .encoders import EncoderSpec, create_encoder, resolve_spec
 from .errors import EncoderMismatchError, UsageError
@@ -361,6 +362,7 @@ class Index:
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
     ) -> list[list[SearchResult]]:
+        """Two-stage search of ``queries`` (``(n, dim)`` float32 vectors of ``space``): one result list per query."""
         hits = self.search_hits(queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize)
         return [[self._result(h, space) for h in row] for row in hits]
 

@@ -2,19 +2,22 @@
 
 A commit costs what it adds. The segments of each media item become its moment windows
 and its media-level vector once, when the item is added (:meth:`Deriver.add_segments`);
-all three are appended to the space's tables as new shards. At :meth:`Deriver.commit` the
-new moment and media rows are added to the trained vector indexes (FAISS ``add``: codes
-for the new rows only; re-ranking reads the memory-mapped shards), and removed media stay
-as tombstones that searches skip. Nothing reads the vectors already in the index.
+all three are appended to the space's tables as new shards at the next commit. Nothing in
+a commit reads the vectors already indexed.
 
-An index is trained again only when the number of live rows leaves the range its recipe
-was chosen for (half to twice ``chosen_for``, :meth:`IndexRecipe.covers`) or another recipe
-is chosen (exact search while it meets the latency target, then IVF with a list count
-for the size). That build streams the shards in chunks and runs in a background thread
-while later commits go on: until it is adopted, the old index keeps taking new rows, or,
-before the first one, the rows are searched exactly. A commit with ``wait=True`` (the last
-of a run) waits for it. When tombstones pass :data:`COMPACT_SHARE` of a space's segments,
-the shards are rewritten without them and the indexes built again, at that commit.
+The vector indexes follow in two background threads, each on one core at a lower priority,
+pausing while a commit runs: an *extension* appends the rows added since to a clone of the
+trained index (no retraining), a *build* trains a new one when the number of live rows
+leaves the range its recipe was chosen for (half to twice ``chosen_for``,
+:meth:`IndexRecipe.covers`) or another recipe is chosen (exact search while it meets the
+latency target, then IVF with a list count for the size), streaming the shards in chunks.
+Each job writes and checksums its own index file (codes only: re-ranking reads the
+memory-mapped shards), which the next commit renames into place; until then the rows past
+the committed index are searched exactly (:class:`mmsearch.indexes.RowIndex`), so every
+committed row is searchable at once. A commit with ``wait=True`` (the last of a run) runs
+the jobs to the end. Removed media stay as tombstones that searches skip; when they pass
+:data:`COMPACT_SHARE` of a space's segments, the shards are rewritten without them and the
+indexes built again, at that commit.
 """
 
 from __future__ import annotations
@@ -95,6 +98,9 @@ class Deriver:
     )
     _levels: dict[tuple[str, str], _Level] = field(default_factory=dict)
     _executors: dict[str, ThreadPoolExecutor] = field(default_factory=dict)
+    # set while no commit runs: background jobs pause at their next step during a commit, so a commit
+    # on a small machine is not slowed by index building (both cores of a 2-core machine are its)
+    _quiet: threading.Event = field(default_factory=lambda: _set(threading.Event()))
 
     def __enter__(self) -> "Deriver":
         return self
@@ -103,7 +109,9 @@ class Deriver:
         self.close()
 
     def close(self) -> None:
-        """Stop background builds (a running one finishes; its result is dropped)."""
+        """Stop the background jobs (one running finishes; its result and file are dropped)."""
+        for key in list(self._levels):
+            self._discard(*key)
         for executor in self._executors.values():
             executor.shutdown(wait=True, cancel_futures=True)
         self._executors = {}
@@ -138,6 +146,13 @@ class Deriver:
         ``wait``: adopt background builds before committing (the last commit of a run); with
         False a build still running is adopted by a later commit.
         """
+        self._quiet.clear()  # background jobs wait at their next step until this commit is done
+        try:
+            return self._commit(wait)
+        finally:
+            self._quiet.set()
+
+    def _commit(self, wait: bool) -> int:
         w = self.writer
         t0 = time.perf_counter()
         w.flush()
@@ -165,7 +180,7 @@ class Deriver:
         info: dict[str, Any] = {}
         for table in INDEXED_TABLES:
             info[table] = self._derive_level(space, table, dead, wait)
-        live_segments = len(w.table_media_ids(space, SEGMENTS))
+        live_segments = sum(int(shard["n"]) for shard in w.spaces[space]["tables"].get(SEGMENTS, []))
         if len(dead):
             live_segments -= int(np.isin(w.table_media_ids(space, SEGMENTS), dead).sum())
         w.describe_space(
@@ -279,31 +294,36 @@ class Deriver:
         if synchronous:
             future: Future = Future()
             try:
-                future.set_result(job(*args))
+                future.set_result(job(*args, pause=None))
             except Exception as exc:  # reported where it is adopted
                 future.set_exception(exc)
             return future
         if worker not in self._executors:
             self._executors[worker] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mmsearch-index-{worker}")
-        return self._executors[worker].submit(_in_background, job, *args)
+        return self._executors[worker].submit(_in_background, job, *args, pause=self._quiet.wait)
 
     def _result(self, future: Future) -> Job | None:
         """A job's index and file (waiting for it); None when it failed, which leaves the old index (or exact search) in place."""
         t0 = time.perf_counter()
+        waiting = not future.done()
+        if waiting:
+            self._quiet.set()  # the commit waits for the job: let it run
         try:
             return future.result()
         except Exception as exc:
             log.warning("updating a vector index failed (%s); keeping the previous one", exc)
             return None
         finally:
+            if waiting:
+                self._quiet.clear()
             self.timings["index_wait"] += time.perf_counter() - t0
 
 
 BACKGROUND_NICE = 10  # background index jobs yield the CPU to commits, decoders and encoders
 
 
-def _in_background(job: Callable[..., Job], *args: Any) -> Job:
-    """A background job on one core at a lower priority, so it does not slow ingestion down.
+def _in_background(job: Callable[..., Job], *args: Any, pause: Callable[[], Any]) -> Job:
+    """A background job on one core at a lower priority, waiting out commits, so it does not slow ingestion down.
 
     OpenMP's thread count and Linux's nice value are both per thread.
     """
@@ -314,7 +334,12 @@ def _in_background(job: Callable[..., Job], *args: Any) -> Job:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
     except (OSError, AttributeError):  # not Linux, or not allowed: run at the normal priority
         pass
-    return job(*args)
+    return job(*args, pause=pause)
+
+
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
 
 
 def _drop(future: Future) -> None:
@@ -323,23 +348,29 @@ def _drop(future: Future) -> None:
         future.result()[1].discard()
 
 
-def _build(vectors: RowVectors, recipe: IndexRecipe, folder: Path) -> Job:
+def _build(vectors: RowVectors, recipe: IndexRecipe, folder: Path, *, pause: Callable[[], Any] | None) -> Job:
     """Train, fill and tune an index over ``vectors`` (streamed in chunks); codes only, re-ranking from the shards."""
     # k-means samples and tuning re-rank rows all over the shards: leave those pages to the page cache
-    index = VectorIndex.build(vectors.releasing(), recipe=recipe, refine_outside=True)
+    index = VectorIndex.build(vectors.releasing(), recipe=recipe, refine_outside=True, pause=pause)
     index.refine = vectors
+    if pause is not None:
+        pause()
     return index, index.write_prepared(folder)
 
 
-def _extend(index: VectorIndex, vectors: RowVectors, folder: Path) -> Job:
+def _extend(index: VectorIndex, vectors: RowVectors, folder: Path, *, pause: Callable[[], Any] | None) -> Job:
     """A copy of ``index`` with the rows of ``vectors`` past it appended (no retraining); the original is untouched."""
     import faiss
 
+    if pause is not None:
+        pause()
     out = VectorIndex(faiss.clone_index(index.index), index.recipe, refine=index.refine)
-    out.add(vectors.view(index.ntotal), refine=vectors if index.refine is not None else None)
+    out.add(vectors.view(index.ntotal), refine=vectors if index.refine is not None else None, pause=pause)
     r = out.recipe
     out.recipe = IndexRecipe(r.factory, {**r.params, "retrained": False}, r.chosen_for)  # extended, not trained
     out._apply_params()
+    if pause is not None:
+        pause()
     return out, out.write_prepared(folder)
 
 

@@ -29,6 +29,7 @@ index to keep, and hands both to :class:`IndexWriter`.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import time
@@ -137,12 +138,32 @@ def _write_table(table: pa.Table, path: str) -> None:
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def _write_npy(array: np.ndarray, path: str) -> None:
+class _Checksummed:
+    """A binary file being written that keeps the CRC32 and size of what passed through it."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.crc32, self.size = fh, 0, 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.crc32 = zlib.crc32(view, self.crc32)
+        self.size += len(view)
+        return self.fh.write(view)
+
+
+def _write_npy(array: np.ndarray, path: str) -> dict[str, int]:
+    """Write ``array`` as ``.npy`` (temporary name, fsync, rename); returns its size and CRC32, computed
+    as it is written, so a commit need not read the file back."""
+    out: dict[str, int] = {}
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array))
+            sink = _Checksummed(fh)
+            np.lib.format.write_array(sink, np.ascontiguousarray(array), allow_pickle=False)
+            out.update(size=sink.size, crc32=sink.crc32)
 
     atomic_write(path, write)
+    return out
 
 
 # -- read side -------------------------------------------------------------------------------
@@ -436,6 +457,8 @@ class IndexWriter:
         self._pending_indexes: dict[tuple[str, str], tuple[VectorIndex | None, PreparedFile | None]] = {}
         self._new_files: list[str] = []
         self._ids_cache: dict[str, np.ndarray] = {}  # shard rows file -> its media_id column (files never change)
+        self._vectors_cache: dict[str, np.ndarray] = {}  # shard vectors file -> its memory map
+        self._checked: dict[str, dict[str, int]] = {}  # files written since the last commit: size and CRC32
         self._clean_temporaries()
 
     def _open(self, config: dict[str, Any] | None, upgrade: bool) -> None:
@@ -463,6 +486,7 @@ class IndexWriter:
             }
             media, failures = MEDIA_SCHEMA.empty_table(), FAILURE_SCHEMA.empty_table()
         self.paths: dict[str, dict[str, Any]] = {r["path"]: r for r in table_to_rows(media)}
+        self._live: np.ndarray | None = None
         self._media_table = media  # the path rows as last committed; a commit rewrites only the paths changed since
         self._changed_paths: set[str] = set()
         self.failures: dict[str, dict[str, Any]] = {r["path"]: r for r in table_to_rows(failures)}
@@ -521,13 +545,16 @@ class IndexWriter:
         return max(used + [int(self.manifest.get("max_media_id", -1))]) + 1
 
     def live_media_ids(self) -> np.ndarray:
-        """Sorted int64 ids of the media some path refers to."""
-        return np.unique(np.fromiter((int(r["media_id"]) for r in self.paths.values()), np.int64, len(self.paths)))
+        """Sorted int64 ids of the media some path refers to (computed again only after paths change)."""
+        if self._live is None:
+            self._live = np.unique(np.fromiter((int(r["media_id"]) for r in self.paths.values()), np.int64, len(self.paths)))
+        return self._live
 
     def put_path(self, row: dict[str, Any]) -> None:
         self.dirty = True
         self.paths[row["path"]] = row
         self._changed_paths.add(row["path"])
+        self._live = None
         self.failures.pop(row["path"], None)
         self.manifest["max_media_id"] = max(int(self.manifest.get("max_media_id", -1)), int(row["media_id"]))
 
@@ -535,6 +562,7 @@ class IndexWriter:
         self.dirty = True
         self.failures.pop(path, None)
         self._changed_paths.add(path)
+        self._live = None
         return self.paths.pop(path, None) is not None
 
     def put_failure(self, row: dict[str, Any]) -> None:
@@ -588,7 +616,7 @@ class IndexWriter:
         entry = self.spaces[space]
         shard_no = int(entry.get("next_shard", 0))
         stem = f"{DATA}/{space}-{table}-s{shard_no:06d}"
-        _write_npy(vectors, str(self.root / f"{stem}.npy"))
+        self._checked[f"{stem}.npy"] = _write_npy(vectors, str(self.root / f"{stem}.npy"))
         _write_table(rows, str(self.root / f"{stem}.parquet"))
         entry["tables"].setdefault(table, []).append({"vectors": f"{stem}.npy", "rows": f"{stem}.parquet", "n": len(vectors)})
         entry["next_shard"] = shard_no + 1
@@ -598,7 +626,13 @@ class IndexWriter:
     def table_vectors(self, space: str, table: str) -> RowVectors:
         """Every vector written to the table so far (flushed shards included), memory-mapped."""
         entry = self.spaces[space]
-        return RowVectors([_load_npy(self.root / s["vectors"]) for s in entry["tables"].get(table, [])], int(entry["dim"]))
+        parts = []
+        for shard in entry["tables"].get(table, []):
+            rel = shard["vectors"]
+            if rel not in self._vectors_cache:  # shard files never change: map each once
+                self._vectors_cache[rel] = _load_npy(self.root / rel)
+            parts.append(self._vectors_cache[rel])
+        return RowVectors(parts, int(entry["dim"]))
 
     def table_media_ids(self, space: str, table: str) -> np.ndarray:
         """int64 media id of every row of the table (flushed shards included)."""
@@ -702,7 +736,7 @@ class IndexWriter:
         if len(gone):
             for entry in self.spaces.values():
                 entry["tombstones"] = sorted(set(entry.get("tombstones", [])) | set(gone.tolist()))
-        checked: dict[str, dict[str, int]] = {}  # files whose size and checksum are already known
+        checked, self._checked = self._checked, {}  # files whose size and checksum are already known
         for (space, table), (index, prepared) in self._pending_indexes.items():
             indexes = self.spaces[space].setdefault("indexes", {})
             if index is None:
@@ -796,6 +830,7 @@ class IndexWriter:
             if rel not in keep and not p.name.startswith(TMP_PREFIX):
                 p.unlink(missing_ok=True)
                 self._ids_cache.pop(rel, None)
+                self._vectors_cache.pop(rel, None)
 
 
 def _new_space(encoder: dict[str, Any], dim: int, anchor: str) -> dict[str, Any]:
@@ -807,13 +842,19 @@ def _has_refine(recipe: dict[str, Any]) -> bool:
     return "RFlat" in factory or "Refine(" in factory
 
 
-def library_versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {}
+    out = []
     for name in ("mmsearch", "torch", "open_clip_torch", "transformers", "faiss-cpu", "pyarrow", "av", "decord", "numpy"):
         try:
-            out[name] = version(name)
+            out.append((name, version(name)))
         except PackageNotFoundError:
             continue
-    return out
+    return tuple(out)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape an index's files and vectors (read once per process)."""
+    return dict(_versions())

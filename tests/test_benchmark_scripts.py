@@ -56,3 +56,24 @@ def test_coarse_quantizer_benchmark_compares_assignments(tmp_path):
         assert 0.0 < r["nearest_list_share"] <= 1.0
     # the exact assignments are the references
     assert rows["flat, mips k-means"]["nearest_list_share"] == rows["flat, spherical k-means"]["nearest_list_share"] == 1.0
+
+
+def test_commit_scale_benchmark_writes_one_object_per_commit(tmp_path):
+    out = tmp_path / "commits.json"
+    _run("commit_scale.py", "--batches", "3", "--media", "40", "--frames", "30", "--dim", "32", "--json", str(out))
+    result = json.loads(out.read_text())
+    commits = result["commits"]
+    assert [c["total_frames"] for c in commits] == [1200, 2400, 3600] and all(c["added_frames"] == 1200 for c in commits)
+    assert all(c["commit_s"] > 0 and c["peak_rss_mb"] > 0 for c in commits)
+    assert all(abs(c["flush_s"] + c["indexes_s"] + c["publish_s"] - c["commit_s"]) < 0.05 for c in commits)
+    # 40 media x 14 moments (4 s windows every 2 s, the last [26, 30)) a batch; exact search at this size
+    assert [c["moment_rows_exact"] for c in commits] == [560, 1120, 1680] and commits[-1]["moment_index"] == "Flat"
+    assert result["finish_s"] is not None and result["final_query"]["p50_ms"] > 0
+
+
+def test_disk_write_control_times_each_round(tmp_path):
+    out = tmp_path / "disk.json"
+    _run("disk_write.py", "--rounds", "3", "--rows", "2000", "--dim", "16", "--json", str(out))
+    result = json.loads(out.read_text())
+    assert len(result["seconds"]) == 3 and all(s > 0 for s in result["seconds"])
+    assert result["mb_per_round"] == round((2000 + 2000 * 29 // 60) * 16 * 4 / 2**20, 1)

@@ -201,3 +201,39 @@ def test_decoder_processes_default_to_one_on_cpu_and_scale_beside_a_gpu(monkeypa
         assert default_workers([on_cpu, on_gpu]) == with_gpu
     with pytest.raises(UsageError, match="--workers"):
         IngestConfig(workers=0)
+
+
+def test_one_index_serves_threads_with_the_answers_it_gives_alone(built, tmp_path):
+    """A server shares one Index between threads: concurrent searches (first use of the encoder
+    included) return exactly what the same searches return one after another."""
+    import threading
+
+    idx = mmsearch.open_index(built["index"], device="cpu")
+    queries = [_query_frame(built["root"] / v, t, tmp_path / f"q{i}.png") for i, (v, t) in
+               enumerate([("a.mp4", 1.0), ("a.mp4", 8.0), ("b.mp4", 2.0), ("b.mp4", 7.0), ("sub/c.webm", 5.0)])]
+    texts = ["a red circle", "a blue square", "a yellow triangle"]
+    got: dict[tuple[int, int], list] = {}
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i, q in enumerate(queries):
+                got[(n, i)] = idx.search(image=q, k=3)
+            for j, text in enumerate(texts):
+                got[(n, 100 + j)] = idx.search(text, k=3, modality="all", audio_weight=0.3)
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    alone = mmsearch.open_index(built["index"], device="cpu")
+    for i, q in enumerate(queries):
+        want = alone.search(image=q, k=3)
+        assert all(got[(n, i)] == want for n in range(4))
+    for j, text in enumerate(texts):
+        want = alone.search(text, k=3, modality="all", audio_weight=0.3)
+        assert all(got[(n, 100 + j)] == want for n in range(4))
