@@ -178,3 +178,22 @@ def test_an_index_of_format_1_is_refused_with_the_command_then_upgraded(tmp_path
     a = next(m for m, r in idx.snapshot.media_rows().items() if r["path"].endswith("a.mp4"))
     starts, ends, _ = space.segments_of(a)
     assert np.allclose(ends[:-1], starts[1:]) and ends[-1] == pytest.approx(idx.snapshot.media_rows()[a]["duration"])
+
+
+def test_query_on_format_1_says_what_to_run_and_the_cli_upgrade_does_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from mmsearch.cli import app
+
+    root = tmp_path / "old"
+    shutil.copytree(DATA / "index-v1", root)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["query", "a blue square", "--index", str(root), "--json", "--device", "cpu"])
+    assert refused.exit_code != 0 and f"mmsearch upgrade --index {root}" in str(refused.exception or refused.output)
+    done = runner.invoke(app, ["upgrade", "--index", str(root)])
+    assert done.exit_code == 0, done.output
+    answered = runner.invoke(app, ["query", "a blue square", "--index", str(root), "--json", "--device", "cpu"])
+    assert answered.exit_code == 0, answered.output
+    top = json.loads(answered.output)["results"][0]
+    before = json.loads((DATA / "index-v1-results.json").read_text())["a blue square"][0]
+    assert (top["path"], top["start"], top["end"]) == (before["path"], before["start"], before["end"])
