@@ -184,6 +184,10 @@ class Index:
                     "frames": entry.get("derived", {}).get("n_frames", 0),
                     "moments": entry.get("derived", {}).get("n_moments", 0),
                     "index": entry.get("recipe", {}),
+                    # moment rows the index does not cover yet (searched exactly until a job adds them)
+                    "moments_exact": sum(int(s["n"]) for s in entry.get("tables", {}).get("moments", []))
+                    - int(entry.get("indexes", {}).get("moments", {}).get("rows", 0) or 0),
+                    "removed_media": len(entry.get("tombstones", [])),  # skipped at search until compaction
                 }
                 for name, entry in m.get("spaces", {}).items()
             },

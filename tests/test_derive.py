@@ -114,6 +114,7 @@ def test_a_background_build_is_adopted_by_a_later_commit(tmp_path):
     gen = lib.deriver.commit(wait=False)  # the first IVF is trained in a thread; the rows are searched exactly meanwhile
     snap = open_snapshot(tmp_path / "idx")
     assert snap.generation == gen
+    assert mmsearch.open_index(tmp_path / "idx").info()["spaces"]["visual"]["moments_exact"] == 60 * 9
     everything = _top_media(tmp_path / "idx", np.stack([lib.topics[m] for m in range(60)]))
     assert [row[0] for row in everything] == list(range(60))
     lib.add(5)
@@ -133,6 +134,8 @@ def test_removed_media_are_skipped_then_compacted_away(tmp_path):
     lib.deriver.commit()
     entry = lib.writer.spaces["visual"]
     assert entry["tombstones"] == [3, 7] and entry["derived"]["n_media"] == 78
+    info = mmsearch.open_index(tmp_path / "idx").info()["spaces"]["visual"]
+    assert info["removed_media"] == 2 and info["moments_exact"] == 0 and info["moments"] == 78 * 9
     space = open_snapshot(tmp_path / "idx").spaces["visual"]
     assert space.frames_of(3)[0].size == 0 and 3 not in space.live_media_ids().tolist()
     # a query aimed at a removed item never returns it, and still returns k live moments
