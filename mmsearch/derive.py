@@ -61,6 +61,10 @@ def frame_segments(pts: np.ndarray, *, duration: float) -> tuple[np.ndarray, np.
 Job = tuple[VectorIndex, PreparedFile]  # what a job hands back: the index and its file, written and checksummed
 
 
+class JobStopped(Exception):
+    """A background index job stopped early because its deriver was closed (an interrupted run)."""
+
+
 @dataclass
 class _Level:
     """The vector index of one table of one space, as the writer process holds it between commits."""
@@ -101,6 +105,7 @@ class Deriver:
     # set while no commit runs: background jobs pause at their next step during a commit, so a commit
     # on a small machine is not slowed by index building (both cores of a 2-core machine are its)
     _quiet: threading.Event = field(default_factory=lambda: _set(threading.Event()))
+    _closing: bool = False
 
     def __enter__(self) -> "Deriver":
         return self
@@ -109,12 +114,22 @@ class Deriver:
         self.close()
 
     def close(self) -> None:
-        """Stop the background jobs (one running finishes; its result and file are dropped)."""
+        """Stop the background jobs: a running one stops at its next step; results and files are dropped."""
+        self._closing = True
+        self._quiet.set()  # wake a job waiting out a commit, so it sees the stop at once
         for key in list(self._levels):
             self._discard(*key)
         for executor in self._executors.values():
             executor.shutdown(wait=True, cancel_futures=True)
         self._executors = {}
+
+    def _pause(self) -> None:
+        """Where a background job may wait (while a commit runs) or stop (the deriver is closing)."""
+        if self._closing:
+            raise JobStopped("the index writer is closing")
+        self._quiet.wait()
+        if self._closing:
+            raise JobStopped("the index writer is closing")
 
     # -- adding -------------------------------------------------------------------------------
     def add_segments(
@@ -300,7 +315,7 @@ class Deriver:
             return future
         if worker not in self._executors:
             self._executors[worker] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mmsearch-index-{worker}")
-        return self._executors[worker].submit(_in_background, job, *args, pause=self._quiet.wait)
+        return self._executors[worker].submit(_in_background, job, *args, pause=self._pause)
 
     def _result(self, future: Future) -> Job | None:
         """A job's index and file (waiting for it); None when it failed, which leaves the old index (or exact search) in place."""

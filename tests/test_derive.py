@@ -200,3 +200,30 @@ def test_query_on_format_1_says_what_to_run_and_the_cli_upgrade_does_it(tmp_path
     top = json.loads(answered.output)["results"][0]
     before = json.loads((DATA / "index-v1-results.json").read_text())["a blue square"][0]
     assert (top["path"], top["start"], top["end"]) == (before["path"], before["start"], before["end"])
+
+
+def test_closing_stops_a_background_build_at_its_next_step(tmp_path, monkeypatch):
+    """An interrupted `mmsearch index` must not wait for a long index build: the job stops at its next pause."""
+    import threading
+    import time
+
+    steps = []
+
+    def endless_build(vectors, *, pause=None, **kwargs):  # noqa: ANN001, ANN202 - stands in for a long k-means
+        while True:
+            pause()
+            steps.append(1)
+            time.sleep(0.01)
+
+    monkeypatch.setattr(VectorIndex, "build", staticmethod(endless_build))
+    lib = Library(tmp_path / "idx", background=True)
+    lib.add(60)
+    lib.deriver.commit(wait=False)  # submits the build, which never ends on its own
+    while not steps:
+        time.sleep(0.01)
+    closer = threading.Thread(target=lib.close)
+    t0 = time.perf_counter()
+    closer.start()
+    closer.join(timeout=10)
+    assert not closer.is_alive() and time.perf_counter() - t0 < 5
+    assert not list((tmp_path / "idx" / "data").glob(".tmp-*"))  # nothing half-made left behind
