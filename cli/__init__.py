@@ -310,11 +310,14 @@ def info(
 @app.command()
 def upgrade(index: IndexOpt = None) -> None:
     """Convert an index written by an earlier mmsearch to this version's format, in place (embeddings kept)."""
-    from mmsearch.api import upgrade_index
+    from mmsearch.api import index_format, upgrade_index
 
     root = _index_dir(index)
+    before = index_format(root)
     generation = upgrade_index(root)
-    console.print(f"{root}: current format (generation {generation})", highlight=False)
+    after = index_format(root)
+    done = f"converted from format {before} to {after}" if before != after else f"already format {after}, nothing to do"
+    console.print(f"{root}: {done} (generation {generation})", highlight=False)
 
 
 @app.command()
@@ -494,22 +497,24 @@ def main() -> None:
     for noisy in ("huggingface_hub", "transformers", "open_clip"):
         logging.getLogger(noisy).setLevel(level)
     try:
-        app(standalone_mode=False)
+        returned = app(standalone_mode=False)
     except MMSearchError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("interrupted; the index keeps everything committed so far, run the same command to resume")
-        sys.exit(130)
+        returned = 130
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # usage errors, from click or from the copy of click typer bundles
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    # Without standalone mode, an interrupt (Ctrl-C) and typer's own exits come back as a return code.
+    if returned == 130:
+        err_console.print("interrupted; the index keeps everything committed so far, run the same command to resume")
+    if isinstance(returned, int) and returned:
+        sys.exit(returned)
 
 
 if __name__ == "__main__":

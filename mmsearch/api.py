@@ -128,6 +128,12 @@ def upgrade_index(index: str | os.PathLike | None = None) -> int:
         return int(writer.manifest["generation"])
 
 
+def index_format(index: str | os.PathLike | None = None) -> int:
+    """The format version of the index's files (:data:`mmsearch.store.FORMAT_VERSION` is this mmsearch's)."""
+    root = Path(index) if index is not None else default_index_dir()
+    return int(read_manifest(root).get("format_version", 0))
+
+
 def verify_index(index: str | os.PathLike | None = None) -> None:
     """Check every file of the current generation against its size and CRC32 in the manifest.
 
@@ -184,9 +190,9 @@ class Index:
                     "frames": entry.get("derived", {}).get("n_frames", 0),
                     "moments": entry.get("derived", {}).get("n_moments", 0),
                     "index": entry.get("recipe", {}),
-                    # moment rows the index does not cover yet (searched exactly until a job adds them)
-                    "moments_exact": sum(int(s["n"]) for s in entry.get("tables", {}).get("moments", []))
-                    - int(entry.get("indexes", {}).get("moments", {}).get("rows", 0) or 0),
+                    # moment rows searched exactly until a background job adds them to the index
+                    # (0 when exact search over all of them is the choice for their number)
+                    "moments_exact": int(entry.get("derived", {}).get("moments_awaiting_index", 0)),
                     "removed_media": len(entry.get("tombstones", [])),  # skipped at search until compaction
                 }
                 for name, entry in m.get("spaces", {}).items()

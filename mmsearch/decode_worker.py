@@ -141,6 +141,8 @@ def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
 
 
 def main(argv: list[str]) -> None:
+    # Ctrl-C reaches the whole process group: the parent handles it (and stops this process)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     fd, memory_limit_mb = int(argv[0]), int(argv[1])
     _limit_memory(memory_limit_mb)
     conn = Connection(fd)

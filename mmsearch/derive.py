@@ -202,7 +202,10 @@ class Deriver:
             space,
             recipe=info[MOMENTS][0],
             media_recipe=info[MEDIA][0],
-            derived={"n_frames": live_segments, "n_segments": live_segments, "n_moments": info[MOMENTS][1], "n_media": info[MEDIA][1]},
+            derived={
+                "n_frames": live_segments, "n_segments": live_segments, "n_moments": info[MOMENTS][1], "n_media": info[MEDIA][1],
+                "moments_awaiting_index": info[MOMENTS][2],
+            },
         )
 
     def _level(self, space: str, table: str) -> _Level:
@@ -224,8 +227,9 @@ class Deriver:
             if job_file is not None:
                 job_file.discard()
 
-    def _derive_level(self, space: str, table: str, dead: np.ndarray, wait: bool) -> tuple[dict[str, Any], int]:
-        """Bring one index towards the table's rows; returns (the recipe it has, the number of live rows).
+    def _derive_level(self, space: str, table: str, dead: np.ndarray, wait: bool) -> tuple[dict[str, Any], int, int]:
+        """Bring one index towards the table's rows; returns (the recipe it has, the number of live rows,
+        the rows searched exactly until a job adds them to an index).
 
         Two kinds of job, each on a copy, at most one of each per index at a time: a build
         (first training or retraining) and an extension (the rows added since, appended to a
@@ -302,7 +306,9 @@ class Deriver:
             w.put_index(space, table, level.index, prepared=level.file)
             level.file = None  # the writer installs it at this commit
         recipe = level.index.recipe if level.index is not None else IndexRecipe("Flat", {}, n_live)
-        return recipe.to_dict(), n_live
+        # rows searched exactly although an index is wanted: added since the index, or before the first one
+        waiting = 0 if wanted.factory == "Flat" else n - (level.index.ntotal if level.index is not None else 0)
+        return recipe.to_dict(), n_live, waiting
 
     def _submit(self, job: Callable[..., Job], *args: Any, synchronous: bool, worker: str) -> Future:
         """Run ``job(*args)`` here (``synchronous``) or on the background thread named ``worker``, on one core there."""

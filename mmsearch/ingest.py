@@ -359,6 +359,10 @@ def _run(
                 deriver.commit(wait=False)  # an index being trained is adopted by a later commit
                 report.timings["commit"] += time.perf_counter() - t1
                 last_commit = time.monotonic()
+    except BaseException:  # interrupted (Ctrl-C) or failed: decoders stop now, mid-file (they ignore SIGINT)
+        for worker in workers:
+            worker.kill()
+        raise
     finally:
         for worker in workers:
             worker.stop()

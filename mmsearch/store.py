@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, MMSearchError
+from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, MMSearchError, UsageError
 from .fileio import atomic_write as _atomic_write
 from .indexes import IndexRecipe, PreparedFile, RowIndex, RowVectors, VectorIndex
 
@@ -279,6 +279,8 @@ class Snapshot:
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
     root = Path(root)
     path = root / MANIFEST
+    if root.exists() and not root.is_dir():
+        raise IndexNotFoundError(f"{root} is a file, not an mmsearch index directory: pass --index DIR, the folder `mmsearch index` wrote")
     if not path.exists():
         raise IndexNotFoundError(
             f"no mmsearch index at {root} (no {MANIFEST}). Build one with `mmsearch index PATH --index {root}`."
@@ -438,9 +440,16 @@ class IndexWriter:
     """
 
     def __init__(self, root: str | os.PathLike, *, config: dict[str, Any] | None = None, upgrade: bool = False) -> None:
+        if not os.fspath(root):
+            raise UsageError("the index directory is empty: pass --index DIR (a folder)")
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / DATA).mkdir(exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"--index {self.root} is a file, not an index directory: pass a folder (new or existing)")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / DATA).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the index directory {self.root} ({exc.strerror or exc}): pass a folder you can write to") from None
         self._lock_fh = open(self.root / ".lock", "a+")
         try:
             fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -128,3 +128,25 @@ def test_synth_paired_writes_videos_whose_sound_follows_the_shape(tmp_path):
     assert len({r["file"] for r in visual}) == 2
     pairs = {r["caption"]: sound.get((r["file"], r["start"], r["end"])) for r in visual}
     assert all(pairs.values()) and len(set(pairs)) == len(set(pairs.values()))  # one sound per shape, one-to-one
+
+
+def test_usage_errors_and_interrupts_are_one_line_with_the_right_exit_code(tmp_path, monkeypatch, capsys):
+    """Typer raises usage errors from the click it bundles and returns 130 on Ctrl-C in non-standalone
+    mode: main() must still print one line (no traceback) and exit non-zero."""
+
+    import mmsearch.cli as cli
+
+    exe = str(Path(sys.executable).parent / "mmsearch")
+    for args, code in ((["query", "x", "--no-such-option"], 2), (["nosuchcommand"], 2), (["remove"], 2)):
+        proc = subprocess.run([exe, *args], capture_output=True, text=True)
+        assert proc.returncode == code and "Traceback" not in proc.stderr, (args, proc.stderr)
+    a_file = tmp_path / "not-a-folder.mp4"
+    a_file.write_bytes(b"x")
+    for args in (["index", str(tmp_path), "--index", str(a_file)], ["query", "x", "--index", str(a_file)], ["index", str(tmp_path), "--index", ""]):
+        proc = subprocess.run([exe, *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr and "error:" in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) <= 3, proc.stderr
+    monkeypatch.setattr(cli, "app", lambda **kw: 130)  # what typer returns for Ctrl-C without standalone mode
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 130 and "interrupted" in capsys.readouterr().err
