@@ -207,7 +207,7 @@ def query(
         "k": k,
         "videos": videos,
         "exhaustive": exhaustive,
-        "index": str(idx.root),
+        "index": os.path.abspath(idx.root),  # paths in the answer are absolute, the index's too
     }
     if as_json:
         sys.stdout.write(json.dumps({"query": query_info, "results": [r.to_dict() for r in results]}) + "\n")

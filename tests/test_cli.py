@@ -41,6 +41,9 @@ def test_index_then_query_by_frame_json(video_corpus, random_clip_checkpoint, tm
     out = run("query", "--image", str(tmp_path / "frame.png"), "--json", "-k", "3", env=env)
     payload = json.loads(out.stdout)  # exactly one JSON object on stdout
     assert set(payload) == {"query", "results"}
+    relative = os.path.relpath(index_dir)  # the index given as a relative path is reported absolute
+    again_json = json.loads(run("query", "--image", str(tmp_path / "frame.png"), "--json", "-k", "3", "--index", relative).stdout)
+    assert again_json["query"]["index"] == os.path.abspath(index_dir) and again_json["results"] == payload["results"]
     top = payload["results"][0]
     assert set(top) == {"path", "start", "end", "score", "video_score", "modality"}
     assert top["path"] == str(video_corpus["root"] / "b.mp4") and os.path.isabs(top["path"])
