@@ -38,9 +38,9 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda (aut
 
 
 def _index_dir(index: Path | None) -> Path:
-    from mmsearch.api import default_index_dir
+    from mmsearch.api import index_dir
 
-    return index if index is not None else default_index_dir()
+    return index_dir(index)
 
 
 class _Progress:

@@ -303,7 +303,9 @@ class RowVectors:
             if step != 1:
                 raise UsageError("RowVectors slices take a step of 1")
             pieces = [_read_rows(p) for p in self.view(start, stop).parts]
-            return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+            if not pieces:
+                return np.zeros((0, self.dim), np.float32)
+            return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         rows = np.asarray(key, dtype=np.int64).reshape(-1)
         out = np.empty((len(rows), self.dim), np.float32)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):

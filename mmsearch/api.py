@@ -38,6 +38,11 @@ def default_index_dir() -> Path:
     return Path(base) / "mmsearch" / "index"
 
 
+def index_dir(index: str | os.PathLike | None) -> Path:
+    """``index`` as a path, or :func:`default_index_dir` when None."""
+    return Path(index) if index is not None else default_index_dir()
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """One moment: a file and the seconds [start, end) in it."""
@@ -76,7 +81,7 @@ def index_paths(
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    root = Path(index) if index is not None else default_index_dir()
+    root = index_dir(index)
     visual = _stored_spec(root, VISUAL) if model is None and pretrained is None else None
     visual = visual or resolve_spec(model, pretrained, family="clip")
     encoders = {VISUAL: lambda: create_encoder(visual, device=device)}
@@ -101,7 +106,7 @@ def remove_paths(paths: list[str | os.PathLike], index: str | os.PathLike | None
     """
     from .derive import Deriver
 
-    root = Path(index) if index is not None else default_index_dir()
+    root = index_dir(index)
     read_manifest(root)  # a clear error when there is no index
     removed: list[str] = []
     config = ingest_config(root)
@@ -122,7 +127,7 @@ def upgrade_index(index: str | os.PathLike | None = None) -> int:
     Every stored embedding is kept (nothing is decoded or encoded again); moments and vector
     indexes are derived anew. An index already in the current format is left as it is.
     """
-    root = Path(index) if index is not None else default_index_dir()
+    root = index_dir(index)
     read_manifest(root)  # a clear error when there is no index
     with open_writer(root, ingest_config(root)) as writer:
         return int(writer.manifest["generation"])
@@ -130,7 +135,7 @@ def upgrade_index(index: str | os.PathLike | None = None) -> int:
 
 def index_format(index: str | os.PathLike | None = None) -> int:
     """The format version of the index's files (:data:`mmsearch.store.FORMAT_VERSION` is this mmsearch's)."""
-    root = Path(index) if index is not None else default_index_dir()
+    root = index_dir(index)
     return int(read_manifest(root).get("format_version", 0))
 
 
@@ -139,13 +144,13 @@ def verify_index(index: str | os.PathLike | None = None) -> None:
 
     Raises :class:`IndexCorruptError` naming the first file that differs, :class:`IndexNotFoundError`.
     """
-    root = Path(index) if index is not None else default_index_dir()
+    root = index_dir(index)
     verify_files(root, read_manifest(root), full=True)
 
 
 def ingest_config(index: str | os.PathLike | None = None, **options: Any) -> IngestConfig:
     """The :class:`IngestConfig` an index was built with (defaults for a new one), with ``options`` that are not None on top."""
-    root = Path(index) if index is not None else default_index_dir()
+    root = index_dir(index)
     record = read_manifest(root).get("config", {}) if (root / MANIFEST).exists() else None
     return config_from_record(record, **options)
 
@@ -452,7 +457,7 @@ def open_index(
     ``model``/``pretrained`` name the query encoder explicitly; it must be the
     one the index was built with (or the same weights from another file).
     """
-    snapshot = open_snapshot(Path(root) if root is not None else default_index_dir())
+    snapshot = open_snapshot(index_dir(root))
     override = resolve_spec(model, pretrained, family="clip") if (model or pretrained) else None
     return Index(snapshot, device=device, spec_override=override)
 

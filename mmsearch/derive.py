@@ -75,11 +75,15 @@ class _Level:
     staged: Job | None = None  # a finished build that covers fewer rows than ``index``: extended, then adopted
     extend: tuple[Future, VectorIndex] | None = None  # a copy of ``index`` (or the staged one) being given the newer rows
 
-    def take(self, job: Job) -> None:
-        """Use ``job``'s index from now on (its file goes into the next generation)."""
+    def take(self, job: Job, *, drop_staged: bool = False) -> None:
+        """Use ``job``'s index from now on (its file goes into the next generation); ``drop_staged``:
+        it supersedes the staged build too."""
         if self.file is not None:
             self.file.discard()
         self.index, self.file = job
+        if drop_staged and self.staged is not None:
+            self.staged[1].discard()
+            self.staged = None
 
 
 @dataclass
@@ -183,7 +187,7 @@ class Deriver:
 
     def _derive_space(self, space: str, wait: bool) -> None:
         w = self.writer
-        dead = np.union1d(w.tombstones(space), np.setdiff1d(w.committed_media_ids(), w.live_media_ids()))
+        dead = w.dead_media(space)
         if len(dead):
             segment_ids = w.table_media_ids(space, SEGMENTS)
             if len(segment_ids) and np.isin(segment_ids, dead).mean() > COMPACT_SHARE:
@@ -248,60 +252,18 @@ class Deriver:
         wanted = (self.recipe_for or _default_recipe)(n_live, vectors.dim)
         changed = table not in w.spaces[space].get("indexes", {})
         synchronous = wait or not self.background
-        folder = w.root / DATA
-        if level.build is not None and (synchronous or level.build.done()):
-            built = self._result(level.build)
-            level.build = None
-            if built is not None and (synchronous or level.index is None or built[0].ntotal >= level.index.ntotal):
-                level.take(built)
-                changed = True
-                if level.staged is not None:
-                    level.staged[1].discard()
-                    level.staged = None
-            elif built is not None:  # the index in use covers more rows: extend the new one first, then switch
-                level.staged = built
-        if level.extend is not None and (synchronous or level.extend[0].done()):
-            (future, base), level.extend = level.extend, None
-            extended = self._result(future)
-            if extended is not None and level.staged is not None and base is level.staged[0]:
-                level.staged[1].discard()
-                level.staged = None
-                level.take(extended)
-                changed = True
-            elif extended is not None and base is level.index:
-                level.take(extended)
-                changed = True
-            elif extended is not None:  # superseded meanwhile
-                extended[1].discard()
+        changed |= self._collect(level, synchronous)
         if wanted.factory == "Flat":  # exact search over the rows meets the target: no index to keep
             had_file = bool(w.index_entry(space, table).get("file"))
             self._discard(space, table)
             level = self._levels[(space, table)] = _Level()
             changed |= had_file
         else:
-            current = level.index
-            stale = current is None or current.recipe.factory != wanted.factory or not current.recipe.covers(n_live)
-            if stale and level.build is None and level.staged is None:
-                level.build = self._submit(_build, vectors, wanted, folder, synchronous=synchronous, worker="build")
+            # synchronously: a build first, then the extension of what it gave (a failed build: of the old index)
+            for step in range(2 if synchronous else 1):
+                self._start_jobs(level, vectors, wanted, n_live, w.root / DATA, synchronous=synchronous, may_build=step == 0)
                 if synchronous:
-                    built = self._result(level.build)
-                    level.build = None
-                    if built is not None:
-                        level.take(built)
-                        changed = True
-            target = level.staged[0] if level.staged is not None else level.index
-            if target is not None and target.ntotal < n and level.extend is None:
-                future = self._submit(_extend, target, vectors, folder, synchronous=synchronous, worker="extend")
-                level.extend = (future, target)
-                if synchronous:
-                    level.extend = None
-                    extended = self._result(future)
-                    if extended is not None:
-                        if level.staged is not None:
-                            level.staged[1].discard()
-                            level.staged = None
-                        level.take(extended)
-                        changed = True
+                    changed |= self._collect(level, True)
         if changed:
             w.put_index(space, table, level.index, prepared=level.file)
             level.file = None  # the writer installs it at this commit
@@ -309,6 +271,44 @@ class Deriver:
         # rows searched exactly although an index is wanted: added since the index, or before the first one
         waiting = 0 if wanted.factory == "Flat" else n - (level.index.ntotal if level.index is not None else 0)
         return recipe.to_dict(), n_live, waiting
+
+    def _collect(self, level: _Level, wait: bool) -> bool:
+        """Adopt the jobs that finished (all of them, waiting, with ``wait``); True if the index changed."""
+        changed = False
+        if level.build is not None and (wait or level.build.done()):
+            built = self._result(level.build)
+            level.build = None
+            if built is not None and (wait or level.index is None or built[0].ntotal >= level.index.ntotal):
+                level.take(built, drop_staged=True)
+                changed = True
+            elif built is not None:  # the index in use covers more rows: extend the new one first, then switch
+                level.staged = built
+        if level.extend is not None and (wait or level.extend[0].done()):
+            (future, base), level.extend = level.extend, None
+            extended = self._result(future)
+            if extended is not None and level.staged is not None and base is level.staged[0]:
+                level.take(extended, drop_staged=True)
+                changed = True
+            elif extended is not None and base is level.index:
+                level.take(extended)
+                changed = True
+            elif extended is not None:  # superseded meanwhile
+                extended[1].discard()
+        return changed
+
+    def _start_jobs(
+        self, level: _Level, vectors: RowVectors, wanted: IndexRecipe, n_live: int, folder: Path, *, synchronous: bool, may_build: bool
+    ) -> None:
+        """A build when the index is missing or stale (none running), an extension when it lags the rows (none running)."""
+        current = level.index
+        stale = current is None or current.recipe.factory != wanted.factory or not current.recipe.covers(n_live)
+        if may_build and stale and level.build is None and level.staged is None:
+            level.build = self._submit(_build, vectors, wanted, folder, synchronous=synchronous, worker="build")
+            if synchronous:
+                return  # the extension, if any, starts from what the build gives
+        target = level.staged[0] if level.staged is not None else level.index
+        if target is not None and target.ntotal < len(vectors) and level.extend is None:
+            level.extend = (self._submit(_extend, target, vectors, folder, synchronous=synchronous, worker="extend"), target)
 
     def _submit(self, job: Callable[..., Job], *args: Any, synchronous: bool, worker: str) -> Future:
         """Run ``job(*args)`` here (``synchronous``) or on the background thread named ``worker``, on one core there."""

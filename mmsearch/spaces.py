@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 __all__ = [
-    "AUDIO", "COMMON_AUDIO", "COMMON_SOURCES", "COMMON_VISUAL", "MEDIA_KINDS", "MediaKind", "Modality",
+    "ANCHORS", "AUDIO", "COMMON_AUDIO", "COMMON_SOURCES", "COMMON_VISUAL", "MEDIA_KINDS", "MediaKind", "Modality",
     "SEGMENT_ANCHOR", "SPACES_BY_KIND", "VISUAL", "anchor_of",
 ]
 
@@ -29,6 +29,7 @@ Modality = Literal["video", "image", "audio"]  # what a search result is
 
 # Where a segment's score sits on a similarity-over-time curve: a frame at the moment its
 # picture appears (its pts, the segment's start), a window of sound at its centre.
+ANCHORS = ("start", "centre")
 SEGMENT_ANCHOR = {VISUAL: "start", AUDIO: "centre"}
 
 

@@ -46,7 +46,8 @@ import pyarrow.parquet as pq
 
 from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, MMSearchError, UsageError
 from .fileio import atomic_write as _atomic_write
-from .indexes import IndexRecipe, PreparedFile, RowIndex, RowVectors, VectorIndex
+from .indexes import IndexRecipe, PreparedFile, RowIndex, RowVectors, VectorIndex, split_refine
+from .spaces import ANCHORS
 
 FORMAT = "mmsearch-index"
 FORMAT_VERSION = 2
@@ -58,7 +59,6 @@ VERIFY_CHECKSUM_BELOW = 64 << 20  # on open, files smaller than this get their c
 SEGMENTS, MOMENTS, MEDIA = "segments", "moments", "media"  # the tables of a space
 TABLES = (SEGMENTS, MOMENTS, MEDIA)
 INDEXED_TABLES = (MOMENTS, MEDIA)  # tables with a vector index (segments are scored per candidate media)
-ANCHORS = ("start", "centre")  # where on the time axis a segment's score is placed: its start or its centre
 
 MEDIA_SCHEMA = pa.schema(
     [
@@ -90,7 +90,6 @@ SEGMENT_SCHEMA = pa.schema([("media_id", pa.int64()), ("start", pa.float64()), (
 MOMENT_SCHEMA = SEGMENT_SCHEMA
 MEDIA_VECTOR_SCHEMA = pa.schema([("media_id", pa.int64())])
 TABLE_SCHEMAS = {SEGMENTS: SEGMENT_SCHEMA, MOMENTS: MOMENT_SCHEMA, MEDIA: MEDIA_VECTOR_SCHEMA}
-LEGACY_FRAME_SCHEMA = pa.schema([("media_id", pa.int64()), ("t", pa.float64())])  # format 1
 
 
 # -- small durable-write helpers ------------------------------------------------------------
@@ -204,21 +203,24 @@ class SpaceData:
     _media_row: dict[int, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        # lookups built once, so a snapshot shared by the threads of a server is never written to
-        self._runs = _runs(self.segment_rows.column("media_id").to_numpy())
+        # lookups built once, of live media only, so a snapshot shared by the threads of a server
+        # is never written to and a search never tests liveness again
+        ids = np.unique(self.media_ids)
+        self._live_ids = ids if self.live is None else ids[np.isin(ids, self.live)]
+        live = set(self._live_ids.tolist())
+        self._runs = {m: r for m, r in _runs(self.segment_rows.column("media_id").to_numpy()).items() if m in live}
         self._start = self.segment_rows.column("start").to_numpy()
         self._end = self.segment_rows.column("end").to_numpy()
-        self._media_row = {int(m): i for i, m in enumerate(self.media_ids.tolist())}
+        self._media_row = {int(m): i for i, m in enumerate(self.media_ids.tolist()) if int(m) in live}
 
     def live_media_ids(self) -> np.ndarray:
-        """Media ids with vectors in this space, removed ones left out."""
-        ids = np.unique(self.media_ids)
-        return ids if self.live is None else ids[np.isin(ids, self.live)]
+        """Media ids with vectors in this space, removed ones left out (sorted int64)."""
+        return self._live_ids
 
     def segments_of(self, media_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(starts, ends, vectors) of one media item's segments in time order: seconds, seconds, ``(n, dim)`` float32."""
         ranges = self._runs.get(int(media_id))
-        if not ranges or (self.live is not None and not np.isin(media_id, self.live)):
+        if not ranges:
             return np.zeros(0), np.zeros(0), np.zeros((0, self.dim), np.float32)
         rows = np.concatenate([np.arange(a, b) for a, b in ranges])
         starts, ends = self._start[rows], self._end[rows]
@@ -232,9 +234,8 @@ class SpaceData:
     def media_vectors(self, media_ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """(ids, ``(n, dim)`` float32 media-level vectors) of the given media that are live in this space,
         in the order given (each id once)."""
-        wanted = [int(m) for m in dict.fromkeys(int(m) for m in media_ids)]
-        live = set(self.live_media_ids().tolist())
-        found = [(m, self._media_row[m]) for m in wanted if m in self._media_row and m in live]
+        wanted = dict.fromkeys(int(m) for m in media_ids)
+        found = [(m, self._media_row[m]) for m in wanted if m in self._media_row]
         if not found:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         rows = np.asarray([r for _, r in found], np.int64)
@@ -375,7 +376,7 @@ def _load_index(root: Path, entry: dict[str, Any], vectors: RowVectors, alive: n
     recipe = IndexRecipe.from_dict(entry.get("recipe", {"factory": "Flat"}))
     index = None
     if entry.get("file"):
-        index = VectorIndex.load(root / entry["file"], recipe, refine=vectors if _has_refine(entry["recipe"]) else None)
+        index = VectorIndex.load(root / entry["file"], recipe, refine=vectors if _has_refine(recipe) else None)
         if index.ntotal != int(entry.get("rows", index.ntotal)):
             raise IndexCorruptError(root / entry["file"], f"holds {index.ntotal} rows, the manifest says {entry['rows']}")
     return RowIndex(vectors, index, alive=alive)
@@ -656,9 +657,13 @@ class IndexWriter:
     def tombstones(self, space: str) -> np.ndarray:
         return np.asarray(self.spaces[space].get("tombstones", []), np.int64)
 
-    def committed_media_ids(self) -> np.ndarray:
-        """Sorted int64 ids of the media the last generation held (those missing now become tombstones)."""
-        return self._committed_ids
+    def _gone(self) -> np.ndarray:
+        """Media the last generation held that no path refers to any more: tombstones at the next commit."""
+        return np.setdiff1d(self._committed_ids, self.live_media_ids())
+
+    def dead_media(self, space: str) -> np.ndarray:
+        """Media whose rows in ``space`` searches must skip: its tombstones and those the next commit adds."""
+        return np.union1d(self.tombstones(space), self._gone())
 
     def describe_space(self, space: str, **info: Any) -> None:
         """Record facts about a space in its manifest entry (the recipes chosen, row counts)."""
@@ -681,7 +686,7 @@ class IndexWriter:
                     self._write_shard(space, table, rows.filter(pa.array(keep)), vectors)
         entry["tombstones"] = []
         entry["indexes"] = {}
-        gone = np.setdiff1d(self._committed_ids, self.live_media_ids())
+        gone = self._gone()
         for other, other_entry in self.spaces.items():  # what the other spaces must still skip
             if other != space:
                 other_entry["tombstones"] = sorted(set(other_entry.get("tombstones", [])) | set(gone.tolist()))
@@ -715,8 +720,9 @@ class IndexWriter:
         entry = self.index_entry(space, table)
         if not entry.get("file"):
             return None
-        refine = self.table_vectors(space, table) if _has_refine(entry["recipe"]) else None
-        return VectorIndex.load(self.root / entry["file"], IndexRecipe.from_dict(entry["recipe"]), mmap=False, refine=refine)
+        recipe = IndexRecipe.from_dict(entry["recipe"])
+        refine = self.table_vectors(space, table) if _has_refine(recipe) else None
+        return VectorIndex.load(self.root / entry["file"], recipe, mmap=False, refine=refine)
 
     def legacy_segments(self, space: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Format 1: (media_id, times in seconds, ``(n, dim)`` vectors) of each live media item, one shard in memory at a time."""
@@ -741,7 +747,7 @@ class IndexWriter:
             return int(self.manifest["generation"])
         gen = int(self.manifest["generation"]) + 1
         self.flush()
-        gone = np.setdiff1d(self._committed_ids, self.live_media_ids())
+        gone = self._gone()
         if len(gone):
             for entry in self.spaces.values():
                 entry["tombstones"] = sorted(set(entry.get("tombstones", [])) | set(gone.tolist()))
@@ -846,9 +852,9 @@ def _new_space(encoder: dict[str, Any], dim: int, anchor: str) -> dict[str, Any]
     return {"encoder": encoder, "dim": dim, "anchor": anchor, "tables": {t: [] for t in TABLES}, "next_shard": 0, "indexes": {}, "tombstones": []}
 
 
-def _has_refine(recipe: dict[str, Any]) -> bool:
-    factory = recipe.get("factory", "")
-    return "RFlat" in factory or "Refine(" in factory
+def _has_refine(recipe: IndexRecipe) -> bool:
+    """Whether the recipe re-ranks (``RFlat``, ``Refine(...)``): the store's indexes then re-rank with the shards."""
+    return split_refine(recipe.factory)[1] is not None
 
 
 @functools.lru_cache(maxsize=1)
