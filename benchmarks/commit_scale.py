@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", type=Path, default=None, help="index directory [default: a temporary one, removed]")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cadence", type=float, default=0.0,
+                   help="seconds from one batch's start to the next, as decoding and encoding would space them "
+                        "(0: back to back; the background index jobs keep running in the gap)")
     args = p.parse_args(argv)
 
     import faiss
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     try:
         for batch in range(args.batches):
+            batch_t0 = time.perf_counter()
             vectors = batch_vectors(model, args.media, args.frames, rng)
             t0 = time.perf_counter()
             for m in range(args.media):
@@ -183,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.probe_queries:
                 row["query_p50_ms"] = _probe(root, model, args.probe_queries, rng)
             results.append(row)
+            time.sleep(max(0.0, args.cadence - (time.perf_counter() - batch_t0)))
             print(f"{row['commit']:>6} {total:>12} {row['added_frames']:>7} {add_s:>7.2f} {commit_s:>9.2f} {row['peak_rss_mb']:>8.0f} "
                   f"{row['peak_anon_rss_mb']:>6.0f} {row['peak_file_rss_mb']:>6.0f}  "
                   f"{row['moment_index']} ({row['moment_rows_indexed']} indexed, {row['moment_rows_exact']} exact)", flush=True)

@@ -118,6 +118,7 @@ def index(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index (or update) the media under PATHS. Re-running only embeds what is new or changed."""
+    from mmsearch.api import display_path as shown
     from mmsearch.api import index_paths, ingest_config
 
     root = _index_dir(index)
@@ -135,17 +136,25 @@ def index(
     finally:
         progress.close()
     for path, stage, reason in report.failed:
-        err_console.print(f"[yellow]skipped[/] {path}: {stage} failed: {reason}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {shown(path)}: {stage} failed: {reason}", highlight=False)
+    for path, damage in report.damaged:
+        err_console.print(f"[yellow]damaged[/] {shown(path)}: {damage}; indexed for what decoded (mmsearch info --failures lists it)",
+                          highlight=False)
     for path, warning in report.warnings:
-        err_console.print(f"[yellow]warning[/] {path}: {warning}", highlight=False)
+        err_console.print(f"[yellow]warning[/] {shown(path)}: {warning}", highlight=False)
     for path, note in report.no_audio:
-        err_console.print(f"[dim]no sound indexed for {path}: {note}[/]", highlight=False)
+        err_console.print(f"[dim]no sound indexed for {shown(path)}: {note}[/]", highlight=False)
     summary = (
         f"indexed {len(report.indexed)}, unchanged {report.unchanged}, moved {len(report.moved)}, "
         f"duplicates {len(report.duplicates)}, removed {len(report.removed)}, failed {len(report.failed)}"
     )
+    if report.damaged:
+        summary += f", damaged {len(report.damaged)}"
     if report.skipped_failed:
         summary += f", skipped {report.skipped_failed} that failed before (--retry-failed to retry)"
+    if report.not_media:
+        counts = ", ".join(f"{ext} {n}" for ext, n in report.not_media.items())
+        summary += f"; not media (or not a kind asked for), passed over: {sum(report.not_media.values())} ({counts})"
     t = report.timings
     console.print(
         f"{summary}; {report.frames} frames, {report.audio_windows} audio windows -> {root} (generation {report.generation})",
@@ -210,7 +219,7 @@ def query(
         "index": os.path.abspath(idx.root),  # paths in the answer are absolute, the index's too
     }
     if as_json:
-        sys.stdout.write(json.dumps({"query": query_info, "results": [r.to_dict() for r in results]}) + "\n")
+        sys.stdout.write(_json_line({"query": query_info, "results": [r.to_dict() for r in results]}))
         return
     if not results:
         console.print("no results (is the index empty?)")
@@ -223,7 +232,7 @@ def query(
     table.add_column("modality")
     for i, r in enumerate(results, 1):
         table.add_row(
-            str(i), r.path, _clock(r.start), _clock(r.end), f"{r.score:.3f}",
+            str(i), _text_safe(r.path), _clock(r.start), _clock(r.end), f"{r.score:.3f}",
             "" if r.video_score is None else f"{r.video_score:.3f}", r.modality,
         )
     console.print(table)
@@ -235,12 +244,19 @@ def _query_batch(path: Path, *, index: Path | None, modality: str, k: int, video
 
     if not path.is_file():
         raise UsageError(f"--batch {path}: no such file")
-    raw = path.read_text(encoding="utf-8")
+    try:
+        raw = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise UsageError(f"--batch {path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--batch {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8, one query per line") from None
     try:
         loaded = json.loads(raw)
         texts = [q if isinstance(q, str) else q.get("text", "") for q in loaded] if isinstance(loaded, list) else None
     except json.JSONDecodeError:
         texts = None
+    except AttributeError:  # a JSON list of something other than strings and {"text": ...} objects
+        raise UsageError(f"--batch {path}: a JSON list must hold strings or {{\"text\": ...}} objects") from None
     if texts is None:
         texts = [line.strip() for line in raw.splitlines() if line.strip()]
     if not texts:
@@ -249,7 +265,26 @@ def _query_batch(path: Path, *, index: Path | None, modality: str, k: int, video
     results = idx.search_batch(texts, modality=modality, k=k, videos=videos, exhaustive=exhaustive)  # type: ignore[arg-type]
     for text, hits in zip(texts, results):
         query_info = {"text": text, "modality": modality, "k": k, "videos": videos, "exhaustive": exhaustive}
-        sys.stdout.write(json.dumps({"query": query_info, "results": [r.to_dict() for r in hits]}) + "\n")
+        sys.stdout.write(_json_line({"query": query_info, "results": [r.to_dict() for r in hits]}))
+
+
+def _text_safe(value: Any) -> Any:
+    """``value`` with every string valid Unicode: file names that are not UTF-8 get \\xNN for those bytes
+    (a lone surrogate in JSON is rejected by strict parsers). Results keep the exact bytes in ``path_bytes``."""
+    from mmsearch.api import display_path
+
+    if isinstance(value, str):
+        return display_path(value)
+    if isinstance(value, dict):
+        return {_text_safe(k): _text_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_text_safe(v) for v in value]
+    return value
+
+
+def _json_line(data: Any) -> str:
+    """One line of JSON, valid Unicode, ending in a newline."""
+    return json.dumps(_text_safe(data), default=str) + "\n"
 
 
 def _clock(seconds: float) -> str:
@@ -271,7 +306,9 @@ def _describe_recipe(recipe: dict) -> str:
 @app.command()
 def info(
     index: IndexOpt = None,
-    failures: Annotated[bool, typer.Option("--failures", help="List the files that could not be indexed.")] = False,
+    failures: Annotated[
+        bool, typer.Option("--failures", help="List the files that could not be indexed, and the damaged ones indexed for what decoded.")
+    ] = False,
     check: Annotated[bool, typer.Option("--check", help="Verify every file of the index against its checksum.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -285,11 +322,16 @@ def info(
     data = idx.info()
     if failures:
         data["failed_files"] = idx.failures()
+        data["damaged_files"] = idx.damaged()
     if as_json:
-        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        sys.stdout.write(_json_line(data))
         return
     console.print(f"[bold]index[/] {data['index']} (generation {data['generation']}, format {data['format_version']})", highlight=False)
-    console.print(f"media: {data['media'] or 'none'}; paths {data['paths']}; failures {data['failures']}", highlight=False)
+    console.print(
+        f"media: {data['media'] or 'none'}; paths {data['paths']}; failures {data['failures']}; damaged {data['damaged']}"
+        + (" (--failures lists them)" if (data["failures"] or data["damaged"]) and not failures else ""),
+        highlight=False,
+    )
     console.print(f"config: {data['config']}", highlight=False)
     for name, space in data["spaces"].items():
         enc = space["encoder"]
@@ -304,7 +346,9 @@ def info(
         console.print("[green]check passed[/]: every file matches its checksum")
     if failures:
         for f in data["failed_files"]:
-            console.print(f"  {f['path']}: {f['stage']}: {f['reason']}", highlight=False)
+            console.print(f"  failed {_text_safe(f['path'])}: {f['stage']}: {f['reason']}", highlight=False)
+        for f in data["damaged_files"]:
+            console.print(f"  damaged {_text_safe(f['path'])}: {f['damage']} (indexed for what decoded)", highlight=False)
 
 
 @app.command()

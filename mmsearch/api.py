@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -21,11 +22,12 @@ from .common_space import HeadConfig, TrainSpaceReport, train_space  # noqa: F40
 from .config import IngestConfig, audio_window_config, config_from_record
 from .encoders import EncoderSpec, create_encoder, resolve_spec
 from .errors import EncoderMismatchError, UsageError
-from .ingest import IngestReport, describe_mismatch, open_writer
+from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image
 from .retrieval import Hit, LocalizeConfig, search_fused, search_space
 from .spaces import AUDIO, VISUAL, Modality
+from .fileio import display_path  # noqa: F401 - part of the facade (the CLI shows paths with it)
 from .store import MANIFEST, Snapshot, open_snapshot, read_manifest, table_to_rows, verify_files
 
 
@@ -45,7 +47,11 @@ def index_dir(index: str | os.PathLike | None) -> Path:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One moment: a file and the seconds [start, end) in it."""
+    """One moment: a file and the seconds [start, end) in it (from the start of the media as a player shows it).
+
+    ``score`` ranks results: the moment's own similarity (``moment_score``) and its media item's
+    (``video_score``) combined, see :mod:`mmsearch.retrieval`. ``path`` is the real file name.
+    """
 
     path: str
     start: float
@@ -53,9 +59,17 @@ class SearchResult:
     score: float
     video_score: float | None
     modality: Modality
+    moment_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready: ``path`` is always valid Unicode (bytes that are not UTF-8 shown as ``\\xNN``);
+        such a name also gets ``path_bytes``, the exact file name in base64."""
+        out = asdict(self)
+        shown = display_path(self.path)
+        if shown != self.path:
+            out["path"] = shown
+            out["path_bytes"] = base64.b64encode(os.fsencode(self.path)).decode("ascii")
+        return out
 
 
 def index_paths(
@@ -170,7 +184,7 @@ class Index:
         self._encoder_lock = threading.Lock()
         self._spec_override = spec_override
         self._rows = snapshot.media_rows()
-        self._durations = {m: float(r["duration"] or 0.0) for m, r in self._rows.items()}
+        self._by_hash: dict[str, int] | None = None  # content hash -> media id, built on first use
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -188,6 +202,7 @@ class Index:
             "media": kinds,
             "paths": len(self.snapshot.media),
             "failures": len(self.snapshot.failures),
+            "damaged": len(self.damaged()),
             "config": m.get("config", {}),
             "spaces": {
                 name: {
@@ -208,6 +223,10 @@ class Index:
     def failures(self) -> list[dict[str, Any]]:
         """Files that could not be indexed: ``path``, ``stage`` and ``reason`` of each."""
         return [{k: r[k] for k in ("path", "stage", "reason")} for r in table_to_rows(self.snapshot.failures)]
+
+    def damaged(self) -> list[dict[str, Any]]:
+        """Files indexed for what decoded of them: ``path``, ``kind`` and ``damage`` (what was lost) of each."""
+        return [{"path": r["path"], "kind": r["kind"], "damage": r["damage"]} for r in table_to_rows(self.snapshot.media) if r.get("damage")]
 
     def encoder(self, space: str = VISUAL) -> Any:
         """The encoder that built ``space`` (built once, on first use; thread-safe)."""
@@ -312,8 +331,35 @@ class Index:
                 audio=[audio] if audio is not None else None,
                 space=space,
             )
-            lists.append(self.search_vectors(queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize)[0])
+            found = self.search_vectors(queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize)[0]
+            example = image if image is not None else audio
+            if example is not None:
+                found = self._item_itself_first(found, example, queries, space=space, localize=localize)
+            lists.append(found)
         return _interleave(lists, k)
+
+    def _item_itself_first(
+        self, found: list[SearchResult], example: str | os.PathLike, queries: np.ndarray, *, space: str, localize: LocalizeConfig
+    ) -> list[SearchResult]:
+        """An indexed file given as the query example (same content hash) is listed first, with its best
+        moment: scores alone decide that too with a sound encoder that spreads its inputs, not with one
+        that maps all real music close together (the tiny ``synth-clap`` does)."""
+        if self._by_hash is None:
+            hashes = self.snapshot.media.column("content_hash").to_pylist()
+            ids = self.snapshot.media.column("media_id").to_pylist()
+            self._by_hash = dict(zip(hashes, ids))
+        try:
+            media_id = self._by_hash.get(content_hash(os.fspath(example)))
+        except OSError:
+            return found
+        if media_id is None:
+            return found
+        own = self.search_hits(queries, space=space, k=1, videos=1, media=[int(media_id)], localize=localize)[0]
+        if not own:
+            return found
+        first = self._result(own[0], space)
+        rest = [r for r in found if (r.path, r.start, r.end) != (first.path, first.start, first.end)]
+        return [first, *rest][: max(1, len(found))]
 
     def _search_fused(
         self, text: str, *, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig, audio_weight: float
@@ -323,7 +369,7 @@ class Index:
         for space, weight in ((VISUAL, 1.0 - audio_weight), (AUDIO, audio_weight)):
             query = self.embed_queries(text=[text], space=space)[0]
             parts.append((self.snapshot.spaces[space], query, weight))
-        hits = search_fused(parts, k=k, videos=videos, exhaustive=exhaustive, durations=self._durations, config=localize)
+        hits = search_fused(parts, k=k, videos=videos, exhaustive=exhaustive, config=localize)
         return [self._result(h, VISUAL if self._rows[h.media_id]["kind"] != "audio" else AUDIO) for h in hits]
 
     def _search_cross_modal(
@@ -340,7 +386,7 @@ class Index:
             query = heads.project_audio(self.embed_queries(audio=[audio], space=AUDIO))
             target, result_space = COMMON_VISUAL, VISUAL
         data = self.snapshot.spaces[target]
-        hits = search_space(data, query, k=k, videos=videos, exhaustive=exhaustive, durations=self._durations, config=localize)
+        hits = search_space(data, query, k=k, videos=videos, exhaustive=exhaustive, config=localize)
         return [self._result(h, result_space) for h in hits[0]]
 
     def search_batch(
@@ -403,7 +449,7 @@ class Index:
         if data is None:
             return [[] for _ in range(len(np.atleast_2d(queries)))]
         return search_space(
-            data, queries, k=k, videos=videos, exhaustive=exhaustive, durations=self._durations, config=localize, media=media
+            data, queries, k=k, videos=videos, exhaustive=exhaustive, config=localize, media=media
         )
 
     def media_vectors(self, media: list[int], *, space: str = VISUAL) -> tuple[np.ndarray, np.ndarray]:
@@ -427,6 +473,7 @@ class Index:
             score=float(hit.score),
             video_score=None if hit.media_score is None else float(hit.media_score),
             modality=modality,
+            moment_score=None if hit.moment_score is None else float(hit.moment_score),
         )
 
 

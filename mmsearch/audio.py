@@ -13,10 +13,11 @@ Conventions
   channels (so a full-scale tone on one channel of a stereo file becomes a
   half-scale tone), resampled with FFmpeg's resampler (libswresample) to the
   ``sample_rate`` asked for (the encoder's rate).
-* Times are seconds on the file's own timeline: ``offset`` is the presentation
-  time of the first decoded sample (read from the stream's pts, usually 0; a
-  video whose audio starts late has offset > 0) and sample ``i`` is at
-  ``offset + i / sample_rate``. Samples with negative timestamps (codec
+* Times are seconds from the start of the media as a player shows it (the
+  stream's pts minus the container's start time, as for frames in
+  :mod:`mmsearch.media`): ``offset`` is the time of the first decoded sample
+  (usually 0; a video whose audio starts late has offset > 0) and sample ``i``
+  is at ``offset + i / sample_rate``. Samples with negative timestamps (codec
   priming that the decoder did not drop) are discarded so the offset is never
   negative. The track is assumed continuous after its first sample.
 * Windows start at ``k * hop`` seconds after the first sample and last
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DecodeError, NoAudioError, UsageError
+from .timeline import container_start, stream_origin
 
 __all__ = [
     "AUDIO_BACKENDS",
@@ -192,7 +194,8 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
         if not channels and ctx.layout is not None:
             channels = len(ctx.layout.channels)
         if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
+            begin = float(stream.start_time * stream.time_base) if stream.start_time is not None else container_start(container)
+            duration = max(0.0, begin - container_start(container)) + float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = float(container.duration) / 1_000_000
         else:
@@ -243,6 +246,7 @@ def _pyav_chunks(path: str, sample_rate: int, limit: int | None) -> Iterator[tup
             raise NoAudioError(path, "the file has no audio stream", stage="audio")
         stream = container.streams.audio[0]
         stream.thread_type = "AUTO"
+        origin = container_start(container)
         damaged = 0
         resampler = None
         resampler_key = None
@@ -297,7 +301,7 @@ def _pyav_chunks(path: str, sample_rate: int, limit: int | None) -> Iterator[tup
         for frame in frames():
             if offset is None:
                 t0 = frame.time
-                offset = float(t0) if t0 is not None and math.isfinite(t0) else 0.0
+                offset = float(t0) - origin if t0 is not None and math.isfinite(t0) else 0.0
                 if offset < 0:
                     to_skip = int(round(-offset * sample_rate))
                     offset = 0.0
@@ -342,7 +346,7 @@ def _decord_load(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
     samples = samples.mean(axis=0) if samples.ndim == 2 else samples.reshape(-1)
     if samples.size == 0:
         raise NoAudioError(path, "the audio stream holds no samples", stage="audio")
-    return np.ascontiguousarray(samples, dtype=np.float32), 0.0
+    return np.ascontiguousarray(samples, dtype=np.float32), stream_origin(path, "audio")
 
 
 def load_audio(

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DecodeError, MediaError
-from .media import get_backend, image_batch
+from .errors import DecodeError, MediaError, NoVideoError
+from .media import animation_length, get_backend, image_batch, image_frames, iter_animation
 
 
 @dataclass(frozen=True)
@@ -66,36 +66,34 @@ def _limit_memory(megabytes: int) -> None:
 
 
 def decode_into(conn: Connection, task: DecodeTask, memory_limit_mb: int) -> None:
-    """Decode one task, sending chunks then "done", or "error" with the stage and reason."""
-    try:
-        info: dict[str, Any] = {"duration": 0.0, "width": 0, "height": 0}
-        if task.visual and task.kind == "image":
-            from PIL import Image
+    """Decode one task, sending chunks then "done", or "error" with the stage and reason.
 
-            batch = image_batch(task.path, short_side=task.short_side)
-            with Image.open(task.path) as im:
-                info["width"], info["height"] = im.size
-            conn.send(("chunk", batch.frames, batch.timestamps))
+    The "done" info holds ``kind`` (what the file turned out to be: an animated image is a
+    ``video``, a video container with sound only is ``audio``), ``duration`` (seconds, the
+    longest stream as decoded), ``video_end`` (where the last picture stops being shown), and
+    for damaged files ``damaged_packets``, ``lost_seconds`` and a ``warning``.
+    """
+    try:
+        info: dict[str, Any] = {"kind": task.kind, "duration": 0.0, "width": 0, "height": 0}
+        if task.visual and task.kind == "image":
+            _send_image(conn, task, info)
         elif task.visual and task.kind == "video":
-            backend = get_backend(task.backend)
-            probe = backend.probe(task.path)
-            info.update(duration=probe.duration, width=probe.width, height=probe.height)
-            frames_sent = 0
-            for batch in backend.iter_frames(task.path, fps=task.fps, short_side=task.short_side, chunk_size=task.chunk_frames):
-                conn.send(("chunk", batch.frames, batch.timestamps))
-                frames_sent += len(batch)
-            if frames_sent == 0:
-                raise DecodeError(task.path, "no frames")
-            damaged = getattr(backend, "damaged_packets", 0)
-            if damaged:
-                info["warning"] = f"{damaged} damaged packet(s) skipped"
-        if task.audio is not None and task.kind in ("video", "audio"):
+            try:
+                _send_video(conn, task, info)
+            except NoVideoError:
+                if task.audio is None:
+                    raise
+                info["kind"] = "audio"  # a sound-only .mp4/.mkv: indexed for the stream it has
+        if task.audio is not None and info["kind"] in ("video", "audio"):
             try:
                 _send_audio(conn, task, info)
             except MediaError as exc:
-                if task.kind == "audio":
+                if info["kind"] == "audio":
                     raise
                 info["audio_note"] = exc.reason  # a video without usable sound still has its pictures
+        decoded_end = max(info.get("video_end", 0.0), info.get("audio_end", 0.0))
+        if decoded_end > 0:  # what decoded, not what the container claims (an MKV counts its start in)
+            info["duration"] = decoded_end
         conn.send(("done", info))
     except MediaError as exc:
         conn.send(("error", exc.stage, exc.reason))
@@ -105,6 +103,44 @@ def decode_into(conn: Connection, task: DecodeTask, memory_limit_mb: int) -> Non
         conn.send(("error", "decode", f"{type(exc).__name__}: {exc}"[:500]))
 
 
+def _send_image(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
+    """A still as one frame at 0 s; an animated GIF or WebP as a short video."""
+    from PIL import Image
+
+    with Image.open(task.path) as im:
+        info["width"], info["height"] = im.size
+    if image_frames(task.path) > 1:
+        info["kind"] = "video"
+        sent = 0
+        for batch in iter_animation(task.path, fps=task.fps, short_side=task.short_side, chunk_size=task.chunk_frames):
+            conn.send(("chunk", batch.frames, batch.timestamps))
+            sent += len(batch)
+        info["duration"] = info["video_end"] = animation_length(task.path)
+        if not sent:
+            raise DecodeError(task.path, "no frames")
+        return
+    batch = image_batch(task.path, short_side=task.short_side)
+    conn.send(("chunk", batch.frames, batch.timestamps))
+
+
+def _send_video(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
+    backend = get_backend(task.backend)
+    probe = backend.probe(task.path)
+    info.update(duration=probe.duration, width=probe.width, height=probe.height)
+    frames_sent = 0
+    for batch in backend.iter_frames(task.path, fps=task.fps, short_side=task.short_side, chunk_size=task.chunk_frames):
+        conn.send(("chunk", batch.frames, batch.timestamps))
+        frames_sent += len(batch)
+    if frames_sent == 0:
+        raise DecodeError(task.path, "no frames")
+    info["video_end"] = float(backend.video_end)
+    damaged = int(backend.damaged_packets)
+    if damaged:
+        info["damaged_packets"] = damaged
+        info["lost_seconds"] = float(backend.lost_seconds)
+        info["warning"] = f"{damaged} decoding error(s), about {backend.lost_seconds:.1f} s of pictures lost"
+
+
 def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
     """Stream the non-silent windows of the soundtrack; silent ones are counted, never embedded."""
     from .audio import iter_audio_windows, probe_audio
@@ -112,7 +148,7 @@ def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
     spec = task.audio
     assert spec is not None  # checked by the caller
     probe = probe_audio(task.path)
-    if task.kind == "audio":
+    if info["kind"] == "audio":
         info["duration"] = probe.duration
     clips: list[np.ndarray] = []
     starts: list[float] = []
@@ -127,6 +163,7 @@ def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
             ends.clear()
 
     for window in iter_audio_windows(task.path, sample_rate=spec.sample_rate, window=spec.window, hop=spec.hop):
+        info["audio_end"] = max(info.get("audio_end", 0.0), window.end)
         if window.silent:
             silent += 1
             continue

@@ -36,6 +36,10 @@ class DecodeError(MediaError):
     """The file's container or streams could not be decoded."""
 
 
+class NoVideoError(DecodeError):
+    """The file has no moving pictures (a sound-only container, or only cover art)."""
+
+
 class NoAudioError(MediaError):
     """The file has no usable audio (no track, zero length or silence)."""
 

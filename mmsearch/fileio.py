@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "display_path"]
 
 
 def atomic_write(
@@ -44,3 +44,8 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def display_path(path: str) -> str:
+    """A path as valid text: bytes that are not UTF-8 (kept by Python as surrogates) become \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

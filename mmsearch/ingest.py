@@ -10,6 +10,7 @@ an interrupted run resumes from the last commit.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 import logging
 import os
 import time
@@ -47,6 +48,8 @@ class IngestReport:
     frames: int = 0
     audio_windows: int = 0
     no_audio: list[tuple[str, str]] = field(default_factory=list)  # videos without usable sound, and why
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # indexed for what decoded; what was lost
+    not_media: dict[str, int] = field(default_factory=dict)  # files passed over, by extension
     timings: dict[str, float] = field(default_factory=lambda: {"hash": 0.0, "decode_wait": 0.0, "encode": 0.0, "commit": 0.0})
     generation: int = 0
 
@@ -116,8 +119,9 @@ def index_paths(
         raise UsageError("give at least one file or folder to index")
     wanted = set(encoders)
     kinds = [k for k, spaces in SPACES_BY_KIND.items() if wanted & set(spaces)]
-    files = discover(roots, kinds=kinds)
-    report = IngestReport()
+    skipped: Counter[str] = Counter()
+    files = discover(roots, kinds=kinds, skipped=skipped)
+    report = IngestReport(not_media=dict(sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))))
     with open_writer(index_dir, config) as writer, Deriver(writer, moments=config.moments, recipe_for=_recipe_chooser(config)) as deriver:
         check_recorded(writer.config, config, root=writer.root)
         plan = _plan(files, roots, writer, wanted, config, report)
@@ -384,12 +388,14 @@ def _encode_chunk(item: _Pending, message: tuple, encoders: dict[str, Any], repo
 def _finish(deriver: Deriver, report: IngestReport, item: _Pending, info: dict[str, Any], heads: Any = None) -> None:
     writer = deriver.writer
     duration = float((item.row or info).get("duration") or 0.0)
+    # Pictures end where the video stream ends, not with a longer soundtrack.
+    video_end = float(info.get("video_end") or 0.0) or duration
     for space, (ss, es, vs) in item.buffers.items():
         starts, ends, vectors = np.concatenate(ss), np.concatenate(es), np.concatenate(vs)
         if space == VISUAL:
             order = np.argsort(starts, kind="stable")
             starts, vectors = starts[order], vectors[order]
-            starts, ends = frame_segments(starts, duration=duration)
+            starts, ends = frame_segments(starts, duration=video_end)
         deriver.add_segments(space, item.media_id, starts, ends, vectors, duration=duration)
         if heads is not None:
             common, project = (COMMON_VISUAL, heads.project_visual) if space == VISUAL else (COMMON_AUDIO, heads.project_audio)
@@ -397,24 +403,37 @@ def _finish(deriver: Deriver, report: IngestReport, item: _Pending, info: dict[s
     audio_note = info.get("audio_note")
     if audio_note:
         report.no_audio.append((item.path, audio_note))
+    damage = _damage(info)
     base = item.row or {
         "media_id": item.media_id,
         "path": item.path,
         "size": item.size,
         "mtime": item.mtime,
         "content_hash": item.content_hash,
-        "kind": item.kind,
+        "kind": info.get("kind") or item.kind,
         "duration": float(info.get("duration") or 0.0),
         "width": int(info.get("width") or 0),
         "height": int(info.get("height") or 0),
     }
     row = {**base, "spaces": ",".join(sorted(set(item.done_spaces) | set(item.spaces)))}
+    if damage or item.row is None:
+        row["damage"] = damage
     writer.put_path(row)
     for alias, st in item.aliases:
         writer.put_path({**row, "path": alias, "size": st.st_size, "mtime": st.st_mtime})
     report.indexed.append(item.path)
-    if info.get("warning"):
+    if damage:
+        report.damaged.append((item.path, damage))
+    elif info.get("warning"):
         report.warnings.append((item.path, info["warning"]))
+
+
+def _damage(info: dict[str, Any]) -> str | None:
+    """What a damaged file lost, in words (None when it decoded whole)."""
+    packets = int(info.get("damaged_packets") or 0)
+    if not packets:
+        return None
+    return f"{packets} decoding error(s), about {float(info.get('lost_seconds') or 0.0):.1f} s of pictures lost"
 
 
 def _fail(writer: IndexWriter, report: IngestReport, path: str, st: Any, stage: str, reason: str) -> None:

@@ -13,19 +13,34 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
+from contextlib import contextmanager
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, NoReturn, Protocol
 
 import numpy as np
 
-from .errors import DecodeError, UsageError
+from .errors import DecodeError, NoVideoError, UsageError
+from .timeline import container_start, stream_origin
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"})
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus"})
+# What people keep in their libraries. Containers FFmpeg reads: phone and camera video, camcorder
+# MPEG-TS (.mts/.m2ts/.ts), DVD and broadcast MPEG-PS, Windows Media, Flash, 3GPP, Ogg and MXF.
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".ts", ".3gp", ".3g2", ".mpg", ".mpeg",
+    ".vob", ".wmv", ".asf", ".flv", ".f4v", ".ogv", ".mxf", ".dv",
+})
+# Stills Pillow reads (HEIC/HEIF through pillow-heif); an animated GIF or WebP is indexed as a short video.
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".tga",
+})
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".flac", ".mp3", ".ogg", ".oga", ".m4a", ".m4b", ".opus", ".aac", ".aif", ".aiff", ".wma", ".mka", ".ac3",
+    ".amr", ".ape", ".wv",
+})
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS | AUDIO_EXTENSIONS
+MPEG_TS_SYNC = 0x47  # every 188-byte MPEG-TS packet starts with this byte (".ts" is also TypeScript)
 
 MAX_DAMAGED_PACKETS = 1000  # beyond this a stream is garbage, not a damaged video
 
@@ -33,7 +48,11 @@ MediaKind = Literal["video", "image", "audio"]
 
 
 def media_kind(path: str | os.PathLike) -> MediaKind | None:
-    """The kind of a file judged by its extension, or None when mmsearch does not handle it."""
+    """The kind of a file judged by its extension, or None when mmsearch does not handle it.
+
+    The kind is where a file starts: an animated image is indexed as a video, and a video
+    container holding only sound as audio (see :mod:`mmsearch.decode_worker`).
+    """
     ext = os.path.splitext(os.fspath(path))[1].lower()
     if ext in VIDEO_EXTENSIONS:
         return "video"
@@ -42,6 +61,23 @@ def media_kind(path: str | os.PathLike) -> MediaKind | None:
     if ext in AUDIO_EXTENSIONS:
         return "audio"
     return None
+
+
+def _looks_like_media(path: str) -> bool:
+    """False for a ``.ts`` file that is not MPEG-TS (TypeScript source); True for everything else."""
+    if not path.lower().endswith(".ts"):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(189)
+    except OSError:
+        return True  # let the reader report it
+    return len(head) > 188 and head[0] == MPEG_TS_SYNC and head[188] == MPEG_TS_SYNC
+
+
+def not_media_key(name: str) -> str:
+    """How a skipped file is counted in a summary: its extension in lower case, or "(none)"."""
+    return os.path.splitext(name)[1].lower() or "(none)"
 
 
 @dataclass(frozen=True)
@@ -67,20 +103,35 @@ class FrameBatch:
         return len(self.timestamps)
 
 
-def discover(paths: Iterable[str | os.PathLike], *, kinds: Iterable[MediaKind] = ("video", "image")) -> list[Path]:
+def discover(
+    paths: Iterable[str | os.PathLike],
+    *,
+    kinds: Iterable[MediaKind] = ("video", "image"),
+    skipped: Counter[str] | None = None,
+) -> list[Path]:
     """Expand files and folders into the media files under them, sorted, without duplicates.
 
     Folders are walked following symlinks, but each real directory is visited
-    once, so a symlink loop ends the walk instead of hanging it.
+    once, so a symlink loop ends the walk instead of hanging it. ``skipped``, when
+    given, counts the files passed over by extension (see :func:`not_media_key`):
+    not media, or media of a kind not asked for.
     """
     wanted = set(kinds)
     found: dict[str, Path] = {}
+
+    def take(path: str) -> bool:
+        if media_kind(path) in wanted and _looks_like_media(path):
+            return True
+        if skipped is not None:
+            skipped[not_media_key(path)] += 1
+        return False
+
     for raw in paths:
         root = Path(raw).expanduser()
         if not root.exists():
             raise UsageError(f"{root}: no such file or directory")
         if root.is_file():
-            if media_kind(root) in wanted:
+            if take(str(root)):
                 found.setdefault(str(root.absolute()), root.absolute())
             continue
         seen_dirs: set[tuple[int, int]] = set()
@@ -97,8 +148,9 @@ def discover(paths: Iterable[str | os.PathLike], *, kinds: Iterable[MediaKind] =
             seen_dirs.add(key)
             dirnames.sort()
             for name in sorted(filenames):
-                if media_kind(name) in wanted:
-                    p = Path(os.path.abspath(os.path.join(dirpath, name)))
+                full = os.path.join(dirpath, name)
+                if take(full):
+                    p = Path(os.path.abspath(full))
                     found.setdefault(str(p), p)
     return sorted(found.values(), key=str)
 
@@ -159,7 +211,8 @@ class FrameSelector:
             return []
         pts, frame = self.pending
         self.pending = None
-        if self.emitted == 0 or self.next_target < pts + max(self.last_delta, 1e-6):
+        # on screen over [pts, pts + last_delta): a target at its very end (to rounding) is not on it
+        if self.emitted == 0 or self.next_target < pts + max(self.last_delta, 1e-6) - 1e-6:
             self.emitted += 1
             return [(pts, frame)]
         return []
@@ -194,11 +247,90 @@ def _rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, k)) if k else frame
 
 
+def _is_picture_stream(stream) -> bool:  # noqa: ANN001
+    """A video stream that is not a cover picture (mp3 and m4a album art are "attached pictures")."""
+    import av
+
+    flag = getattr(getattr(av.stream, "Disposition", None), "attached_pic", None)
+    return flag is None or not (stream.disposition & flag)
+
+
+def picture_streams(container) -> list:  # noqa: ANN001
+    """The container's video streams that move: cover art left out."""
+    return [vs for vs in container.streams.video if _is_picture_stream(vs)]
+
+
+@contextmanager
+def ffmpeg_errors() -> Iterator[list]:
+    """Collect the error messages FFmpeg logs meanwhile, as ``(level, component, text)``.
+
+    A damaged stream often decodes "successfully": the demuxer resynchronises past garbage and
+    the decoder conceals broken blocks, saying so only in its log. This is how mmsearch hears it
+    (FFmpeg's log goes to PyAV's capture instead of the terminal while this runs).
+    """
+    import av.logging
+
+    previous, skip = av.logging.get_level(), av.logging.get_skip_repeated()
+    if previous is None or previous < av.logging.ERROR:
+        av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)  # the same damage in the next file must be heard again
+    try:
+        with av.logging.Capture() as logs:
+            yield logs
+    finally:
+        av.logging.set_level(previous)
+        av.logging.set_skip_repeated(skip)
+
+
+def demux_damage(path: str) -> tuple[int, np.ndarray]:
+    """Scan the first picture stream's packets without decoding: (errors FFmpeg logged or packets
+    flagged corrupt, packet times in seconds from the media's start). For backends that do not
+    report damage themselves (decord)."""
+    import av
+
+    errors, times = 0, []
+    with ffmpeg_errors() as logs, av.open(path) as container:
+        streams = picture_streams(container)
+        if not streams:
+            return 0, np.zeros(0)
+        origin = container_start(container)
+        try:
+            for packet in container.demux(streams[0]):
+                errors += bool(packet.is_corrupt)
+                if packet.pts is not None and packet.time_base is not None:
+                    times.append(float(packet.pts * packet.time_base) - origin)
+        except av.error.FFmpegError:
+            errors += 1
+    errors += sum(1 for level, _, _ in logs if level <= av.logging.ERROR)
+    return errors, np.asarray(times, dtype=np.float64)
+
+
+def lost_seconds(times: np.ndarray, end: float, expected_end: float | None, step: float) -> float:
+    """Seconds of pictures a damaged stream did not yield: gaps between decoded frames longer than
+    two frame steps, and the stretch between the last picture and where the stream says it ends."""
+    t = np.asarray(times, dtype=np.float64)
+    lost = 0.0
+    if len(t) > 1 and step > 0:
+        gaps = np.diff(np.sort(t))
+        lost += float(np.sum(gaps[gaps > 2 * step] - step))
+    if expected_end is not None and expected_end > end + 2 * max(step, 0.05):
+        lost += expected_end - end
+    return round(lost, 3)
+
+
 class PyAVBackend:
-    """FFmpeg through PyAV: sequential decode in presentation order, honours rotation metadata."""
+    """FFmpeg through PyAV: sequential decode in presentation order, honours rotation metadata.
+
+    After :meth:`iter_frames` has run, ``damaged_packets`` (decoding errors: packets that failed or
+    were flagged corrupt, and errors FFmpeg logged while concealing damage),
+    ``video_end`` (seconds: where the last picture stops being shown) and ``lost_seconds``
+    (pictures the damage cost) describe the file decoded last.
+    """
 
     name = "pyav"
-    damaged_packets = 0  # of the last file decoded; the ingest report shows it
+    damaged_packets = 0
+    video_end = 0.0
+    lost_seconds = 0.0
 
     def _open(self, path: str):  # noqa: ANN202 - av types are untyped
         import av
@@ -208,12 +340,16 @@ class PyAVBackend:
         except Exception as exc:  # av raises many error types, all mean "cannot read"
             raise DecodeError(path, f"cannot open container ({exc})") from None
 
+    def _picture_stream(self, path: str, container):  # noqa: ANN001, ANN202
+        streams = picture_streams(container)
+        if not streams:
+            raise NoVideoError(path, "no video stream" + (" (sound only)" if container.streams.audio else ""))
+        return streams[0]
+
     def probe(self, path: str) -> MediaInfo:
         container = self._open(path)
         with container:
-            if not container.streams.video:
-                raise DecodeError(path, "no video stream")
-            vs = container.streams.video[0]
+            vs = self._picture_stream(path, container)
             duration = _stream_duration(container, vs)
             w, h = vs.codec_context.width, vs.codec_context.height
             try:
@@ -231,11 +367,12 @@ class PyAVBackend:
 
         container = self._open(path)
         with container:
-            if not container.streams.video:
-                raise DecodeError(path, "no video stream")
-            vs = container.streams.video[0]
+            vs = self._picture_stream(path, container)
             vs.thread_type = "AUTO"
-            self.damaged_packets = 0
+            origin = container_start(container)
+            expected_end = _stream_duration(container, vs) or None
+            nominal_step = 1.0 / float(vs.average_rate) if vs.average_rate else 0.0
+            self.damaged_packets, self.video_end, self.lost_seconds = 0, 0.0, 0.0
             selector = FrameSelector(fps)
 
             def to_rgb(frame) -> np.ndarray:  # noqa: ANN001
@@ -254,6 +391,7 @@ class PyAVBackend:
                     except av.error.FFmpegError:  # truncated or broken container: stop here
                         self.damaged_packets += 1
                         return
+                    self.damaged_packets += bool(packet.is_corrupt)
                     try:
                         yield from packet.decode()
                     except av.error.FFmpegError:
@@ -262,33 +400,57 @@ class PyAVBackend:
                             raise DecodeError(path, f"more than {MAX_DAMAGED_PACKETS} damaged packets") from None
 
             def selected() -> Iterator[tuple[float, np.ndarray]]:
-                n_decoded = 0
+                with ffmpeg_errors() as logs:
+                    yield from pictures()
+                self.damaged_packets += sum(1 for level, _, _ in logs if level <= av.logging.ERROR)
+                if self.damaged_packets:
+                    step = nominal_step or (float(np.median(np.diff(sorted(times)))) if len(times) > 1 else 0.0)
+                    self.lost_seconds = lost_seconds(np.asarray(times), self.video_end, expected_end, step)
+
+            times: list[float] = []
+
+            def pictures() -> Iterator[tuple[float, np.ndarray]]:
+                last_shown = 0.0  # how long the last decoded picture stays on screen
                 for frame in decoded():
                     if frame.time is None:
                         continue
-                    n_decoded += 1
-                    for t, f in selector.push(float(frame.time), frame):
-                        yield t, to_rgb(f)
-                if n_decoded == 0:
+                    t = float(frame.time) - origin
+                    times.append(t)
+                    shown = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+                    last_shown = shown or nominal_step or (times[-1] - times[-2] if len(times) > 1 else 0.0)
+                    for st, f in selector.push(t, frame):
+                        yield st, to_rgb(f)
+                if not times:
                     raise DecodeError(path, "no decodable frame")
-                for t, f in selector.finish():
-                    yield t, to_rgb(f)
+                for st, f in selector.finish():
+                    yield st, to_rgb(f)
+                self.video_end = max(times) + last_shown
 
             yield from _chunks(selected(), chunk_size)
 
 
 def _stream_duration(container, vs) -> float:  # noqa: ANN001
+    """Where the stream says it ends, in seconds on the player's timeline (0 when it does not say)."""
+    origin = container_start(container)
     if vs.duration is not None and vs.time_base is not None:
-        return float(vs.duration * vs.time_base)
-    if container.duration is not None:
+        begin = float(vs.start_time * vs.time_base) if vs.start_time is not None else origin
+        return max(0.0, begin - origin + float(vs.duration * vs.time_base))
+    if container.duration is not None:  # the container's duration counts from its start
         return float(container.duration) / 1_000_000
     return 0.0
 
 
 class DecordBackend:
-    """decord: random access by frame index, pts read from its frame-timestamp table."""
+    """decord: random access by frame index, pts read from its frame-timestamp table.
+
+    decord counts times from the video stream's own start; :func:`stream_origin` moves them
+    onto the player's timeline, so both backends report the same seconds.
+    """
 
     name = "decord"
+    damaged_packets = 0
+    video_end = 0.0
+    lost_seconds = 0.0
 
     def _reader(self, path: str, short_side: int | None):  # noqa: ANN202
         import decord
@@ -296,7 +458,7 @@ class DecordBackend:
         try:
             probe = decord.VideoReader(path, num_threads=1)
         except Exception as exc:
-            raise DecodeError(path, f"cannot open video ({exc})") from None
+            _raise_unreadable(path, exc)
         if len(probe) == 0:
             raise DecodeError(path, "video has no frames")
         h, w = probe[0].shape[:2] if short_side else (0, 0)
@@ -315,12 +477,12 @@ class DecordBackend:
         try:
             vr = decord.VideoReader(path, num_threads=1)
         except Exception as exc:
-            raise DecodeError(path, f"cannot open video ({exc})") from None
+            _raise_unreadable(path, exc)
         n = len(vr)
         if n == 0:
             raise DecodeError(path, "video has no frames")
         h, w = vr[0].shape[:2]
-        duration = float(vr.get_frame_timestamp(n - 1)[1])
+        duration = stream_origin(path, "video") + float(vr.get_frame_timestamp(n - 1)[1])
         return MediaInfo(path, "video", duration, w, h)
 
     def iter_frames(
@@ -328,7 +490,10 @@ class DecordBackend:
     ) -> Iterator[FrameBatch]:
         vr = self._reader(path, short_side)
         n = len(vr)
-        pts = np.asarray(vr.get_frame_timestamp(range(n))[:, 0], dtype=np.float64)
+        table = np.asarray(vr.get_frame_timestamp(range(n)), dtype=np.float64).reshape(n, 2) + stream_origin(path, "video")
+        pts = table[:, 0]
+        self.damaged_packets, self.lost_seconds = 0, 0.0
+        self.video_end = float(table[:, 1].max())
         order = np.argsort(pts, kind="stable")
         selector = FrameSelector(fps)
         indices: list[tuple[float, int]] = []
@@ -342,8 +507,32 @@ class DecordBackend:
             except Exception as exc:
                 if start == 0:
                     raise DecodeError(path, f"frame decoding failed ({exc})") from None
-                return  # keep what decoded before the damage
+                # keep what decoded before the damage; the rest of the stream is lost
+                self.damaged_packets = 1
+                end = part[0][0]
+                self.lost_seconds = round(self.video_end - end, 3)
+                self.video_end = end
+                return
             yield FrameBatch(frames, np.asarray([t for t, _ in part], dtype=np.float64))
+        errors, packet_times = demux_damage(path)
+        if errors:
+            self.damaged_packets = errors
+            step = float(np.median(np.diff(np.sort(pts)))) if n > 1 else 0.0
+            self.lost_seconds = lost_seconds(packet_times, self.video_end, None, step)
+
+
+def _raise_unreadable(path: str, exc: BaseException) -> NoReturn:
+    """decord could not open ``path``: :class:`NoVideoError` when PyAV finds no pictures in it
+    (a sound-only file, indexed for its sound), else :class:`DecodeError`."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not picture_streams(container):
+                raise NoVideoError(path, "no video stream" + (" (sound only)" if container.streams.audio else ""))
+    except av.error.FFmpegError:
+        pass
+    raise DecodeError(path, f"cannot open video ({exc})") from None
 
 
 BACKENDS: dict[str, type[VideoBackend]] = {"pyav": PyAVBackend, "decord": DecordBackend}
@@ -357,24 +546,136 @@ def get_backend(name: str) -> VideoBackend:
         raise UsageError(f"unknown decoder backend {name!r}; choose one of {sorted(BACKENDS)}") from None
 
 
+_HEIF_REGISTERED = False
+
+
+def _open_image(path: str | os.PathLike):  # noqa: ANN202 - a PIL image
+    """``Image.open`` with HEIC/HEIF/AVIF support; errors become :class:`DecodeError` naming the file."""
+    global _HEIF_REGISTERED
+    from PIL import Image, UnidentifiedImageError
+
+    if not _HEIF_REGISTERED:
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+        except ImportError:  # pragma: no cover - a dependency; without it HEIC files fail with a clear reason
+            pass
+        _HEIF_REGISTERED = True
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(path, f"too large to decode safely ({exc}); downscale it first") from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DecodeError(path, f"cannot read image ({exc})") from None
+
+
+def to_rgb8(im):  # noqa: ANN001, ANN201 - PIL images
+    """Any Pillow still as 8-bit RGB, values scaled, never clipped.
+
+    16-bit greyscale (``I;16*``) is divided by 257 (65535 -> 255); 32-bit integer (``I``) and
+    float (``F``) pictures are scaled from the range their values use (0-1, 0-255 or 0-65535,
+    else their own minimum and maximum). Transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a
+    transparent colour) is composited over white, as a page shows it; ``CMYK``, ``YCbCr`` and the
+    rest go through Pillow's own conversion.
+    """
+    from PIL import Image
+
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if mode.startswith("I;16"):
+            lo, hi = 0.0, 65535.0
+        else:
+            top = float(a.max()) if a.size else 0.0
+            bottom = float(a.min()) if a.size else 0.0
+            lo, hi = 0.0, next((r for r in (1.0, 255.0, 65535.0) if bottom >= 0 and top <= r), None) or 0.0
+            if not hi:
+                lo, hi = bottom, max(top, bottom + 1e-12)
+        grey = np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "P" and "transparency" in im.info:
+        im, mode = im.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im if mode == "RGB" else im.convert("RGB")
+
+
 def load_image(path: str | os.PathLike, *, short_side: int | None = None) -> np.ndarray:
-    """An image file as RGB uint8 (H, W, 3), EXIF orientation applied, optionally downscaled."""
+    """An image file as RGB uint8 (H, W, 3), EXIF orientation applied, optionally downscaled.
+
+    Every mode Pillow opens reaches the encoder scaled (see :func:`to_rgb8`). Raises
+    :class:`DecodeError` naming the file when it cannot be read, including a picture past
+    Pillow's decompression-bomb limit.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
+    with _open_image(path) as im:
+        try:
+            im = to_rgb8(ImageOps.exif_transpose(im))
             if short_side:
                 im = im.resize(scaled_size(im.width, im.height, short_side), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DecodeError(path, f"cannot read image ({exc})") from None
+        except Image.DecompressionBombError as exc:
+            raise DecodeError(path, f"too large to decode safely ({exc}); downscale it first") from None
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            raise DecodeError(path, f"cannot read image ({exc})") from None
+
+
+def image_frames(path: str | os.PathLike) -> int:
+    """How many pictures an image file holds (1 for a still; more for an animated GIF or WebP)."""
+    with _open_image(path) as im:
+        return int(getattr(im, "n_frames", 1) or 1)
 
 
 def image_batch(path: str | os.PathLike, *, short_side: int | None) -> FrameBatch:
     """A still image as a one-frame batch at time 0."""
     frame = load_image(path, short_side=short_side)
     return FrameBatch(frame[None], np.zeros(1, dtype=np.float64))
+
+
+def iter_animation(
+    path: str | os.PathLike, *, fps: float, short_side: int | None, chunk_size: int = 32
+) -> Iterator[FrameBatch]:
+    """An animated GIF or WebP as video frames: each picture is on screen for its own ``duration``
+    (milliseconds, Pillow's ``info["duration"]``; 100 ms when absent), sampled by presentation time
+    like a video. A damaged picture ends the animation there (the pictures before it are kept)."""
+    from PIL import Image, ImageSequence
+
+    selector = FrameSelector(fps)
+
+    def pictures() -> Iterator[tuple[float, np.ndarray]]:
+        t = 0.0
+        with _open_image(path) as im:
+            try:
+                for picture in ImageSequence.Iterator(im):
+                    picture.load()  # WebP sets a picture's duration when it is loaded
+                    frame = to_rgb8(picture)
+                    if short_side:
+                        frame = frame.resize(scaled_size(frame.width, frame.height, short_side), Image.Resampling.BILINEAR)
+                    for pts, f in selector.push(t, np.asarray(frame, dtype=np.uint8).copy()):
+                        yield pts, f
+                    t += max(float(picture.info.get("duration") or 100), 10.0) / 1000.0
+            except (OSError, ValueError, EOFError) as exc:
+                if selector.pending is None:
+                    raise DecodeError(path, f"cannot read image ({exc})") from None
+        yield from selector.finish()
+
+    yield from _chunks(pictures(), chunk_size)
+
+
+def animation_length(path: str | os.PathLike) -> float:
+    """Seconds an animated image plays once (the sum of its pictures' durations)."""
+    from PIL import ImageSequence
+
+    total = 0.0
+    with _open_image(path) as im:
+        for picture in ImageSequence.Iterator(im):
+            picture.load()
+            total += max(float(picture.info.get("duration") or 100), 10.0) / 1000.0
+    return total
 
 
 def frame_at(path: str | os.PathLike, seconds: float, *, backend: str = DEFAULT_BACKEND) -> tuple[float, np.ndarray]:

@@ -5,6 +5,14 @@ scores the frames of those items only and turns each item's
 similarity-over-time curve into segments (smoothing, a threshold relative to
 the curve, merging of near neighbours). ``exhaustive`` replaces stage 1 by a
 search over every moment window of the corpus.
+
+A moment's score keeps the stage-1 evidence, as HAMMER combines its video and
+moment scores: ``score = (1 - media_weight) * moment_score + media_weight *
+media_score`` (``media_weight`` 0.5 by default), where ``moment_score`` is the
+peak of the moment's smoothed curve and ``media_score`` the cosine of the query
+with its media item's vector. So a whole indexed file used as the query ranks
+its own moments first (its media score is ~1), and of two equally good moments
+the one in the better-matching video wins.
 """
 
 from __future__ import annotations
@@ -29,13 +37,26 @@ class LocalizeConfig:
     max_segments: int = 5  # per media item
 
 
+MEDIA_WEIGHT = 0.5  # share of the media (stage-1) score in a moment's score
+
+
 @dataclass(frozen=True)
 class Hit:
+    """A moment ``[start, end)`` (seconds) of one media item and its scores (cosine-scale floats)."""
+
     media_id: int
     start: float
     end: float
-    score: float
+    score: float  # what results are ranked by: the moment and media scores combined
     media_score: float | None
+    moment_score: float | None = None  # the moment's own similarity (its curve's peak)
+
+
+def combined_score(moment_score: float, media_score: float | None, media_weight: float = MEDIA_WEIGHT) -> float:
+    """``(1 - media_weight) * moment_score + media_weight * media_score`` (the moment score alone without a media score)."""
+    if media_score is None:
+        return float(moment_score)
+    return float((1.0 - media_weight) * moment_score + media_weight * media_score)
 
 
 def smooth(values: np.ndarray, timestamps: np.ndarray, seconds: float) -> np.ndarray:
@@ -105,16 +126,17 @@ def search_space(
     k: int = 10,
     videos: int = 20,
     exhaustive: bool = False,
-    durations: dict[int, float],
     config: LocalizeConfig = LocalizeConfig(),
     media: Sequence[int] | None = None,
+    media_weight: float = MEDIA_WEIGHT,
 ) -> list[list[Hit]]:
     """Top-k moments per query vector (rows of ``queries``, ``(n, dim)`` float32), best first.
 
     ``media``: search only these media ids (a benchmark's candidates, a filter): stage 1 scores
     each query against their media-level vectors exactly, and of equal scores the one listed
-    first ranks first. Moments are ordered by score, then by their media's stage-1 score and
-    rank, then by start.
+    first ranks first. Moments are ordered by their combined score (see the module), then by
+    their media's stage-1 score and rank, then by start. A media item's moments end where its
+    last segment ends (pictures end where the video stream does, not with a longer soundtrack).
     """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     if space.media_index is None or space.media_index.ntotal == 0:
@@ -133,12 +155,14 @@ def search_space(
     for q, cands in zip(queries, candidates):
         hits: list[tuple[tuple, Hit]] = []
         for rank, (media_id, media_score) in enumerate(cands):
-            ts, vecs = space.frames_of(media_id)
-            if not len(ts):
+            starts, ends, vecs = space.segments_of(media_id)
+            if not len(starts):
                 continue
+            ts = starts if space.anchor == "start" else (starts + ends) / 2
             curve = vecs @ q
-            for start, end, score in localize(ts, curve, duration=durations.get(media_id, 0.0), config=config):
-                hits.append(((-score, -(media_score or 0.0), rank, start), Hit(media_id, start, end, score, media_score)))
+            for start, end, moment in localize(ts, curve, duration=float(ends.max()), config=config):
+                score = combined_score(moment, media_score, media_weight)
+                hits.append(((-score, -(media_score or 0.0), rank, start), Hit(media_id, start, end, score, media_score, moment)))
         hits.sort(key=lambda h: h[0])
         out.append([h for _, h in hits[:k]])
     return out
@@ -160,18 +184,17 @@ def stage1_among(space: SpaceData, queries: np.ndarray, media: Sequence[int], vi
     return out
 
 
-def _candidates_from_moments(space: SpaceData, queries: np.ndarray, *, k: int) -> list[list[tuple[int, float | None]]]:
-    """Media items owning the best moment windows of the whole corpus (one stage, no media ranking)."""
+def _candidates_from_moments(space: SpaceData, queries: np.ndarray, *, k: int) -> list[list[tuple[int, float]]]:
+    """Media items owning the best moment windows of the whole corpus (one stage, no media ranking),
+    each with its exact media score, so exhaustive moments are scored as two-stage ones are."""
     n = space.moment_index.ntotal
     scores, rows = space.moment_index.search(queries, min(n, max(50, 20 * k)))
     moment_media = space.moments.column("media_id").to_numpy()
     out = []
-    for srow, rrow in zip(scores, rows):
-        seen: dict[int, float] = {}
-        for sc, r in zip(srow, rrow):
-            if r >= 0:
-                seen.setdefault(int(moment_media[r]), float(sc))
-        out.append([(m, None) for m in seen])
+    for q, srow, rrow in zip(queries, scores, rows):
+        seen = list(dict.fromkeys(int(moment_media[r]) for r in rrow if r >= 0))
+        ids, vectors = space.media_vectors(seen)
+        out.append([(int(m), float(v @ q)) for m, v in zip(ids, vectors)])
     return out
 
 
@@ -181,7 +204,6 @@ def search_fused(
     k: int = 10,
     videos: int = 20,
     exhaustive: bool = False,
-    durations: dict[int, float],
     config: LocalizeConfig = LocalizeConfig(),
 ) -> list[Hit]:
     """One query in several spaces (e.g. CLIP text vs frames, CLAP text vs sound), fused per moment.
@@ -191,7 +213,10 @@ def search_fused(
     candidates' frames (cosine scales differ between encoders), sampled on the
     finest timeline of the media, weighted and summed; a space a media item lacks
     contributes 0 (the average). Moments are localized on the fused curve, so a
-    moment that matches in both spaces ranks first.
+    moment that matches in both spaces ranks first. Media scores are standardised
+    with the same statistics and fused the same way, and each moment's score combines
+    the two as single-space search does (:func:`combined_score`), so a weight of 0
+    on a space ranks as the other space alone would.
     """
     candidates: dict[int, float] = {}
     for space, query, _ in parts:
@@ -205,12 +230,15 @@ def search_fused(
         for media_id in ids:
             candidates.setdefault(media_id, 0.0)
     curves: dict[int, list[tuple[np.ndarray, np.ndarray, float] | None]] = {m: [] for m in candidates}
+    ends_at: dict[int, float] = {}
     stats = []
     for space, query, weight in parts:
         values = []
         for media_id in candidates:
-            ts, vecs = space.frames_of(media_id)
+            starts, ends, vecs = space.segments_of(media_id)
+            ts = starts if space.anchor == "start" else (starts + ends) / 2
             if len(ts):
+                ends_at[media_id] = max(ends_at.get(media_id, 0.0), float(ends.max()))
                 scores = vecs @ query
                 curves[media_id].append((ts, scores, weight))
                 values.append(scores)
@@ -218,6 +246,11 @@ def search_fused(
                 curves[media_id].append(None)
         pooled = np.concatenate(values) if values else np.zeros(1)
         stats.append((float(pooled.mean()), float(pooled.std()) or 1.0))
+    media_fused: dict[int, float] = dict.fromkeys(candidates, 0.0)
+    for (space, query, weight), (mean, std) in zip(parts, stats):
+        ids, vectors = space.media_vectors(list(candidates))
+        for media_id, score in zip(ids, vectors @ query):
+            media_fused[int(media_id)] += weight * (float(score) - mean) / std
     hits: list[Hit] = []
     for media_id, per_space in curves.items():
         present = [c for c in per_space if c is not None]
@@ -230,7 +263,8 @@ def search_fused(
                 continue
             ts, scores, weight = curve
             fused += weight * np.interp(grid, ts, (scores - mean) / std)
-        for start, end, score in localize(grid, fused, duration=durations.get(media_id, 0.0), config=config):
-            hits.append(Hit(media_id, start, end, score, None))
+        media_score = media_fused[media_id]
+        for start, end, moment in localize(grid, fused, duration=ends_at[media_id], config=config):
+            hits.append(Hit(media_id, start, end, combined_score(moment, media_score), media_score, moment))
     hits.sort(key=lambda h: (-h.score, h.media_id, h.start))
     return hits[:k]

@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 
 from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, MMSearchError, UsageError
 from .fileio import atomic_write as _atomic_write
+from .fileio import display_path
 from .indexes import IndexRecipe, PreparedFile, RowIndex, RowVectors, VectorIndex, split_refine
 from .spaces import ANCHORS
 
@@ -73,6 +74,7 @@ MEDIA_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("spaces", pa.string()),  # comma-separated spaces this media was processed for
+        ("damage", pa.string()),  # what a damaged file lost; null when it decoded whole (and in indexes written before it existed)
     ]
 )
 FAILURE_SCHEMA = pa.schema(
@@ -112,11 +114,6 @@ def file_crc32(path: str | os.PathLike) -> int:
         while block := fh.read(1 << 20):
             crc = zlib.crc32(block, crc)
     return crc
-
-
-def display_path(path: str) -> str:
-    """A path as valid text: bytes that are not UTF-8 (kept by Python as surrogates) become \\xNN."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -351,6 +348,15 @@ def _read_table(path: Path) -> pa.Table:
         raise IndexCorruptError(path, f"parquet cannot be read ({exc})") from None
 
 
+def _read_path_table(path: Path, schema: pa.Schema) -> pa.Table:
+    """A media or failures table, with the columns a later version added filled with nulls."""
+    table = _read_table(path)
+    for name in schema.names:
+        if name not in table.column_names:
+            table = table.append_column(schema.field(name), pa.nulls(len(table), schema.field(name).type))
+    return table.select(schema.names).cast(schema)
+
+
 def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r")
@@ -383,8 +389,8 @@ def _load_index(root: Path, entry: dict[str, Any], vectors: RowVectors, alive: n
 
 
 def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
-    media = _read_table(root / manifest["media"]) if manifest.get("media") else MEDIA_SCHEMA.empty_table()
-    failures = _read_table(root / manifest["failures"]) if manifest.get("failures") else FAILURE_SCHEMA.empty_table()
+    media = _read_path_table(root / manifest["media"], MEDIA_SCHEMA) if manifest.get("media") else MEDIA_SCHEMA.empty_table()
+    failures = _read_path_table(root / manifest["failures"], FAILURE_SCHEMA) if manifest.get("failures") else FAILURE_SCHEMA.empty_table()
     spaces: dict[str, SpaceData] = {}
     for name, space in manifest.get("spaces", {}).items():
         dim = int(space["dim"])
@@ -447,8 +453,13 @@ class IndexWriter:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"--index {self.root} is a file, not an index directory: pass a folder (new or existing)")
         try:
+            created = not self.root.exists()
             self.root.mkdir(parents=True, exist_ok=True)
-            (self.root / DATA).mkdir(exist_ok=True)
+            if not (self.root / DATA).is_dir():
+                (self.root / DATA).mkdir()
+                fsync_dir(self.root)  # data/ survives a power cut once the first manifest does
+            if created:
+                fsync_dir(self.root.parent)
         except OSError as exc:
             raise UsageError(f"cannot create the index directory {self.root} ({exc.strerror or exc}): pass a folder you can write to") from None
         self._lock_fh = open(self.root / ".lock", "a+")
@@ -483,8 +494,10 @@ class IndexWriter:
                 self.manifest = {**self.manifest, "format_version": FORMAT_VERSION, "spaces": {}}
                 self.dirty = True
             verify_files(self.root, self.manifest)
-            media = _read_table(self.root / self.manifest["media"]) if self.manifest.get("media") else MEDIA_SCHEMA.empty_table()
-            failures = _read_table(self.root / self.manifest["failures"]) if self.manifest.get("failures") else FAILURE_SCHEMA.empty_table()
+            media = _read_path_table(self.root / self.manifest["media"], MEDIA_SCHEMA) if self.manifest.get("media") else MEDIA_SCHEMA.empty_table()
+            failures = (
+                _read_path_table(self.root / self.manifest["failures"], FAILURE_SCHEMA) if self.manifest.get("failures") else FAILURE_SCHEMA.empty_table()
+            )
         else:
             self.manifest = {
                 "format": FORMAT,

@@ -25,10 +25,14 @@ def write_video(
     pattern: bool = True,
     pts_jitter: bool = False,
     audio: bool = False,
+    start: float = 0.0,
+    audio_seconds: float | None = None,
 ) -> list[tuple[float, float]]:
     """A video of solid-coloured (optionally patterned) segments; returns their (start, end) seconds.
 
-    Frame i has pts i (time base 1/fps), so segment boundaries are exact.
+    Frame i has pts i (time base 1/fps), so segment boundaries are exact. ``start`` shifts every
+    pts (video and sound) by that many seconds, as an MPEG-TS or edited MKV does (the returned
+    bounds stay relative to the first frame); ``audio_seconds`` makes the soundtrack that long.
     """
     import av
 
@@ -40,7 +44,7 @@ def write_video(
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         if codec == "libx264":
             stream.options = {"preset": "ultrafast"}
-        astream = out.add_stream("aac", rate=16000) if audio else None
+        astream = out.add_stream("aac", rate=16000) if (audio or audio_seconds) else None
         i = 0
         for colour, seconds in segments:
             n = int(round(seconds * fps))
@@ -52,7 +56,7 @@ def write_video(
                 frame_img[:, x : x + 20] = 255 - np.asarray(colour, np.uint8)
             for _ in range(n):
                 frame = av.VideoFrame.from_ndarray(frame_img, format="rgb24")
-                frame.pts = i
+                frame.pts = i + int(round(start * fps))
                 frame.time_base = Fraction(1, fps)
                 for packet in stream.encode(frame):
                     out.mux(packet)
@@ -60,13 +64,13 @@ def write_video(
         for packet in stream.encode():
             out.mux(packet)
         if astream is not None:
-            total = i / fps
+            total = audio_seconds if audio_seconds is not None else i / fps
             samples = np.sin(2 * np.pi * 440 * np.arange(int(total * 16000)) / 16000).astype(np.float32) * 0.3
-            for start in range(0, len(samples), 1024):
-                chunk = samples[start : start + 1024]
+            for a in range(0, len(samples), 1024):
+                chunk = samples[a : a + 1024]
                 af = av.AudioFrame.from_ndarray(chunk[None], format="flt", layout="mono")
                 af.sample_rate = 16000
-                af.pts = start
+                af.pts = a + int(round(start * 16000))
                 for packet in astream.encode(af):
                     out.mux(packet)
             for packet in astream.encode():

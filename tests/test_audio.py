@@ -121,15 +121,44 @@ def test_stereo_is_mixed_to_mono_by_averaging(tmp_path: Path) -> None:
     assert np.max(np.abs(silent)) < 1e-3
 
 
-def test_timestamps_come_from_the_stream(tmp_path: Path) -> None:
+def test_timestamps_count_from_the_start_of_the_media(tmp_path: Path) -> None:
+    """Sound times are the stream's pts minus the container's start (issue #14): a file whose
+    only stream starts at pts 1 s starts at 0, as a player shows it."""
     sr = 16000
     path = write_audio(tmp_path / "late.mkv", tone(440.0, 2.0, sr)[None], sr, codec="flac", fmt="matroska", start_pts=sr)
-    samples, offset = load_audio(path, sample_rate=sr)
-    assert offset == pytest.approx(1.0, abs=1e-3)
-    assert len(samples) == 2 * sr
+    for backend in ("pyav", "decord"):
+        samples, offset = load_audio(path, sample_rate=sr, backend=backend)
+        assert offset == pytest.approx(0.0, abs=1e-3) and len(samples) == 2 * sr
     windows = list(iter_audio_windows(path, sample_rate=sr, window=1.0, hop=0.5))
-    assert windows[0].start == pytest.approx(1.0, abs=1e-3)
-    assert windows[-1].end == pytest.approx(3.0, abs=1e-3)
+    assert windows[0].start == pytest.approx(0.0, abs=1e-3)
+    assert windows[-1].end == pytest.approx(2.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_sound_that_starts_after_the_pictures_keeps_its_delay(tmp_path: Path, backend: str) -> None:
+    """Pictures from 0 s (container start 5 s), sound from 1 s: the sound's offset is 1 s."""
+    sr, fps, start = 16000, 10, 5.0
+    path = tmp_path / "delayed.mkv"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("flac", rate=sr)
+        audio.layout = "mono"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = int(start * fps) + i, Fraction(1, fps)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        samples = tone(440.0, 2.0, sr)[None]
+        for i in range(0, samples.shape[1], 960):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i : i + 960]), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = sr, int((start + 1.0) * sr) + i, Fraction(1, sr)
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode(None))
+    _, offset = load_audio(path, sample_rate=sr, backend=backend)
+    assert offset == pytest.approx(1.0, abs=0.01)
+    windows = list(iter_audio_windows(path, sample_rate=sr, window=1.0, hop=0.5, backend=backend))
+    assert windows[0].start == pytest.approx(1.0, abs=0.01) and windows[-1].end == pytest.approx(3.0, abs=0.01)
 
 
 def test_max_seconds_stops_early(tmp_path: Path) -> None:

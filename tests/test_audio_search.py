@@ -53,18 +53,23 @@ def test_text_to_audio_finds_file_and_moment(audio_world):
         right_file += event is not None
         right_moment += iou >= 0.5
     assert asked >= 5
-    assert right_file / asked >= 0.8 and right_moment / asked >= 0.6
+    # each sound is heard in 3 to 7 of the 11 files: the right file alone is often luck, the right moment is not
+    assert right_file / asked >= 0.8 and right_moment / asked >= 0.8
 
 
 def test_query_by_sound_file_and_modality_all(audio_world, tmp_path):
     idx = mmsearch.open_index(audio_world["index"])
     truth = [r for r in audio_world["truth"] if r["modality"] == "audio"]
-    caption = max(AUDIO_CAPTIONS, key=lambda c: sum(r["caption"] == c for r in truth))
-    clip = synth_audio_event(np.random.default_rng(7), caption, 16000, 4.0)
-    write_wav(tmp_path / "q.wav", clip, 16000)
-    top = idx.search(audio=tmp_path / "q.wav", k=3)[0]
-    assert top.modality == "audio"
-    assert best_event(top.path, top.start, top.end, caption, truth, modality="audio")[0] is not None
+    # every sound of the corpus as a fresh 4 s clip: the top moment is that sound (IoU >= 0.5 with one of its events)
+    captions = [c for c in AUDIO_CAPTIONS if any(r["caption"] == c for r in truth)]
+    found = 0
+    for caption in captions:
+        clip = synth_audio_event(np.random.default_rng(7), caption, 16000, 4.0)
+        write_wav(tmp_path / "q.wav", clip, 16000)
+        top = idx.search(audio=tmp_path / "q.wav", k=3)[0]
+        assert top.modality == "audio"
+        found += best_event(top.path, top.start, top.end, caption, truth, modality="audio")[1] >= 0.5
+    assert len(captions) >= 5 and found >= len(captions) - 1, f"{found} of {len(captions)} sounds found at their moment"
     mixed = idx.search("a red circle", modality="all", k=6)
     assert {r.modality for r in mixed} >= {"audio"} and {r.modality for r in mixed} & {"video", "image"}
 

@@ -24,7 +24,7 @@ import pytest
 import mmsearch
 from mmsearch.bench import TASKS, load_dataset, run_bench
 from mmsearch.errors import UsageError
-from mmsearch.metrics import moment_recalls, retrieval_metrics, temporal_iou, video_recalls
+from mmsearch.metrics import temporal_iou
 from mmsearch.synth import SynthConfig, generate_corpus
 
 SYNTH_CLAP_DIR = Path(__file__).resolve().parents[1] / "mmsearch" / "assets" / "synth-clap"
@@ -127,6 +127,19 @@ def _check_engine_order(lines: list[dict], world: World, items: dict[Path, str],
         assert [(m["video"], m["start"], m["end"]) for m in q["moments"]] == engine[:10]
 
 
+def _by_hand(ranks: list[int]) -> dict[str, float]:
+    """R@1/5/10, MdR, MnR of 1-based ranks, written out (the bench's figures must agree with these)."""
+    n, ordered = len(ranks), sorted(ranks)
+    middle = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+    recall = {f"R@{k}": 100 * sum(r <= k for r in ranks) / n for k in (1, 5, 10)}
+    return {**recall, "MdR": middle, "MnR": sum(ranks) / n}
+
+
+def _iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    return inter / (max(a[1], b[1]) - min(a[0], b[0]))
+
+
 # --------------------------------------------------------------------------- text-to-video retrieval
 def test_msrvtt(visual: World, tmp_path: Path) -> None:
     data = tmp_path / "msrvtt"
@@ -148,8 +161,9 @@ def test_msrvtt(visual: World, tmp_path: Path) -> None:
     ranks = [q["rank"] for q in lines]
     assert ranks[4] == 6  # not retrieved: number of candidates + 1
     assert "video7777" not in [t["item"] for q in lines for t in q["top"]]
-    assert result["metrics"] == pytest.approx(retrieval_metrics(ranks), abs=0.01)
-    assert result["stage1_metrics"] == pytest.approx(retrieval_metrics([q["stage1_rank"] for q in lines]), abs=0.01)
+    # the metrics are those of the per-query ranks (computed here by hand, not by mmsearch.metrics)
+    assert result["metrics"] == pytest.approx(_by_hand(ranks), abs=0.01)
+    assert result["stage1_metrics"] == pytest.approx(_by_hand([q["stage1_rank"] for q in lines]), abs=0.01)
     _check_engine_order(lines[:4], visual, {p: p.stem for p in (data / "videos").glob("video70*")}, "video")
     # every sentence names a shape only its own video shows: that video first for (nearly) all
     assert sum(r == 1 for r in ranks[:4]) >= 3
@@ -223,17 +237,18 @@ def _check_moment_result(result: dict, lines: list[dict], world: World, ids: dic
     assert set(m["VCMR"]) == set(m["SVMR"]) == {"0.5", "0.7"}
     assert all(set(m[t][thd]) == RECALL_KEYS for t in ("VCMR", "SVMR") for thd in ("0.5", "0.7"))
     assert set(m["VR"]) == RECALL_KEYS
-    # the metrics follow from the per-query predictions (top 10 saved) by the TVR rules
-    truth = [(q["gt"], *q["gt_moment"]) for q in lines]
-    for task in ("VCMR", "SVMR"):
-        preds = [[(p["video"], p["start"], p["end"]) for p in q["moments" if task == "VCMR" else "svmr"]] for q in lines]
-        again = moment_recalls(preds, truth, ks=(1, 5, 10))
-        for thd in ("0.5", "0.7"):
-            for k in ("R@1", "R@5", "R@10"):
-                assert m[task][thd][k] == pytest.approx(again[thd][k], abs=0.01)
-    vr = video_recalls([[t["item"] for t in q["top"]] for q in lines], [q["gt"] for q in lines], ks=(1, 5, 10))
-    assert all(m["VR"][k] == pytest.approx(vr[k], abs=0.01) for k in vr)
-    assert m["VR"]["R@1"] == pytest.approx(100 * sum(q["rank"] == 1 for q in lines) / len(lines), abs=0.01)
+    # R@1 follows from each query's first prediction by TVR's rule, written out here (hand-computed
+    # figures at every k, and past 10 predictions, are checked in test_bench_scoring.py)
+    n = len(lines)
+    for thd in (0.5, 0.7):
+        vcmr = sum(q["moments"][0]["video"] == q["gt"] and _iou((q["moments"][0]["start"], q["moments"][0]["end"]), q["gt_moment"]) >= thd
+                   for q in lines if q["moments"])
+        svmr = sum(_iou((q["svmr"][0]["start"], q["svmr"][0]["end"]), q["gt_moment"]) >= thd for q in lines if q["svmr"])
+        assert m["VCMR"][str(thd)]["R@1"] == pytest.approx(100 * vcmr / n, abs=0.01)
+        assert m["SVMR"][str(thd)]["R@1"] == pytest.approx(100 * svmr / n, abs=0.01)
+    assert m["VR"]["R@1"] == pytest.approx(100 * sum(q["rank"] == 1 for q in lines) / n, abs=0.01)
+    # each query's rank is where its video stands in the answer it saved
+    assert all(q["top"][q["rank"] - 1]["item"] == q["gt"] and q["gt"] not in [t["item"] for t in q["top"][: q["rank"] - 1]] for q in lines)
     for thd in ("0.5", "0.7"):  # recall grows with k, falls with the IoU threshold
         for t in ("VCMR", "SVMR"):
             values = [m[t][thd][k] for k in ("R@1", "R@5", "R@10", "R@100")]
@@ -245,7 +260,7 @@ def _check_moment_result(result: dict, lines: list[dict], world: World, ids: dic
     assert len(unique) >= 4
     assert sum(q["rank"] == 1 for q in unique) >= 0.75 * len(unique)
     assert sum(temporal_iou(q["gt_moment"], (q["svmr"][0]["start"], q["svmr"][0]["end"])) >= 0.5 for q in unique) >= 0.75 * len(unique)
-    assert m["SVMR"]["0.5"]["R@5"] >= 75.0 and m["VR"]["R@5"] == 100.0
+    assert m["SVMR"]["0.5"]["R@5"] >= 75.0
 
 
 def test_tvr(visual: World, tmp_path: Path) -> None:
@@ -332,8 +347,11 @@ def _check_audio(result: dict, lines: list[dict], world: World, ids: dict[str, s
     assert len(unique) >= 4
     # a sound heard in one clip only: that clip first for (nearly) every such caption
     assert sum(q["rank"] == 1 for q in unique) >= 0.75 * len(unique)
-    # and a sound heard in m clips never ranks its clip below m + 1 for most queries
-    assert sum(q["rank"] <= world.count[q["query"]] + 1 for q in lines) >= 0.75 * len(lines)
+    # and a sound heard in m of the n clips (m < n) ranks its clip among the m that have it, for most such queries
+    # (with 4 candidates, "rank <= m + 1" held for any answer once m >= 3)
+    shared = [q for q in lines if world.count[q["query"]] < result["n_candidates"]]
+    assert len(shared) >= 0.75 * len(lines)
+    assert sum(q["rank"] <= world.count[q["query"]] for q in shared) >= 0.75 * len(shared)
     ranks = [q["rank"] for q in lines]
     assert result["metrics"]["R@1"] == pytest.approx(100 * sum(r == 1 for r in ranks) / len(ranks), abs=0.01)
     if "mAP@10" in keys:

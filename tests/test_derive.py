@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mmsearch
+from mmsearch.retrieval import search_space
 from mmsearch import derive
 from mmsearch.derive import Deriver, frame_segments
 from mmsearch.errors import IndexFormatError
@@ -156,6 +157,16 @@ def test_removed_media_are_skipped_then_compacted_away(tmp_path):
     lib.close()
 
 
+
+def _end_now(idx, hit: dict, space: str) -> float:
+    """A format-1 answer's end as this version reports it: format 1 cut every moment at the media's
+    stored duration (its video stream's); a moment reaching it now ends where the space's last
+    segment does (#14: the sound of a.mp4 runs 0.5 s past its pictures)."""
+    media_id, row = next((m, r) for m, r in idx.snapshot.media_rows().items() if r["path"] == hit["path"])
+    _, ends, _ = idx.snapshot.spaces[space].segments_of(media_id)
+    return round(float(ends.max()), 3) if hit["end"] >= row["duration"] - 1e-3 else hit["end"]
+
+
 def test_an_index_of_format_1_is_refused_with_the_command_then_upgraded(tmp_path):
     """tests/data/index-v1 was written by mmsearch before segments (format 1), with synth-clip and synth-clap."""
     root = tmp_path / "old"
@@ -170,12 +181,20 @@ def test_an_index_of_format_1_is_refused_with_the_command_then_upgraded(tmp_path
     verify_files(root, manifest, full=True)
     before = json.loads((DATA / "index-v1-results.json").read_text())  # what format 1 answered
     idx = mmsearch.open_index(root, device="cpu")
+    rows = idx.snapshot.media_rows()
     for text in ("a red circle", "a blue square"):
-        got = [h.to_dict() for h in idx.search(text, k=3)]
-        assert [(h["path"], h["start"], h["end"]) for h in got] == [(h["path"], h["start"], h["end"]) for h in before[text]]
-        assert [h["score"] for h in got] == pytest.approx([h["score"] for h in before[text]], abs=1e-5)
-    got = [h.to_dict() for h in idx.search("a dog barking", k=3, modality="audio")]
-    assert [(h["path"], h["start"], h["end"]) for h in got] == [(h["path"], h["start"], h["end"]) for h in before["audio"]]
+        # format 1 ranked by the moment's own similarity; since #14 the media's score is combined in,
+        # so the embeddings are checked under the ranking format 1 used (media_weight 0)
+        query = idx.embed_queries(text=[text], space="visual")
+        hits = search_space(idx.snapshot.spaces["visual"], query, k=3, media_weight=0.0)[0]
+        got = [(rows[h.media_id]["path"], round(h.start, 3), round(h.end, 3)) for h in hits]
+        assert got == [(h["path"], h["start"], h["end"]) for h in before[text]]
+        assert [h.score for h in hits] == pytest.approx([h["score"] for h in before[text]], abs=1e-5)
+        assert [h.moment_score for h in hits] == pytest.approx([h["score"] for h in before[text]], abs=1e-5)
+    query = idx.embed_queries(text=["a dog barking"], space="audio")
+    hits = search_space(idx.snapshot.spaces["audio"], query, k=3, media_weight=0.0)[0]
+    got = [(rows[h.media_id]["path"], round(h.start, 3), round(h.end, 3)) for h in hits]
+    assert got == [(h["path"], h["start"], _end_now(idx, h, "audio")) for h in before["audio"]]
     # the frames became segments that end where the next frame starts
     space = idx.snapshot.spaces["visual"]
     a = next(m for m, r in idx.snapshot.media_rows().items() if r["path"].endswith("a.mp4"))

@@ -95,7 +95,7 @@ def test_localize_finds_plateau_and_bounds():
     segs = localize(t, s, duration=20.0)
     start, end, score = segs[0]
     assert (start, end) == (5.5, 10.5)
-    assert score > 0.5
+    assert score == pytest.approx(0.9)  # the plateau's height, not the lone 0.3 spike or the 0.1 floor
     # a flat curve is one segment spanning the media
     assert localize(t, np.full(20, 0.4), duration=20.0) == [(0.0, 20.0, pytest.approx(0.4))]
 

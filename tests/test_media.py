@@ -133,12 +133,11 @@ def test_out_of_order_mov_decodes_in_presentation_order():
 @needs_shared
 def test_genuinely_corrupt_mp4_is_reported_not_fatal():
     path = SHARED_MEDIA / "decord" / "corrupted.mp4"
-    backend = get_backend("pyav")
-    try:
-        ts, _ = _frames(path, "pyav")
-    except DecodeError as exc:
-        assert str(path) in str(exc)
-    else:  # decoded around the damage: the damage is counted so the run can report it
-        assert backend.damaged_packets >= 0 and len(ts) >= 1
+    backend = get_backend("pyav")  # the instance that decodes is the one that counts the damage
+    batches = list(backend.iter_frames(str(path), fps=1.0, short_side=32, chunk_size=4))
+    ts = np.concatenate([b.timestamps for b in batches])
+    # decoded around the damage (one bad packet in 5 s): pictures on both sides of it, and the damage counted
+    assert backend.damaged_packets >= 1
+    assert len(ts) >= 4 and ts[0] < 0.5 and ts[-1] > 3.5
     with pytest.raises(DecodeError):
         _frames(path, "decord")

@@ -1,0 +1,397 @@
+"""Faults found in the field (issue #14): each kind of input fault, through indexing and queries.
+
+Every test makes its own inputs (or reads the real files of ``../shared/media``, skipping with
+the reason when that folder is absent) and asserts the value a broken implementation misses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+import zlib
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mmsearch
+from conftest import BLUE, RED, SHARED_MEDIA, write_video
+from mmsearch.media import frame_at, load_image
+from test_cli import run
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _save_frame(video: Path, t: float, out: Path, backend: str = "pyav") -> Path:
+    from PIL import Image
+
+    _, frame = frame_at(video, t, backend=backend)
+    Image.fromarray(frame).save(out)
+    return out
+
+
+# -- 1. high bit depth and other still modes ---------------------------------------------------
+def _grey_pattern() -> np.ndarray:
+    """An 8-bit picture with structure at every grey level: a ramp, a dark disc and a bright bar."""
+    y, x = np.mgrid[0:96, 0:128]
+    img = (x * 2).astype(np.float64)
+    img[(x - 40) ** 2 + (y - 48) ** 2 < 20**2] = 20
+    img[10:30, 80:120] = 240
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_still_modes_reach_the_encoder_scaled(tmp_path):
+    from PIL import Image
+
+    grey = _grey_pattern()
+    Image.fromarray(grey, "L").save(tmp_path / "eight.png")
+    sixteen = Image.fromarray(grey.astype(np.uint16) * 257)  # the same picture in 16 bits
+    sixteen.save(tmp_path / "sixteen.png")
+    assert Image.open(tmp_path / "sixteen.png").mode.startswith("I;16")
+    Image.fromarray(grey.astype(np.int32) * 257, "I").save(tmp_path / "int32.tif")
+    Image.fromarray(grey.astype(np.float32) / 255.0, "F").save(tmp_path / "float.tif")
+    Image.fromarray(grey, "L").convert("LA").save(tmp_path / "la.png")
+    palette = Image.fromarray(grey, "L").convert("P")
+    palette.info["transparency"] = 255 - 3  # a palette entry the picture may use: those pixels go white
+    palette.save(tmp_path / "p.png", transparency=int(np.setdiff1d(np.arange(256), np.asarray(palette))[0]))
+    rgb = np.stack([grey, 255 - grey, grey // 2], axis=-1)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.tif")
+
+    ref = load_image(tmp_path / "eight.png")
+    for name in ("sixteen.png", "int32.tif", "float.tif", "la.png", "p.png"):
+        got = load_image(tmp_path / name)
+        assert got.shape == ref.shape and np.abs(got.astype(int) - ref).max() <= 1, name
+    assert np.abs(load_image(tmp_path / "cmyk.tif").astype(int) - load_image(tmp_path / "rgb.png")).max() <= 1
+
+
+def test_sixteen_bit_still_and_its_eight_bit_twin_give_one_vector(tmp_path):
+    from PIL import Image
+
+    grey = _grey_pattern()
+    media = tmp_path / "media"
+    media.mkdir()
+    Image.fromarray(grey, "L").save(media / "eight.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(media / "sixteen.png")
+    mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", audio=False, device="cpu")
+    idx = mmsearch.open_index(tmp_path / "index", device="cpu")
+    ids = {Path(p).name: m for p, m in idx.media_ids().items()}
+    space = idx.snapshot.spaces["visual"]
+    eight = space.segments_of(ids["eight.png"])[2][0]
+    sixteen = space.segments_of(ids["sixteen.png"])[2][0]
+    assert _cosine(eight, sixteen) > 0.99  # indexing
+    q8, q16 = idx.embed_queries(images=[media / "eight.png", media / "sixteen.png"])
+    assert _cosine(q8, q16) > 0.99  # the same file as a query image
+    assert _cosine(q16, eight) > 0.99
+
+
+# -- 2 and 3. one time origin; pictures end where the video ends ----------------------------------
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("name", ["offset.mkv", "offset.ts"])
+def test_start_offset_file_reports_seconds_from_its_start(tmp_path, random_clip_checkpoint, backend, name):
+    media = tmp_path / "media"
+    video = media / name
+    write_video(video, [(RED, 2.0), (BLUE, 2.0)], start=5.0, audio=True)
+    import av
+
+    with av.open(str(video)) as c:
+        assert c.start_time / 1e6 > 1.0  # the container really starts late
+    mmsearch.index_paths(
+        [media], tmp_path / "index", model="synth-clip", pretrained=str(random_clip_checkpoint), audio_model="synth-clap",
+        device="cpu", config=mmsearch.IngestConfig(backend=backend),
+    )
+    idx = mmsearch.open_index(tmp_path / "index", device="cpu")
+    row = next(iter(idx.snapshot.media_rows().values()))
+    assert row["duration"] == pytest.approx(4.0, abs=0.15)
+    frames, _ = idx.snapshot.spaces["visual"].frames_of(row["media_id"])
+    assert frames[0] == pytest.approx(0.0, abs=0.1) and frames[-1] < 4.0
+    starts, ends, _ = idx.snapshot.spaces["audio"].segments_of(row["media_id"])
+    assert starts[0] == pytest.approx(0.0, abs=0.1) and ends.max() <= row["duration"] + 0.1
+
+    red = _save_frame(video, 0.5, tmp_path / "red.png", backend=backend)
+    top = idx.search(image=red, k=5)
+    assert top[0].start == pytest.approx(0.0, abs=0.1) and top[0].end == pytest.approx(2.0, abs=0.6)
+    for result in [*top, *idx.search(audio=video, k=5)]:
+        assert result.end <= row["duration"] + 0.01
+
+
+def test_visual_moments_end_with_the_pictures(tmp_path, random_clip_checkpoint):
+    media = tmp_path / "media"
+    video = media / "short-picture-long-sound.mp4"
+    write_video(video, [(RED, 1.5), (BLUE, 1.5)], audio_seconds=25.0)
+    mmsearch.index_paths(
+        [media], tmp_path / "index", model="synth-clip", pretrained=str(random_clip_checkpoint), audio_model="synth-clap", device="cpu"
+    )
+    idx = mmsearch.open_index(tmp_path / "index", device="cpu")
+    row = next(iter(idx.snapshot.media_rows().values()))
+    assert row["duration"] == pytest.approx(25.0, abs=0.2)  # the media lasts as long as its sound
+    _, ends, _ = idx.snapshot.spaces["visual"].segments_of(row["media_id"])
+    assert ends.max() == pytest.approx(3.0, abs=0.11)  # ... its pictures stop at 3 s
+    blue = _save_frame(video, 2.5, tmp_path / "blue.png")
+    for result in idx.search(image=blue, k=5):
+        assert result.end <= 3.11
+    _, sound_ends, _ = idx.snapshot.spaces["audio"].segments_of(row["media_id"])
+    assert sound_ends.max() == pytest.approx(25.0, abs=0.2)  # while its sound runs on to 25 s
+    assert max(r.end for r in idx.search(audio=video, k=10)) > 20.0
+
+
+# -- 4. query inputs fail in one line --------------------------------------------------------------
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims ``width`` x ``height`` pixels (past Pillow's decompression-bomb limit)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_index(tmp_path_factory, random_clip_checkpoint):
+    root = tmp_path_factory.mktemp("small")
+    write_video(root / "media" / "a.mp4", [(RED, 1.0), (BLUE, 1.0)], audio=True)
+    mmsearch.index_paths(
+        [root / "media"], root / "index", model="synth-clip", pretrained=str(random_clip_checkpoint), audio_model="synth-clap", device="cpu"
+    )
+    return root
+
+
+def _one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_query_inputs_fail_in_one_line_naming_the_file(small_index, tmp_path):
+    index = str(small_index / "index")
+    bomb = _png_header_only(tmp_path / "bomb.png", 20000, 20000)
+    _one_line_error(run("query", "--image", str(bomb), "--index", index, check=False), "bomb.png", "too large")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    _one_line_error(run("query", "--image", str(notes), "--index", index, check=False), "notes.txt")
+    _one_line_error(run("query", "--audio", str(notes), "--index", index, check=False), "notes.txt")
+    latin1 = tmp_path / "queries.txt"
+    latin1.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    _one_line_error(run("query", "--batch", str(latin1), "--index", index, check=False), "queries.txt", "UTF-8")
+    odd = tmp_path / "odd.json"
+    odd.write_text("[1, 2]")
+    _one_line_error(run("query", "--batch", str(odd), "--index", index, check=False), "odd.json")
+
+
+# -- 5 and 6. what people keep: more containers and stills, animations, sound-only containers --------
+def _write_with(path: Path, container: str | None, codec: str, *, fps: int = 10, seconds: float = 2.0, size=(96, 64)) -> None:
+    import av
+
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(int(seconds * fps)):
+            img = np.zeros((size[1], size[0], 3), np.uint8)
+            img[:] = RED if i < seconds * fps / 2 else BLUE
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _sound_only(path: Path, container: str | None = None, seconds: float = 3.0) -> None:
+    import av
+
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream("aac", rate=16000)
+        samples = (0.3 * np.sin(2 * np.pi * 330 * np.arange(int(seconds * 16000)) / 16000)).astype(np.float32)
+        for a in range(0, len(samples), 1024):
+            frame = av.AudioFrame.from_ndarray(samples[a : a + 1024][None], format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 16000, a
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def test_library_formats_are_indexed_and_the_rest_is_counted(tmp_path, random_clip_checkpoint):
+    from PIL import Image
+
+    media = tmp_path / "media"
+    media.mkdir()
+    _write_with(media / "camcorder.mts", "mpegts", "mpeg2video", fps=25)
+    _write_with(media / "broadcast.m2ts", "mpegts", "mpeg2video", fps=25)
+    _write_with(media / "dvd.mpg", "mpeg", "mpeg1video", fps=25)
+    _write_with(media / "phone.3gp", "3gp", "mpeg4")
+    _write_with(media / "old.flv", "flv", "flv")
+    _write_with(media / "windows.wmv", "asf", "wmv2")
+    frames = [Image.new("RGB", (64, 48), RED), Image.new("RGB", (64, 48), BLUE)]
+    frames[0].save(media / "anim.gif", save_all=True, append_images=frames[1:], duration=[700, 500], loop=0)
+    frames[0].save(media / "anim.webp", save_all=True, append_images=frames[1:], duration=[700, 500], loop=0)
+    frames[0].save(media / "still.gif")
+    frames[1].save(media / "scan.bmp")
+    frames[1].save(media / "scan.tif")
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    frames[0].save(media / "iphone.heic")
+    _sound_only(media / "voice-memo.mp4")  # 6: a sound-only container with a video extension
+    (media / "notes.txt").write_text("hello")
+    (media / "list.txt").write_text("x")
+    (media / "app.ts").write_text("export const x: number = 1;\n")  # TypeScript, not MPEG-TS
+    report = mmsearch.index_paths(
+        [media], tmp_path / "index", model="synth-clip", pretrained=str(random_clip_checkpoint), audio_model="synth-clap", device="cpu"
+    )
+    assert report.failed == []
+    indexed = sorted(Path(p).name for p in report.indexed)
+    assert indexed == sorted([
+        "camcorder.mts", "broadcast.m2ts", "dvd.mpg", "phone.3gp", "old.flv", "windows.wmv", "anim.gif", "anim.webp",
+        "still.gif", "scan.bmp", "scan.tif", "iphone.heic", "voice-memo.mp4",
+    ])
+    assert report.not_media == {".txt": 2, ".ts": 1}
+    idx = mmsearch.open_index(tmp_path / "index", device="cpu")
+    rows = {Path(r["path"]).name: r for r in idx.snapshot.media_rows().values()}
+    visual = idx.snapshot.spaces["visual"]
+    for name in ("anim.gif", "anim.webp"):  # animations are short videos, timed by their pictures' durations
+        assert rows[name]["kind"] == "video" and rows[name]["duration"] == pytest.approx(1.2, abs=0.01)
+        starts, ends, _ = visual.segments_of(rows[name]["media_id"])
+        assert starts.tolist() == pytest.approx([0.0, 0.7]) and ends[-1] == pytest.approx(1.2, abs=0.01)  # each at its own pts
+    assert rows["still.gif"]["kind"] == "image" and rows["iphone.heic"]["kind"] == "image"
+    for name in ("camcorder.mts", "dvd.mpg", "phone.3gp", "old.flv", "windows.wmv"):
+        assert rows[name]["kind"] == "video" and rows[name]["duration"] == pytest.approx(2.0, abs=0.15), name
+        assert len(visual.segments_of(rows[name]["media_id"])[0]) == 2, name
+    memo = rows["voice-memo.mp4"]
+    assert memo["kind"] == "audio" and memo["duration"] == pytest.approx(3.0, abs=0.1)
+    assert len(idx.snapshot.spaces["audio"].segments_of(memo["media_id"])[0]) >= 1
+    assert len(visual.segments_of(memo["media_id"])[0]) == 0
+    assert idx.search(audio=media / "voice-memo.mp4", k=1)[0].path.endswith("voice-memo.mp4")
+    again = mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", pretrained=str(random_clip_checkpoint), device="cpu")
+    assert again.indexed == [] and again.unchanged == 13  # nothing is re-decoded on the next run
+
+
+def test_index_summary_counts_what_is_not_media(tmp_path, random_clip_checkpoint):
+    media = tmp_path / "media"
+    write_video(media / "a.mp4", [(RED, 1.0)])
+    for name in ("a.txt", "b.txt", "c.json", "README"):
+        (media / name).write_text("x")
+    out = run("index", str(media), "--index", str(tmp_path / "idx"), "--model", "synth-clip", "--pretrained",
+              str(random_clip_checkpoint), "--no-audio", "--device", "cpu")
+    assert "passed over: 4 (.txt 2, (none) 1, .json 1)" in out.stdout, out.stdout
+
+
+# -- 7. damage is recorded -------------------------------------------------------------------------
+def _damaged_copy(src: Path, dst: Path) -> Path:
+    """``src`` with a stretch of garbage over 20 % of its bytes, starting at 40 %."""
+    data = bytearray(src.read_bytes())
+    a, b = int(len(data) * 0.4), int(len(data) * 0.6)
+    data[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_damaged_file_is_recorded_with_what_it_lost(tmp_path, random_clip_checkpoint, backend):
+    clean = tmp_path / "clean" / "long.mkv"
+    write_video(clean, [(RED, 10.0), (BLUE, 10.0)], fps=10, codec="mpeg4")
+    media = tmp_path / "media"
+    media.mkdir()
+    _damaged_copy(clean, media / "damaged.mkv")
+    write_video(media / "fine.mp4", [(RED, 1.0)])
+    report = mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", pretrained=str(random_clip_checkpoint),
+                                  audio=False, device="cpu", config=mmsearch.IngestConfig(backend=backend))
+    assert sorted(Path(p).name for p in report.indexed) == ["damaged.mkv", "fine.mp4"]
+    assert [Path(p).name for p, _ in report.damaged] == ["damaged.mkv"]
+    idx = mmsearch.open_index(tmp_path / "index", device="cpu")
+    damaged = idx.damaged()
+    assert [Path(d["path"]).name for d in damaged] == ["damaged.mkv"]
+    lost = float(damaged[0]["damage"].split("about ")[1].split(" s")[0])
+    assert 2.0 <= lost <= 10.0  # ~20 % of a 20 s file, give or take the packets around the damage
+    assert idx.info()["damaged"] == 1
+    out = run("info", "--index", str(tmp_path / "index"), "--failures")
+    assert "damaged " + str(media / "damaged.mkv") in out.stdout and "fine.mp4" not in out.stdout
+
+
+@pytest.mark.skipif(not (SHARED_MEDIA / "decord" / "corrupted.mp4").is_file(), reason=f"real corrupt MP4 not found under {SHARED_MEDIA}")
+def test_real_corrupt_mp4_is_listed_as_damaged(tmp_path, random_clip_checkpoint):
+    media = tmp_path / "media"
+    media.mkdir()
+    os.symlink(SHARED_MEDIA / "decord" / "corrupted.mp4", media / "corrupted.mp4")
+    report = mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", pretrained=str(random_clip_checkpoint),
+                                  audio=False, device="cpu")
+    idx = mmsearch.open_index(tmp_path / "index", device="cpu")
+    if report.failed:  # nothing decodable: it must then be a recorded failure, not silence
+        assert [Path(f["path"]).name for f in idx.failures()] == ["corrupted.mp4"]
+    else:
+        assert [Path(d["path"]).name for d in idx.damaged()] == ["corrupted.mp4"]
+
+
+# -- 8. a whole indexed file used as the query finds itself first ------------------------------------
+def test_query_by_example_finds_the_file_itself_first(tmp_path):
+    from mmsearch.synth import AUDIO_CLASSES, synth_audio_event, write_wav
+
+    media = tmp_path / "media"
+    media.mkdir()
+    rng = np.random.default_rng(3)
+    names = []
+    for i, sound in enumerate(AUDIO_CLASSES * 2):  # two clips of each sound class, different draws
+        names.append(f"{i:02d}-{sound.replace(' ', '_')}.wav")
+        write_wav(media / names[-1], synth_audio_event(rng, sound, 16000, 6.0), 16000)
+    mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", audio_model="synth-clap", device="cpu")
+    idx = mmsearch.open_index(tmp_path / "index", device="cpu")
+    for name in names:
+        for exhaustive in (False, True):
+            top = idx.search(audio=media / name, k=3, exhaustive=exhaustive)
+            assert Path(top[0].path).name == name, (name, exhaustive, [(Path(r.path).name, r.score) for r in top])
+
+
+@pytest.mark.skipif(not (SHARED_MEDIA / "librosa").is_dir(), reason=f"real sample sounds not found under {SHARED_MEDIA}")
+def test_real_sounds_find_themselves_first(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    files = sorted((SHARED_MEDIA / "librosa").glob("*.ogg"))
+    for f in files:
+        os.symlink(f, media / f.name)
+    mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", audio_model="synth-clap", device="cpu")
+    idx = mmsearch.open_index(tmp_path / "index", device="cpu")
+    misses = [f.name for f in files if Path(idx.search(audio=media / f.name, k=1)[0].path).name != f.name]
+    assert misses == []
+
+
+# -- 9. file names that are not UTF-8 --------------------------------------------------------------
+def test_non_utf8_names_give_valid_json_and_keep_their_bytes(tmp_path, random_clip_checkpoint):
+    media = tmp_path / "media"
+    write_video(media / "x.mp4", [(RED, 1.0), (BLUE, 1.0)])
+    raw = os.fsencode(media) + b"/caf\xe9.mp4"  # Latin-1 bytes: not UTF-8
+    os.rename(media / "x.mp4", raw)
+    index = tmp_path / "index"
+    run("index", str(media), "--index", str(index), "--model", "synth-clip", "--pretrained", str(random_clip_checkpoint),
+        "--no-audio", "--device", "cpu")
+    red = _save_frame(Path(os.fsdecode(raw)), 0.5, tmp_path / "red.png")
+    out = run("query", "--image", str(red), "--index", str(index), "--json")
+    data = json.loads(out.stdout)
+    for text in _strings(data):
+        text.encode("utf-8")  # a lone surrogate (\udce9) raises here, as strict parsers reject it
+    top = data["results"][0]
+    assert top["path"].endswith("caf\\xe9.mp4")
+    assert base64.b64decode(top["path_bytes"]) == raw
+    info = json.loads(run("info", "--index", str(index), "--json", "--failures").stdout)
+    for text in _strings(info):
+        text.encode("utf-8")
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
