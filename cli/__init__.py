@@ -140,8 +140,6 @@ def index(
     for path, damage in report.damaged:
         err_console.print(f"[yellow]damaged[/] {shown(path)}: {damage}; indexed for what decoded (mmsearch info --failures lists it)",
                           highlight=False)
-    for path, warning in report.warnings:
-        err_console.print(f"[yellow]warning[/] {shown(path)}: {warning}", highlight=False)
     for path, note in report.no_audio:
         err_console.print(f"[dim]no sound indexed for {shown(path)}: {note}[/]", highlight=False)
     summary = (

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DecodeError, NoAudioError, UsageError
-from .timeline import container_start, stream_origin
+from .avutil import container_start, demux_damage, ffmpeg_errors, stream_origin
 
 __all__ = [
     "AUDIO_BACKENDS",
@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_HOP",
     "DEFAULT_WINDOW",
     "SILENCE_DB",
+    "AudioDamage",
     "AudioInfo",
     "AudioWindow",
     "audio_windows",
@@ -94,6 +95,19 @@ class AudioWindow:
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+
+@dataclass
+class AudioDamage:
+    """What decoding a damaged sound stream cost, filled in by the decoders when passed as ``damage``.
+
+    ``damaged_packets``: packets that failed or were flagged corrupt, and errors FFmpeg logged;
+    ``lost_seconds``: stretches the stream skipped (filled with silence, so later samples keep
+    their times) and the tail missing before the stream's stated end.
+    """
+
+    damaged_packets: int = 0
+    lost_seconds: float = 0.0
 
 
 # --------------------------------------------------------------------------- checks
@@ -176,6 +190,17 @@ def _open(path: str):  # noqa: ANN202 - av types are untyped
         raise DecodeError(path, f"cannot open container ({_short(exc)})") from None
 
 
+def _stream_end(container, stream) -> float:  # noqa: ANN001 - av types are untyped
+    """Where ``stream`` says it ends, in seconds from the media's start (nan when nothing says)."""
+    origin = container_start(container)
+    if stream.duration is not None and stream.time_base is not None:
+        begin = float(stream.start_time * stream.time_base) if stream.start_time is not None else origin
+        return max(0.0, begin - origin) + float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return float(container.duration) / 1_000_000
+    return float("nan")
+
+
 def probe_audio(path: str | os.PathLike) -> AudioInfo:
     """Duration, native sample rate and channel count of the first audio stream.
 
@@ -193,13 +218,7 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
         channels = int(getattr(ctx, "channels", 0) or 0)
         if not channels and ctx.layout is not None:
             channels = len(ctx.layout.channels)
-        if stream.duration is not None and stream.time_base is not None:
-            begin = float(stream.start_time * stream.time_base) if stream.start_time is not None else container_start(container)
-            duration = max(0.0, begin - container_start(container)) + float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = float(container.duration) / 1_000_000
-        else:
-            duration = float("nan")
+        duration = _stream_end(container, stream)
     if not math.isfinite(duration) or duration <= 0:
         # Some containers (raw streams) do not say: count the samples.
         total = 0
@@ -216,32 +235,54 @@ def iter_audio_chunks(
     sample_rate: int,
     max_seconds: float | None = None,
     backend: str = DEFAULT_AUDIO_BACKEND,
+    damage: AudioDamage | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Decode the first audio stream as consecutive mono float32 chunks at ``sample_rate``.
 
     Yields ``(time, chunk)``: ``time`` is the timestamp (seconds) of the
-    chunk's first sample; chunks are contiguous, so only the first time is
-    informative. Raises :class:`DecodeError` for unreadable files and
-    :class:`NoAudioError` when there is no audio stream or no sample decodes.
+    chunk's first sample; chunks are contiguous (a stretch a damaged stream
+    skipped comes back as silence), so only the first time is informative.
+    ``damage``, when given, is filled in once decoding ends (:class:`AudioDamage`).
+    Raises :class:`DecodeError` for unreadable files and :class:`NoAudioError`
+    when there is no audio stream or no sample decodes.
     """
     path = os.fspath(path)
     sample_rate = _check_rate(sample_rate)
     limit = _max_samples(max_seconds, sample_rate)
+    damage = damage if damage is not None else AudioDamage()
     if _check_backend(backend) == "decord":
         samples, offset = _decord_load(path, sample_rate)
         if limit is not None:
             samples = samples[:limit]
+        # decord does not say what it skipped: PyAV's scan of the packets, and the stream's stated end, do
+        errors, _ = demux_damage(path, "audio")
+        stated = _stated_end(path)
+        missing = stated - offset - samples.size / sample_rate if math.isfinite(stated) and limit is None else 0.0
+        if errors or missing > max(1.0, 0.02 * stated):  # (a stated length is an estimate for some formats)
+            damage.damaged_packets = max(errors, 1)
+            damage.lost_seconds = round(max(0.0, missing), 3)
         if samples.size:
             yield offset, samples
         return
-    yield from _pyav_chunks(path, sample_rate, limit)
+    yield from _pyav_chunks(path, sample_rate, limit, damage)
 
 
-def _pyav_chunks(path: str, sample_rate: int, limit: int | None) -> Iterator[tuple[float, np.ndarray]]:
+def _stated_end(path: str) -> float:
+    """Where the audio stream says it ends, seconds from the media's start (0 when it does not say)."""
+    try:
+        return probe_audio(path).duration
+    except (DecodeError, NoAudioError):
+        return 0.0
+
+
+GAP_SECONDS = 0.1  # a jump in the stream's times longer than this is a stretch it skipped (damage)
+
+
+def _pyav_chunks(path: str, sample_rate: int, limit: int | None, damage: AudioDamage) -> Iterator[tuple[float, np.ndarray]]:
     import av
 
     container = _open(path)
-    with container:
+    with container, ffmpeg_errors() as logs:
         if not container.streams.audio:
             raise NoAudioError(path, "the file has no audio stream", stage="audio")
         stream = container.streams.audio[0]
@@ -265,6 +306,7 @@ def _pyav_chunks(path: str, sample_rate: int, limit: int | None) -> Iterator[tup
                 except av.error.FFmpegError:  # truncated or broken container: keep what decoded
                     damaged += 1
                     return
+                damaged += bool(packet.is_corrupt)
                 try:
                     yield from packet.decode()
                 except av.error.FFmpegError:
@@ -298,13 +340,19 @@ def _pyav_chunks(path: str, sample_rate: int, limit: int | None) -> Iterator[tup
                 produced += chunk.size
                 yield t, chunk
 
+        skipped = 0.0  # seconds of silence put in for stretches the stream skipped
         for frame in frames():
+            t0 = frame.time
             if offset is None:
-                t0 = frame.time
                 offset = float(t0) - origin if t0 is not None and math.isfinite(t0) else 0.0
                 if offset < 0:
                     to_skip = int(round(-offset * sample_rate))
                     offset = 0.0
+            elif t0 is not None and math.isfinite(t0) and not to_skip:
+                gap = float(t0) - origin - (offset + produced / sample_rate)
+                if gap > GAP_SECONDS:  # keep later samples at their times: the hole becomes silence
+                    skipped += gap
+                    yield from emit(np.zeros(int(round(gap * sample_rate)), np.float32))
             key = (frame.format.name, frame.layout.name, frame.sample_rate)
             if resampler is None or key != resampler_key:
                 if resampler is not None:  # the stream changed layout or rate: flush and start over
@@ -317,6 +365,13 @@ def _pyav_chunks(path: str, sample_rate: int, limit: int | None) -> Iterator[tup
                 break
         if resampler is not None and (limit is None or produced < limit):
             yield from emit(convert(resampler.resample(None)))
+        damaged += sum(1 for level, _, _ in logs if level <= av.logging.ERROR)
+        damage.damaged_packets = damaged
+        if damaged or skipped:
+            damage.damaged_packets = max(damaged, 1)
+            stated = _stream_end(container, stream)
+            tail = stated - ((offset or 0.0) + produced / sample_rate) if limit is None and math.isfinite(stated) else 0.0
+            damage.lost_seconds = round(skipped + (tail if tail > GAP_SECONDS else 0.0), 3)
         if produced == 0:
             if damaged:
                 raise DecodeError(path, "the audio stream could not be decoded")
@@ -423,8 +478,11 @@ def iter_audio_windows(
     threshold_db: float = SILENCE_DB,
     allow_silent: bool = False,
     backend: str = DEFAULT_AUDIO_BACKEND,
+    damage: AudioDamage | None = None,
 ) -> Iterator[AudioWindow]:
     """Decode ``path`` and yield its windows as soon as each is complete (constant memory).
+
+    ``damage``, when given, is filled in with what a damaged stream cost (:class:`AudioDamage`).
 
     Yields exactly what :func:`audio_windows` returns for the whole decoded
     track. Silent windows are yielded with ``silent=True``; when every window
@@ -449,7 +507,8 @@ def iter_audio_windows(
         piece = buf[a - buf_start : b - buf_start].copy()
         return AudioWindow(offset + a / sample_rate, offset + b / sample_rate, piece, is_silent(piece, threshold_db))
 
-    for i, (t, chunk) in enumerate(iter_audio_chunks(path, sample_rate=sample_rate, max_seconds=max_seconds, backend=backend)):
+    chunks = iter_audio_chunks(path, sample_rate=sample_rate, max_seconds=max_seconds, backend=backend, damage=damage)
+    for i, (t, chunk) in enumerate(chunks):
         if i == 0:
             offset = t
         pending.append(chunk)

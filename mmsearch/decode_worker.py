@@ -7,7 +7,8 @@ data, never a live decoder) and streams back::
 
     ("chunk", frames uint8 (N, H, W, 3), timestamps float64 (N,))   any number of times
     ("audio", [mono float32 clips], starts (N,), ends (N,))         any number of times
-    ("done", {"duration": ..., "width": ..., "height": ..., "warning"?: ..., "audio_note"?: ...})
+    ("done", {"kind": ..., "duration": ..., "width": ..., "height": ..., "video_end"?: ..., "damaged_packets"?: ...,
+              "lost_seconds"?: ..., "audio_damaged_packets"?: ..., "audio_lost_seconds"?: ..., "audio_note"?: ...})
     ("error", stage, reason)
 """
 
@@ -71,7 +72,7 @@ def decode_into(conn: Connection, task: DecodeTask, memory_limit_mb: int) -> Non
     The "done" info holds ``kind`` (what the file turned out to be: an animated image is a
     ``video``, a video container with sound only is ``audio``), ``duration`` (seconds, the
     longest stream as decoded), ``video_end`` (where the last picture stops being shown), and
-    for damaged files ``damaged_packets``, ``lost_seconds`` and a ``warning``.
+    for damaged streams ``damaged_packets`` and ``lost_seconds`` (``audio_`` ones for the sound).
     """
     try:
         info: dict[str, Any] = {"kind": task.kind, "duration": 0.0, "width": 0, "height": 0}
@@ -138,12 +139,11 @@ def _send_video(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
     if damaged:
         info["damaged_packets"] = damaged
         info["lost_seconds"] = float(backend.lost_seconds)
-        info["warning"] = f"{damaged} decoding error(s), about {backend.lost_seconds:.1f} s of pictures lost"
 
 
 def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
     """Stream the non-silent windows of the soundtrack; silent ones are counted, never embedded."""
-    from .audio import iter_audio_windows, probe_audio
+    from .audio import AudioDamage, iter_audio_windows, probe_audio
 
     spec = task.audio
     assert spec is not None  # checked by the caller
@@ -162,7 +162,8 @@ def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
             starts.clear()
             ends.clear()
 
-    for window in iter_audio_windows(task.path, sample_rate=spec.sample_rate, window=spec.window, hop=spec.hop):
+    damage = AudioDamage()
+    for window in iter_audio_windows(task.path, sample_rate=spec.sample_rate, window=spec.window, hop=spec.hop, damage=damage):
         info["audio_end"] = max(info.get("audio_end", 0.0), window.end)
         if window.silent:
             silent += 1
@@ -175,6 +176,9 @@ def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
     flush()
     if silent:
         info["audio_silent_windows"] = silent
+    if damage.damaged_packets:
+        info["audio_damaged_packets"] = damage.damaged_packets
+        info["audio_lost_seconds"] = damage.lost_seconds
 
 
 def main(argv: list[str]) -> None:

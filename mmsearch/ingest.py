@@ -44,7 +44,6 @@ class IngestReport:
     removed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # path, stage, reason
     skipped_failed: int = 0  # failed before, unchanged since, not retried
-    warnings: list[tuple[str, str]] = field(default_factory=list)
     frames: int = 0
     audio_windows: int = 0
     no_audio: list[tuple[str, str]] = field(default_factory=list)  # videos without usable sound, and why
@@ -424,16 +423,16 @@ def _finish(deriver: Deriver, report: IngestReport, item: _Pending, info: dict[s
     report.indexed.append(item.path)
     if damage:
         report.damaged.append((item.path, damage))
-    elif info.get("warning"):
-        report.warnings.append((item.path, info["warning"]))
 
 
 def _damage(info: dict[str, Any]) -> str | None:
     """What a damaged file lost, in words (None when it decoded whole)."""
-    packets = int(info.get("damaged_packets") or 0)
-    if not packets:
-        return None
-    return f"{packets} decoding error(s), about {float(info.get('lost_seconds') or 0.0):.1f} s of pictures lost"
+    parts = []
+    for prefix, what in (("", "pictures"), ("audio_", "sound")):
+        errors = int(info.get(f"{prefix}damaged_packets") or 0)
+        if errors:
+            parts.append(f"{what}: {errors} decoding error(s), about {float(info.get(f'{prefix}lost_seconds') or 0.0):.1f} s lost")
+    return "; ".join(parts) or None
 
 
 def _fail(writer: IndexWriter, report: IngestReport, path: str, st: Any, stage: str, reason: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Literal, NoReturn, Protocol
 import numpy as np
 
 from .errors import DecodeError, NoVideoError, UsageError
-from .timeline import container_start, stream_origin
+from .avutil import container_start, demux_damage, ffmpeg_errors, picture_streams, stream_origin
 
 # What people keep in their libraries. Containers FFmpeg reads: phone and camera video, camcorder
 # MPEG-TS (.mts/.m2ts/.ts), DVD and broadcast MPEG-PS, Windows Media, Flash, 3GPP, Ogg and MXF.
@@ -245,64 +244,6 @@ def _rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
     """Rotate an HxWx3 frame counter-clockwise by ``degrees`` (FFmpeg's display-matrix angle, a multiple of 90)."""
     k = (degrees // 90) % 4
     return np.ascontiguousarray(np.rot90(frame, k)) if k else frame
-
-
-def _is_picture_stream(stream) -> bool:  # noqa: ANN001
-    """A video stream that is not a cover picture (mp3 and m4a album art are "attached pictures")."""
-    import av
-
-    flag = getattr(getattr(av.stream, "Disposition", None), "attached_pic", None)
-    return flag is None or not (stream.disposition & flag)
-
-
-def picture_streams(container) -> list:  # noqa: ANN001
-    """The container's video streams that move: cover art left out."""
-    return [vs for vs in container.streams.video if _is_picture_stream(vs)]
-
-
-@contextmanager
-def ffmpeg_errors() -> Iterator[list]:
-    """Collect the error messages FFmpeg logs meanwhile, as ``(level, component, text)``.
-
-    A damaged stream often decodes "successfully": the demuxer resynchronises past garbage and
-    the decoder conceals broken blocks, saying so only in its log. This is how mmsearch hears it
-    (FFmpeg's log goes to PyAV's capture instead of the terminal while this runs).
-    """
-    import av.logging
-
-    previous, skip = av.logging.get_level(), av.logging.get_skip_repeated()
-    if previous is None or previous < av.logging.ERROR:
-        av.logging.set_level(av.logging.ERROR)
-    av.logging.set_skip_repeated(False)  # the same damage in the next file must be heard again
-    try:
-        with av.logging.Capture() as logs:
-            yield logs
-    finally:
-        av.logging.set_level(previous)
-        av.logging.set_skip_repeated(skip)
-
-
-def demux_damage(path: str) -> tuple[int, np.ndarray]:
-    """Scan the first picture stream's packets without decoding: (errors FFmpeg logged or packets
-    flagged corrupt, packet times in seconds from the media's start). For backends that do not
-    report damage themselves (decord)."""
-    import av
-
-    errors, times = 0, []
-    with ffmpeg_errors() as logs, av.open(path) as container:
-        streams = picture_streams(container)
-        if not streams:
-            return 0, np.zeros(0)
-        origin = container_start(container)
-        try:
-            for packet in container.demux(streams[0]):
-                errors += bool(packet.is_corrupt)
-                if packet.pts is not None and packet.time_base is not None:
-                    times.append(float(packet.pts * packet.time_base) - origin)
-        except av.error.FFmpegError:
-            errors += 1
-    errors += sum(1 for level, _, _ in logs if level <= av.logging.ERROR)
-    return errors, np.asarray(times, dtype=np.float64)
 
 
 def lost_seconds(times: np.ndarray, end: float, expected_end: float | None, step: float) -> float:

@@ -317,6 +317,29 @@ def test_damaged_file_is_recorded_with_what_it_lost(tmp_path, random_clip_checkp
     assert "damaged " + str(media / "damaged.mkv") in out.stdout and "fine.mp4" not in out.stdout
 
 
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_damaged_sound_is_recorded_and_keeps_its_times(tmp_path, backend):
+    from mmsearch.audio import AudioDamage, iter_audio_windows
+    from test_audio import dominant_hz, tone, write_audio
+
+    sr = 16000
+    clean = write_audio(tmp_path / "clean.m4a", np.concatenate([tone(330.0, 10.0, sr), tone(880.0, 10.0, sr)])[None], sr,
+                        codec="aac", fmt="mp4")
+    media = tmp_path / "media"
+    media.mkdir()
+    damaged = _damaged_copy(clean, media / "damaged.m4a")
+    for path, broken in ((clean, False), (damaged, True)):
+        damage = AudioDamage()
+        windows = list(iter_audio_windows(path, sample_rate=sr, window=1.0, hop=1.0, damage=damage, backend=backend))
+        assert (damage.damaged_packets > 0) == broken and (2.0 <= damage.lost_seconds <= 13.0) == broken, (path, damage)
+    if backend == "pyav":  # what follows a skipped stretch keeps its time: the 880 Hz half is still at 10-20 s
+        late = [w for w in windows if w.start >= 16.0 and not w.silent]
+        assert late and all(dominant_hz(w.samples, sr) == pytest.approx(880.0, abs=20) for w in late)
+    report = mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", audio_model="synth-clap", device="cpu",
+                                  config=mmsearch.IngestConfig(backend=backend))
+    assert [Path(p).name for p, _ in report.damaged] == ["damaged.m4a"] and report.damaged[0][1].startswith("sound: ")
+
+
 @pytest.mark.skipif(not (SHARED_MEDIA / "decord" / "corrupted.mp4").is_file(), reason=f"real corrupt MP4 not found under {SHARED_MEDIA}")
 def test_real_corrupt_mp4_is_listed_as_damaged(tmp_path, random_clip_checkpoint):
     media = tmp_path / "media"
