@@ -250,11 +250,13 @@ def _query_batch(path: Path, *, index: Path | None, modality: str, k: int, video
         raise UsageError(f"--batch {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8, one query per line") from None
     try:
         loaded = json.loads(raw)
-        texts = [q if isinstance(q, str) else q.get("text", "") for q in loaded] if isinstance(loaded, list) else None
     except json.JSONDecodeError:
-        texts = None
-    except AttributeError:  # a JSON list of something other than strings and {"text": ...} objects
-        raise UsageError(f"--batch {path}: a JSON list must hold strings or {{\"text\": ...}} objects") from None
+        loaded = None
+    texts = None
+    if isinstance(loaded, list):
+        texts = [q.get("text") if isinstance(q, dict) else q for q in loaded]
+        if not all(isinstance(t, str) for t in texts):
+            raise UsageError(f'--batch {path}: a JSON list must hold strings or {{"text": "..."}} objects')
     if texts is None:
         texts = [line.strip() for line in raw.splitlines() if line.strip()]
     if not texts:

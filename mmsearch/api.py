@@ -64,12 +64,16 @@ class SearchResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``path`` is always valid Unicode (bytes that are not UTF-8 shown as ``\\xNN``);
         such a name also gets ``path_bytes``, the exact file name in base64."""
-        out = asdict(self)
-        shown = display_path(self.path)
-        if shown != self.path:
-            out["path"] = shown
-            out["path_bytes"] = base64.b64encode(os.fsencode(self.path)).decode("ascii")
-        return out
+        return {**asdict(self), **path_fields(self.path)}
+
+
+def path_fields(path: str) -> dict[str, str]:
+    """``{"path": ...}`` as valid Unicode (bytes that are not UTF-8 shown as ``\\xNN``), plus
+    ``"path_bytes"`` (the exact name, base64) when the name is not UTF-8."""
+    shown = display_path(path)
+    if shown == path:
+        return {"path": path}
+    return {"path": shown, "path_bytes": base64.b64encode(os.fsencode(path)).decode("ascii")}
 
 
 def index_paths(
@@ -221,12 +225,15 @@ class Index:
         }
 
     def failures(self) -> list[dict[str, Any]]:
-        """Files that could not be indexed: ``path``, ``stage`` and ``reason`` of each."""
-        return [{k: r[k] for k in ("path", "stage", "reason")} for r in table_to_rows(self.snapshot.failures)]
+        """Files that could not be indexed: ``path`` (valid Unicode; ``path_bytes`` when the name is
+        not UTF-8, see :func:`path_fields`), ``stage`` and ``reason`` of each."""
+        return [{**path_fields(r["path"]), "stage": r["stage"], "reason": r["reason"]} for r in table_to_rows(self.snapshot.failures)]
 
     def damaged(self) -> list[dict[str, Any]]:
-        """Files indexed for what decoded of them: ``path``, ``kind`` and ``damage`` (what was lost) of each."""
-        return [{"path": r["path"], "kind": r["kind"], "damage": r["damage"]} for r in table_to_rows(self.snapshot.media) if r.get("damage")]
+        """Files indexed for what decoded of them: ``path`` (as in :meth:`failures`), ``kind`` and
+        ``damage`` (what was lost) of each."""
+        rows = table_to_rows(self.snapshot.media)
+        return [{**path_fields(r["path"]), "kind": r["kind"], "damage": r["damage"]} for r in rows if r.get("damage")]
 
     def encoder(self, space: str = VISUAL) -> Any:
         """The encoder that built ``space`` (built once, on first use; thread-safe)."""

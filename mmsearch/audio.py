@@ -190,13 +190,18 @@ def _open(path: str):  # noqa: ANN202 - av types are untyped
         raise DecodeError(path, f"cannot open container ({_short(exc)})") from None
 
 
-def _stream_end(container, stream) -> float:  # noqa: ANN001 - av types are untyped
-    """Where ``stream`` says it ends, in seconds from the media's start (nan when nothing says)."""
+def _stream_end(container, stream, *, stated_only: bool = False) -> float:  # noqa: ANN001 - av types are untyped
+    """Where ``stream`` says it ends, in seconds from the media's start (nan when nothing says).
+
+    Without a duration of its own, the container's is the estimate; ``stated_only`` takes it only
+    when the container starts at 0 (some muxers count a start time in it, others do not), as
+    measuring damage needs.
+    """
     origin = container_start(container)
     if stream.duration is not None and stream.time_base is not None:
         begin = float(stream.start_time * stream.time_base) if stream.start_time is not None else origin
         return max(0.0, begin - origin) + float(stream.duration * stream.time_base)
-    if container.duration is not None:
+    if container.duration is not None and (not stated_only or origin == 0.0):
         return float(container.duration) / 1_000_000
     return float("nan")
 
@@ -268,11 +273,12 @@ def iter_audio_chunks(
 
 
 def _stated_end(path: str) -> float:
-    """Where the audio stream says it ends, seconds from the media's start (0 when it does not say)."""
+    """Where the audio stream itself says it ends, seconds from the media's start (nan when it does not say)."""
     try:
-        return probe_audio(path).duration
-    except (DecodeError, NoAudioError):
-        return 0.0
+        with _open(path) as container:
+            return _stream_end(container, container.streams.audio[0], stated_only=True) if container.streams.audio else float("nan")
+    except DecodeError:
+        return float("nan")
 
 
 GAP_SECONDS = 0.1  # a jump in the stream's times longer than this is a stretch it skipped (damage)
@@ -366,11 +372,11 @@ def _pyav_chunks(path: str, sample_rate: int, limit: int | None, damage: AudioDa
         if resampler is not None and (limit is None or produced < limit):
             yield from emit(convert(resampler.resample(None)))
         damaged += sum(1 for level, _, _ in logs if level <= av.logging.ERROR)
-        damage.damaged_packets = damaged
-        if damaged or skipped:
+        stated = _stream_end(container, stream, stated_only=True)
+        tail = stated - ((offset or 0.0) + produced / sample_rate) if limit is None and math.isfinite(stated) else 0.0
+        truncated = tail > max(1.0, 0.02 * stated)  # (a stated length is an estimate for some formats)
+        if damaged or skipped or truncated:
             damage.damaged_packets = max(damaged, 1)
-            stated = _stream_end(container, stream)
-            tail = stated - ((offset or 0.0) + produced / sample_rate) if limit is None and math.isfinite(stated) else 0.0
             damage.lost_seconds = round(skipped + (tail if tail > GAP_SECONDS else 0.0), 3)
         if produced == 0:
             if damaged:

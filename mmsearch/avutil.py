@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["container_start", "demux_damage", "ffmpeg_errors", "picture_streams", "stream_origin"]
+__all__ = ["container_start", "demux_damage", "ffmpeg_errors", "picture_streams", "quiet_ffmpeg", "stream_origin"]
 
 
 def container_start(container) -> float:  # noqa: ANN001 - av types are untyped
@@ -60,7 +60,7 @@ def ffmpeg_errors() -> Iterator[list]:
         av.logging.set_level(av.logging.ERROR)
     av.logging.set_skip_repeated(False)  # the same damage in the next file must be heard again
     try:
-        with av.logging.Capture() as logs:
+        with av.logging.Capture(local=False) as logs:  # decoder threads log too
             yield logs
     finally:
         av.logging.set_level(previous)
@@ -101,3 +101,16 @@ def demux_damage(path: str, kind: Literal["video", "audio"] = "video") -> tuple[
             errors += 1
     errors += sum(1 for level, _, _ in logs if level <= av.logging.ERROR)
     return errors, np.asarray(times, dtype=np.float64)
+
+
+def quiet_ffmpeg() -> None:
+    """Route FFmpeg's log through Python's ``libav`` loggers at error level and drop it there, so a
+    damaged file does not print over a progress bar; :func:`ffmpeg_errors` still hears it."""
+    import logging
+
+    import av.logging
+
+    av.logging.set_level(av.logging.ERROR)
+    libav = logging.getLogger("libav")
+    libav.addHandler(logging.NullHandler())
+    libav.propagate = False

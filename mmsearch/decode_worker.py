@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from .avutil import quiet_ffmpeg
 from .errors import DecodeError, MediaError, NoVideoError
-from .media import animation_length, get_backend, image_batch, image_frames, iter_animation
+from .media import Animation, get_backend, image_batch, is_animation, open_image
 
 
 @dataclass(frozen=True)
@@ -105,20 +106,12 @@ def decode_into(conn: Connection, task: DecodeTask, memory_limit_mb: int) -> Non
 
 
 def _send_image(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
-    """A still as one frame at 0 s; an animated GIF or WebP as a short video."""
-    from PIL import Image
-
-    with Image.open(task.path) as im:
+    """A still as one frame at 0 s; an animated GIF, WebP or PNG as a short video."""
+    with open_image(task.path) as im:
         info["width"], info["height"] = im.size
-    if image_frames(task.path) > 1:
+    if is_animation(task.path):
         info["kind"] = "video"
-        sent = 0
-        for batch in iter_animation(task.path, fps=task.fps, short_side=task.short_side, chunk_size=task.chunk_frames):
-            conn.send(("chunk", batch.frames, batch.timestamps))
-            sent += len(batch)
-        info["duration"] = info["video_end"] = animation_length(task.path)
-        if not sent:
-            raise DecodeError(task.path, "no frames")
+        _send_frames(conn, task, info, Animation())
         return
     batch = image_batch(task.path, short_side=task.short_side)
     conn.send(("chunk", batch.frames, batch.timestamps))
@@ -128,17 +121,21 @@ def _send_video(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
     backend = get_backend(task.backend)
     probe = backend.probe(task.path)
     info.update(duration=probe.duration, width=probe.width, height=probe.height)
+    _send_frames(conn, task, info, backend)
+
+
+def _send_frames(conn: Connection, task: DecodeTask, info: dict[str, Any], decoder: Any) -> None:
+    """Stream a video decoder's frames, then record where its pictures end and what damage cost."""
     frames_sent = 0
-    for batch in backend.iter_frames(task.path, fps=task.fps, short_side=task.short_side, chunk_size=task.chunk_frames):
+    for batch in decoder.iter_frames(task.path, fps=task.fps, short_side=task.short_side, chunk_size=task.chunk_frames):
         conn.send(("chunk", batch.frames, batch.timestamps))
         frames_sent += len(batch)
     if frames_sent == 0:
         raise DecodeError(task.path, "no frames")
-    info["video_end"] = float(backend.video_end)
-    damaged = int(backend.damaged_packets)
-    if damaged:
-        info["damaged_packets"] = damaged
-        info["lost_seconds"] = float(backend.lost_seconds)
+    info["video_end"] = float(decoder.video_end)
+    if decoder.damaged_packets:
+        info["damaged_packets"] = int(decoder.damaged_packets)
+        info["lost_seconds"] = float(decoder.lost_seconds)
 
 
 def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
@@ -184,6 +181,7 @@ def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
 def main(argv: list[str]) -> None:
     # Ctrl-C reaches the whole process group: the parent handles it (and stops this process)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_ffmpeg()  # what FFmpeg says about a file is measured (damage), not printed over the progress bar
     fd, memory_limit_mb = int(argv[0]), int(argv[1])
     _limit_memory(memory_limit_mb)
     conn = Connection(fd)

@@ -63,15 +63,24 @@ def media_kind(path: str | os.PathLike) -> MediaKind | None:
 
 
 def _looks_like_media(path: str) -> bool:
-    """False for a ``.ts`` file that is not MPEG-TS (TypeScript source); True for everything else."""
+    """False for a ``.ts`` file that is not MPEG-TS (TypeScript source); True for everything else.
+
+    MPEG-TS is recognised by its sync byte repeating every packet: 188 bytes, or 192 for the
+    timestamped packets of Blu-ray and camcorder files, from anywhere in the first packet (a
+    capture may begin mid-packet).
+    """
     if not path.lower().endswith(".ts"):
         return True
     try:
         with open(path, "rb") as fh:
-            head = fh.read(189)
+            head = fh.read(4 * 192 + 192)
     except OSError:
         return True  # let the reader report it
-    return len(head) > 188 and head[0] == MPEG_TS_SYNC and head[188] == MPEG_TS_SYNC
+    for size in (188, 192):
+        for start in range(size):
+            if all(start + i * size < len(head) and head[start + i * size] == MPEG_TS_SYNC for i in range(4)):
+                return True
+    return False
 
 
 def not_media_key(name: str) -> str:
@@ -311,7 +320,7 @@ class PyAVBackend:
             vs = self._picture_stream(path, container)
             vs.thread_type = "AUTO"
             origin = container_start(container)
-            expected_end = _stream_duration(container, vs) or None
+            expected_end = _stream_duration(container, vs, stated_only=True) or None
             nominal_step = 1.0 / float(vs.average_rate) if vs.average_rate else 0.0
             self.damaged_packets, self.video_end, self.lost_seconds = 0, 0.0, 0.0
             selector = FrameSelector(fps)
@@ -370,13 +379,18 @@ class PyAVBackend:
             yield from _chunks(selected(), chunk_size)
 
 
-def _stream_duration(container, vs) -> float:  # noqa: ANN001
-    """Where the stream says it ends, in seconds on the player's timeline (0 when it does not say)."""
+def _stream_duration(container, vs, *, stated_only: bool = False) -> float:  # noqa: ANN001
+    """Where the stream says it ends, in seconds on the player's timeline (0 when it does not say).
+
+    Without a duration of its own, the container's is the estimate; ``stated_only`` takes it only
+    when the container starts at 0 (some muxers count a start time in it, others do not), as
+    measuring damage needs.
+    """
     origin = container_start(container)
     if vs.duration is not None and vs.time_base is not None:
         begin = float(vs.start_time * vs.time_base) if vs.start_time is not None else origin
         return max(0.0, begin - origin + float(vs.duration * vs.time_base))
-    if container.duration is not None:  # the container's duration counts from its start
+    if container.duration is not None and (not stated_only or origin == 0.0):
         return float(container.duration) / 1_000_000
     return 0.0
 
@@ -525,6 +539,7 @@ def to_rgb8(im):  # noqa: ANN001, ANN201 - PIL images
     mode = im.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
         a = np.asarray(im, dtype=np.float64)
+        a = np.where(np.isfinite(a), a, 0.0)  # a NaN or inf pixel says nothing of the others' range
         if mode.startswith("I;16"):
             lo, hi = 0.0, 65535.0
         else:
@@ -565,10 +580,23 @@ def load_image(path: str | os.PathLike, *, short_side: int | None = None) -> np.
             raise DecodeError(path, f"cannot read image ({exc})") from None
 
 
-def image_frames(path: str | os.PathLike) -> int:
-    """How many pictures an image file holds (1 for a still; more for an animated GIF or WebP)."""
+ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})  # GIF, animated WebP, APNG; not MPO or multi-page TIFF
+
+
+def open_image(path: str | os.PathLike):  # noqa: ANN201 - a PIL image
+    """The image file opened with Pillow (HEIC/HEIF through pillow-heif); :class:`DecodeError` naming
+    the file when it cannot be read or is past Pillow's decompression-bomb limit."""
+    return _open_image(path)
+
+
+def is_animation(path: str | os.PathLike) -> bool:
+    """True for an animated GIF, WebP or PNG (several pictures, each with its own duration).
+
+    Other multi-picture files (an MPO photo's second eye, a multi-page TIFF scan) are stills:
+    their first picture is indexed.
+    """
     with _open_image(path) as im:
-        return int(getattr(im, "n_frames", 1) or 1)
+        return im.format in ANIMATED_FORMATS and bool(getattr(im, "is_animated", False))
 
 
 def image_batch(path: str | os.PathLike, *, short_side: int | None) -> FrameBatch:
@@ -577,46 +605,45 @@ def image_batch(path: str | os.PathLike, *, short_side: int | None) -> FrameBatc
     return FrameBatch(frame[None], np.zeros(1, dtype=np.float64))
 
 
-def iter_animation(
-    path: str | os.PathLike, *, fps: float, short_side: int | None, chunk_size: int = 32
-) -> Iterator[FrameBatch]:
-    """An animated GIF or WebP as video frames: each picture is on screen for its own ``duration``
-    (milliseconds, Pillow's ``info["duration"]``; 100 ms when absent), sampled by presentation time
-    like a video. A damaged picture ends the animation there (the pictures before it are kept)."""
-    from PIL import Image, ImageSequence
+class Animation:
+    """An animated GIF, WebP or PNG decoded as video frames, with the attributes of a video backend.
 
-    selector = FrameSelector(fps)
+    Each picture is on screen for its own ``duration`` (milliseconds, Pillow's ``info``; 100 ms
+    when absent, at least 10 ms), sampled by presentation time like a video. A damaged picture
+    ends the animation there: what came before is kept, ``damaged_packets`` is 1 and
+    ``lost_seconds`` is unknown (0). ``video_end`` is where the last picture decoded stops.
+    """
 
-    def pictures() -> Iterator[tuple[float, np.ndarray]]:
-        t = 0.0
-        with _open_image(path) as im:
-            try:
-                for picture in ImageSequence.Iterator(im):
-                    picture.load()  # WebP sets a picture's duration when it is loaded
-                    frame = to_rgb8(picture)
-                    if short_side:
-                        frame = frame.resize(scaled_size(frame.width, frame.height, short_side), Image.Resampling.BILINEAR)
-                    for pts, f in selector.push(t, np.asarray(frame, dtype=np.uint8).copy()):
-                        yield pts, f
-                    t += max(float(picture.info.get("duration") or 100), 10.0) / 1000.0
-            except (OSError, ValueError, EOFError) as exc:
-                if selector.pending is None:
-                    raise DecodeError(path, f"cannot read image ({exc})") from None
-        yield from selector.finish()
+    name = "pillow"
 
-    yield from _chunks(pictures(), chunk_size)
+    def __init__(self) -> None:
+        self.damaged_packets, self.video_end, self.lost_seconds = 0, 0.0, 0.0
 
+    def iter_frames(self, path: str, *, fps: float, short_side: int | None, chunk_size: int = 32) -> Iterator[FrameBatch]:
+        from PIL import Image, ImageSequence
 
-def animation_length(path: str | os.PathLike) -> float:
-    """Seconds an animated image plays once (the sum of its pictures' durations)."""
-    from PIL import ImageSequence
+        selector = FrameSelector(fps)
+        self.damaged_packets, self.video_end, self.lost_seconds = 0, 0.0, 0.0
 
-    total = 0.0
-    with _open_image(path) as im:
-        for picture in ImageSequence.Iterator(im):
-            picture.load()
-            total += max(float(picture.info.get("duration") or 100), 10.0) / 1000.0
-    return total
+        def pictures() -> Iterator[tuple[float, np.ndarray]]:
+            t = 0.0
+            with _open_image(path) as im:
+                try:
+                    for picture in ImageSequence.Iterator(im):
+                        picture.load()  # WebP sets a picture's duration when it is loaded
+                        frame = to_rgb8(picture)
+                        if short_side:
+                            frame = frame.resize(scaled_size(frame.width, frame.height, short_side), Image.Resampling.BILINEAR)
+                        yield from selector.push(t, np.asarray(frame, dtype=np.uint8).copy())
+                        t += max(float(picture.info.get("duration") or 100), 10.0) / 1000.0
+                        self.video_end = t
+                except (OSError, ValueError, EOFError, SyntaxError) as exc:
+                    if selector.pending is None:
+                        raise DecodeError(path, f"cannot read image ({exc})") from None
+                    self.damaged_packets = 1
+            yield from selector.finish()
+
+        yield from _chunks(pictures(), chunk_size)
 
 
 def frame_at(path: str | os.PathLike, seconds: float, *, backend: str = DEFAULT_BACKEND) -> tuple[float, np.ndarray]:

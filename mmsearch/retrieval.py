@@ -38,6 +38,7 @@ class LocalizeConfig:
 
 
 MEDIA_WEIGHT = 0.5  # share of the media (stage-1) score in a moment's score
+SCORE_DECIMALS = 6  # scores equal to this many decimals tie (a batched encoder pass differs in the 7th)
 
 
 @dataclass(frozen=True)
@@ -75,26 +76,35 @@ def smooth(values: np.ndarray, timestamps: np.ndarray, seconds: float) -> np.nda
 
 
 def localize(
-    timestamps: np.ndarray, scores: np.ndarray, *, duration: float, config: LocalizeConfig = LocalizeConfig()
+    timestamps: np.ndarray,
+    scores: np.ndarray,
+    *,
+    duration: float,
+    config: LocalizeConfig = LocalizeConfig(),
+    begin: float = 0.0,
 ) -> list[tuple[float, float, float]]:
     """Segments (start, end, score) of a similarity-over-time curve, best first.
 
     A frame at ``t[i]`` stands for the time from the midpoint with its
     predecessor to the midpoint with its successor, so segment bounds fall
-    halfway between the last frame outside and the first frame inside.
+    halfway between the last frame outside and the first frame inside. The
+    first frame's stretch starts at ``begin`` and the last one's ends at
+    ``duration`` (seconds: where the space's segments start and end, so a
+    picture stream that starts late or stops early bounds its moments).
     """
     t = np.asarray(timestamps, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
     end_time = max(float(duration), float(t[-1]) if len(t) else 0.0)
     if len(t) == 0:
         return []
+    begin = min(float(begin), float(t[0]))
     if len(t) == 1:
-        return [(0.0, end_time, float(s[0]))]
+        return [(begin, end_time, float(s[0]))]
     curve = smooth(s, t, config.smooth_seconds)
     peak = float(curve.max())
     base = float(np.percentile(curve, config.baseline_percentile))
     if peak - base < 1e-6:
-        return [(0.0, end_time, peak)]
+        return [(begin, end_time, peak)]
     mask = curve >= max(base + config.threshold * (peak - base), peak - config.max_drop)
     # runs of consecutive frames above the threshold
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
@@ -108,7 +118,7 @@ def localize(
             runs.append([int(a), int(b)])
     segments = []
     for a, b in runs:
-        start = 0.0 if a == 0 else (t[a - 1] + t[a]) / 2
+        start = begin if a == 0 else (t[a - 1] + t[a]) / 2
         stop = end_time if b == len(t) - 1 else (t[b] + t[b + 1]) / 2
         segments.append((float(start), float(stop), float(curve[a : b + 1].max())))
     segments.sort(key=lambda seg: -seg[2])
@@ -134,8 +144,8 @@ def search_space(
 
     ``media``: search only these media ids (a benchmark's candidates, a filter): stage 1 scores
     each query against their media-level vectors exactly, and of equal scores the one listed
-    first ranks first. Moments are ordered by their combined score (see the module), then by
-    their media's stage-1 score and rank, then by start. A media item's moments end where its
+    first ranks first. Moments are ordered by their combined score (see the module; equal to
+    :data:`SCORE_DECIMALS` decimals is a tie), then by their media's stage-1 score and rank, then by start. A media item's moments end where its
     last segment ends (pictures end where the video stream does, not with a longer soundtrack).
     """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
@@ -160,9 +170,10 @@ def search_space(
                 continue
             ts = starts if space.anchor == "start" else (starts + ends) / 2
             curve = vecs @ q
-            for start, end, moment in localize(ts, curve, duration=float(ends.max()), config=config):
+            for start, end, moment in localize(ts, curve, duration=float(ends.max()), begin=float(starts.min()), config=config):
                 score = combined_score(moment, media_score, media_weight)
-                hits.append(((-score, -(media_score or 0.0), rank, start), Hit(media_id, start, end, score, media_score, moment)))
+                key = (-round(score, SCORE_DECIMALS), -round(media_score or 0.0, SCORE_DECIMALS), rank, start)
+                hits.append((key, Hit(media_id, start, end, score, media_score, moment)))
         hits.sort(key=lambda h: h[0])
         out.append([h for _, h in hits[:k]])
     return out
@@ -231,6 +242,7 @@ def search_fused(
             candidates.setdefault(media_id, 0.0)
     curves: dict[int, list[tuple[np.ndarray, np.ndarray, float] | None]] = {m: [] for m in candidates}
     ends_at: dict[int, float] = {}
+    starts_at: dict[int, float] = {}
     stats = []
     for space, query, weight in parts:
         values = []
@@ -239,6 +251,7 @@ def search_fused(
             ts = starts if space.anchor == "start" else (starts + ends) / 2
             if len(ts):
                 ends_at[media_id] = max(ends_at.get(media_id, 0.0), float(ends.max()))
+                starts_at[media_id] = min(starts_at.get(media_id, np.inf), float(starts.min()))
                 scores = vecs @ query
                 curves[media_id].append((ts, scores, weight))
                 values.append(scores)
@@ -264,7 +277,7 @@ def search_fused(
             ts, scores, weight = curve
             fused += weight * np.interp(grid, ts, (scores - mean) / std)
         media_score = media_fused[media_id]
-        for start, end, moment in localize(grid, fused, duration=ends_at[media_id], config=config):
+        for start, end, moment in localize(grid, fused, duration=ends_at[media_id], begin=starts_at[media_id], config=config):
             hits.append(Hit(media_id, start, end, combined_score(moment, media_score), media_score, moment))
-    hits.sort(key=lambda h: (-h.score, h.media_id, h.start))
+    hits.sort(key=lambda h: (-round(h.score, SCORE_DECIMALS), h.media_id, h.start))
     return hits[:k]

@@ -27,12 +27,14 @@ def write_video(
     audio: bool = False,
     start: float = 0.0,
     audio_seconds: float | None = None,
+    audio_start: float | None = None,
 ) -> list[tuple[float, float]]:
     """A video of solid-coloured (optionally patterned) segments; returns their (start, end) seconds.
 
     Frame i has pts i (time base 1/fps), so segment boundaries are exact. ``start`` shifts every
     pts (video and sound) by that many seconds, as an MPEG-TS or edited MKV does (the returned
-    bounds stay relative to the first frame); ``audio_seconds`` makes the soundtrack that long.
+    bounds stay relative to the first frame); ``audio_seconds`` makes the soundtrack that long and
+    ``audio_start`` (default ``start``) starts it at that pts.
     """
     import av
 
@@ -70,7 +72,7 @@ def write_video(
                 chunk = samples[a : a + 1024]
                 af = av.AudioFrame.from_ndarray(chunk[None], format="flt", layout="mono")
                 af.sample_rate = 16000
-                af.pts = a + int(round(start * 16000))
+                af.pts = a + int(round((start if audio_start is None else audio_start) * 16000))
                 for packet in astream.encode(af):
                     out.mux(packet)
             for packet in astream.encode():

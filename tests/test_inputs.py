@@ -55,6 +55,9 @@ def test_still_modes_reach_the_encoder_scaled(tmp_path):
     assert Image.open(tmp_path / "sixteen.png").mode.startswith("I;16")
     Image.fromarray(grey.astype(np.int32) * 257, "I").save(tmp_path / "int32.tif")
     Image.fromarray(grey.astype(np.float32) / 255.0, "F").save(tmp_path / "float.tif")
+    with_nan = grey.astype(np.float32) / 255.0
+    with_nan[0, 0] = np.nan  # one bad pixel must not black out the rest
+    Image.fromarray(with_nan, "F").save(tmp_path / "nan.tif")
     Image.fromarray(grey, "L").convert("LA").save(tmp_path / "la.png")
     palette = Image.fromarray(grey, "L").convert("P")
     palette.info["transparency"] = 255 - 3  # a palette entry the picture may use: those pixels go white
@@ -67,6 +70,8 @@ def test_still_modes_reach_the_encoder_scaled(tmp_path):
     for name in ("sixteen.png", "int32.tif", "float.tif", "la.png", "p.png"):
         got = load_image(tmp_path / name)
         assert got.shape == ref.shape and np.abs(got.astype(int) - ref).max() <= 1, name
+    nan = load_image(tmp_path / "nan.tif").astype(int)
+    assert np.abs(nan - ref)[1:].max() <= 1 and nan[0, 0].max() == 0
     assert np.abs(load_image(tmp_path / "cmyk.tif").astype(int) - load_image(tmp_path / "rgb.png")).max() <= 1
 
 
@@ -140,6 +145,22 @@ def test_visual_moments_end_with_the_pictures(tmp_path, random_clip_checkpoint):
     assert max(r.end for r in idx.search(audio=video, k=10)) > 20.0
 
 
+def test_visual_moments_start_with_the_pictures(tmp_path, random_clip_checkpoint):
+    """Sound from 0 s, pictures from 2 s (red 2-4 s, blue 4-6 s): the red moment starts at 2 s, not 0."""
+    media = tmp_path / "media"
+    video = media / "late-pictures.mkv"
+    write_video(video, [(RED, 2.0), (BLUE, 2.0)], start=2.0, audio_start=0.0, audio_seconds=6.0)
+    mmsearch.index_paths(
+        [media], tmp_path / "index", model="synth-clip", pretrained=str(random_clip_checkpoint), audio_model="synth-clap", device="cpu"
+    )
+    idx = mmsearch.open_index(tmp_path / "index", device="cpu")
+    row = next(iter(idx.snapshot.media_rows().values()))
+    starts, _, _ = idx.snapshot.spaces["visual"].segments_of(row["media_id"])
+    assert starts[0] == pytest.approx(2.0, abs=0.05)
+    top = idx.search(image=_save_frame(video, 2.5, tmp_path / "red.png"), k=3)[0]
+    assert top.start == pytest.approx(2.0, abs=0.05) and top.end == pytest.approx(4.0, abs=0.6)
+
+
 # -- 4. query inputs fail in one line --------------------------------------------------------------
 def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG that claims ``width`` x ``height`` pixels (past Pillow's decompression-bomb limit)."""
@@ -182,16 +203,18 @@ def test_query_inputs_fail_in_one_line_naming_the_file(small_index, tmp_path):
     latin1 = tmp_path / "queries.txt"
     latin1.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     _one_line_error(run("query", "--batch", str(latin1), "--index", index, check=False), "queries.txt", "UTF-8")
-    odd = tmp_path / "odd.json"
-    odd.write_text("[1, 2]")
-    _one_line_error(run("query", "--batch", str(odd), "--index", index, check=False), "odd.json")
+    for i, listing in enumerate(("[1, 2]", '[{"text": null}]', '[{"text": ["a"]}]')):
+        odd = tmp_path / f"odd{i}.json"
+        odd.write_text(listing)
+        _one_line_error(run("query", "--batch", str(odd), "--index", index, check=False), odd.name)
 
 
 # -- 5 and 6. what people keep: more containers and stills, animations, sound-only containers --------
-def _write_with(path: Path, container: str | None, codec: str, *, fps: int = 10, seconds: float = 2.0, size=(96, 64)) -> None:
+def _write_with(path: Path, container: str | None, codec: str, *, fps: int = 10, seconds: float = 2.0, size=(96, 64),
+                options: dict | None = None) -> None:
     import av
 
-    with av.open(str(path), "w", format=container) as out:
+    with av.open(str(path), "w", format=container, options=options or {}) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
         for i in range(int(seconds * fps)):
@@ -226,7 +249,8 @@ def test_library_formats_are_indexed_and_the_rest_is_counted(tmp_path, random_cl
     media = tmp_path / "media"
     media.mkdir()
     _write_with(media / "camcorder.mts", "mpegts", "mpeg2video", fps=25)
-    _write_with(media / "broadcast.m2ts", "mpegts", "mpeg2video", fps=25)
+    _write_with(media / "broadcast.m2ts", "mpegts", "mpeg2video", fps=25, size=(112, 64))  # not a copy of the .mts
+    _write_with(media / "bluray.ts", "mpegts", "mpeg2video", fps=25, options={"mpegts_m2ts_mode": "1"})  # 192-byte packets
     _write_with(media / "dvd.mpg", "mpeg", "mpeg1video", fps=25)
     _write_with(media / "phone.3gp", "3gp", "mpeg4")
     _write_with(media / "old.flv", "flv", "flv")
@@ -239,8 +263,10 @@ def test_library_formats_are_indexed_and_the_rest_is_counted(tmp_path, random_cl
     frames[1].save(media / "scan.tif")
     import pillow_heif
 
-    pillow_heif.register_heif_opener()
-    frames[0].save(media / "iphone.heic")
+    pillow_heif.from_pillow(frames[0]).save(media / "iphone.heic")  # without registering Pillow's opener here
+    frames[0].save(media / "scan2.tif", save_all=True, append_images=[frames[1]])  # a two-page scan: a still
+    frames[0].save(media / "broken.gif", save_all=True, append_images=[frames[1]] * 3, duration=300, loop=0)
+    (media / "broken.gif").write_bytes((media / "broken.gif").read_bytes()[:-60])  # the last pictures cut off
     _sound_only(media / "voice-memo.mp4")  # 6: a sound-only container with a video extension
     (media / "notes.txt").write_text("hello")
     (media / "list.txt").write_text("x")
@@ -251,9 +277,10 @@ def test_library_formats_are_indexed_and_the_rest_is_counted(tmp_path, random_cl
     assert report.failed == []
     indexed = sorted(Path(p).name for p in report.indexed)
     assert indexed == sorted([
-        "camcorder.mts", "broadcast.m2ts", "dvd.mpg", "phone.3gp", "old.flv", "windows.wmv", "anim.gif", "anim.webp",
-        "still.gif", "scan.bmp", "scan.tif", "iphone.heic", "voice-memo.mp4",
+        "camcorder.mts", "broadcast.m2ts", "bluray.ts", "dvd.mpg", "phone.3gp", "old.flv", "windows.wmv", "anim.gif",
+        "anim.webp", "still.gif", "scan.bmp", "scan.tif", "scan2.tif", "broken.gif", "iphone.heic", "voice-memo.mp4",
     ])
+    assert [Path(p).name for p, _ in report.damaged] == ["broken.gif"]  # indexed for the pictures that decoded
     assert report.not_media == {".txt": 2, ".ts": 1}
     idx = mmsearch.open_index(tmp_path / "index", device="cpu")
     rows = {Path(r["path"]).name: r for r in idx.snapshot.media_rows().values()}
@@ -262,7 +289,8 @@ def test_library_formats_are_indexed_and_the_rest_is_counted(tmp_path, random_cl
         assert rows[name]["kind"] == "video" and rows[name]["duration"] == pytest.approx(1.2, abs=0.01)
         starts, ends, _ = visual.segments_of(rows[name]["media_id"])
         assert starts.tolist() == pytest.approx([0.0, 0.7]) and ends[-1] == pytest.approx(1.2, abs=0.01)  # each at its own pts
-    assert rows["still.gif"]["kind"] == "image" and rows["iphone.heic"]["kind"] == "image"
+    assert {rows[n]["kind"] for n in ("still.gif", "iphone.heic", "scan2.tif")} == {"image"}
+    assert rows["broken.gif"]["kind"] == "video" and len(visual.segments_of(rows["broken.gif"]["media_id"])[0]) >= 1
     for name in ("camcorder.mts", "dvd.mpg", "phone.3gp", "old.flv", "windows.wmv"):
         assert rows[name]["kind"] == "video" and rows[name]["duration"] == pytest.approx(2.0, abs=0.15), name
         assert len(visual.segments_of(rows[name]["media_id"])[0]) == 2, name
@@ -272,7 +300,7 @@ def test_library_formats_are_indexed_and_the_rest_is_counted(tmp_path, random_cl
     assert len(visual.segments_of(memo["media_id"])[0]) == 0
     assert idx.search(audio=media / "voice-memo.mp4", k=1)[0].path.endswith("voice-memo.mp4")
     again = mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", pretrained=str(random_clip_checkpoint), device="cpu")
-    assert again.indexed == [] and again.unchanged == 13  # nothing is re-decoded on the next run
+    assert again.indexed == [] and again.unchanged == 16  # nothing is re-decoded on the next run
 
 
 def test_index_summary_counts_what_is_not_media(tmp_path, random_clip_checkpoint):
@@ -335,9 +363,13 @@ def test_damaged_sound_is_recorded_and_keeps_its_times(tmp_path, backend):
     if backend == "pyav":  # what follows a skipped stretch keeps its time: the 880 Hz half is still at 10-20 s
         late = [w for w in windows if w.start >= 16.0 and not w.silent]
         assert late and all(dominant_hz(w.samples, sr) == pytest.approx(880.0, abs=20) for w in late)
+    flac = write_audio(tmp_path / "whole.flac", tone(330.0, 6.0, sr)[None], sr, codec="flac", fmt="flac")
+    (media / "cut.flac").write_bytes(flac.read_bytes()[: flac.stat().st_size // 2])  # its header says 6 s; ~3 s are there
     report = mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", audio_model="synth-clap", device="cpu",
                                   config=mmsearch.IngestConfig(backend=backend))
-    assert [Path(p).name for p, _ in report.damaged] == ["damaged.m4a"] and report.damaged[0][1].startswith("sound: ")
+    damaged = dict((Path(p).name, d) for p, d in report.damaged)
+    assert sorted(damaged) == ["cut.flac", "damaged.m4a"] and all(d.startswith("sound: ") for d in damaged.values())
+    assert 2.0 <= float(damaged["cut.flac"].split("about ")[1].split(" s")[0]) <= 4.0
 
 
 @pytest.mark.skipif(not (SHARED_MEDIA / "decord" / "corrupted.mp4").is_file(), reason=f"real corrupt MP4 not found under {SHARED_MEDIA}")
