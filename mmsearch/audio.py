@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DecodeError, NoAudioError, UsageError
-from .avutil import container_start, demux_damage, ffmpeg_errors, stream_origin
+from .avutil import container_start, demux_damage, ffmpeg_errors, stream_end, stream_origin
 
 __all__ = [
     "AUDIO_BACKENDS",
@@ -190,22 +190,6 @@ def _open(path: str):  # noqa: ANN202 - av types are untyped
         raise DecodeError(path, f"cannot open container ({_short(exc)})") from None
 
 
-def _stream_end(container, stream, *, stated_only: bool = False) -> float:  # noqa: ANN001 - av types are untyped
-    """Where ``stream`` says it ends, in seconds from the media's start (nan when nothing says).
-
-    Without a duration of its own, the container's is the estimate; ``stated_only`` takes it only
-    when the container starts at 0 (some muxers count a start time in it, others do not), as
-    measuring damage needs.
-    """
-    origin = container_start(container)
-    if stream.duration is not None and stream.time_base is not None:
-        begin = float(stream.start_time * stream.time_base) if stream.start_time is not None else origin
-        return max(0.0, begin - origin) + float(stream.duration * stream.time_base)
-    if container.duration is not None and (not stated_only or origin == 0.0):
-        return float(container.duration) / 1_000_000
-    return float("nan")
-
-
 def probe_audio(path: str | os.PathLike) -> AudioInfo:
     """Duration, native sample rate and channel count of the first audio stream.
 
@@ -223,7 +207,7 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
         channels = int(getattr(ctx, "channels", 0) or 0)
         if not channels and ctx.layout is not None:
             channels = len(ctx.layout.channels)
-        duration = _stream_end(container, stream)
+        duration = stream_end(container, stream)
     if not math.isfinite(duration) or duration <= 0:
         # Some containers (raw streams) do not say: count the samples.
         total = 0
@@ -276,7 +260,7 @@ def _stated_end(path: str) -> float:
     """Where the audio stream itself says it ends, seconds from the media's start (nan when it does not say)."""
     try:
         with _open(path) as container:
-            return _stream_end(container, container.streams.audio[0], stated_only=True) if container.streams.audio else float("nan")
+            return stream_end(container, container.streams.audio[0], stated_only=True) if container.streams.audio else float("nan")
     except DecodeError:
         return float("nan")
 
@@ -372,7 +356,7 @@ def _pyav_chunks(path: str, sample_rate: int, limit: int | None, damage: AudioDa
         if resampler is not None and (limit is None or produced < limit):
             yield from emit(convert(resampler.resample(None)))
         damaged += sum(1 for level, _, _ in logs if level <= av.logging.ERROR)
-        stated = _stream_end(container, stream, stated_only=True)
+        stated = stream_end(container, stream, stated_only=True)
         tail = stated - ((offset or 0.0) + produced / sample_rate) if limit is None and math.isfinite(stated) else 0.0
         truncated = tail > max(1.0, 0.02 * stated)  # (a stated length is an estimate for some formats)
         if damaged or skipped or truncated:

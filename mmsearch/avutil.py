@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["container_start", "demux_damage", "ffmpeg_errors", "picture_streams", "quiet_ffmpeg", "stream_origin"]
+__all__ = ["container_start", "demux_damage", "ffmpeg_errors", "picture_streams", "quiet_ffmpeg", "stream_end", "stream_origin"]
 
 
 def container_start(container) -> float:  # noqa: ANN001 - av types are untyped
@@ -29,6 +29,22 @@ def container_start(container) -> float:  # noqa: ANN001 - av types are untyped
     """
     start = container.start_time
     return float(start) / 1_000_000 if start is not None else 0.0  # AV_TIME_BASE units
+
+
+def stream_end(container, stream, *, stated_only: bool = False) -> float:  # noqa: ANN001
+    """Where ``stream`` says it ends, in seconds from the media's start (nan when nothing says).
+
+    Without a duration of its own, the container's is the estimate; ``stated_only`` takes it only
+    when the container starts at 0 (some muxers count a start time in it, others do not), as
+    measuring damage needs.
+    """
+    origin = container_start(container)
+    if stream.duration is not None and stream.time_base is not None:
+        begin = float(stream.start_time * stream.time_base) if stream.start_time is not None else origin
+        return max(0.0, begin - origin) + float(stream.duration * stream.time_base)
+    if container.duration is not None and (not stated_only or origin == 0.0):
+        return float(container.duration) / 1_000_000
+    return float("nan")
 
 
 def stream_origin(path: str, kind: Literal["video", "audio"]) -> float:

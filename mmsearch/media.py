@@ -22,7 +22,7 @@ from typing import Literal, NoReturn, Protocol
 import numpy as np
 
 from .errors import DecodeError, NoVideoError, UsageError
-from .avutil import container_start, demux_damage, ffmpeg_errors, picture_streams, stream_origin
+from .avutil import container_start, demux_damage, ffmpeg_errors, picture_streams, stream_end, stream_origin
 
 # What people keep in their libraries. Containers FFmpeg reads: phone and camera video, camcorder
 # MPEG-TS (.mts/.m2ts/.ts), DVD and broadcast MPEG-PS, Windows Media, Flash, 3GPP, Ogg and MXF.
@@ -255,6 +255,10 @@ def _rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, k)) if k else frame
 
 
+def _finite(seconds: float) -> float | None:
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
 def lost_seconds(times: np.ndarray, end: float, expected_end: float | None, step: float) -> float:
     """Seconds of pictures a damaged stream did not yield: gaps between decoded frames longer than
     two frame steps, and the stretch between the last picture and where the stream says it ends."""
@@ -300,7 +304,7 @@ class PyAVBackend:
         container = self._open(path)
         with container:
             vs = self._picture_stream(path, container)
-            duration = _stream_duration(container, vs)
+            duration = _finite(stream_end(container, vs)) or 0.0
             w, h = vs.codec_context.width, vs.codec_context.height
             try:
                 first = next(container.decode(vs))
@@ -320,7 +324,7 @@ class PyAVBackend:
             vs = self._picture_stream(path, container)
             vs.thread_type = "AUTO"
             origin = container_start(container)
-            expected_end = _stream_duration(container, vs, stated_only=True) or None
+            expected_end = _finite(stream_end(container, vs, stated_only=True))
             nominal_step = 1.0 / float(vs.average_rate) if vs.average_rate else 0.0
             self.damaged_packets, self.video_end, self.lost_seconds = 0, 0.0, 0.0
             selector = FrameSelector(fps)
@@ -377,22 +381,6 @@ class PyAVBackend:
                 self.video_end = max(times) + last_shown
 
             yield from _chunks(selected(), chunk_size)
-
-
-def _stream_duration(container, vs, *, stated_only: bool = False) -> float:  # noqa: ANN001
-    """Where the stream says it ends, in seconds on the player's timeline (0 when it does not say).
-
-    Without a duration of its own, the container's is the estimate; ``stated_only`` takes it only
-    when the container starts at 0 (some muxers count a start time in it, others do not), as
-    measuring damage needs.
-    """
-    origin = container_start(container)
-    if vs.duration is not None and vs.time_base is not None:
-        begin = float(vs.start_time * vs.time_base) if vs.start_time is not None else origin
-        return max(0.0, begin - origin + float(vs.duration * vs.time_base))
-    if container.duration is not None and (not stated_only or origin == 0.0):
-        return float(container.duration) / 1_000_000
-    return 0.0
 
 
 class DecordBackend:

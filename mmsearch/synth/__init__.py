@@ -22,6 +22,11 @@ Everything is a pure function of the seed (per-file generators are derived from
 ``(seed, kind, index)``), so the same seed gives identical ground truth and
 identical pixel/sample content.
 
+Variation families (:mod:`.families`): ``"default"`` is the generator above;
+``"train"`` draws every class widely (timbres, envelopes, ranges, noise, sizes,
+shades, backgrounds) for the tiny models' training; ``"heldout"`` draws variants
+the training family never does, to measure generalisation.
+
 One module per craft: :mod:`.vocabulary` (captions, classes, colours, ranges),
 :mod:`.config` (:class:`SynthConfig`), :mod:`.visual` (pictures), :mod:`.sound`
 (sounds), :mod:`.pairs` (captioned training pairs), :mod:`.corpus` (planning,
@@ -33,8 +38,15 @@ from __future__ import annotations
 from .config import SynthConfig
 from .corpus import generate_corpus, load_ground_truth, paired_config, write_wav
 from .pairs import sample_audio_caption_pairs, sample_image_caption_pairs
-from .sound import synth_audio_event
-from .visual import random_background_colour, render_background, render_visual_event
+from .families import FAMILIES, Family
+from .sound import degrade_audio, synth_audio_event
+from .visual import (
+    degrade_image,
+    random_background_colour,
+    render_background,
+    render_family_background,
+    render_visual_event,
+)
 from .vocabulary import (
     AUDIO_CAPTIONS,
     AUDIO_CLASSES,
@@ -56,6 +68,11 @@ __all__ = [
     "GROUND_TRUTH_JSON",
     "GROUND_TRUTH_PARQUET",
     "SynthConfig",
+    "FAMILIES",
+    "Family",
+    "degrade_audio",
+    "degrade_image",
+    "render_family_background",
     "parse_visual_caption",
     "normalize_audio_caption",
     "random_background_colour",

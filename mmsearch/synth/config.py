@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
+from .families import Family, check_family
 from .vocabulary import (
     _AUDIO_CONTAINERS,
     _COMMON_SAMPLE_RATES,
@@ -51,7 +52,9 @@ class SynthConfig:
     a soundtrack in which the paired sound plays exactly while its shape is on
     screen; ``visual_captions`` then defaults to the pairing's keys.  webm files
     use an fps in ``fps_range`` that divides 1000 (10, 20, 25 by default) and an
-    Opus rate (16/24/48 kHz); when there is none, every video is mp4.
+    Opus rate (16/24/48 kHz); when there is none, every video is mp4. ``family``
+    (``"default"``, ``"train"`` or ``"heldout"``, see :mod:`mmsearch.synth.families`)
+    sets how sounds, shapes and backgrounds are synthesised.
     """
 
     min_size: tuple[int, int] = (160, 120)
@@ -72,6 +75,7 @@ class SynthConfig:
     gap_noise_amplitude: float = 0.0  # 0 = silent gaps, else quiet white noise (<= 0.02)
     noise_sigma: float = 4.0  # gaussian background noise, in 8-bit RGB units
     max_drift: float = 0.15  # max shape displacement over an event, fraction of frame size
+    family: Family = "default"  # variation family of sounds, shapes and backgrounds (synth.families)
 
     def __post_init__(self) -> None:
         for name in _TUPLE_FIELDS:  # accept lists (e.g. from JSON/CLI) but store tuples
@@ -117,6 +121,8 @@ class SynthConfig:
         d = self.max_drift
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d <= 1.0:
             raise UsageError(f"max_drift must be in [0, 1], got {d!r}")
+
+        check_family(self.family)
 
         fmts = self.audio_formats
         if isinstance(fmts, str) or not isinstance(fmts, tuple) or not fmts:

@@ -26,6 +26,7 @@ from .visual import (
     _ShapeTrack,
     _to_u8,
     random_background_colour,
+    render_family_background,
 )
 from .vocabulary import (
     _AUDIO_CONTAINERS,
@@ -106,7 +107,7 @@ def _render_track(
         s, e = max(0, ev.start), min(total, ev.end)
         if e > s:
             amp = float(rng.uniform(*cfg.amplitude_range))
-            track[s:e] = _synth(rng, _audio_class(ev.caption), sr, e - s, amp)
+            track[s:e] = _synth(rng, _audio_class(ev.caption), sr, e - s, amp, cfg.family)
     return track
 
 
@@ -183,7 +184,7 @@ def _plan_video(rng: np.random.Generator, cfg: SynthConfig, webm_ok: bool) -> _V
     n_events = int(rng.integers(cfg.events_per_video[0], cfg.events_per_video[1] + 1))
     events, n_frames = _plan_sequence(rng, fps, n_events, cfg.used_visual_captions, cfg)
     n_frames = max(n_frames, 1)
-    tracks = tuple(_plan_shape(rng, ev.caption, width, height, cfg.max_drift) for ev in events)
+    tracks = tuple(_plan_shape(rng, ev.caption, width, height, cfg.max_drift, cfg.family) for ev in events)
 
     sample_rate = None
     audio_events: list[_Segment] = []
@@ -211,7 +212,10 @@ def _plan_video(rng: np.random.Generator, cfg: SynthConfig, webm_ok: bool) -> _V
 def _write_video(path: Path, plan: _VideoPlan, rng: np.random.Generator, cfg: SynthConfig) -> None:
     w, h, fps = plan.width, plan.height, plan.fps
     fmt, vcodec, acodec = _VIDEO_CONTAINERS[plan.container]
-    bank = _noise_frames(rng, plan.background, w, h, _NOISE_BANK, float(cfg.noise_sigma))
+    if cfg.family == "default":
+        bank = _noise_frames(rng, plan.background, w, h, _NOISE_BANK, float(cfg.noise_sigma))
+    else:  # the family's own backgrounds (gradients); plan.background is drawn but unused
+        bank = render_family_background(rng, w, h, _NOISE_BANK, family=cfg.family)
     yuv_bank = [_rgb_frame_to_yuv420p(f) for f in bank]
     del bank
     shape_yuv = []

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from . import families as fam
 from .vocabulary import (
     BACKGROUND_MAX,
     COLOUR_JITTER,
@@ -135,12 +136,24 @@ class _ShapeTrack:
         return x0 + (x1 - x0) * progress, y0 + (y1 - y0) * progress
 
 
+def _family_colour(rng: np.random.Generator, colour: str, family: str) -> tuple[int, int, int]:
+    """A shade of ``colour``: brightness factor from the family's band, then per-channel jitter."""
+    base = np.array(VISUAL_COLOURS[colour], dtype=np.float64) * fam.draw_band(rng, fam.SHADE_BANDS[family])
+    jitter = fam.SHADE_JITTER[family]
+    c = np.clip(np.rint(base) + rng.integers(-jitter, jitter + 1, size=3), 0, 255)
+    return (int(c[0]), int(c[1]), int(c[2]))
+
+
 def _plan_shape(
-    rng: np.random.Generator, caption: str, width: int, height: int, max_drift: float = 0.15
+    rng: np.random.Generator, caption: str, width: int, height: int, max_drift: float = 0.15, family: str = "default"
 ) -> _ShapeTrack:
     colour, shape = parse_visual_caption(caption)
-    rgb = _jitter_colour(rng, colour)
-    frac = rng.uniform(*SHAPE_SIZE_FRACTION)
+    if family == "default":
+        rgb = _jitter_colour(rng, colour)
+        frac = rng.uniform(*SHAPE_SIZE_FRACTION)
+    else:
+        rgb = _family_colour(rng, colour, family)
+        frac = fam.draw_band(rng, fam.SHAPE_SIZE_BANDS[family])
     size = float(min(frac * height, width - 2, height - 2))
     xmax, ymax = width - size, height - size
     x0, y0 = rng.uniform(0, xmax), rng.uniform(0, ymax)
@@ -165,12 +178,15 @@ def render_visual_event(
     background: np.ndarray | tuple[int, int, int] | None = None,
     *,
     max_drift: float = 0.15,
+    family: fam.Family = "default",
 ) -> np.ndarray:
     """Render a visual event as uint8 ``(n_frames, H, W, 3)`` with the shape drifting slowly.
 
-    ``background``: None (random dark colour + noise), an RGB colour (plus noise), or
-    an array ``(H, W, 3)`` / ``(n_frames, H, W, 3)`` used as is.
+    ``background``: None (random dark colour + noise, or the family's background), an
+    RGB colour (plus noise), or an array ``(H, W, 3)`` / ``(n_frames, H, W, 3)`` used as
+    is. ``family`` (:mod:`mmsearch.synth.families`) sets the shape's size and shade.
     """
+    family = fam.check_family(family)  # type: ignore[assignment]
     parse_visual_caption(caption)
     _check_dims(width, height)
     _check_count("n_frames", n_frames)
@@ -184,13 +200,87 @@ def render_visual_event(
                 f"or ({n_frames}, {height}, {width}, 3)"
             )
         frames = np.array(bg, dtype=np.uint8)
+    elif background is None and family != "default":
+        frames = render_family_background(rng, width, height, n_frames, family=family)
     else:
         colour = random_background_colour(rng) if background is None else _as_rgb(background)
         frames = _noise_frames(rng, colour, width, height, n_frames, 4.0)
-    track = _plan_shape(rng, caption, width, height, max_drift)
+    track = _plan_shape(rng, caption, width, height, max_drift, family)
     for i in range(n_frames):
         _draw_rgb(frames[i], track, i / (n_frames - 1) if n_frames > 1 else 0.0)
     return frames
+
+
+# --------------------------------------------------------------------------- variation families
+def render_family_background(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    n_frames: int = 1,
+    *,
+    family: fam.Family = "train",
+    noise_sigma: float | None = None,
+) -> np.ndarray:
+    """Backgrounds of a variation family, uint8 ``(n_frames, H, W, 3)``; each frame gets fresh noise.
+
+    ``"train"``: a flat dark colour or a vertical / horizontal gradient between two dark
+    colours, noise sigma 0-10. ``"heldout"``: a radial gradient (lighter centre), sigma 3-8.
+    """
+    family = fam.check_family(family)  # type: ignore[assignment]
+    if family == "default":
+        return render_background(rng, width, height, n_frames, noise_sigma=4.0 if noise_sigma is None else noise_sigma)
+    _check_dims(width, height)
+    _check_count("n_frames", n_frames)
+    top = fam.BACKGROUND_MAX_OF[family]
+    c0 = rng.integers(0, top + 1, size=3).astype(np.float32)
+    c1 = rng.integers(0, top + 1, size=3).astype(np.float32)
+    style = fam.pick(rng, fam.BACKGROUNDS[family])
+    if style == "flat":
+        weight = np.zeros((height, width), np.float32)
+    elif style == "vertical":
+        weight = np.broadcast_to(np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None], (height, width))
+    elif style == "horizontal":
+        weight = np.broadcast_to(np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :], (height, width))
+    else:  # radial: c0 at the centre, c1 at the corners
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        r = np.hypot((xx - width / 2) / (width / 2), (yy - height / 2) / (height / 2)) / math.sqrt(2)
+        weight = np.clip(r, 0.0, 1.0)
+    base = c0 + (c1 - c0) * weight[..., None]
+    if noise_sigma is None:
+        noise_sigma = float(rng.uniform(0.0, 10.0) if family == "train" else rng.uniform(3.0, 8.0))
+    out = np.empty((n_frames, height, width, 3), dtype=np.uint8)
+    for i in range(n_frames):
+        f = base + noise_sigma * rng.standard_normal(base.shape, dtype=np.float32) if noise_sigma > 0 else base
+        out[i] = np.clip(np.rint(f), 0, 255)
+    return out
+
+
+def degrade_image(rng: np.random.Generator, image: np.ndarray, family: fam.Family = "train") -> np.ndarray:
+    """What cameras and codecs do to a frame, as a family draws it (uint8 ``(H, W, 3)`` in and out).
+
+    ``"train"``: JPEG at quality 25-90 (half the frames) and a gaussian blur of radius
+    0.3-1.2 (30 %). ``"heldout"``: a 3x3 box blur and gaussian noise of sigma 2-5.
+    ``"default"`` returns the frame unchanged.
+    """
+    import io
+
+    from PIL import Image, ImageFilter
+
+    family = fam.check_family(family)  # type: ignore[assignment]
+    if family == "default":
+        return image
+    img = Image.fromarray(image)
+    if family == "train":
+        if rng.random() < 0.3:
+            img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 1.2))))
+        if rng.random() < 0.5:
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=int(rng.integers(25, 91)))
+            img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+        return np.array(img)  # a writable copy
+    img = img.filter(ImageFilter.BoxBlur(1))
+    noisy = np.asarray(img, dtype=np.float32) + rng.uniform(2.0, 5.0) * rng.standard_normal(image.shape, dtype=np.float32)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- yuv420p

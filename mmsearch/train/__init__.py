@@ -4,6 +4,8 @@
   :func:`train_contrastive` (AdamW, warm-up and cosine decay with torch's schedulers).
 - :mod:`mmsearch.train.synth_clip`: ``synth-clip`` (``python -m mmsearch.train synth-clip``).
 - :mod:`mmsearch.train.synth_clap`: ``synth-clap`` (``python -m mmsearch.train.synth_clap``).
+- :mod:`mmsearch.train.heldout`: both models measured on the synthetic world's held-out
+  variation family (the recipes train on the ``"train"`` family of :mod:`mmsearch.synth.families`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@ stock ``ClapFeatureExtractor``. It loads through the same
 
 Training draws windows of a simulated synthetic-world track on the fly (events
 of 2-15 s separated by 0-5 s gaps of silence or faint noise, as
-:func:`mmsearch.synth.generate_corpus` writes them), of 1-10 s, and labels each
+:func:`mmsearch.synth.generate_corpus` writes them, with sounds from the world's
+``"train"`` variation family: many timbres, envelopes, pitch and tempo ranges,
+beat bodies, chord voicings, noise colours, amplitudes, noise floors, band limits
+and quantisation; see :mod:`mmsearch.synth.families`), of 1-10 s, and labels each
 window with the fraction of it that every caption's events cover. The loss is a
 symmetric InfoNCE with *soft* multi-positive targets: a window's target over the
 captions is proportional to the coverages, and a caption's target over the
@@ -26,9 +29,10 @@ it); training runs through the project's one contrastive trainer,
 :func:`mmsearch.train.contrastive.train_contrastive`, with the coverages as its target matrix.
 Reproduce the shipped model with::
 
-    python -m mmsearch.train.synth_clap --out mmsearch/assets/synth-clap --steps 450 --seed 0
+    python -m mmsearch.train.synth_clap --out mmsearch/assets/synth-clap --steps 1000 --seed 0 --threads 1
 
-and measure it on fresh corpora with ``python -m mmsearch.train.synth_clap --eval mmsearch/assets/synth-clap``.
+and measure it on fresh corpora with ``python -m mmsearch.train.synth_clap --eval mmsearch/assets/synth-clap``
+(default world) and ``python benchmarks/synth_heldout.py`` (the held-out family).
 """
 
 from __future__ import annotations
@@ -197,17 +201,25 @@ def sample_training_window(
     sample_rate: int = SAMPLE_RATE,
     *,
     length: float | None = None,
+    family: str = "train",
 ) -> tuple[np.ndarray, np.ndarray]:
     """A window of a simulated synthetic-world track, and the fraction of it each caption covers.
 
     The track alternates gaps of 0-5 s (silence, or faint noise in a third of the
-    tracks) and events of 2-15 s with peak amplitudes 0.05-0.8, never the same
-    caption twice in a row; the window (``length`` s, default 10 s for 40 %, 1-3 s
-    for 30 %, else 3-10 s) starts anywhere on it. Returns float32 samples and a
-    float32 vector over :data:`mmsearch.synth.AUDIO_CAPTIONS`.
+    tracks) and events of 2-15 s, never the same caption twice in a row; the window
+    (``length`` s, default 10 s for 40 %, 1-3 s for 30 %, else 3-10 s) starts anywhere
+    on it. Events come from the variation ``family`` (:mod:`mmsearch.synth.families`):
+    with ``"train"`` (the recipe's) peaks are 0.02-0.9, half the tracks carry a
+    continuous noise floor, and the window goes through
+    :func:`mmsearch.synth.degrade_audio` (band limits of low sample rates and codecs,
+    quantisation); with ``"default"`` peaks are 0.05-0.8 and nothing more is done.
+    Returns float32 samples and a float32 vector over :data:`mmsearch.synth.AUDIO_CAPTIONS`.
     """
-    from ..synth import AUDIO_CAPTIONS, synth_audio_event
+    from ..synth import AUDIO_CAPTIONS, degrade_audio, synth_audio_event
+    from ..synth.families import check_family
 
+    check_family(family)
+    varied = family != "default"
     if length is None:
         u = rng.random()
         length = 10.0 if u < 0.4 else float(rng.uniform(1.0, 3.0)) if u < 0.7 else float(rng.uniform(3.0, 10.0))
@@ -220,6 +232,7 @@ def sample_training_window(
     cover = np.zeros(len(AUDIO_CAPTIONS), dtype=np.float32)
     pos = int(round(rng.uniform(0.0, 5.0) * sample_rate))
     previous = -1
+    amp_range = (0.02, 0.9) if varied else (0.05, 0.8)
     while pos < w1:
         length_ev = int(round(rng.uniform(2.0, 15.0) * sample_rate))
         choices = [i for i in range(len(AUDIO_CAPTIONS)) if i != previous]
@@ -227,21 +240,28 @@ def sample_training_window(
         previous = cap
         s, e = max(pos, w0), min(pos + length_ev, w1)
         if e > s:
-            amp = float(rng.uniform(0.05, 0.8))
-            event = synth_audio_event(rng, AUDIO_CAPTIONS[cap], sample_rate, length_ev / sample_rate, amplitude=amp)
+            amp = float(rng.uniform(*amp_range))
+            event = synth_audio_event(rng, AUDIO_CAPTIONS[cap], sample_rate, length_ev / sample_rate,
+                                      amplitude=amp, family=family)
             out[s - w0 : e - w0] = event[s - pos : e - pos]
             cover[cap] += (e - s) / n
         pos += length_ev + int(round(rng.uniform(0.0, 5.0) * sample_rate))
+    if varied:
+        if rng.random() < 0.5:  # a continuous noise floor (room, hiss) under everything
+            out += float(rng.uniform(0.001, 0.015)) * rng.standard_normal(n).astype(np.float32)
+        out = degrade_audio(rng, out, sample_rate)
     return out, cover
 
 
-def synth_clap_batches(seed: int, batch_size: int, front_end: MelFrontEnd) -> Iterator[tuple[Any, Any]]:
+def synth_clap_batches(
+    seed: int, batch_size: int, front_end: MelFrontEnd, *, family: str = "train"
+) -> Iterator[tuple[Any, Any]]:
     """Endless ``(features (B, 1, frames, mels), coverage (B, 6))`` training batches."""
     import torch
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, _TRAIN_STREAM]))
     while True:
-        clips, covers = zip(*(sample_training_window(rng) for _ in range(batch_size)))
+        clips, covers = zip(*(sample_training_window(rng, family=family) for _ in range(batch_size)))
         yield front_end(list(clips)), torch.from_numpy(np.stack(covers))
 
 
@@ -255,15 +275,19 @@ def soft_info_nce_loss(audio: Any, text: Any, scale: float, weights: Any) -> Any
 def train_synth_clap(
     out_dir: str | os.PathLike,
     *,
-    steps: int = 450,
+    steps: int = 1000,
     batch_size: int = 32,
     seed: int = 0,
     lr: float = 2e-3,
     weight_decay: float = 0.05,
     progress: ProgressFn | None = None,
     threads: int | None = None,
+    family: str = "train",
 ) -> list[float]:
-    """Train ``synth-clap`` from random weights and save it as a CLAP directory at ``out_dir``."""
+    """Train ``synth-clap`` from random weights and save it as a CLAP directory at ``out_dir``.
+
+    ``family`` is the variation family of the training sounds (:mod:`mmsearch.synth.families`).
+    """
     import torch
     from transformers import ClapModel
 
@@ -280,7 +304,7 @@ def train_synth_clap(
     text_rng = np.random.default_rng(np.random.SeedSequence([seed, _TRAIN_STREAM, 1]))
     # The temperature is fixed (LOGIT_SCALE, also stored as the model's logit_scale_a/t init value).
     params = [p for n, p in model.named_parameters() if not n.startswith("logit_scale") and p.requires_grad]
-    features = synth_clap_batches(seed, batch_size, front_end)
+    features = synth_clap_batches(seed, batch_size, front_end, family=family)
 
     def batches() -> Iterator[tuple[Any, Any, Any]]:  # (mel features, caption tokens, coverage weights)
         while True:
@@ -313,6 +337,7 @@ def train_synth_clap(
         "lr": lr,
         "weight_decay": weight_decay,
         "logit_scale": LOGIT_SCALE,
+        "family": family,
         "final_loss": float(np.mean(history[-20:])) if history else None,
     }
     save_clap_directory(model, processor, out_dir, info=info)
@@ -460,12 +485,14 @@ def evaluate_clap(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmsearch.train.synth_clap", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", help="model directory to write (e.g. mmsearch/assets/synth-clap)")
-    parser.add_argument("--steps", type=int, default=450)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--family", default="train", choices=("train", "default"),
+                        help="variation family of the training sounds (mmsearch.synth.families)")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--eval", metavar="DIR", help="evaluate a trained model directory instead of training")
     args = parser.parse_args(argv)
@@ -494,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     history = train_synth_clap(
         args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
-        weight_decay=args.weight_decay, progress=report, threads=args.threads or None,
+        weight_decay=args.weight_decay, progress=report, threads=args.threads or None, family=args.family,
     )
     size = sum(f.stat().st_size for f in Path(args.out).iterdir() if f.is_file())
     print(f"wrote {args.out} ({size / 1e6:.2f} MB) after {len(history)} steps in {time.time() - t0:.0f}s "

@@ -4,7 +4,11 @@
 from :mod:`mmsearch.synth` with :func:`mmsearch.train.contrastive.train_contrastive` and
 writes the checkpoint shipped as ``mmsearch/assets/synth-clip.pt``::
 
-    python -m mmsearch.train synth-clip --out mmsearch/assets/synth-clip.pt --steps 500 --seed 0
+    python -m mmsearch.train synth-clip --out mmsearch/assets/synth-clip.pt --steps 500 --seed 0 --threads 1
+
+The frames come from the synthetic world's ``"train"`` variation family (shape sizes and shades,
+background gradients and noise, blur and JPEG; :mod:`mmsearch.synth.families`);
+``python benchmarks/synth_heldout.py`` measures the model on the held-out family.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def render_training_frames(
     *,
     max_render_short: int = 200,
     max_noise_sigma: float = 3.0,
+    family: str = "train",
 ) -> list[np.ndarray]:
     """One decoded-looking frame per caption (None = background only, a gap between events).
 
@@ -70,11 +75,18 @@ def render_training_frames(
     (sigma 4 at full resolution) is mostly averaged away by that downscale (and by
     the video codec), so it is added after it, with a random sigma up to
     ``max_noise_sigma``: far cheaper than drawing noise at full resolution.
+
+    ``family`` (:mod:`mmsearch.synth.families`) draws shapes (sizes, shades), backgrounds
+    (gradients, noise) and degradations (blur, JPEG) from that variation family; with
+    ``"default"`` backgrounds are flat dark colours and frames are not degraded.
     """
     from PIL import Image
 
     from ..media import scaled_size
-    from ..synth import random_background_colour, render_visual_event
+    from ..synth import degrade_image, random_background_colour, render_family_background, render_visual_event
+    from ..synth.families import check_family
+
+    check_family(family)
 
     out = []
     for cap in captions:
@@ -83,11 +95,13 @@ def render_training_frames(
         render_short = int(rng.integers(INPUT_SIZE, max(INPUT_SIZE, min(short, max_render_short)) + 1))
         scale = render_short / short
         rw, rh = max(16, int(round(w * scale))), max(16, int(round(h * scale)))
-        colour = random_background_colour(rng)
-        img = np.empty((rh, rw, 3), np.uint8)
-        img[:] = colour
+        if family == "default":
+            img = np.empty((rh, rw, 3), np.uint8)
+            img[:] = random_background_colour(rng)
+        else:
+            img = render_family_background(rng, rw, rh, 1, family=family)[0]
         if cap is not None:
-            img = render_visual_event(rng, cap, rw, rh, 1, img)[0]
+            img = render_visual_event(rng, cap, rw, rh, 1, img, family=family)[0]
         tw, th = scaled_size(w, h, INPUT_SIZE)
         if (rw, rh) != (tw, th):
             img = np.array(Image.fromarray(img).resize((tw, th), Image.Resampling.BILINEAR))
@@ -95,7 +109,7 @@ def render_training_frames(
         if sigma > 0:
             noisy = img.astype(np.float32) + sigma * rng.standard_normal(img.shape, dtype=np.float32)
             img = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-        out.append(img)
+        out.append(degrade_image(rng, img, family))
     return out
 
 
@@ -119,6 +133,7 @@ def synth_clip_batches(
     *,
     gap_fraction: float = 0.15,
     captions: Sequence[str] | None = None,
+    family: str = "train",
 ) -> Iterator[tuple[Any, list[str], tuple[list[int], list[int]]]]:
     """Endless ``(images, captions, (groups_a, groups_b))`` batches for synth-clip.
 
@@ -127,6 +142,7 @@ def synth_clip_batches(
     background-only images that match no caption (group -1): extra negatives that
     push text-to-gap similarity down. Images are preprocessed tensors (the
     inference path); the group id of a pair is its caption's index in the pool.
+    ``family`` is the variation family the frames are drawn from (see :func:`render_training_frames`).
     """
     from ..synth import VISUAL_CAPTIONS, parse_visual_caption
 
@@ -138,7 +154,7 @@ def synth_clip_batches(
     while True:
         ids = [int(i) for i in rng.integers(len(pool), size=batch_size)]
         texts = [pool[i] for i in ids]
-        frames = render_training_frames(rng, texts + [None] * n_gaps)
+        frames = render_training_frames(rng, texts + [None] * n_gaps, family=family)
         yield _preprocess(frames), texts, (ids + [-1] * n_gaps, ids)
 
 
@@ -176,6 +192,7 @@ def train_synth_clip(
     logit_scale: float | None = 10.0,
     gap_fraction: float = 0.15,
     progress: ProgressFn | None = None,
+    family: str = "train",
 ) -> list[float]:
     """Train ``synth-clip`` from random weights on synthetic pairs and save it to ``out_path``.
 
@@ -183,7 +200,8 @@ def train_synth_clip(
     fixed scale (10) keeps the loss pushing until positives sit near cosine 1 and
     negatives (other captions, background frames) near or below 0, rather than stopping
     at a small margin as a large or learnt scale does: the moment localizer and the
-    mean-frame ranking rely on those wide gaps. Returns the loss history.
+    mean-frame ranking rely on those wide gaps. ``family`` is the variation family of
+    the training frames (:mod:`mmsearch.synth.families`). Returns the loss history.
     """
     import open_clip
     import torch
@@ -217,7 +235,7 @@ def train_synth_clip(
         with torch.no_grad():
             model.logit_scale.fill_(math.log(scale))
         params = [p for n, p in model.named_parameters() if n != "logit_scale"]
-    batches = synth_clip_batches(seed, batch_size, gap_fraction=gap_fraction)
+    batches = synth_clip_batches(seed, batch_size, gap_fraction=gap_fraction, family=family)
     history = train_contrastive(
         encode_images, encode_captions, params, batches,
         steps=steps, lr=lr, weight_decay=weight_decay, logit_scale=scale, seed=seed, progress=progress,
@@ -256,9 +274,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--logit-scale", type=float, default=10.0, help="fixed logit scale; 0 = learn it")
     p.add_argument("--gap-fraction", type=float, default=0.15, help="background-only images per pair")
+    p.add_argument("--family", default="train", choices=("train", "default"),
+                   help="variation family of the training frames (mmsearch.synth.families)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--log-every", type=int, default=25)
     args = parser.parse_args(argv)
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     t0 = time.time()
     recent: list[float] = []
 
@@ -272,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     history = train_synth_clip(
         args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
         weight_decay=args.weight_decay, logit_scale=args.logit_scale or None,
-        gap_fraction=args.gap_fraction, progress=report,
+        gap_fraction=args.gap_fraction, progress=report, family=args.family,
     )
     size = os.path.getsize(args.out)
     cpu = _cpu_seconds()
