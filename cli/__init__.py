@@ -135,6 +135,8 @@ def index(
         )
     finally:
         progress.close()
+    if report.upgraded_from is not None:
+        err_console.print(f"converted the index at {shown(str(root))} from format {report.upgraded_from} (embeddings kept)", highlight=False)
     for path, stage, reason in report.failed:
         err_console.print(f"[yellow]skipped[/] {shown(path)}: {stage} failed: {reason}", highlight=False)
     for path, damage in report.damaged:
@@ -328,11 +330,12 @@ def info(
         return
     console.print(f"[bold]index[/] {data['index']} (generation {data['generation']}, format {data['format_version']})", highlight=False)
     console.print(
-        f"media: {data['media'] or 'none'}; paths {data['paths']}; failures {data['failures']}; damaged {data['damaged']}"
+        f"media: {', '.join(f'{kind} {n}' for kind, n in data['media'].items()) or 'none'}; paths {data['paths']}; "
+        f"failures {data['failures']}; damaged {data['damaged']}"
         + (" (--failures lists them)" if (data["failures"] or data["damaged"]) and not failures else ""),
         highlight=False,
     )
-    console.print(f"config: {data['config']}", highlight=False)
+    console.print("config: " + (", ".join(f"{k}={v}" for k, v in data["config"].items()) or "defaults"), highlight=False)
     for name, space in data["spaces"].items():
         enc = space["encoder"]
         console.print(

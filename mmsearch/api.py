@@ -22,12 +22,12 @@ from .common_space import HeadConfig, TrainSpaceReport, train_space  # noqa: F40
 from .config import IngestConfig, audio_window_config, config_from_record
 from .encoders import EncoderSpec, create_encoder, resolve_spec
 from .errors import EncoderMismatchError, UsageError
+from .fileio import display_path
 from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image
 from .retrieval import Hit, LocalizeConfig, search_fused, search_space
 from .spaces import AUDIO, VISUAL, Modality
-from .fileio import display_path  # noqa: F401 - part of the facade (the CLI shows paths with it)
 from .store import MANIFEST, Snapshot, open_snapshot, read_manifest, table_to_rows, verify_files
 
 

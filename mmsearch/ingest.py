@@ -10,10 +10,11 @@ an interrupted run resumes from the last commit.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 import logging
 import os
+import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
@@ -28,7 +29,7 @@ from .derive import Deriver, frame_segments, upgrade_index
 from .errors import EncoderMismatchError, UsageError
 from .media import discover, media_kind
 from .spaces import AUDIO, COMMON_AUDIO, COMMON_VISUAL, SPACES_BY_KIND, VISUAL, anchor_of
-from .store import IndexWriter
+from .store import MANIFEST, IndexWriter
 
 __all__ = ["IngestConfig", "IngestReport", "index_paths", "open_writer"]
 
@@ -51,6 +52,7 @@ class IngestReport:
     not_media: dict[str, int] = field(default_factory=dict)  # files passed over, by extension
     timings: dict[str, float] = field(default_factory=lambda: {"hash": 0.0, "decode_wait": 0.0, "encode": 0.0, "commit": 0.0})
     generation: int = 0
+    upgraded_from: int | None = None  # the format an index of an earlier mmsearch was converted from
 
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
@@ -121,7 +123,29 @@ def index_paths(
     skipped: Counter[str] = Counter()
     files = discover(roots, kinds=kinds, skipped=skipped)
     report = IngestReport(not_media=dict(sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))))
+    new_dir = not Path(index_dir).exists()
+    try:
+        _index(files, roots, index_dir, encoders, config, report, notify, wanted, verify_encoders)
+    except BaseException:
+        if new_dir and not (Path(index_dir) / MANIFEST).exists():  # nothing committed: leave no empty index behind
+            shutil.rmtree(index_dir, ignore_errors=True)
+        raise
+    return report
+
+
+def _index(
+    files: list[Path],
+    roots: list[Path],
+    index_dir: str | os.PathLike,
+    encoders: EncoderFactories,
+    config: IngestConfig,
+    report: IngestReport,
+    notify: ProgressFn,
+    wanted: set[str],
+    verify_encoders: Iterable[str],
+) -> None:
     with open_writer(index_dir, config) as writer, Deriver(writer, moments=config.moments, recipe_for=_recipe_chooser(config)) as deriver:
+        report.upgraded_from = writer.upgraded_from
         check_recorded(writer.config, config, root=writer.root)
         plan = _plan(files, roots, writer, wanted, config, report)
         notify("plan", {"total": len(plan), "unchanged": report.unchanged})
@@ -144,7 +168,6 @@ def index_paths(
         t0 = time.perf_counter()
         report.generation = deriver.commit(wait=True)  # the last commit of a run adopts index builds under way
         report.timings["commit"] += time.perf_counter() - t0
-    return report
 
 
 def open_writer(index_dir: str | os.PathLike, config: IngestConfig) -> IndexWriter:

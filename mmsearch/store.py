@@ -469,6 +469,7 @@ class IndexWriter:
             self._lock_fh.close()
             raise IndexLockedError(f"another mmsearch process is writing to the index at {self.root}; wait for it to finish") from None
         self.legacy: dict[str, Any] = {}  # spaces of an earlier format, while upgrading
+        self.upgraded_from: int | None = None  # the format this writer found and converted, if older
         try:
             self._open(config, upgrade)
         except BaseException:
@@ -490,6 +491,7 @@ class IndexWriter:
                 if not upgrade:
                     _refuse_old_format(self.root, self.manifest)
                 verify_files(self.root, self.manifest)
+                self.upgraded_from = int(self.manifest.get("format_version", 0))
                 self.legacy = self.manifest.get("spaces", {})
                 self.manifest = {**self.manifest, "format_version": FORMAT_VERSION, "spaces": {}}
                 self.dirty = True

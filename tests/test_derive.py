@@ -223,6 +223,15 @@ def test_query_on_format_1_says_what_to_run_and_the_cli_upgrade_does_it(tmp_path
     assert (top.path, top.start, top.end) == (before["path"], before["start"], before["end"])
 
 
+def test_index_run_on_format_1_reports_the_conversion(tmp_path):
+    root = tmp_path / "old"
+    shutil.copytree(DATA / "index-v1", root)
+    (tmp_path / "nothing-new").mkdir()
+    report = mmsearch.index_paths([tmp_path / "nothing-new"], root, device="cpu")  # the index's own encoders, none needed
+    assert report.upgraded_from == 1 and json.loads((root / MANIFEST).read_text())["format_version"] == 2
+    assert mmsearch.index_paths([tmp_path / "nothing-new"], root, device="cpu").upgraded_from is None  # once
+
+
 def test_closing_stops_a_background_build_at_its_next_step(tmp_path, monkeypatch):
     """An interrupted `mmsearch index` must not wait for a long index build: the job stops at its next pause."""
     import threading

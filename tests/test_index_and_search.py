@@ -176,6 +176,7 @@ def test_usage_errors(built, tmp_path):
     (tmp_path / "emptydir").mkdir()
     with pytest.raises(UsageError, match="no media files"):
         mmsearch.index_paths([tmp_path / "emptydir"], tmp_path / "i3", model="synth-clip")
+    assert not (tmp_path / "i3").exists()  # a first run that committed nothing leaves no empty index behind
 
 
 def test_truncated_index_file_raises_corrupt_error(built, tmp_path):
