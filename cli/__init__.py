@@ -98,7 +98,7 @@ def index(
     backend: Annotated[Optional[str], typer.Option(help="Video decoder: pyav or decord [default: pyav].")] = None,
     audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Embed sound: audio files and video soundtracks.")] = True,
     audio_model: Annotated[
-        Optional[str], typer.Option("--audio-model", help="CLAP checkpoint id or local directory [default: laion/larger_clap_music].")
+        Optional[str], typer.Option("--audio-model", help="CLAP checkpoint id, local directory, or general | music [default: laion/larger_clap_general; an existing index keeps its own].")
     ] = None,
     audio_window: Annotated[Optional[float], typer.Option(help="Audio window in seconds [default: the model's, 10 for CLAP].")] = None,
     audio_hop: Annotated[Optional[float], typer.Option(help="Audio hop in seconds [default: half the window].")] = None,

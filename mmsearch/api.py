@@ -93,9 +93,10 @@ def index_paths(
     Without ``model``, an existing index keeps the encoder it was built with;
     a new index gets ``ViT-B-32`` / ``laion2b_s34b_b79k``. Sound (audio files
     and the soundtracks of videos) goes to a separate audio space unless
-    ``audio=False``: ``audio_model`` is a CLAP checkpoint id or directory,
-    default ``laion/larger_clap_music`` (``synth-clap`` when the visual model is
-    ``synth-clip``).
+    ``audio=False``: ``audio_model`` is a CLAP checkpoint id or directory, or
+    ``general`` / ``music``; the default is ``laion/larger_clap_general`` for a new
+    index (``synth-clap`` when the visual model is ``synth-clip``), the index's
+    own model for an existing one.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

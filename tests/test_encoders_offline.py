@@ -53,3 +53,24 @@ def test_clip_offline_flag_is_respected(unreachable_hub, monkeypatch, variable):
     monkeypatch.setenv(variable, "1")
     with pytest.raises(EncoderError, match="HF_HUB_OFFLINE is set"):
         ClipEncoder(EncoderSpec("clip", "ViT-B-32", "laion2b_s34b_b79k"), device="cpu")
+
+
+def test_default_audio_model_is_general_sound_and_music_is_a_name_away(tmp_path):
+    """New indexes get LAION's general CLAP; "music" names the music one; an index keeps its own model."""
+    import json
+
+    import mmsearch
+    from mmsearch.api import _stored_spec
+    from mmsearch.encoders import resolve_spec
+
+    assert resolve_spec(None, family="clap").model == "laion/larger_clap_general"
+    assert resolve_spec("music", family="clap").model == "laion/larger_clap_music"
+    assert resolve_spec("general", family="clap").model == "laion/larger_clap_general"
+    from conftest import RED, write_video
+
+    write_video(tmp_path / "media" / "a.mp4", [(RED, 1.0)], audio=True)
+    mmsearch.index_paths([tmp_path / "media"], tmp_path / "index", model="synth-clip", audio_model="synth-clap", device="cpu")
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    assert manifest["spaces"]["audio"]["encoder"]["spec"]["model"] == "synth-clap"
+    assert _stored_spec(tmp_path / "index", "audio").model == "synth-clap"  # what a later run without --audio-model uses
+

@@ -11,7 +11,17 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..errors import EncoderError, UsageError
-from .base import PACKAGED_PREFIX, Encoder, EncoderSpec, VisualEncoder, l2_normalize, packaged_asset, resolve_device
+from .base import (
+    CLAP_ALIASES,
+    DEFAULT_CLAP_MODEL,
+    PACKAGED_PREFIX,
+    Encoder,
+    EncoderSpec,
+    VisualEncoder,
+    l2_normalize,
+    packaged_asset,
+    resolve_device,
+)
 
 __all__ = [
     "Encoder",
@@ -45,7 +55,7 @@ PRESETS: dict[str, EncoderSpec] = {
     "synth-clip": EncoderSpec("clip", "synth-clip", PACKAGED_PREFIX + "synth-clip.pt", {"image_resize_mode": "squash"}),
 }
 
-DEFAULT_MODELS = {"clip": ("ViT-B-32", "laion2b_s34b_b79k"), "clap": ("laion/larger_clap_music", None)}
+DEFAULT_MODELS = {"clip": ("ViT-B-32", "laion2b_s34b_b79k"), "clap": (DEFAULT_CLAP_MODEL, None)}
 
 
 def resolve_spec(model: str | None, pretrained: str | None = None, *, family: str = "clip") -> EncoderSpec:
@@ -57,6 +67,8 @@ def resolve_spec(model: str | None, pretrained: str | None = None, *, family: st
         return PRESETS[model]
     default_model, default_tag = DEFAULT_MODELS[family]
     model = model or default_model
+    if family == "clap":
+        model = CLAP_ALIASES.get(model, model)  # "general", "music"
     if pretrained is None and family == "clip":
         pretrained = default_tag if model == default_model else _first_known_tag(family, model)
     return EncoderSpec(family, model, pretrained)

@@ -13,6 +13,11 @@ from ..errors import EncoderError, UsageError
 
 DeviceArg = Literal["auto", "cpu", "cuda"] | str
 
+# LAION's general-sound CLAP (sound events, music and speech): what personal recordings hold. The
+# music checkpoint is a name away (``--audio-model music``); an index keeps the model it was built with.
+DEFAULT_CLAP_MODEL = "laion/larger_clap_general"
+CLAP_ALIASES = {"general": "laion/larger_clap_general", "music": "laion/larger_clap_music"}
+
 
 def resolve_device(device: "DeviceArg | Any" = "auto") -> "Any":
     """Normalise ``auto|cpu|cuda[:N]`` (or a torch.device) once; auto means cuda when available."""

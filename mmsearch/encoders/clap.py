@@ -1,7 +1,7 @@
 """CLAP through transformers: audio clips and text in one space.
 
 ``spec.pretrained`` (when set) or else ``spec.model`` names the weights: a
-Hugging Face hub id (default ``laion/larger_clap_music``), a local directory
+Hugging Face hub id (default ``laion/larger_clap_general``; ``laion/larger_clap_music`` for music), a local directory
 written by ``ClapModel.save_pretrained`` + ``ClapProcessor.save_pretrained``,
 or ``mmsearch:<name>`` (or just ``<name>``) for a directory shipped in
 ``mmsearch/assets`` (the tiny ``synth-clap``). All three load through the very same
@@ -12,7 +12,7 @@ feature extractor's rate; other rates are resampled when ``sample_rate=`` is
 passed). Clips shorter than the model's ``max_length_s`` are repeat-padded,
 as CLAP was trained; longer ones are centre-cropped (unfused models) or go
 through feature fusion with pinned random crops (fused models), so the same
-clip always gives the same vector. Unfused models (``laion/larger_clap_music``,
+clip always gives the same vector. Unfused models (``laion/larger_clap_general`` and ``_music``,
 ``synth-clap``) get their log-mel features from :class:`MelFrontEnd`, a batched
 torch port of ``ClapFeatureExtractor`` that matches it to float32 rounding.
 """
@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import EncoderError, UsageError
 from .base import (
+    DEFAULT_CLAP_MODEL,
     PACKAGED_PREFIX,
     EncoderSpec,
     encode_in_batches,
@@ -40,7 +41,6 @@ from .base import (
     resolve_weights,
 )
 
-DEFAULT_CLAP_MODEL = "laion/larger_clap_music"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
