@@ -145,8 +145,9 @@ def search_space(
     ``media``: search only these media ids (a benchmark's candidates, a filter): stage 1 scores
     each query against their media-level vectors exactly, and of equal scores the one listed
     first ranks first. Moments are ordered by their combined score (see the module; equal to
-    :data:`SCORE_DECIMALS` decimals is a tie), then by their media's stage-1 score and rank, then by start. A media item's moments end where its
-    last segment ends (pictures end where the video stream does, not with a longer soundtrack).
+    :data:`SCORE_DECIMALS` decimals is a tie), then by their media's stage-1 score and rank,
+    then by start. A media item's moments start and end where its segments do (pictures end
+    where the video stream does, not with a longer soundtrack).
     """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     if space.media_index is None or space.media_index.ntotal == 0:
