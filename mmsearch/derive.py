@@ -137,9 +137,18 @@ class Deriver:
 
     # -- adding -------------------------------------------------------------------------------
     def add_segments(
-        self, space: str, media_id: int, starts: np.ndarray, ends: np.ndarray, vectors: np.ndarray, *, duration: float
+        self,
+        space: str,
+        media_id: int,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        vectors: np.ndarray,
+        *,
+        duration: float,
+        texts: list[str] | None = None,
     ) -> None:
-        """One media item's segments of ``space``: seconds, seconds, ``(n, dim)`` float32 L2-normalised vectors.
+        """One media item's segments of ``space``: seconds, seconds, ``(n, dim)`` float32 L2-normalised vectors,
+        and for a space of what is said or written the text of each.
 
         Appends them, the item's moment windows and its media-level vector; all of one item in one call.
         """
@@ -148,10 +157,11 @@ class Deriver:
         order = np.argsort(starts, kind="stable")
         starts, ends = starts[order], np.asarray(ends, np.float64)[order]
         vectors = np.asarray(vectors, np.float32)[order]
+        texts = None if texts is None else [texts[int(i)] for i in order]
         if not len(starts):
             return
         w = self.writer
-        w.append(space, SEGMENTS, media_id, vectors, starts=starts, ends=ends)
+        w.append(space, SEGMENTS, media_id, vectors, starts=starts, ends=ends, texts=texts)
         times = starts if w.spaces[space].get("anchor", "start") == "start" else (starts + ends) / 2
         m_start, m_end, m_vec = moment_windows(times, vectors, duration=duration, config=self.moments)
         w.append(space, MOMENTS, media_id, m_vec, starts=m_start, ends=m_end)

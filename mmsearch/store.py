@@ -89,6 +89,7 @@ FAILURE_SCHEMA = pa.schema(
     ]
 )
 SEGMENT_SCHEMA = pa.schema([("media_id", pa.int64()), ("start", pa.float64()), ("end", pa.float64())])
+TEXT_SEGMENT_SCHEMA = SEGMENT_SCHEMA.append(pa.field("text", pa.string()))  # segments of what is said or written
 MOMENT_SCHEMA = SEGMENT_SCHEMA
 MEDIA_VECTOR_SCHEMA = pa.schema([("media_id", pa.int64())])
 TABLE_SCHEMAS = {SEGMENTS: SEGMENT_SCHEMA, MOMENTS: MOMENT_SCHEMA, MEDIA: MEDIA_VECTOR_SCHEMA}
@@ -227,6 +228,18 @@ class SpaceData:
             vectors = self.segment_vectors[rows]
         order = np.argsort(starts, kind="stable")
         return starts[order], ends[order], vectors[order]
+
+    def texts_of(self, media_id: int) -> list[str] | None:
+        """The text of one media item's segments, in the order of :meth:`segments_of` (None in a space without text)."""
+        if "text" not in self.segment_rows.column_names:
+            return None
+        ranges = self._runs.get(int(media_id))
+        if not ranges:
+            return []
+        rows = np.concatenate([np.arange(a, b) for a, b in ranges])
+        order = np.argsort(self._start[rows], kind="stable")
+        column = self.segment_rows.column("text")
+        return [column[int(i)].as_py() for i in rows[order]]
 
     def media_vectors(self, media_ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """(ids, ``(n, dim)`` float32 media-level vectors) of the given media that are live in this space,
@@ -434,6 +447,7 @@ class _Append:
     starts: list[np.ndarray] = field(default_factory=list)
     ends: list[np.ndarray] = field(default_factory=list)
     vectors: list[np.ndarray] = field(default_factory=list)
+    texts: list[list[str]] = field(default_factory=list)
 
 
 class IndexWriter:
@@ -608,13 +622,23 @@ class IndexWriter:
         *,
         starts: np.ndarray | None = None,
         ends: np.ndarray | None = None,
+        texts: list[str] | None = None,
     ) -> None:
-        """Rows to add to ``table`` of ``space`` at the next commit: int64 ids, ``(n, dim)`` float32, seconds."""
+        """Rows to add to ``table`` of ``space`` at the next commit: int64 ids, ``(n, dim)`` float32, seconds;
+        ``texts`` (one string a row, segments only) for a space of what is said or written."""
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}; one of {TABLES}")
         dim = int(self.spaces[space]["dim"])
         vectors = np.asarray(vectors, np.float32).reshape(-1, dim)
         pending = self._pending.setdefault((space, table), _Append())
+        if texts is not None:
+            if table != SEGMENTS or len(texts) != len(vectors):
+                raise ValueError(f"texts go with segments, one per row: got {len(texts)} for {len(vectors)} rows of {table}")
+            if pending.vectors and not pending.texts:
+                raise ValueError(f"the {space} space's segments were appended without texts before")
+            pending.texts.append([str(t) for t in texts])
+        elif pending.texts:
+            raise ValueError(f"the {space} space's segments carry texts: give texts= for these rows too")
         pending.media_ids.append(np.broadcast_to(np.asarray(media_ids, np.int64), (len(vectors),)).copy())
         pending.vectors.append(vectors)
         if table != MEDIA:
@@ -632,7 +656,11 @@ class IndexWriter:
             if table != MEDIA:
                 columns["start"] = np.concatenate(pending.starts)
                 columns["end"] = np.concatenate(pending.ends)
-            self._write_shard(space, table, pa.table(columns, schema=TABLE_SCHEMAS[table]), np.concatenate(pending.vectors))
+            schema = TABLE_SCHEMAS[table]
+            if pending.texts:
+                columns["text"] = [t for part in pending.texts for t in part]
+                schema = TEXT_SEGMENT_SCHEMA
+            self._write_shard(space, table, pa.table(columns, schema=schema), np.concatenate(pending.vectors))
             written.append((space, table))
         self._pending = {}
         return written

@@ -167,6 +167,43 @@ def _end_now(idx, hit: dict, space: str) -> float:
     return round(float(ends.max()), 3) if hit["end"] >= row["duration"] - 1e-3 else hit["end"]
 
 
+def test_text_segments_keep_their_words_through_commits_and_compaction(tmp_path):
+    """A space of what is said or written (issue #15) stores each segment's text beside its seconds."""
+    writer = IndexWriter(tmp_path / "idx")
+    writer.ensure_space("speech", ENCODER, DIM, anchor="centre")
+    deriver = Deriver(writer, moments=MomentConfig(4.0, 2.0), recipe_for=_ivf)
+    rng = np.random.default_rng(1)
+    said = {0: ["good morning", "the boat left early", "see you"], 1: ["a story about the boat"], 2: ["nothing here"]}
+    for media_id, lines in said.items():
+        writer.put_path({
+            "media_id": media_id, "path": f"/m/{media_id}.mp4", "size": 1, "mtime": 0.0, "content_hash": f"{media_id:040x}",
+            "kind": "video", "duration": 30.0, "width": 8, "height": 8, "spaces": "speech",
+        })
+        starts = np.arange(len(lines), dtype=np.float64)[::-1] * 5.0  # given out of time order
+        deriver.add_segments("speech", media_id, starts, starts + 2.0, _unit(rng.standard_normal((len(lines), DIM))),
+                             duration=30.0, texts=lines)
+    with pytest.raises(ValueError, match="texts"):
+        writer.append("speech", "segments", 9, _unit(rng.standard_normal((1, DIM))), starts=np.zeros(1), ends=np.ones(1))
+    deriver.commit(wait=True)
+    space = open_snapshot(tmp_path / "idx").spaces["speech"]
+    assert space.texts_of(0) == ["see you", "the boat left early", "good morning"]  # in time order, with their seconds
+    assert space.segments_of(0)[0].tolist() == [0.0, 5.0, 10.0]
+    assert space.texts_of(1) == ["a story about the boat"]
+    writer.remove_path("/m/0.mp4")
+    deriver.commit(wait=True)
+    writer.compact("speech", writer.dead_media("speech"))
+    deriver.commit(wait=True)
+    space = open_snapshot(tmp_path / "idx").spaces["speech"]
+    assert space.texts_of(0) == [] and space.texts_of(2) == ["nothing here"] and space.texts_of(1) == ["a story about the boat"]
+    deriver.close()
+    writer.close()
+    frames = Library(tmp_path / "frames")
+    frames.add(1)
+    frames.deriver.commit(wait=True)
+    assert open_snapshot(tmp_path / "frames").spaces["visual"].texts_of(0) is None  # a space without text says so
+    frames.close()
+
+
 def test_an_index_of_format_1_is_refused_with_the_command_then_upgraded(tmp_path):
     """tests/data/index-v1 was written by mmsearch before segments (format 1), with synth-clip and synth-clap."""
     root = tmp_path / "old"
