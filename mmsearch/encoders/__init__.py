@@ -22,6 +22,7 @@ from .base import (
     packaged_asset,
     resolve_device,
 )
+from .text import DEFAULT_TEXT_MODEL
 
 __all__ = [
     "Encoder",
@@ -55,7 +56,11 @@ PRESETS: dict[str, EncoderSpec] = {
     "synth-clip": EncoderSpec("clip", "synth-clip", PACKAGED_PREFIX + "synth-clip.pt", {"image_resize_mode": "squash"}),
 }
 
-DEFAULT_MODELS = {"clip": ("ViT-B-32", "laion2b_s34b_b79k"), "clap": (DEFAULT_CLAP_MODEL, None)}
+DEFAULT_MODELS = {
+    "clip": ("ViT-B-32", "laion2b_s34b_b79k"),
+    "clap": (DEFAULT_CLAP_MODEL, None),
+    "sentence": (DEFAULT_TEXT_MODEL, None),  # what is said or written (issue #15)
+}
 
 
 def resolve_spec(model: str | None, pretrained: str | None = None, *, family: str = "clip") -> EncoderSpec:
@@ -108,6 +113,13 @@ def _clap(spec: EncoderSpec, **options: Any) -> Encoder:
     from .clap import ClapEncoder
 
     return ClapEncoder(spec, **options)
+
+
+@register_family("sentence")
+def _sentence(spec: EncoderSpec, **options: Any) -> Encoder:
+    from .text import SentenceEncoder
+
+    return SentenceEncoder(spec, **options)
 
 
 @register_family("clip")
