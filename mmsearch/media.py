@@ -492,8 +492,9 @@ def get_backend(name: str) -> VideoBackend:
 _HEIF_REGISTERED = False
 
 
-def _open_image(path: str | os.PathLike):  # noqa: ANN202 - a PIL image
-    """``Image.open`` with HEIC/HEIF/AVIF support; errors become :class:`DecodeError` naming the file."""
+def open_image(path: str | os.PathLike):  # noqa: ANN201 - a PIL image
+    """The image file opened with Pillow (HEIC/HEIF through pillow-heif); :class:`DecodeError` naming
+    the file when it cannot be read or is past Pillow's decompression-bomb limit."""
     global _HEIF_REGISTERED
     from PIL import Image, UnidentifiedImageError
 
@@ -556,7 +557,7 @@ def load_image(path: str | os.PathLike, *, short_side: int | None = None) -> np.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    with _open_image(path) as im:
+    with open_image(path) as im:
         try:
             im = to_rgb8(ImageOps.exif_transpose(im))
             if short_side:
@@ -571,19 +572,13 @@ def load_image(path: str | os.PathLike, *, short_side: int | None = None) -> np.
 ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})  # GIF, animated WebP, APNG; not MPO or multi-page TIFF
 
 
-def open_image(path: str | os.PathLike):  # noqa: ANN201 - a PIL image
-    """The image file opened with Pillow (HEIC/HEIF through pillow-heif); :class:`DecodeError` naming
-    the file when it cannot be read or is past Pillow's decompression-bomb limit."""
-    return _open_image(path)
-
-
 def is_animation(path: str | os.PathLike) -> bool:
     """True for an animated GIF, WebP or PNG (several pictures, each with its own duration).
 
     Other multi-picture files (an MPO photo's second eye, a multi-page TIFF scan) are stills:
     their first picture is indexed.
     """
-    with _open_image(path) as im:
+    with open_image(path) as im:
         return im.format in ANIMATED_FORMATS and bool(getattr(im, "is_animated", False))
 
 
@@ -615,7 +610,7 @@ class Animation:
 
         def pictures() -> Iterator[tuple[float, np.ndarray]]:
             t = 0.0
-            with _open_image(path) as im:
+            with open_image(path) as im:
                 try:
                     for picture in ImageSequence.Iterator(im):
                         picture.load()  # WebP sets a picture's duration when it is loaded
