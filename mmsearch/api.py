@@ -207,7 +207,7 @@ class Index:
             "media": kinds,
             "paths": len(self.snapshot.media),
             "failures": len(self.snapshot.failures),
-            "damaged": len(self.damaged()),
+            "damaged": len(self.snapshot.media) - self.snapshot.media.column("damage").null_count,  # path rows, as damaged()
             "config": m.get("config", {}),
             "spaces": {
                 name: {

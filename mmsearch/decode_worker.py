@@ -109,7 +109,8 @@ def _send_image(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
     """A still as one frame at 0 s; an animated GIF, WebP or PNG as a short video."""
     with open_image(task.path) as im:
         info["width"], info["height"] = im.size
-    if is_animation(task.path):
+        animated = is_animation(im)
+    if animated:
         info["kind"] = "video"
         _send_frames(conn, task, info, Animation())
         return
@@ -140,13 +141,10 @@ def _send_frames(conn: Connection, task: DecodeTask, info: dict[str, Any], decod
 
 def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
     """Stream the non-silent windows of the soundtrack; silent ones are counted, never embedded."""
-    from .audio import AudioDamage, iter_audio_windows, probe_audio
+    from .audio import AudioDamage, iter_audio_windows
 
     spec = task.audio
-    assert spec is not None  # checked by the caller
-    probe = probe_audio(task.path)
-    if info["kind"] == "audio":
-        info["duration"] = probe.duration
+    assert spec is not None  # checked by the caller (the duration comes from the windows' end: decode_into)
     clips: list[np.ndarray] = []
     starts: list[float] = []
     ends: list[float] = []

@@ -572,14 +572,13 @@ def load_image(path: str | os.PathLike, *, short_side: int | None = None) -> np.
 ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})  # GIF, animated WebP, APNG; not MPO or multi-page TIFF
 
 
-def is_animation(path: str | os.PathLike) -> bool:
+def is_animation(im) -> bool:  # noqa: ANN001 - an open PIL image (:func:`open_image`)
     """True for an animated GIF, WebP or PNG (several pictures, each with its own duration).
 
     Other multi-picture files (an MPO photo's second eye, a multi-page TIFF scan) are stills:
     their first picture is indexed.
     """
-    with open_image(path) as im:
-        return im.format in ANIMATED_FORMATS and bool(getattr(im, "is_animated", False))
+    return im.format in ANIMATED_FORMATS and bool(getattr(im, "is_animated", False))
 
 
 def image_batch(path: str | os.PathLike, *, short_side: int | None) -> FrameBatch:

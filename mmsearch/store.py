@@ -217,27 +217,32 @@ class SpaceData:
 
     def segments_of(self, media_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(starts, ends, vectors) of one media item's segments in time order: seconds, seconds, ``(n, dim)`` float32."""
-        ranges = self._runs.get(int(media_id))
-        if not ranges:
+        found = self._segment_rows(media_id)
+        if found is None:
             return np.zeros(0), np.zeros(0), np.zeros((0, self.dim), np.float32)
-        rows = np.concatenate([np.arange(a, b) for a, b in ranges])
-        starts, ends = self._start[rows], self._end[rows]
+        ranges, rows, order = found
         if len(ranges) == 1:
             vectors = self.segment_vectors[ranges[0][0] : ranges[0][1]]
         else:
             vectors = self.segment_vectors[rows]
-        order = np.argsort(starts, kind="stable")
-        return starts[order], ends[order], vectors[order]
+        return self._start[rows][order], self._end[rows][order], vectors[order]
+
+    def _segment_rows(self, media_id: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray] | None:
+        """(row ranges, row ids, their order by start) of one live media item's segments; None when it has none."""
+        ranges = self._runs.get(int(media_id))
+        if not ranges:
+            return None
+        rows = np.concatenate([np.arange(a, b) for a, b in ranges])
+        return ranges, rows, np.argsort(self._start[rows], kind="stable")
 
     def texts_of(self, media_id: int) -> list[str] | None:
         """The text of one media item's segments, in the order of :meth:`segments_of` (None in a space without text)."""
         if "text" not in self.segment_rows.column_names:
             return None
-        ranges = self._runs.get(int(media_id))
-        if not ranges:
+        found = self._segment_rows(media_id)
+        if found is None:
             return []
-        rows = np.concatenate([np.arange(a, b) for a, b in ranges])
-        order = np.argsort(self._start[rows], kind="stable")
+        _, rows, order = found
         column = self.segment_rows.column("text")
         return [column[int(i)].as_py() for i in rows[order]]
 
