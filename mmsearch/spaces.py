@@ -8,31 +8,51 @@ module imports nothing of mmsearch, so any stage can import it without a cycle.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
     "ANCHORS", "AUDIO", "COMMON_AUDIO", "COMMON_SOURCES", "COMMON_VISUAL", "MEDIA_KINDS", "MediaKind", "Modality",
-    "SEGMENT_ANCHOR", "SPACES_BY_KIND", "VISUAL", "anchor_of",
+    "SEGMENT_ANCHOR", "SPACES_BY_KIND", "SPEECH", "TEXT", "TEXT_SPACES", "TextSegment", "VISUAL", "anchor_of",
 ]
 
 VISUAL = "visual"  # frames and images (CLIP)
 AUDIO = "audio"  # sound windows (CLAP)
 COMMON_VISUAL = "common-visual"  # frames projected into the learnt common space
 COMMON_AUDIO = "common-audio"  # sound windows projected into the learnt common space
+SPEECH = "speech"  # what is said: speech (Whisper) and subtitles, as sentences (issue #15)
+TEXT = "text"  # what is written on screen (OCR), as lines (issue #15)
+TEXT_SPACES = (SPEECH, TEXT)  # spaces whose segments carry their words
 COMMON_SOURCES = {COMMON_VISUAL: VISUAL, COMMON_AUDIO: AUDIO}  # a common space and the space it projects
 
 MediaKind = Literal["video", "image", "audio"]
 MEDIA_KINDS: tuple[MediaKind, ...] = ("video", "image", "audio")
 SPACES_BY_KIND: dict[str, tuple[str, ...]] = {"video": (VISUAL, AUDIO), "image": (VISUAL,), "audio": (AUDIO,)}
 
-Modality = Literal["video", "image", "audio"]  # what a search result is
+Modality = Literal["video", "image", "audio", "speech", "text"]  # what a search result is (what matched)
 
 # Where a segment's score sits on a similarity-over-time curve: a frame at the moment its
 # picture appears (its pts, the segment's start), a window of sound at its centre.
 ANCHORS = ("start", "centre")
-SEGMENT_ANCHOR = {VISUAL: "start", AUDIO: "centre"}
+SEGMENT_ANCHOR = {VISUAL: "start", AUDIO: "centre", SPEECH: "start", TEXT: "start"}
 
 
 def anchor_of(space: str) -> str:
     """The anchor (``"start"`` or ``"centre"``) of a space's segments; common spaces follow their source."""
     return SEGMENT_ANCHOR.get(COMMON_SOURCES.get(space, space), "centre")
+
+
+@dataclass(frozen=True)
+class TextSegment:
+    """Words said or written over ``[start, end)`` seconds from the start of the media (as a player shows it).
+
+    ``source``: ``"speech"`` (Whisper), ``"subtitles"`` (a subtitle stream or a sidecar file) or
+    ``"ocr"`` (text on screen). ``language``: an ISO 639 code when known (Whisper's detection, a
+    subtitle stream's tag or a sidecar's name such as ``film.en.srt``), else None.
+    """
+
+    start: float
+    end: float
+    text: str
+    source: str
+    language: str | None = None
