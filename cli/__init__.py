@@ -100,6 +100,15 @@ def index(
     audio_model: Annotated[
         Optional[str], typer.Option("--audio-model", help="CLAP checkpoint id, local directory, or general | music [default: laion/larger_clap_general; an existing index keeps its own].")
     ] = None,
+    speech: Annotated[bool, typer.Option("--speech/--no-speech", help="Index what is said: speech (Whisper) and subtitles.")] = True,
+    ocr: Annotated[bool, typer.Option("--ocr/--no-ocr", help="Index text on screen (RapidOCR) in videos and images.")] = True,
+    asr_model: Annotated[
+        Optional[str], typer.Option("--asr-model", help="faster-whisper model name (base, small, large-v3) or directory [default: base].")
+    ] = None,
+    text_model: Annotated[
+        Optional[str], typer.Option("--text-model", help="sentence-transformers model name or directory for what is said or written [default: all-MiniLM-L6-v2].")
+    ] = None,
+    ocr_interval: Annotated[Optional[float], typer.Option("--ocr-interval", help="Seconds between frames read for text on screen [default: 2].")] = None,
     audio_window: Annotated[Optional[float], typer.Option(help="Audio window in seconds [default: the model's, 10 for CLAP].")] = None,
     audio_hop: Annotated[Optional[float], typer.Option(help="Audio hop in seconds [default: half the window].")] = None,
     device: DeviceOpt = "auto",
@@ -125,13 +134,13 @@ def index(
     config = ingest_config(  # what the index was built with, the options given here on top
         root, fps=fps, backend=backend, window=window, stride=stride, workers=workers, stall_timeout=timeout,
         commit_seconds=commit_every, retry_failed=retry_failed, max_memory_mb=max_memory, latency_ms=latency_ms,
-        audio_window=audio_window, audio_hop=audio_hop,
+        audio_window=audio_window, audio_hop=audio_hop, asr_model=asr_model, ocr_interval=ocr_interval,
     )
     progress = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
         report = index_paths(
             paths, root, model=model, pretrained=pretrained, audio=audio, audio_model=audio_model,
-            device=device, config=config, progress=progress,
+            speech=speech, ocr=ocr, text_model=text_model, device=device, config=config, progress=progress,
         )
     finally:
         progress.close()
@@ -144,6 +153,10 @@ def index(
                           highlight=False)
     for path, note in report.no_audio:
         err_console.print(f"[dim]no sound indexed for {shown(path)}: {note}[/]", highlight=False)
+    for path, stage, reason in report.partial:
+        err_console.print(f"[yellow]indexed without {stage}[/] {shown(path)}: {reason} (mmsearch info --failures lists it)", highlight=False)
+    for path, note in report.notes:
+        err_console.print(f"[yellow]note[/] {shown(path)}: {note}", highlight=False)
     summary = (
         f"indexed {len(report.indexed)}, unchanged {report.unchanged}, moved {len(report.moved)}, "
         f"duplicates {len(report.duplicates)}, removed {len(report.removed)}, failed {len(report.failed)}"
@@ -157,7 +170,8 @@ def index(
         summary += f"; not media (or not a kind asked for), passed over: {sum(report.not_media.values())} ({counts})"
     t = report.timings
     console.print(
-        f"{summary}; {report.frames} frames, {report.audio_windows} audio windows -> {root} (generation {report.generation})",
+        f"{summary}; {report.frames} frames, {report.audio_windows} audio windows, {report.text_segments} text segments "
+        f"-> {root} (generation {report.generation})",
         highlight=False,
     )
     console.print(
@@ -175,7 +189,8 @@ def query(
     audio: Annotated[Optional[Path], typer.Option("--audio", help="Query by an example sound file.")] = None,
     modality: Annotated[
         Optional[str],
-        typer.Option("--modality", help="What to find: video | audio | all [default: video for text and images, audio for sound]."),
+        typer.Option("--modality", help="What to find: video | audio | speech (what is said, subtitles too) | text (written on screen) | all "
+                     "[default: for text, pictures and words fused per moment; video for images, audio for sound]."),
     ] = None,
     batch: Annotated[
         Optional[Path], typer.Option("--batch", help="Many queries: a file with one per line, or a JSON list; prints JSON lines.")
@@ -194,7 +209,7 @@ def query(
     from mmsearch.api import open_index
 
     if batch is not None:
-        _query_batch(batch, index=index, modality=modality or "video", k=k, videos=videos, exhaustive=exhaustive, device=device)
+        _query_batch(batch, index=index, modality=modality, k=k, videos=videos, exhaustive=exhaustive, device=device)
         return
     given = [q for q in (text, image, audio) if q is not None]
     if not given:
@@ -212,7 +227,7 @@ def query(
         "text": text,
         "image": str(image.absolute()) if image else None,
         "audio": str(audio.absolute()) if audio else None,
-        "modality": modality or ("audio" if audio is not None else "video"),
+        "modality": modality or ("audio" if audio is not None else "video" if image is not None else "default"),
         "k": k,
         "videos": videos,
         "exhaustive": exhaustive,
@@ -230,15 +245,19 @@ def query(
     for col in ("start", "end", "score", "video"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("modality")
+    words = any(r.text for r in results)
+    if words:
+        table.add_column("words", overflow="fold")
     for i, r in enumerate(results, 1):
-        table.add_row(
+        cells = [
             str(i), _text_safe(r.path), _clock(r.start), _clock(r.end), f"{r.score:.3f}",
             "" if r.video_score is None else f"{r.video_score:.3f}", r.modality,
-        )
+        ]
+        table.add_row(*cells, *([_text_safe(r.text or "")] if words else []))
     console.print(table)
 
 
-def _query_batch(path: Path, *, index: Path | None, modality: str, k: int, videos: int, exhaustive: bool, device: str) -> None:
+def _query_batch(path: Path, *, index: Path | None, modality: str | None, k: int, videos: int, exhaustive: bool, device: str) -> None:
     """One JSON line per query, in input order: {"query": {...}, "results": [...]}."""
     from mmsearch.api import open_index
 
@@ -266,7 +285,7 @@ def _query_batch(path: Path, *, index: Path | None, modality: str, k: int, video
     idx = open_index(_index_dir(index), device=device)
     results = idx.search_batch(texts, modality=modality, k=k, videos=videos, exhaustive=exhaustive)  # type: ignore[arg-type]
     for text, hits in zip(texts, results):
-        query_info = {"text": text, "modality": modality, "k": k, "videos": videos, "exhaustive": exhaustive}
+        query_info = {"text": text, "modality": modality or "default", "k": k, "videos": videos, "exhaustive": exhaustive}
         sys.stdout.write(_json_line({"query": query_info, "results": [r.to_dict() for r in hits]}))
 
 

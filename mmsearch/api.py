@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image
 from .retrieval import Hit, LocalizeConfig, search_fused, search_space
-from .spaces import AUDIO, VISUAL, Modality
+from .spaces import AUDIO, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
 from .store import MANIFEST, Snapshot, open_snapshot, read_manifest, table_to_rows, verify_files
 
 
@@ -60,6 +60,7 @@ class SearchResult:
     video_score: float | None
     modality: Modality
     moment_score: float | None = None
+    text: str | None = None  # the words said or written in the moment, when that is what matched
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``path`` is always valid Unicode (bytes that are not UTF-8 shown as ``\\xNN``);
@@ -84,6 +85,10 @@ def index_paths(
     pretrained: str | None = None,
     audio: bool = True,
     audio_model: str | None = None,
+    speech: bool = True,
+    ocr: bool = True,
+    asr_model: str | None = None,
+    text_model: str | None = None,
     device: str = "auto",
     config: IngestConfig | None = None,
     progress: Any = None,
@@ -97,6 +102,10 @@ def index_paths(
     ``general`` / ``music``; the default is ``laion/larger_clap_general`` for a new
     index (``synth-clap`` when the visual model is ``synth-clip``), the index's
     own model for an existing one.
+
+    What is said (``speech``: Whisper through faster-whisper, model ``asr_model``, default ``base``;
+    and subtitles) and what is written on screen (``ocr``: RapidOCR) become spaces of words, embedded
+    with ``text_model`` (a sentence-transformers name or directory, default all-MiniLM-L6-v2).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -110,11 +119,28 @@ def index_paths(
             default_audio = "synth-clap" if visual.model == "synth-clip" else None
             audio_spec = resolve_spec(audio_model or default_audio, None, family="clap")
         encoders[AUDIO] = lambda: create_encoder(audio_spec, device=device)
+    if speech or ocr:
+        text_spec = _stored_spec(root, SPEECH) or _stored_spec(root, TEXT) if text_model is None else None
+        text_spec = text_spec or resolve_spec(text_model, None, family="sentence")
+        shared: list[Any] = []  # one sentence encoder for both spaces of words
+
+        def sentence_encoder() -> Any:
+            if not shared:
+                shared.append(create_encoder(text_spec, device=device))
+            return shared[0]
+
+        for space, wanted in ((SPEECH, speech), (TEXT, ocr)):
+            if wanted:
+                encoders[space] = sentence_encoder
     if config is None:
-        config = ingest_config(root)
+        config = ingest_config(root, asr_model=asr_model)
+    elif asr_model is not None:
+        config = replace(config, asr_model=asr_model)
     explicit = [VISUAL] if (model is not None or pretrained is not None) else []
     if audio_model is not None:
         explicit.append(AUDIO)
+    if text_model is not None:
+        explicit += [s for s in (SPEECH, TEXT) if s in encoders]
     return _ingest(paths, root, encoders=encoders, config=config, progress=progress, verify_encoders=explicit)
 
 
@@ -190,6 +216,7 @@ class Index:
         self._spec_override = spec_override
         self._rows = snapshot.media_rows()
         self._by_hash: dict[str, int] | None = None  # content hash -> media id, built on first use
+        self._lexical: dict[str, Any] = {}  # space of words -> its BM25 index, built on first use
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -294,7 +321,7 @@ class Index:
         *,
         image: str | os.PathLike | None = None,
         audio: str | os.PathLike | None = None,
-        modality: Literal["video", "audio", "all"] | None = None,
+        modality: Literal["video", "audio", "speech", "text", "all"] | None = None,
         k: int = 10,
         videos: int = 20,
         exhaustive: bool = False,
@@ -303,48 +330,87 @@ class Index:
     ) -> list[SearchResult]:
         """The best ``k`` moments for a text, an example image or a sound file, best first.
 
-        ``modality`` picks what to find: ``video`` (frames and images), ``audio``
-        (sound), ``all`` (text only: both, fused per moment, the audio score counting
-        ``audio_weight`` and the visual one ``1 - audio_weight``). The default is the
-        query's own kind: ``video`` for text and images, ``audio`` for sound.
-        An image with ``audio`` or a sound with ``video`` goes through the
-        common space (``train-space``).
+        ``modality`` picks what to find: ``video`` (frames and images), ``audio`` (sound),
+        ``speech`` (what is said: speech and subtitles), ``text`` (what is written on screen),
+        ``all`` (text only: every space, fused per moment, the audio score counting
+        ``audio_weight`` and each other space ``1 - audio_weight``). Without it, a text query
+        searches the pictures and every space of words the index has, fused per moment in the way
+        of HERO (see :func:`mmsearch.retrieval.search_fused`); an image finds pictures, a sound
+        finds sound. An image with ``audio`` or a sound with ``video`` goes through the common
+        space (``train-space``). In ``speech`` and ``text``, words in double quotes must be said or
+        written word for word (:mod:`mmsearch.textsearch`).
         """
         given = [q for q in (text, image, audio) if q is not None]
         if len(given) != 1:
             raise UsageError("give exactly one of a query text, --image FILE or --audio FILE")
         if not 0.0 <= audio_weight <= 1.0:
             raise UsageError(f"--audio-weight must be between 0 and 1, got {audio_weight}")
+        if modality is not None and modality not in MODALITIES:
+            raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+        if text is None and modality in TEXT_SPACES + ("all",):
+            raise UsageError(f"--modality {modality} takes a query text, not an image or a sound")
+        if text is not None:
+            spaces = self._text_query_spaces(modality)
+            weights = {AUDIO: audio_weight} if modality == "all" else {}
+            if len(spaces) > 1:
+                return self._search_fused(text, spaces, weights, k=k, videos=videos, exhaustive=exhaustive, localize=localize, other_weight=1.0 - audio_weight if modality == "all" else 1.0)
+            if spaces[0] in TEXT_SPACES:
+                return self._search_words(spaces[0], text, k=k)
         if modality is None:
             modality = "audio" if audio is not None else "video"
-        if modality not in ("video", "audio", "all"):
-            raise UsageError(f"unknown modality {modality!r}; choose one of video, audio, all")
-        if image is not None:
-            spaces = [VISUAL]
-        elif audio is not None:
-            spaces = [AUDIO]
-        else:
-            spaces = {"video": [VISUAL], "audio": [AUDIO], "all": [VISUAL, AUDIO]}[modality]
-            if modality == "all":
-                spaces = [s for s in spaces if s in self.snapshot.spaces] or [VISUAL]
         if (image is not None and modality == "audio") or (audio is not None and modality == "video"):
             return self._search_cross_modal(image=image, audio=audio, k=k, videos=videos, exhaustive=exhaustive, localize=localize)
-        if text is not None and modality == "all" and len(spaces) > 1:
-            return self._search_fused(text, k=k, videos=videos, exhaustive=exhaustive, localize=localize, audio_weight=audio_weight)
-        lists = []
-        for space in spaces:
-            queries = self.embed_queries(
-                text=[text] if text is not None else None,
-                images=[image] if image is not None else None,
-                audio=[audio] if audio is not None else None,
-                space=space,
-            )
-            found = self.search_vectors(queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize)[0]
-            example = image if image is not None else audio
-            if example is not None:
-                found = self._item_itself_first(found, example, queries, space=space, localize=localize)
-            lists.append(found)
-        return _interleave(lists, k)
+        space = AUDIO if (audio is not None or modality == "audio") else VISUAL
+        queries = self.embed_queries(
+            text=[text] if text is not None else None,
+            images=[image] if image is not None else None,
+            audio=[audio] if audio is not None else None,
+            space=space,
+        )
+        found = self.search_vectors(queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize)[0]
+        example = image if image is not None else audio
+        if example is not None:
+            found = self._item_itself_first(found, example, queries, space=space, localize=localize)
+        return found
+
+    def _text_query_spaces(self, modality: str | None) -> list[str]:
+        """The spaces a text query searches: the one asked for, or (no modality) the pictures and the
+        spaces of words the index has, or (``all``) every one of them."""
+        have = self.snapshot.spaces
+        if modality in (VISUAL_MODALITY, "audio") + TEXT_SPACES:
+            space = {VISUAL_MODALITY: VISUAL, "audio": AUDIO}.get(modality, modality)
+            if space in TEXT_SPACES and space not in have:
+                raise UsageError(
+                    f"the index at {self.root} has no {space} space: {_MEDIA_OF[space]} were indexed"
+                    + (" with --no-speech" if space == SPEECH else " with --no-ocr") + " or hold none"
+                )
+            return [space]
+        wanted = (VISUAL, AUDIO, SPEECH, TEXT) if modality == "all" else (VISUAL, SPEECH, TEXT)
+        return [s for s in wanted if s in have] or [VISUAL]
+
+    def _lexical_index(self, space: str) -> Any:
+        """The BM25 index of a space of words, built from this generation's words on first use (thread-safe)."""
+        from .textsearch import LexicalIndex
+
+        with self._encoder_lock:
+            if space not in self._lexical:
+                rows = self.snapshot.spaces[space].segment_rows
+                self._lexical[space] = LexicalIndex([t or "" for t in rows.column("text").to_pylist()])
+            return self._lexical[space]
+
+    def text_query(self, space: str, text: str) -> Any:
+        """A :class:`mmsearch.textsearch.TextQuery` of ``text`` against the space of words ``space``."""
+        from .textsearch import TextQuery
+
+        vector = self.embed_queries(text=[text.replace('"', " ").strip() or text], space=space)[0]
+        return TextQuery(self.snapshot.spaces[space], vector, text, self._lexical_index(space))
+
+    def _search_words(self, space: str, text: str, *, k: int, media: list[int] | None = None) -> list[SearchResult]:
+        from .textsearch import search_text
+
+        if k < 1:
+            raise UsageError(f"-k must be at least 1, got {k}")
+        return [self._result(hit, space, words) for hit, words in search_text(self.text_query(space, text), k=k, media=media)]
 
     def _item_itself_first(
         self, found: list[SearchResult], example: str | os.PathLike, queries: np.ndarray, *, space: str, localize: LocalizeConfig
@@ -370,15 +436,31 @@ class Index:
         return [first, *rest][: max(1, len(found))]
 
     def _search_fused(
-        self, text: str, *, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig, audio_weight: float
+        self,
+        text: str,
+        spaces: list[str],
+        weights: dict[str, float],
+        *,
+        k: int,
+        videos: int,
+        exhaustive: bool,
+        localize: LocalizeConfig,
+        other_weight: float = 1.0,
     ) -> list[SearchResult]:
-        """Text in both spaces, scores fused per moment: ``audio_weight`` for sound, the rest for pictures."""
+        """Text in several spaces, scores fused per moment (:func:`mmsearch.retrieval.search_fused`);
+        ``weights`` by space, ``other_weight`` for the spaces it does not name."""
         parts = []
-        for space, weight in ((VISUAL, 1.0 - audio_weight), (AUDIO, audio_weight)):
-            query = self.embed_queries(text=[text], space=space)[0]
-            parts.append((self.snapshot.spaces[space], query, weight))
+        for space in spaces:
+            query = self.text_query(space, text) if space in TEXT_SPACES else self.embed_queries(text=[text], space=space)[0]
+            parts.append((self.snapshot.spaces[space], query, weights.get(space, other_weight)))
         hits = search_fused(parts, k=k, videos=videos, exhaustive=exhaustive, config=localize)
-        return [self._result(h, VISUAL if self._rows[h.media_id]["kind"] != "audio" else AUDIO) for h in hits]
+        out = []
+        for h in hits:
+            space = spaces[h.part] if h.part is not None else VISUAL
+            if space == VISUAL and self._rows[h.media_id]["kind"] == "audio":
+                space = next((s for s in spaces if s != VISUAL), AUDIO)
+            out.append(self._result(h, space, h.text if space in TEXT_SPACES else None))
+        return out
 
     def _search_cross_modal(
         self, *, image: Any, audio: Any, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig
@@ -401,25 +483,23 @@ class Index:
         self,
         texts: list[str],
         *,
-        modality: Literal["video", "audio", "all"] = "video",
+        modality: Literal["video", "audio", "speech", "text", "all"] | None = None,
         k: int = 10,
         videos: int = 20,
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
     ) -> list[list[SearchResult]]:
-        """Many text queries at once: one batched encoder pass and one batched FAISS search per space."""
+        """Many text queries at once, as :meth:`search` answers each: in one space of vectors with
+        one batched encoder pass and one batched FAISS search; fused or in words, one by one."""
         if not texts:
             return []
-        spaces = {"video": [VISUAL], "audio": [AUDIO], "all": [VISUAL, AUDIO]}.get(modality)
-        if spaces is None:
-            raise UsageError(f"unknown modality {modality!r}; choose one of video, audio, all")
-        if modality == "all":
-            spaces = [s for s in spaces if s in self.snapshot.spaces] or [VISUAL]
-        per_space = []
-        for space in spaces:
-            vectors = self.embed_queries(text=list(texts), space=space)
-            per_space.append(self.search_vectors(vectors, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize))
-        return [_interleave([lists[i] for lists in per_space], k) for i in range(len(texts))]
+        if modality is not None and modality not in MODALITIES:
+            raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+        spaces = self._text_query_spaces(modality)
+        if len(spaces) > 1 or spaces[0] in TEXT_SPACES:
+            return [self.search(t, modality=modality, k=k, videos=videos, exhaustive=exhaustive, localize=localize) for t in texts]
+        vectors = self.embed_queries(text=list(texts), space=spaces[0])
+        return self.search_vectors(vectors, space=spaces[0], k=k, videos=videos, exhaustive=exhaustive, localize=localize)
 
     def search_vectors(
         self,
@@ -471,9 +551,13 @@ class Index:
         """path -> media id of every indexed path (identical copies share one id)."""
         return {r["path"]: int(r["media_id"]) for r in table_to_rows(self.snapshot.media)}
 
-    def _result(self, hit: Any, space: str) -> SearchResult:
+    def _result(self, hit: Any, space: str, text: str | None = None) -> SearchResult:
         row = self._rows[hit.media_id]
-        modality: Modality = "audio" if space == AUDIO else ("image" if row["kind"] == "image" else "video")
+        modality: Modality
+        if space in TEXT_SPACES:
+            modality = space  # type: ignore[assignment]
+        else:
+            modality = "audio" if space == AUDIO else ("image" if row["kind"] == "image" else "video")
         return SearchResult(
             path=row["path"],
             start=round(hit.start, 3),
@@ -482,10 +566,13 @@ class Index:
             video_score=None if hit.media_score is None else float(hit.media_score),
             modality=modality,
             moment_score=None if hit.moment_score is None else float(hit.moment_score),
+            text=text,
         )
 
 
-_MEDIA_OF = {VISUAL: "videos or images", AUDIO: "audio files or videos with sound"}
+_MEDIA_OF = {VISUAL: "videos or images", AUDIO: "audio files or videos with sound", SPEECH: "videos or audio files with speech or subtitles", TEXT: "videos or images with text on screen"}
+VISUAL_MODALITY = "video"
+MODALITIES = ("video", "audio", "speech", "text", "all")
 
 
 def _interleave(lists: list[list[SearchResult]], k: int) -> list[SearchResult]:

@@ -12,7 +12,7 @@ from .moments import MomentConfig
 __all__ = ["IngestConfig", "RECORDED_FIELDS", "audio_window_config", "check_recorded", "config_from_record", "config_record"]
 
 # What an index remembers of how it was built: a later run and every query cut media the same way.
-RECORDED_FIELDS = ("fps", "backend", "window", "stride", "audio_window", "audio_hop")
+RECORDED_FIELDS = ("fps", "backend", "window", "stride", "audio_window", "audio_hop", "asr_model", "ocr_interval")
 # Recorded fields that must match between runs (changing them would mix incompatible segments).
 FIXED_FIELDS = ("fps", "window", "stride", "audio_window", "audio_hop")
 
@@ -35,6 +35,8 @@ class IngestConfig:
     latency_ms: float = 10.0  # single-query latency target of each vector index (exact search while it meets it)
     audio_window: float | None = None  # seconds; None: what the audio encoder recommends (10 s for CLAP)
     audio_hop: float | None = None
+    asr_model: str | None = None  # faster-whisper model name or directory for the speech space; None: "base"
+    ocr_interval: float = 2.0  # seconds between the frames read for on-screen text
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -47,6 +49,8 @@ class IngestConfig:
             raise UsageError(f"--max-memory must be a positive number of MB, got {self.max_memory_mb}")
         get_backend(self.backend)  # validates the name
         MomentConfig(self.window, self.stride)  # validates
+        if not self.ocr_interval > 0:
+            raise UsageError(f"--ocr-interval must be positive, got {self.ocr_interval}")
         for name in ("audio_window", "audio_hop"):
             value = getattr(self, name)
             if value is not None and not value > 0:

@@ -7,9 +7,16 @@ data, never a live decoder) and streams back::
 
     ("chunk", frames uint8 (N, H, W, 3), timestamps float64 (N,))   any number of times
     ("audio", [mono float32 clips], starts (N,), ends (N,))         any number of times
+    ("text", space, starts (N,), ends (N,), [str] * N)              words said (speech, subtitles) or written (OCR)
+    ("alive",)                                                      a long stage (speech, OCR) still working
     ("done", {"kind": ..., "duration": ..., "width": ..., "height": ..., "video_end"?: ..., "damaged_packets"?: ...,
-              "lost_seconds"?: ..., "audio_damaged_packets"?: ..., "audio_lost_seconds"?: ..., "audio_note"?: ...})
+              "lost_seconds"?: ..., "audio_damaged_packets"?: ..., "audio_lost_seconds"?: ..., "audio_note"?: ...,
+              "language"?: ..., "stage_failures"?: [(stage, reason)], "notes"?: [str]})
     ("error", stage, reason)
+
+Speech (Whisper), subtitles and OCR run here too, after the pictures and the sound, each with its
+model loaded once per process. A failure of one of them costs that file its words only: it is
+reported in ``stage_failures`` and the file is indexed for the rest.
 """
 
 from __future__ import annotations
@@ -51,6 +58,18 @@ class DecodeTask:
     chunk_frames: int
     visual: bool = True  # decode frames (videos, images)
     audio: AudioSpec | None = None  # decode sound (videos, audio files)
+    speech: str | None = None  # transcribe with this faster-whisper model (name or directory); also reads subtitles
+    ocr_interval: float | None = None  # read on-screen text every this many seconds (videos, images)
+    asr_device: str = "cpu"
+
+
+_MODELS: dict[tuple[str, ...], Any] = {}  # speech and OCR models, loaded once per process
+
+
+def _model(key: tuple[str, ...], load: Any) -> Any:
+    if key not in _MODELS:
+        _MODELS[key] = load()
+    return _MODELS[key]
 
 
 def _limit_memory(megabytes: int) -> None:
@@ -96,6 +115,7 @@ def decode_into(conn: Connection, task: DecodeTask, memory_limit_mb: int) -> Non
         decoded_end = max(info.get("video_end", 0.0), info.get("audio_end", 0.0))
         if decoded_end > 0:  # what decoded, not what the container claims (an MKV counts its start in)
             info["duration"] = decoded_end
+        _send_words(conn, task, info)
         conn.send(("done", info))
     except MediaError as exc:
         conn.send(("error", exc.stage, exc.reason))
@@ -174,6 +194,83 @@ def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
     if damage.damaged_packets:
         info["audio_damaged_packets"] = damage.damaged_packets
         info["audio_lost_seconds"] = damage.lost_seconds
+
+
+def _send_words(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
+    """Speech and subtitles (the speech space), then on-screen text (the text space); a failure of
+    one costs only its words and is recorded in ``info["stage_failures"]``."""
+    from .spaces import SPEECH, TEXT
+
+    failures: list[tuple[str, str]] = []
+    kind = info["kind"]
+
+    def send(space: str, segments: list[Any]) -> None:
+        if segments:
+            conn.send(("text", space, np.asarray([s.start for s in segments], np.float64),
+                       np.asarray([s.end for s in segments], np.float64), [s.text for s in segments]))
+
+    def attempt(stage: str, run: Any) -> None:
+        try:
+            run()
+        except MemoryError:
+            raise
+        except MediaError as exc:
+            failures.append((stage, exc.reason))
+        except Exception as exc:  # noqa: BLE001 - a model or decoder failing costs this stage only
+            failures.append((stage, f"{type(exc).__name__}: {exc}"[:300]))
+
+    if task.speech and kind in ("video", "audio") and not info.get("audio_note"):
+        attempt("speech", lambda: _transcribe(conn, task, info, send))
+    if task.speech and kind == "video":
+        def subtitles() -> None:
+            from .subtitles import read_subtitles
+
+            segments, problems = read_subtitles(task.path)
+            send(SPEECH, segments)
+            if problems:
+                info.setdefault("notes", []).extend(problems)
+        attempt("subtitles", subtitles)
+    if task.ocr_interval and kind in ("video", "image"):
+        def read_text() -> None:
+            from . import ocr
+
+            engine = _model(("ocr",), ocr.OcrEngine)
+            if kind == "image":
+                send(TEXT, ocr.ocr_image(task.path, engine=engine))
+            else:
+                send(TEXT, ocr.ocr_video(
+                    task.path, backend=task.backend, interval=float(task.ocr_interval or ocr.OCR_INTERVAL), engine=engine,
+                    duration=info.get("video_end") or None, on_frame=lambda: conn.send(("alive",)),
+                ))
+        attempt("ocr", read_text)
+    if failures:
+        info["stage_failures"] = failures
+
+
+def _transcribe(conn: Connection, task: DecodeTask, info: dict[str, Any], send: Any) -> None:
+    from .errors import NoAudioError
+    from .spaces import SPEECH
+    from .speech import load_asr_model, transcribe
+
+    assert task.speech is not None
+    model = _model(("asr", task.speech, task.asr_device), lambda: load_asr_model(task.speech, device=task.asr_device))
+    batch: list[Any] = []
+
+    def found(segment: Any) -> None:
+        batch.append(segment)
+        if len(batch) >= 8:
+            send(SPEECH, batch)
+            batch.clear()
+        else:
+            conn.send(("alive",))
+
+    try:
+        transcript = transcribe(task.path, model, on_segment=found)
+    except NoAudioError:
+        return  # no sound: nothing said
+    send(SPEECH, batch)
+    if transcript.segments:
+        info["language"] = transcript.language
 
 
 def main(argv: list[str]) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 
 from .indexes import IndexRecipe, PreparedFile, RowVectors, VectorIndex, choose_recipe
 from .moments import MomentConfig, media_vector, moment_windows
-from .spaces import anchor_of
+from .spaces import TEXT_SPACES, anchor_of
 from .store import DATA, INDEXED_TABLES, MEDIA, MOMENTS, SEGMENTS, IndexWriter
 
 __all__ = ["COMPACT_SHARE", "Deriver", "frame_segments", "upgrade_index"]
@@ -151,6 +151,9 @@ class Deriver:
         and for a space of what is said or written the text of each.
 
         Appends them, the item's moment windows and its media-level vector; all of one item in one call.
+        In a space of words (:data:`~mmsearch.spaces.TEXT_SPACES`) each segment (a sentence, a
+        subtitle, a line on screen) is its own moment, row for row, so the moment index finds
+        segments and a moment row is the segment row of the same number.
         """
         t0 = time.perf_counter()
         starts = np.asarray(starts, np.float64)
@@ -162,8 +165,11 @@ class Deriver:
             return
         w = self.writer
         w.append(space, SEGMENTS, media_id, vectors, starts=starts, ends=ends, texts=texts)
-        times = starts if w.spaces[space].get("anchor", "start") == "start" else (starts + ends) / 2
-        m_start, m_end, m_vec = moment_windows(times, vectors, duration=duration, config=self.moments)
+        if space in TEXT_SPACES:
+            m_start, m_end, m_vec = starts, ends, vectors
+        else:
+            times = starts if w.spaces[space].get("anchor", "start") == "start" else (starts + ends) / 2
+            m_start, m_end, m_vec = moment_windows(times, vectors, duration=duration, config=self.moments)
         w.append(space, MOMENTS, media_id, m_vec, starts=m_start, ends=m_end)
         w.append(space, MEDIA, media_id, media_vector(vectors)[None])
         self.timings["derive"] += time.perf_counter() - t0

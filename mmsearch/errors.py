@@ -44,6 +44,14 @@ class NoAudioError(MediaError):
     """The file has no usable audio (no track, zero length or silence)."""
 
 
+class SubtitleError(MediaError):
+    """Subtitles (a sidecar file such as ``film.en.srt``, or a text stream inside the container)
+    could not be read. The video itself may still be indexed without them."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(path, reason, stage="subtitles")
+
+
 class EncoderError(MMSearchError):
     """An encoder could not be built or its weights could not be loaded."""
 

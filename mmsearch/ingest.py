@@ -26,9 +26,10 @@ import numpy as np
 from .config import IngestConfig, audio_window_config, check_recorded, config_from_record, config_record
 from .decode_worker import AudioSpec, DecodeTask, DecodeWorker
 from .derive import Deriver, frame_segments, upgrade_index
+from .speech import DEFAULT_ASR_MODEL
 from .errors import EncoderMismatchError, UsageError
 from .media import discover, media_kind
-from .spaces import AUDIO, COMMON_AUDIO, COMMON_VISUAL, SPACES_BY_KIND, VISUAL, anchor_of
+from .spaces import AUDIO, COMMON_AUDIO, COMMON_VISUAL, SPACES_BY_KIND, SPEECH, TEXT, TEXT_SPACES, VISUAL, anchor_of
 from .store import MANIFEST, IndexWriter
 
 __all__ = ["IngestConfig", "IngestReport", "index_paths", "open_writer"]
@@ -49,6 +50,9 @@ class IngestReport:
     audio_windows: int = 0
     no_audio: list[tuple[str, str]] = field(default_factory=list)  # videos without usable sound, and why
     damaged: list[tuple[str, str]] = field(default_factory=list)  # indexed for what decoded; what was lost
+    partial: list[tuple[str, str, str]] = field(default_factory=list)  # indexed, but a stage of words failed: path, stage, reason
+    notes: list[tuple[str, str]] = field(default_factory=list)  # indexed; something beside it was not (a bad subtitle file)
+    text_segments: int = 0  # sentences, subtitles and lines on screen embedded
     not_media: dict[str, int] = field(default_factory=dict)  # files passed over, by extension
     timings: dict[str, float] = field(default_factory=lambda: {"hash": 0.0, "decode_wait": 0.0, "encode": 0.0, "commit": 0.0})
     generation: int = 0
@@ -82,16 +86,36 @@ class _Pending:
     row: dict[str, Any] | None = None  # the existing media row, when only new spaces are needed
     # space -> (starts, ends, vectors) chunks; a frame's end is known once the next frame is
     buffers: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
+    texts: dict[str, list[str]] = field(default_factory=dict)  # the words of a text space's segments
     aliases: list[tuple[str, os.stat_result]] = field(default_factory=list)  # same content, other paths
 
-    def add(self, space: str, starts: np.ndarray, ends: np.ndarray | None, vectors: np.ndarray) -> None:
+    def add(self, space: str, starts: np.ndarray, ends: np.ndarray | None, vectors: np.ndarray, texts: list[str] | None = None) -> None:
         ss, es, vs = self.buffers.setdefault(space, ([], [], []))
         ss.append(np.asarray(starts, np.float64))
         es.append(np.asarray(ends if ends is not None else np.full(len(starts), np.nan), np.float64))
         vs.append(vectors)
+        if texts is not None:
+            self.texts.setdefault(space, []).extend(texts)
 
 
 EncoderFactories = dict[str, Callable[[], Any]]
+
+
+class _Encoders(dict):
+    """The encoders of a run by space. A text space's (the sentence encoder) is built when its first
+    words arrive, so a library without speech or on-screen text never loads it."""
+
+    def __init__(self, factories: EncoderFactories, writer: IndexWriter) -> None:
+        super().__init__()
+        self.factories = factories
+        self.writer = writer
+
+    def __missing__(self, space: str) -> Any:
+        encoder = self.factories[space]()
+        _check_encoder(self.writer, space, encoder)
+        self.writer.ensure_space(space, _encoder_record(encoder), encoder.dim, anchor=anchor_of(space))
+        self[space] = encoder
+        return encoder
 
 
 def index_paths(
@@ -150,11 +174,10 @@ def _index(
         plan = _plan(files, roots, writer, wanted, config, report)
         notify("plan", {"total": len(plan), "unchanged": report.unchanged})
         needed = {s for item in plan for s in item.spaces} | {s for s in verify_encoders if writer.space_encoder(s)}
-        built: dict[str, Any] = {}
+        built = _Encoders(encoders, writer)
         for space in sorted(needed & wanted, key=lambda name: name != VISUAL):  # the visual encoder first
-            built[space] = encoders[space]()
-            _check_encoder(writer, space, built[space])
-            writer.ensure_space(space, _encoder_record(built[space]), built[space].dim, anchor=anchor_of(space))
+            if space not in TEXT_SPACES or space in verify_encoders:  # text spaces: when words arrive
+                built[space]
         if AUDIO in built:  # record the effective windows, so later runs and queries cut sound the same way
             window, hop = audio_window_config(built[AUDIO], config)
             writer.config.setdefault("audio_window", window)
@@ -274,7 +297,11 @@ def _task(item: _Pending, encoders: dict[str, Any], config: IngestConfig) -> Dec
     if audio is not None:
         window, hop = audio_window_config(audio, config)
         audio_spec = AudioSpec(sample_rate=int(audio.sample_rate), window=window, hop=hop)
+    device = getattr(next(iter(encoders.values()), None), "device", None)
     return DecodeTask(
+        speech=(config.asr_model or DEFAULT_ASR_MODEL) if SPEECH in item.spaces else None,
+        ocr_interval=config.ocr_interval if TEXT in item.spaces else None,
+        asr_device="cuda" if getattr(device, "type", None) == "cuda" else "cpu",
         path=item.path,
         kind=item.kind,
         fps=config.fps,
@@ -356,7 +383,9 @@ def _run(
                         message = None
                     if message is not None:
                         kind = message[0]
-                        if kind in ("chunk", "audio"):
+                        if kind == "alive":
+                            continue
+                        if kind in ("chunk", "audio", "text"):
                             _encode_chunk(item, message, encoders, report)
                             notify("frames", {"path": item.path, "n": len(message[2])})
                             continue
@@ -400,6 +429,10 @@ def _encode_chunk(item: _Pending, message: tuple, encoders: dict[str, Any], repo
         _, frames, timestamps = message
         item.add(VISUAL, timestamps, None, encoders[VISUAL].encode_images(frames))
         report.frames += len(timestamps)
+    elif message[0] == "text":  # ("text", space, starts, ends, texts): sentences, subtitles, lines on screen
+        _, space, starts, ends, texts = message
+        item.add(space, starts, ends, encoders[space].encode_text(texts), texts)
+        report.text_segments += len(texts)
     else:  # ("audio", clips, starts, ends): each window is the segment [start, end)
         _, clips, starts, ends = message
         item.add(AUDIO, starts, ends, encoders[AUDIO].encode_audio(clips))
@@ -418,8 +451,9 @@ def _finish(deriver: Deriver, report: IngestReport, item: _Pending, info: dict[s
             order = np.argsort(starts, kind="stable")
             starts, vectors = starts[order], vectors[order]
             starts, ends = frame_segments(starts, duration=video_end)
-        deriver.add_segments(space, item.media_id, starts, ends, vectors, duration=duration)
-        if heads is not None:
+        texts = item.texts.get(space) if space in TEXT_SPACES else None
+        deriver.add_segments(space, item.media_id, starts, ends, vectors, duration=duration, texts=texts)
+        if heads is not None and space in (VISUAL, AUDIO):
             common, project = (COMMON_VISUAL, heads.project_visual) if space == VISUAL else (COMMON_AUDIO, heads.project_audio)
             deriver.add_segments(common, item.media_id, starts, ends, project(vectors), duration=duration)
     audio_note = info.get("audio_note")
@@ -440,12 +474,22 @@ def _finish(deriver: Deriver, report: IngestReport, item: _Pending, info: dict[s
     row = {**base, "spaces": ",".join(sorted(set(item.done_spaces) | set(item.spaces)))}
     if damage or item.row is None:
         row["damage"] = damage
+    if SPEECH in item.spaces:
+        row["language"] = info.get("language")
     writer.put_path(row)
     for alias, st in item.aliases:
         writer.put_path({**row, "path": alias, "size": st.st_size, "mtime": st.st_mtime})
     report.indexed.append(item.path)
     if damage:
         report.damaged.append((item.path, damage))
+    for note in info.get("notes") or ():
+        report.notes.append((item.path, note))
+        log.warning("%s: %s", item.path, note)
+    for stage, reason in info.get("stage_failures") or ():  # recorded after the path, which clears old failures
+        for path, st in [(item.path, item), *item.aliases]:
+            writer.put_failure(_failure_row(path, st, stage, reason))
+        report.partial.append((item.path, stage, reason))
+        log.warning("%s: %s failed (indexed without it): %s", item.path, stage, reason)
 
 
 def _damage(info: dict[str, Any]) -> str | None:
@@ -460,11 +504,15 @@ def _damage(info: dict[str, Any]) -> str | None:
 
 def _fail(writer: IndexWriter, report: IngestReport, path: str, st: Any, stage: str, reason: str) -> None:
     """Record a file that could not be indexed; ``st`` (a stat result or a pending item) gives size and mtime."""
-    size = int(getattr(st, "st_size", getattr(st, "size", 0)) or 0)
-    mtime = float(getattr(st, "st_mtime", getattr(st, "mtime", 0.0)) or 0.0)
-    writer.put_failure({"path": path, "size": size, "mtime": mtime, "stage": stage, "reason": reason, "time": time.time()})
+    writer.put_failure(_failure_row(path, st, stage, reason))
     report.failed.append((path, stage, reason))
     log.warning("%s: %s failed: %s", path, stage, reason)
+
+
+def _failure_row(path: str, st: Any, stage: str, reason: str) -> dict[str, Any]:
+    size = int(getattr(st, "st_size", getattr(st, "size", 0)) or 0)
+    mtime = float(getattr(st, "st_mtime", getattr(st, "mtime", 0.0)) or 0.0)
+    return {"path": path, "size": size, "mtime": mtime, "stage": stage, "reason": reason, "time": time.time()}
 
 
 def _under(path: str, roots: list[Path]) -> bool:

@@ -18,7 +18,8 @@ the one in the better-matching video wins.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,8 @@ class Hit:
     score: float  # what results are ranked by: the moment and media scores combined
     media_score: float | None
     moment_score: float | None = None  # the moment's own similarity (its curve's peak)
+    part: int | None = None  # fused search: the part (space) that gave most at the moment's peak
+    text: str | None = None  # the words said or written at the peak, when a space of words matched
 
 
 def combined_score(moment_score: float, media_score: float | None, media_weight: float = MEDIA_WEIGHT) -> float:
@@ -211,24 +214,28 @@ def _candidates_from_moments(space: SpaceData, queries: np.ndarray, *, k: int) -
 
 
 def search_fused(
-    parts: list[tuple[SpaceData, np.ndarray, float]],
+    parts: list[tuple[SpaceData, Any, float]],
     *,
     k: int = 10,
     videos: int = 20,
     exhaustive: bool = False,
     config: LocalizeConfig = LocalizeConfig(),
 ) -> list[Hit]:
-    """One query in several spaces (e.g. CLIP text vs frames, CLAP text vs sound), fused per moment.
+    """One query in several spaces (CLIP text vs frames, CLAP text vs sound, words said or written),
+    fused per moment in the way of HERO (Li et al., 2020: frames and subtitles on one timeline).
 
-    ``parts`` holds (space, query vector, weight). Stage 1 takes the union of
-    each space's top media. Each space's curve is standardised over all the
-    candidates' frames (cosine scales differ between encoders), sampled on the
-    finest timeline of the media, weighted and summed; a space a media item lacks
-    contributes 0 (the average). Moments are localized on the fused curve, so a
-    moment that matches in both spaces ranks first. Media scores are standardised
-    with the same statistics and fused the same way, and each moment's score combines
-    the two as single-space search does (:func:`combined_score`), so a weight of 0
-    on a space ranks as the other space alone would.
+    ``parts`` holds (space, query, weight). A query is a vector of the space, or for a space of words
+    an object with ``candidates()`` (segment rows worth scoring) and ``scores(rows)`` (a
+    :class:`mmsearch.textsearch.TextQuery`). Stage 1 takes the union of each space's top media. Each
+    space's scores are standardised over all the candidates' segments (cosine scales differ between
+    encoders). A dense space (frames, sound windows) is smoothed on its own timeline and sampled on a
+    common one (every segment time of the media, and the edges of its spoken or written segments); a
+    space of words holds a segment's score over the segment's own ``[start, end)`` and the average (0)
+    where nothing is said or written. The weighted sum is localized, so a moment where the words are
+    said *and* the picture matches ranks first. Media scores (a media's vector, or for words its best
+    segment) are standardised and fused the same way, and each moment's score combines the two as
+    single-space search does (:func:`combined_score`), so a weight of 0 on a space ranks as the other
+    spaces alone would. A space a media item lacks contributes 0 (the average).
     """
     candidates: dict[int, float] = {}
     for space, query, _ in parts:
@@ -236,49 +243,119 @@ def search_fused(
             continue
         if exhaustive:
             ids = [int(m) for m in space.live_media_ids()]
+        elif _is_text(query):
+            media_ids = space.segment_rows.column("media_id").to_numpy()
+            rows = query.candidates()
+            order = np.argsort(-query.scores(rows), kind="stable")
+            ids = list(dict.fromkeys(int(media_ids[r]) for r in rows[order]))[:videos]
         else:
             _, rows = space.media_index.search(query[None], min(videos, space.media_index.ntotal))
             ids = [int(space.media_ids[r]) for r in rows[0] if r >= 0]
         for media_id in ids:
             candidates.setdefault(media_id, 0.0)
-    curves: dict[int, list[tuple[np.ndarray, np.ndarray, float] | None]] = {m: [] for m in candidates}
+    curves: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray, float, bool] | None]] = {m: [] for m in candidates}
     ends_at: dict[int, float] = {}
     starts_at: dict[int, float] = {}
     stats = []
     for space, query, weight in parts:
         values = []
+        text = _is_text(query)
         for media_id in candidates:
-            starts, ends, vecs = space.segments_of(media_id)
-            ts = starts if space.anchor == "start" else (starts + ends) / 2
-            if len(ts):
+            if text:
+                rows = space.segment_row_ids(media_id)
+                starts, ends = space.segment_rows.column("start").to_numpy()[rows], space.segment_rows.column("end").to_numpy()[rows]
+                scores = query.scores(rows)
+            else:
+                starts, ends, vecs = space.segments_of(media_id)
+                scores = vecs @ query if len(starts) else np.zeros(0)
+            if len(starts):
                 ends_at[media_id] = max(ends_at.get(media_id, 0.0), float(ends.max()))
                 starts_at[media_id] = min(starts_at.get(media_id, np.inf), float(starts.min()))
-                scores = vecs @ query
-                curves[media_id].append((ts, scores, weight))
+                curves[media_id].append((starts, ends, scores, weight, text))
                 values.append(scores)
             else:
                 curves[media_id].append(None)
         pooled = np.concatenate(values) if values else np.zeros(1)
         stats.append((float(pooled.mean()), float(pooled.std()) or 1.0))
     media_fused: dict[int, float] = dict.fromkeys(candidates, 0.0)
-    for (space, query, weight), (mean, std) in zip(parts, stats):
+    for (space, query, weight), (mean, std), i in zip(parts, stats, range(len(parts))):
+        if _is_text(query):
+            for media_id, per_space in curves.items():
+                if per_space[i] is not None:
+                    media_fused[media_id] += weight * (float(per_space[i][2].max()) - mean) / std
+            continue
         ids, vectors = space.media_vectors(list(candidates))
         for media_id, score in zip(ids, vectors @ query):
             media_fused[int(media_id)] += weight * (float(score) - mean) / std
     hits: list[Hit] = []
+    anchors = [space.anchor for space, _, _ in parts]
+    flat = replace(config, smooth_seconds=0.0)  # dense curves are smoothed on their own timelines
     for media_id, per_space in curves.items():
-        present = [c for c in per_space if c is not None]
+        present = [(c, a) for c, a in zip(per_space, anchors) if c is not None]
         if not present:
             continue
-        grid = max((c[0] for c in present), key=len)  # the finest timeline this media has
-        fused = np.zeros(len(grid))
-        for curve, (mean, std) in zip(per_space, stats):
+        grid = _fusion_grid(present)
+        contributions = np.zeros((len(parts), len(grid)))
+        said: dict[int, np.ndarray] = {}  # part -> the segment (row in its curve) over each grid time, -1: none
+        for i, (curve, (mean, std), anchor) in enumerate(zip(per_space, stats, anchors)):
             if curve is None:
                 continue
-            ts, scores, weight = curve
-            fused += weight * np.interp(grid, ts, (scores - mean) / std)
+            starts, ends, scores, weight, text = curve
+            z = (np.asarray(scores, np.float64) - mean) / std
+            if text:
+                values, said[i] = _step_curve(grid, starts, ends, z)
+                contributions[i] = weight * values
+            else:
+                ts = starts if anchor == "start" else (starts + ends) / 2
+                contributions[i] = weight * np.interp(grid, ts, smooth(z, ts, config.smooth_seconds))
+        fused = contributions.sum(axis=0)
         media_score = media_fused[media_id]
-        for start, end, moment in localize(grid, fused, duration=ends_at[media_id], begin=starts_at[media_id], config=config):
-            hits.append(Hit(media_id, start, end, combined_score(moment, media_score), media_score, moment))
+        for start, end, moment in localize(grid, fused, duration=ends_at[media_id], begin=starts_at[media_id], config=flat):
+            inside = np.flatnonzero((grid >= start) & (grid < end)) if end > start else np.zeros(0, np.int64)
+            peak = int(inside[np.argmax(fused[inside])]) if len(inside) else int(np.argmin(np.abs(grid - start)))
+            part = int(np.argmax(contributions[:, peak]))
+            words = None
+            if part in said and said[part][peak] >= 0:
+                words = _segment_text(parts[part][0], media_id, int(said[part][peak]))
+            hits.append(Hit(media_id, start, end, combined_score(moment, media_score), media_score, moment, part, words))
     hits.sort(key=lambda h: (-round(h.score, SCORE_DECIMALS), h.media_id, h.start))
     return hits[:k]
+
+
+def _is_text(query: Any) -> bool:
+    return hasattr(query, "scores") and hasattr(query, "candidates")
+
+
+EDGE = 0.01  # seconds: grid points just inside a spoken or written segment's edges
+
+
+def _fusion_grid(present: list[tuple[tuple, str]]) -> np.ndarray:
+    """The times a media's fused curve is sampled at: every dense segment's anchor, and each word
+    segment's start, a point just before it, and a point just before its end."""
+    times = []
+    for (starts, ends, _, _, text), anchor in present:
+        if text:
+            times += [starts - EDGE, starts, np.maximum(starts, ends - EDGE)]
+        else:
+            times.append(starts if anchor == "start" else (starts + ends) / 2)
+    grid = np.unique(np.round(np.concatenate(times), 4))
+    first = min(float(np.min(starts)) for (starts, *_), _ in present if len(starts))
+    return grid[grid >= first]  # nothing before the media's first segment
+
+
+def _step_curve(grid: np.ndarray, starts: np.ndarray, ends: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """At each grid time, the best score of the segments over it ([start, end), a point segment at
+    its start), 0 where there is none; and which segment that is (-1: none)."""
+    out = np.full(len(grid), -np.inf)
+    which = np.full(len(grid), -1, np.int64)
+    for j, (a, b, value) in enumerate(zip(starts, ends, z)):
+        inside = (grid >= a) & ((grid < b) | (grid == a)) & (value > out)
+        out[inside] = value
+        which[inside] = j
+    return np.where(which >= 0, out, 0.0), which
+
+
+def _segment_text(space: SpaceData, media_id: int, j: int) -> str | None:
+    """The words of a media item's ``j``-th segment (in time order) of a space of words."""
+    texts = space.texts_of(media_id)
+    return texts[j] if texts and 0 <= j < len(texts) else None

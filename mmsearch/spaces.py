@@ -27,7 +27,9 @@ COMMON_SOURCES = {COMMON_VISUAL: VISUAL, COMMON_AUDIO: AUDIO}  # a common space 
 
 MediaKind = Literal["video", "image", "audio"]
 MEDIA_KINDS: tuple[MediaKind, ...] = ("video", "image", "audio")
-SPACES_BY_KIND: dict[str, tuple[str, ...]] = {"video": (VISUAL, AUDIO), "image": (VISUAL,), "audio": (AUDIO,)}
+SPACES_BY_KIND: dict[str, tuple[str, ...]] = {
+    "video": (VISUAL, AUDIO, SPEECH, TEXT), "image": (VISUAL, TEXT), "audio": (AUDIO, SPEECH),
+}
 
 Modality = Literal["video", "image", "audio", "speech", "text"]  # what a search result is (what matched)
 

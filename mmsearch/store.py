@@ -75,6 +75,7 @@ MEDIA_SCHEMA = pa.schema(
         ("height", pa.int32()),
         ("spaces", pa.string()),  # comma-separated spaces this media was processed for
         ("damage", pa.string()),  # what a damaged file lost; null when it decoded whole (and in indexes written before it existed)
+        ("language", pa.string()),  # what is said in it (ISO 639-1, Whisper's detection); null: no speech, or not transcribed
     ]
 )
 FAILURE_SCHEMA = pa.schema(
@@ -234,6 +235,11 @@ class SpaceData:
             return None
         rows = np.concatenate([np.arange(a, b) for a, b in ranges])
         return ranges, rows, np.argsort(self._start[rows], kind="stable")
+
+    def segment_row_ids(self, media_id: int) -> np.ndarray:
+        """Row numbers (int64) of one live media item's segments, in the order of :meth:`segments_of`."""
+        found = self._segment_rows(media_id)
+        return np.zeros(0, np.int64) if found is None else found[1][found[2]].astype(np.int64)
 
     def texts_of(self, media_id: int) -> list[str] | None:
         """The text of one media item's segments, in the order of :meth:`segments_of` (None in a space without text)."""

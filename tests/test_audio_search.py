@@ -36,7 +36,7 @@ def test_audio_files_and_soundtracks_are_indexed(audio_world):
     assert info["spaces"]["audio"]["encoder"]["model"] == "synth-clap"
     assert info["spaces"]["audio"]["frames"] > 0
     kinds = {r["kind"]: r["spaces"] for r in idx.snapshot.media_rows().values()}
-    assert kinds["audio"] == "audio" and kinds["video"] == "audio,visual"
+    assert kinds["audio"] == "audio,speech" and kinds["video"] == "audio,speech,text,visual"
 
 
 def test_text_to_audio_finds_file_and_moment(audio_world):

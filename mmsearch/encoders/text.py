@@ -80,6 +80,12 @@ class SentenceEncoder:
                 "connect once to download it, or pass a local SentenceTransformer directory"
             )
         try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # a bar per load, over mmsearch's own progress
+        except ImportError:  # pragma: no cover
+            pass
+        try:
             self.model = SentenceTransformer(where, device=str(self.device))
         except Exception as exc:  # noqa: BLE001 - transformers and the hub raise many kinds
             raise EncoderError(

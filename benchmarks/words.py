@@ -1,0 +1,308 @@
+"""What is said and what is written, searched (issue #15): real Whisper base, all-MiniLM-L6-v2 and PP-OCRv4.
+
+Builds a library of videos with words in them at known seconds, indexes it with mmsearch exactly as
+a user would (``mmsearch.index_paths``, default speech and OCR; pictures with the tiny ``synth-clip``,
+which plays no part in these measures), and asks it questions.
+
+1. **Speech.** ``--videos`` videos of 45 s, each with 3 espeak-ng sentences at random seconds over
+   low noise, and the LibriSpeech clips of ``../shared/media/librosa`` as audio files (reference
+   phrases in its ``SPEECH.md``). Per sentence two queries: a *quoted phrase* (5 consecutive words
+   of it, in double quotes) and a *paraphrase* written to share no content word with it. A query
+   is right when the top result is the right file and, for the espeak sentences (whose onsets are
+   known), starts within 0.5 s of the sentence's onset (first sample above -40 dBFS); for the
+   LibriSpeech phrases (no times known) when the top result's words hold the phrase (quoted) or
+   the file is right (paraphrase). Asked with ``--modality speech`` and with no modality (pictures
+   and words fused per moment). Word error rate: each espeak sentence against the indexed segment
+   sharing most of its words.
+2. **On-screen text.** ``--slides`` videos of 30 s, each showing 3 lines of text one after another
+   (fonts, sizes, colours and positions drawn per line), with ``--modality text``: right when the
+   top result is the right file and its temporal IoU with the line's interval is at least 0.5.
+3. **Speed.** Whisper on the library's sound alone (audio-seconds per wall-second, the model loaded
+   once, int8 on ``--threads``), OCR frames per second (``mmsearch.ocr.ocr_video`` on the slides),
+   and the wall time of indexing the same videos with and without ``--speech``/``--ocr``, per hour
+   of video.
+
+    python benchmarks/words.py --json benchmarks/results/words.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import describe, machine_info, write_json  # noqa: E402
+
+# (sentence, paraphrase sharing no content word)
+SENTENCES = [
+    ("the harbour lights came on one by one", "lamps at the port switched on gradually"),
+    ("grandfather told the story about the boat", "grandpa narrated a tale of his ship"),
+    ("please bring the blue umbrella tomorrow", "carry an azure parasol with you next day"),
+    ("seven students finished the chemistry exam", "pupils completed their science test"),
+    ("the orchestra rehearsed until midnight", "musicians practised late into the night"),
+    ("a small dog chased the delivery truck", "little puppy ran after a van"),
+    ("we planted tomatoes behind the garage", "vegetables were sown at the back of our carport"),
+    ("the museum closes early on sundays", "that gallery shuts sooner at weekends"),
+    ("my sister painted the kitchen yellow", "our sibling coloured her cooking room golden"),
+    ("thunder rolled across the empty valley", "a storm rumbled over deserted hills"),
+    ("the baker sells fresh bread every morning", "loaves are baked daily at dawn"),
+    ("our train was delayed by heavy snow", "railway trip postponed due to blizzard"),
+    ("the children built a castle of sand", "kids made a fortress on a beach"),
+    ("the doctor said the fever would pass", "physician promised that temperature goes down soon"),
+    ("they climbed the mountain before sunrise", "hikers ascended a peak at dawn"),
+    ("the old clock in the hall stopped ticking", "an antique timepiece went silent"),
+    ("she forgot her keys at the office", "woman left house keys behind at work"),
+    ("the river flooded the farmer's fields", "water overflowed onto agricultural land"),
+    ("we watched fireworks from the rooftop", "spectators saw pyrotechnics above a building"),
+    ("the cat slept on the warm windowsill", "kitten dozed by a sunny ledge"),
+    ("the team celebrated their victory with pizza", "players marked a win eating italian food"),
+    ("a strong wind blew the tent away", "gale carried off our camping shelter"),
+    ("the library will open a new reading room", "books hall launches another study space"),
+    ("grandmother baked an apple pie for dinner", "granny made fruit dessert for supper"),
+]
+LIBRI_PARAPHRASES = {
+    "will there be any harm in my calling on Miss Tilney today": "is it wrong to visit that lady now",
+    "I shall not be easy till I have explained everything": "my mind won't rest until it's all clarified",
+    "the adventure of the cart": "a wagon escapade",
+    "it befell in the month of May": "this happened during springtime",
+    "with her white paint and her scarlet smoke stack": "a vessel coloured snowy with a crimson funnel",
+    "one of the two small steamers": "a pair of little ships",
+}
+FONTS = [
+    None,
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Oblique.ttf",
+]
+LINES = [
+    "Quarterly results review", "Welcome to the science fair", "Exit through the east gate", "Chapter three the return",
+    "Final score home team wins", "Safety first wear a helmet", "Annual general meeting", "Breaking news flood warning",
+    "Happy birthday grandma", "Platform four to the airport", "Closing ceremony tonight", "Fresh fish market prices",
+    "Department of marine biology", "Lost and found office", "Welcome aboard captain", "Tickets sold out today",
+    "Introduction to machine learning", "Garden centre open daily", "Road closed for repairs", "Thank you for watching",
+    "Museum of modern art", "Winter sale starts monday", "Keep calm and carry on", "Hospital visiting hours",
+]
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "librosa"
+
+
+def words_of(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def speak(text: str) -> np.ndarray:
+    from mmsearch.audio import load_audio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "s.wav"
+        subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, capture_output=True)
+        return load_audio(wav, sample_rate=16000)[0]
+
+
+def wer(ref: list[str], hyp: list[str]) -> float:
+    d = np.arange(len(hyp) + 1, dtype=np.int64)
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d.copy(), i
+        for j, h in enumerate(hyp, 1):
+            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (r != h))
+    return float(d[len(hyp)]) / max(1, len(ref))
+
+
+def build_speech(folder: Path, videos: int, seed: int) -> list[dict]:
+    """Talking videos (3 sentences each) and the LibriSpeech clips; returns one truth row per sentence."""
+    from mmsearch.synth.talking import Voice, write_talking_video
+
+    rng = np.random.default_rng(seed)
+    truth = []
+    order = list(range(len(SENTENCES)))
+    for v in range(videos):
+        voices, at = [], float(rng.uniform(1.0, 4.0))
+        for j in range(3):
+            sentence, paraphrase = SENTENCES[order[(3 * v + j) % len(order)]]
+            samples = speak(sentence)
+            onset = float(np.argmax(np.abs(samples) > 0.01)) / 16000
+            voices.append(Voice(samples, at))
+            truth.append({"file": f"talk{v:02d}.mp4", "sentence": sentence, "paraphrase": paraphrase, "onset": round(at + onset, 3)})
+            at += len(samples) / 16000 + float(rng.uniform(3.0, 8.0))
+        write_talking_video(folder / f"talk{v:02d}.mp4", seconds=max(45.0, at + 2.0), voices=voices, seed=v)
+    if (SHARED / "SPEECH.md").is_file():
+        table = (SHARED / "SPEECH.md").read_text(encoding="utf-8")
+        for line in table.splitlines():
+            m = re.match(r"\|\s*([\w.-]+\.ogg)\s*\|(.*)\|", line)
+            if m:
+                shutil.copy(SHARED / m.group(1), folder / m.group(1))
+                for phrase in re.findall(r'"([^"]+)"', m.group(2)):
+                    truth.append({"file": m.group(1), "sentence": phrase, "paraphrase": LIBRI_PARAPHRASES[phrase], "onset": None})
+    return truth
+
+
+def build_slides(folder: Path, count: int, seed: int) -> list[dict]:
+    """Videos of 30 s showing 3 lines one after another; returns one truth row per line."""
+    from mmsearch.synth.talking import Caption, write_talking_video
+
+    rng = np.random.default_rng(seed + 1)
+    truth = []
+    fonts = [f for f in FONTS if f is None or Path(f).is_file()]
+    for v in range(count):
+        captions = []
+        for j in range(3):
+            text = LINES[(3 * v + j) % len(LINES)]
+            start, end = 10.0 * j + float(rng.uniform(0, 2)), 10.0 * (j + 1)
+            bright = int(rng.integers(180, 256))
+            captions.append(Caption(
+                text, round(start, 1), end, position=(float(rng.uniform(0.02, 0.3)), float(rng.uniform(0.05, 0.8))),
+                size=int(rng.integers(24, 56)), colour=tuple(int(c) for c in rng.integers(0, 80, 3)) if j % 2 else (bright, bright, bright),
+                background=(235, 230, 220) if j % 2 else tuple(int(c) for c in rng.integers(0, 90, 3)), font=fonts[int(rng.integers(len(fonts)))],
+            ))
+            truth.append({"file": f"slides{v:02d}.mp4", "line": text, "start": captions[-1].start, "end": end})
+        write_talking_video(folder / f"slides{v:02d}.mp4", seconds=30.0, captions=captions, size=(960, 540), seed=100 + v)
+    return truth
+
+
+def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
+
+
+def quoted(sentence: str) -> str:
+    words = sentence.split()
+    return '"' + " ".join(words[:5] if len(words) <= 6 else words[1:6]) + '"'
+
+
+def speech_scores(index, truth: list[dict], modality: str | None) -> dict:
+    out = {}
+    for kind in ("quoted", "paraphrase"):
+        rows = []
+        for t in truth:
+            q = quoted(t["sentence"]) if kind == "quoted" else t["paraphrase"]
+            found = index.search(q, modality=modality, k=5)
+            top = found[0] if found else None
+            right_file = top is not None and Path(top.path).name == t["file"]
+            if t["onset"] is not None:
+                ok = right_file and abs(top.start - t["onset"]) <= 0.5
+            elif kind == "quoted":
+                ok = right_file and " ".join(words_of(q)) in " ".join(words_of(top.text or ""))
+            else:
+                ok = right_file
+            rows.append({"query": q, "file": t["file"], "ok": bool(ok), "top": None if top is None else
+                         {"file": Path(top.path).name, "start": top.start, "end": top.end, "text": top.text, "modality": top.modality}})
+        out[kind] = {"queries": len(rows), "right": sum(r["ok"] for r in rows),
+                     "share": round(sum(r["ok"] for r in rows) / max(1, len(rows)), 3), "misses": [r for r in rows if not r["ok"]]}
+    return out
+
+
+def transcript_wer(index, truth: list[dict]) -> float:
+    space = index.snapshot.spaces["speech"]
+    texts = [t or "" for t in space.segment_rows.column("text").to_pylist()]
+    wers = []
+    for t in truth:
+        if t["onset"] is None:
+            continue
+        ref = words_of(t["sentence"])
+        best = max(texts, key=lambda s: len(set(words_of(s)) & set(ref)))
+        wers.append(wer(ref, words_of(best)))
+    return round(float(np.mean(wers)), 3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", type=int, default=8, help="talking videos (3 sentences each)")
+    p.add_argument("--slides", type=int, default=8, help="videos with lines of text on screen (3 each)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    if not shutil.which("espeak-ng"):
+        raise SystemExit("benchmarks/words.py speaks its sentences with espeak-ng: apt-get install espeak-ng")
+    import mmsearch
+    from mmsearch import ocr
+    from mmsearch.audio import probe_audio
+    from mmsearch.speech import load_asr_model, transcribe
+
+    info = machine_info()
+    print(f"machine: {describe(info)}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="words-bench-"))
+    results: dict = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}}
+    try:
+        talk, slides = work / "talk", work / "slides"
+        speech_truth = build_speech(talk, args.videos, args.seed)
+        slide_truth = build_slides(slides, args.slides, args.seed)
+        video_seconds = sum(probe_audio(f).duration for f in talk.glob("*.mp4")) + 30.0 * args.slides
+
+        timings = {}
+        for label, options in (("pictures+sound", dict(speech=False, ocr=False)), ("+speech+ocr", {})):
+            t0 = time.perf_counter()
+            report = mmsearch.index_paths([talk, slides], work / f"index-{label}", model="synth-clip", **options)
+            timings[label] = time.perf_counter() - t0
+            if report.failed or report.partial:
+                raise SystemExit(f"indexing failed: {report.failed} {report.partial}")
+        index = mmsearch.open_index(work / "index-+speech+ocr")
+        added = timings["+speech+ocr"] - timings["pictures+sound"]
+        results["indexing"] = {
+            "video_seconds": round(video_seconds, 1), "wall_s": {k: round(v, 2) for k, v in timings.items()},
+            "added_per_video_hour_s": round(added / video_seconds * 3600, 1),
+        }
+        print(f"\nindexing {video_seconds:.0f} s of video (+ {len(list(talk.glob('*.ogg')))} LibriSpeech clips): "
+              f"pictures+sound {timings['pictures+sound']:.1f} s, with speech and OCR {timings['+speech+ocr']:.1f} s "
+              f"-> speech and OCR add {added / video_seconds * 3600 / 60:.1f} min per hour of video", flush=True)
+
+        print(f"\nspeech: {len(speech_truth)} sentences ({sum(t['onset'] is not None for t in speech_truth)} espeak-ng at known "
+              f"seconds, {sum(t['onset'] is None for t in speech_truth)} LibriSpeech phrases)")
+        print(f"{'modality':<10} {'quoted phrase':>14} {'paraphrase':>11}")
+        speech = {}
+        for modality in ("speech", None):
+            row = speech_scores(index, speech_truth, modality)
+            speech[modality or "default"] = row
+            print(f"{modality or 'default':<10} {row['quoted']['right']:>9}/{row['quoted']['queries']:<4} "
+                  f"{row['paraphrase']['right']:>7}/{row['paraphrase']['queries']:<4}", flush=True)
+        speech["wer"] = transcript_wer(index, speech_truth)
+        print(f"word error rate of the espeak-ng sentences as indexed: {speech['wer']}")
+        results["speech"] = speech
+
+        rows = []
+        for t in slide_truth:
+            found = index.search(t["line"], modality="text", k=5)
+            top = found[0] if found else None
+            ok = top is not None and Path(top.path).name == t["file"] and iou((top.start, top.end), (t["start"], t["end"])) >= 0.5
+            rows.append({"line": t["line"], "ok": bool(ok), "top": None if top is None else
+                         {"file": Path(top.path).name, "start": top.start, "end": top.end, "text": top.text}})
+        right = sum(r["ok"] for r in rows)
+        results["ocr"] = {"queries": len(rows), "right": right, "share": round(right / len(rows), 3), "misses": [r for r in rows if not r["ok"]]}
+        print(f"\non-screen text: {right}/{len(rows)} lines found in the right file with IoU >= 0.5")
+
+        model = load_asr_model("base", threads=args.threads)
+        seconds, t0 = 0.0, time.perf_counter()
+        for f in sorted(talk.iterdir()):
+            seconds += probe_audio(f).duration
+            transcribe(f, model)
+        wall = time.perf_counter() - t0
+        engine = ocr.OcrEngine(threads=args.threads)
+        sampled: list[int] = []
+        t1 = time.perf_counter()
+        for f in sorted(slides.glob("*.mp4")):
+            ocr.ocr_video(f, engine=engine, on_frame=lambda: sampled.append(1))
+        frames = len(sampled)
+        ocr_wall = time.perf_counter() - t1
+        results["speed"] = {"speech_realtime_x": round(seconds / wall, 2), "audio_seconds": round(seconds, 1),
+                            "ocr_frames_per_s": round(frames / ocr_wall, 2), "ocr_frames_sampled": frames}
+        print(f"\nspeed: Whisper base int8 {seconds / wall:.1f}x real time ({seconds:.0f} s of sound), "
+              f"OCR {frames / ocr_wall:.1f} sampled frames/s (960x540, 1 every 2 s; unchanged frames are not read again)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        write_json(args.json, results)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""What is said and what is written, end to end (issue #15): speech (real Whisper base), subtitles and
+on-screen text (real PP-OCRv4) indexed as spaces of words, found by meaning and by exact words.
+
+The voices are espeak-ng sentences stored in tests/data/speech (so no espeak-ng is needed here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mmsearch
+from mmsearch.errors import UsageError
+from mmsearch.textsearch import LexicalIndex, phrases_of
+
+SPEECH = Path(__file__).parent / "data" / "speech"
+
+
+def voice(name: str) -> np.ndarray:
+    from mmsearch.audio import load_audio
+
+    return load_audio(SPEECH / f"{name}.flac", sample_rate=16000)[0]
+
+
+def onset(samples: np.ndarray) -> float:
+    """Seconds to the first sample above -40 dBFS."""
+    return float(np.argmax(np.abs(samples) > 0.01)) / 16000
+
+
+BOAT_AT, UMBRELLA_AT, EXAM_AT = 3.0, 14.0, 6.0
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    from mmsearch.synth.talking import Caption, Voice, write_talking_video
+
+    root = tmp_path_factory.mktemp("words")
+    media = root / "media"
+    write_talking_video(
+        media / "family.mp4", seconds=24, voices=[Voice(voice("boat"), BOAT_AT), Voice(voice("umbrella"), UMBRELLA_AT)],
+        captions=[Caption("HARBOUR LIGHTS", 0, 8), Caption("Chapter two: the garden", 12, 20)],
+    )
+    write_talking_video(media / "school.mp4", seconds=16, voices=[Voice(voice("exam"), EXAM_AT)],
+                        captions=[Caption("Science fair 2024", 2, 10)])
+    write_talking_video(media / "quiet.mp4", seconds=8, captions=[])  # nothing said or written
+    (media / "quiet.srt").write_text("1\n00:00:04,500 --> 00:00:06,000\nThe lighthouse keeper waves goodbye\n\n", encoding="utf-8")
+    (media / "school.srt").write_bytes(b"\x00\x01\x02garbage\xff\xfe" * 20)  # a broken sidecar: reported, video kept
+    (media / "garden.flac").write_bytes((SPEECH / "tomatoes.flac").read_bytes())
+    index = root / "index"
+    report = mmsearch.index_paths([media], index, model="synth-clip")
+    return media, index, report
+
+
+def test_report_counts_words_and_a_broken_sidecar_costs_nothing_else(library):
+    media, index, report = library
+    assert sorted(Path(p).name for p in report.indexed) == ["family.mp4", "garden.flac", "quiet.mp4", "school.mp4"]
+    assert not report.failed and not report.partial
+    assert any(Path(p).name == "school.mp4" and "school.srt" in note for p, note in report.notes)
+    # 4 sentences said, 1 subtitle, 3 lines on screen
+    assert report.text_segments >= 8
+
+
+def test_speech_finds_the_sentence_where_it_starts(library):
+    media, index, _ = library
+    idx = mmsearch.open_index(index)
+    results = idx.search("the story about the boat", modality="speech", k=3)
+    top = results[0]
+    assert Path(top.path).name == "family.mp4" and top.modality == "speech"
+    assert abs(top.start - (BOAT_AT + onset(voice("boat")))) <= 0.5
+    assert top.end <= UMBRELLA_AT and "story" in top.text.lower()
+    # an audio file's speech is found too, at its own seconds
+    garden = idx.search("we planted tomatoes", modality="speech", k=1)[0]
+    assert Path(garden.path).name == "garden.flac" and abs(garden.start - onset(voice("tomatoes"))) <= 0.5
+
+
+def test_a_paraphrase_finds_what_was_said(library):
+    media, index, _ = library
+    idx = mmsearch.open_index(index)
+    top = idx.search("pupils completed a science test", modality="speech", k=1)[0]
+    assert Path(top.path).name == "school.mp4"
+    assert abs(top.start - (EXAM_AT + onset(voice("exam")))) <= 0.5
+
+
+def test_quoted_words_must_be_said_word_for_word(library):
+    media, index, _ = library
+    idx = mmsearch.open_index(index)
+    found = idx.search('"told the story"', modality="speech", k=5)
+    assert [Path(r.path).name for r in found] == ["family.mp4"]
+    assert idx.search('"the story about the ship"', modality="speech", k=5) == []
+
+
+def test_subtitles_are_what_is_said(library):
+    media, index, _ = library
+    idx = mmsearch.open_index(index)
+    top = idx.search("lighthouse keeper", modality="speech", k=1)[0]
+    assert Path(top.path).name == "quiet.mp4" and (top.start, top.end) == (4.5, 6.0)
+
+
+def test_text_on_screen_is_found_with_its_interval(library):
+    media, index, _ = library
+    idx = mmsearch.open_index(index)
+    top = idx.search("science fair", modality="text", k=1)[0]
+    assert Path(top.path).name == "school.mp4" and top.modality == "text" and "science" in top.text.lower()
+    inter = max(0.0, min(top.end, 10.0) - max(top.start, 2.0))
+    assert inter / (max(top.end, 10.0) - min(top.start, 2.0)) >= 0.5
+
+
+def test_a_default_query_fuses_pictures_and_words(library):
+    media, index, _ = library
+    idx = mmsearch.open_index(index)
+    top = idx.search("the story about the boat", k=3)[0]
+    assert Path(top.path).name == "family.mp4" and top.modality == "speech"
+    assert top.start <= BOAT_AT + onset(voice("boat")) + 0.5 and top.end > BOAT_AT + 1.0
+    assert all(r.start >= 0 for r in idx.search("chapter two the garden", k=5))
+    # a batch answers as single queries do
+    batch = idx.search_batch(["the story about the boat"], k=3)[0]
+    assert [(r.path, r.start, r.end) for r in batch] == [(r.path, r.start, r.end) for r in idx.search("the story about the boat", k=3)]
+
+
+def test_language_is_stored_per_file(library):
+    media, index, _ = library
+    idx = mmsearch.open_index(index)
+    langs = {Path(r["path"]).name: r["language"] for r in idx.snapshot.media.to_pylist()}
+    assert langs["family.mp4"] == "en" and langs["garden.flac"] == "en" and langs["quiet.mp4"] is None
+
+
+def test_without_words_the_spaces_are_absent_and_say_so(tmp_path):
+    from mmsearch.synth.talking import Caption, Voice, write_talking_video
+
+    write_talking_video(tmp_path / "m" / "a.mp4", seconds=8, voices=[Voice(voice("boat"), 1.0)], captions=[Caption("HELLO", 0, 4)])
+    mmsearch.index_paths([tmp_path / "m"], tmp_path / "i", model="synth-clip", speech=False, ocr=False)
+    idx = mmsearch.open_index(tmp_path / "i")
+    assert not {"speech", "text"} & set(idx.snapshot.spaces)
+    with pytest.raises(UsageError, match="no speech space"):
+        idx.search("the boat", modality="speech")
+    assert idx.search("the boat", k=1)[0].modality == "video"  # a default query searches what there is
+
+
+def test_a_failing_speech_model_costs_only_the_words(tmp_path):
+    from mmsearch.synth.talking import Voice, write_talking_video
+
+    write_talking_video(tmp_path / "m" / "a.mp4", seconds=6, voices=[Voice(voice("boat"), 1.0)])
+    report = mmsearch.index_paths([tmp_path / "m"], tmp_path / "i", model="synth-clip", ocr=False, asr_model=str(tmp_path / "no-such-model"))
+    assert [Path(p).name for p in report.indexed] == ["a.mp4"] and not report.failed
+    assert [(Path(p).name, stage) for p, stage, _ in report.partial] == [("a.mp4", "speech")]
+    idx = mmsearch.open_index(tmp_path / "i")
+    assert [f["stage"] for f in idx.failures()] == ["speech"]
+    assert idx.search("a", modality="video", k=1)  # its pictures are searchable
+
+
+def test_lexical_scores_read_as_the_share_of_the_query():
+    texts = ["grandfather told the story about the boat", "the boat", "please bring the blue umbrella", ""]
+    lexical = LexicalIndex(texts)
+    rows, scores = lexical.search("story about the boat", 10)
+    assert list(rows[:2]) == [0, 1]
+    assert 0.9 <= scores[0] <= 1.0 and 0.0 < scores[1] < scores[0]
+    assert lexical.scores("umbrella", np.array([0, 2])).tolist()[0] == 0.0
+    assert lexical.search("zebra", 10)[0].size == 0
+
+
+def test_a_quoted_phrase_may_run_on_into_the_next_segment():
+    texts = ["and then he told the story", "about the boat we sailed", "about the boat"]
+    media = np.array([1, 1, 2])
+    lexical = LexicalIndex(texts)
+    assert phrases_of('where "the story about the boat" is told') == ["the story about the boat"]
+    assert lexical.rows_with(["the story about the boat"], media).tolist() == [0]
+    assert lexical.rows_with(["about the boat"], media).tolist() == [1, 2]
+    assert lexical.rows_with(["the boat we"], np.array([1, 2, 2])).tolist() == [1]
