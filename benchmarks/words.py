@@ -28,6 +28,7 @@ which plays no part in these measures), and asks it questions.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--workdir", type=Path, default=None, help="keep the media and indexes here; a second run reuses them")
     args = p.parse_args(argv)
     if not shutil.which("espeak-ng"):
         raise SystemExit("benchmarks/words.py speaks its sentences with espeak-ng: apt-get install espeak-ng")
@@ -230,21 +232,25 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine_info()
     print(f"machine: {describe(info)}", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="words-bench-"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="words-bench-"))
     results: dict = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}}
     try:
         talk, slides = work / "talk", work / "slides"
-        speech_truth = build_speech(talk, args.videos, args.seed)
-        slide_truth = build_slides(slides, args.slides, args.seed)
+        saved = work / "truth.json"
+        if saved.is_file():  # --workdir of an earlier run: its media, truth, timings and indexes
+            speech_truth, slide_truth, timings = json.loads(saved.read_text()).values()
+        else:
+            speech_truth = build_speech(talk, args.videos, args.seed)
+            slide_truth = build_slides(slides, args.slides, args.seed)
+            timings = {}
+            for label, options in (("pictures+sound", dict(speech=False, ocr=False)), ("+speech+ocr", {})):
+                t0 = time.perf_counter()
+                report = mmsearch.index_paths([talk, slides], work / f"index-{label}", model="synth-clip", **options)
+                timings[label] = time.perf_counter() - t0
+                if report.failed or report.partial:
+                    raise SystemExit(f"indexing failed: {report.failed} {report.partial}")
+            saved.write_text(json.dumps({"speech": speech_truth, "slides": slide_truth, "timings": timings}))
         video_seconds = sum(probe_audio(f).duration for f in talk.glob("*.mp4")) + 30.0 * args.slides
-
-        timings = {}
-        for label, options in (("pictures+sound", dict(speech=False, ocr=False)), ("+speech+ocr", {})):
-            t0 = time.perf_counter()
-            report = mmsearch.index_paths([talk, slides], work / f"index-{label}", model="synth-clip", **options)
-            timings[label] = time.perf_counter() - t0
-            if report.failed or report.partial:
-                raise SystemExit(f"indexing failed: {report.failed} {report.partial}")
         index = mmsearch.open_index(work / "index-+speech+ocr")
         added = timings["+speech+ocr"] - timings["pictures+sound"]
         results["indexing"] = {
@@ -297,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nspeed: Whisper base int8 {seconds / wall:.1f}x real time ({seconds:.0f} s of sound), "
               f"OCR {frames / ocr_wall:.1f} sampled frames/s (960x540, 1 every 2 s; unchanged frames are not read again)")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
     if args.json:
         write_json(args.json, results)
         print(f"wrote {args.json}")

@@ -480,13 +480,16 @@ def demo(
                 console.print(f"[dim]{row['query']!r}: not in this corpus, skipped[/]")
                 continue
             asked += 1
-            flag = " --modality audio" if row["modality"] == "audio" else ""
+            flag = f" --modality {row['modality']}" if row["modality"] != "video" else ""
             table = Table(title=f"mmsearch query {row['query']!r}{flag}", title_justify="left")
             table.add_column("#", justify="right")
             table.add_column("file")
             table.add_column("moment", justify="right")
             table.add_column("score", justify="right")
             table.add_column("ground truth", justify="left")
+            words = any(hit.get("text") for hit in row["hits"])
+            if words:
+                table.add_column("words", justify="left")
             for i, hit in enumerate(row["hits"], 1):
                 truth = hit["truth"]
                 verdict = (
@@ -494,7 +497,8 @@ def demo(
                     if truth and hit["iou"] >= 0.5
                     else ("[yellow]~[/] overlaps weakly" if truth and hit["iou"] > 0 else "[red]✗[/] no such event here")
                 )
-                table.add_row(str(i), Path(hit["path"]).name, f"{hit['start']:.1f}-{hit['end']:.1f}s", f"{hit['score']:.3f}", verdict)
+                cells = [str(i), Path(hit["path"]).name, f"{hit['start']:.1f}-{hit['end']:.1f}s", f"{hit['score']:.3f}", verdict]
+                table.add_row(*cells, *([_text_safe(hit.get("text") or "")] if words else []))
                 if i == 1 and truth and hit["iou"] >= 0.5:
                     correct += 1
             console.print(table)

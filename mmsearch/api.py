@@ -26,7 +26,7 @@ from .fileio import display_path
 from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image
-from .retrieval import Hit, LocalizeConfig, search_fused, search_space
+from .retrieval import Hit, LocalizeConfig, fuse_moments, search_fused, search_space
 from .spaces import AUDIO, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
 from .store import MANIFEST, Snapshot, open_snapshot, read_manifest, table_to_rows, verify_files
 
@@ -335,10 +335,10 @@ class Index:
         ``all`` (text only: every space, fused per moment, the audio score counting
         ``audio_weight`` and each other space ``1 - audio_weight``). Without it, a text query
         searches the pictures and every space of words the index has, fused per moment in the way
-        of HERO (see :func:`mmsearch.retrieval.search_fused`); an image finds pictures, a sound
+        of HERO (see :func:`mmsearch.retrieval.fuse_moments`); an image finds pictures, a sound
         finds sound. An image with ``audio`` or a sound with ``video`` goes through the common
-        space (``train-space``). In ``speech`` and ``text``, words in double quotes must be said or
-        written word for word (:mod:`mmsearch.textsearch`).
+        space (``train-space``). In the spaces of words, words in double quotes must be said or
+        written (word for word, or with one word in five misheard: :mod:`mmsearch.textsearch`).
         """
         given = [q for q in (text, image, audio) if q is not None]
         if len(given) != 1:
@@ -351,9 +351,13 @@ class Index:
             raise UsageError(f"--modality {modality} takes a query text, not an image or a sound")
         if text is not None:
             spaces = self._text_query_spaces(modality)
-            weights = {AUDIO: audio_weight} if modality == "all" else {}
-            if len(spaces) > 1:
-                return self._search_fused(text, spaces, weights, k=k, videos=videos, exhaustive=exhaustive, localize=localize, other_weight=1.0 - audio_weight if modality == "all" else 1.0)
+            if len(spaces) > 1 and modality is None:
+                return self._search_seen_and_said(text, spaces, k=k, videos=videos, exhaustive=exhaustive, localize=localize)
+            if len(spaces) > 1:  # all
+                return self._search_fused(
+                    text, spaces, {AUDIO: audio_weight}, k=k, videos=videos, exhaustive=exhaustive, localize=localize,
+                    other_weight=1.0 - audio_weight,
+                )
             if spaces[0] in TEXT_SPACES:
                 return self._search_words(spaces[0], text, k=k)
         if modality is None:
@@ -434,6 +438,28 @@ class Index:
         first = self._result(own[0], space)
         rest = [r for r in found if (r.path, r.start, r.end) != (first.path, first.start, first.end)]
         return [first, *rest][: max(1, len(found))]
+
+    def _search_seen_and_said(
+        self, text: str, spaces: list[str], *, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig
+    ) -> list[SearchResult]:
+        """A text query without a modality: the pictures' moments and the moments of words, fused per
+        moment (:func:`mmsearch.retrieval.fuse_moments`)."""
+        from .textsearch import search_text
+
+        depth = max(30, 3 * k)
+        pictures: list[Hit] = []
+        if VISUAL in spaces:
+            query = self.embed_queries(text=[text], space=VISUAL)
+            pictures = self.search_hits(query, space=VISUAL, k=depth, videos=videos, exhaustive=exhaustive, localize=localize)[0]
+        words = []
+        for space in spaces:
+            if space in TEXT_SPACES:
+                query = self.text_query(space, text)
+                words.append((space, search_text(query, k=depth), query.baseline()))
+        out = []
+        for hit, space, said in fuse_moments(pictures, words, k=k):
+            out.append(self._result(hit, space or VISUAL, said))
+        return out
 
     def _search_fused(
         self,

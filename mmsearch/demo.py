@@ -36,8 +36,11 @@ def run_demo(
     seed: int = DEMO_SEED,
     device: str = "cpu",
     queries: tuple[tuple[str, str], ...] | None = None,  # (text, modality)
+    words: bool = True,
     log: Callable[[str], None] = print,
 ) -> DemoResult:
+    """Generate the world (and, with ``words``, a video in which a sentence is said and a line is
+    written), index it with the shipped tiny models and Whisper base, and ask the queries."""
     out = Path(out_dir)
     corpus, index_dir = out / "media", out / "index"
     result = DemoResult(corpus, index_dir)
@@ -47,6 +50,8 @@ def run_demo(
         audio_in_video_probability=0.0, events_per_audio=(2, 3),
     )
     truth = generate_corpus(corpus, videos=videos, audio=audio, seed=seed, config=config)
+    if words:
+        truth += _talking_video(corpus / "talk.mp4")
     result.seconds["generate"] = time.perf_counter() - t0
     log(
         f"generated {videos} videos with {sum(r['modality'] == 'video' for r in truth)} visual events and "
@@ -54,17 +59,22 @@ def run_demo(
     )
 
     t0 = time.perf_counter()
-    report = index_paths([corpus], index_dir, model="synth-clip", device=device, config=IngestConfig(commit_seconds=600))
+    report = index_paths(
+        [corpus], index_dir, model="synth-clip", device=device, config=IngestConfig(commit_seconds=600), speech=words, ocr=words
+    )
     result.seconds["index"] = time.perf_counter() - t0
     log(
-        f"indexed {len(report.indexed)} files ({report.frames} frames, {report.audio_windows} audio windows) "
-        f"with synth-clip and synth-clap into {index_dir}"
+        f"indexed {len(report.indexed)} files ({report.frames} frames, {report.audio_windows} audio windows, "
+        f"{report.text_segments} sentences and lines of text) with synth-clip, synth-clap"
+        f"{', Whisper base, RapidOCR and all-MiniLM-L6-v2' if words else ''} into {index_dir}"
     )
 
     if queries is None:  # the captions the corpus has, in order of appearance: four visual, three sound
         visual = tuple(dict.fromkeys(r["caption"] for r in truth if r["modality"] == "video"))[:4]
         sound = tuple(dict.fromkeys(r["caption"] for r in truth if r["modality"] == "audio"))[:3]
         queries = tuple((q, "video") for q in visual) + tuple((q, "audio") for q in sound)
+        if words:
+            queries += tuple((r["caption"], r["modality"]) for r in truth if r["modality"] in ("speech", "text"))
     t0 = time.perf_counter()
     idx = open_index(index_dir, device=device)
     for query, modality in queries:
@@ -77,3 +87,19 @@ def run_demo(
         result.rows.append(row)
     result.seconds["query"] = time.perf_counter() - t0
     return result
+
+
+def _talking_video(path: Path) -> list[dict[str, Any]]:
+    """A video in which two shipped espeak-ng sentences are said and a line is written; its truth rows
+    (the ``caption`` of each is the query that should find it)."""
+    from .synth.talking import Caption, Voice, onset_seconds, packaged_voice, write_talking_video
+
+    boat, _ = packaged_voice("boat")
+    umbrella, _ = packaged_voice("umbrella")
+    write_talking_video(path, seconds=20, voices=[Voice(boat, 2.0), Voice(umbrella, 11.0)], captions=[Caption("HARBOUR LIGHTS", 0, 8)])
+    said = 2.0 + onset_seconds(boat)
+    return [
+        {"file": path.name, "modality": "speech", "start": round(said, 3), "end": round(2.0 + len(boat) / 16000, 3),
+         "caption": "the story about the boat"},
+        {"file": path.name, "modality": "text", "start": 0.0, "end": 8.0, "caption": "harbour lights"},
+    ]

@@ -228,7 +228,9 @@ def search_fused(
     an object with ``candidates()`` (segment rows worth scoring) and ``scores(rows)`` (a
     :class:`mmsearch.textsearch.TextQuery`). Stage 1 takes the union of each space's top media. Each
     space's scores are standardised over all the candidates' segments (cosine scales differ between
-    encoders). A dense space (frames, sound windows) is smoothed on its own timeline and sampled on a
+    encoders) and only evidence *for* a moment counts (a standardised score below 0 counts as 0: a
+    sentence that matches well is not outvoted by pictures that merely fail to match, or the
+    reverse). A dense space (frames, sound windows) is smoothed on its own timeline and sampled on a
     common one (every segment time of the media, and the edges of its spoken or written segments); a
     space of words holds a segment's score over the segment's own ``[start, end)`` and the average (0)
     where nothing is said or written. The weighted sum is localized, so a moment where the words are
@@ -282,11 +284,11 @@ def search_fused(
         if _is_text(query):
             for media_id, per_space in curves.items():
                 if per_space[i] is not None:
-                    media_fused[media_id] += weight * (float(per_space[i][2].max()) - mean) / std
+                    media_fused[media_id] += weight * max(0.0, (float(per_space[i][2].max()) - mean) / std)
             continue
         ids, vectors = space.media_vectors(list(candidates))
         for media_id, score in zip(ids, vectors @ query):
-            media_fused[int(media_id)] += weight * (float(score) - mean) / std
+            media_fused[int(media_id)] += weight * max(0.0, (float(score) - mean) / std)
     hits: list[Hit] = []
     anchors = [space.anchor for space, _, _ in parts]
     flat = replace(config, smooth_seconds=0.0)  # dense curves are smoothed on their own timelines
@@ -301,7 +303,7 @@ def search_fused(
             if curve is None:
                 continue
             starts, ends, scores, weight, text = curve
-            z = (np.asarray(scores, np.float64) - mean) / std
+            z = np.maximum((np.asarray(scores, np.float64) - mean) / std, 0.0)  # only evidence for counts
             if text:
                 values, said[i] = _step_curve(grid, starts, ends, z)
                 contributions[i] = weight * values
@@ -359,3 +361,67 @@ def _segment_text(space: SpaceData, media_id: int, j: int) -> str | None:
     """The words of a media item's ``j``-th segment (in time order) of a space of words."""
     texts = space.texts_of(media_id)
     return texts[j] if texts and 0 <= j < len(texts) else None
+
+
+WORDS_GATE = 0.2  # a word score (0.7 meaning + 0.3 words) under this is no evidence, however it ranks
+WORDS_WEIGHT = 1.0  # a standard deviation of the words against one of the pictures
+
+
+def fuse_moments(
+    pictures: list[Hit],
+    words: list[tuple[str, list[tuple[Hit, str]], tuple[float, float]]],
+    *,
+    k: int,
+    weight: float = WORDS_WEIGHT,
+) -> list[tuple[Hit, str | None, str | None]]:
+    """Moments of the pictures and of the spaces of words, fused per moment (late fusion in the way
+    of HERO: frames and what is said on one timeline); returns (hit, space of words that gave most
+    or None for the pictures, its words), best first.
+
+    ``pictures`` are two-stage moments (:func:`search_space`), ``words`` per space of words its
+    best segments with their text (:func:`mmsearch.textsearch.search_text`) and the mean and
+    standard deviation of the scores of its nearest segments (:meth:`TextQuery.baseline`). Scores
+    are standardised (z; the scales of the encoders differ: the pictures' over their list, the
+    words' against their baseline) and only evidence *for* a
+    moment counts: a negative z counts as 0, and so does a segment of words scoring under
+    :data:`WORDS_GATE` (all-MiniLM-L6-v2 gives unrelated sentences a cosine under about 0.25, so
+    the best of many unrelated lines never counts). A picture moment scores its z plus ``weight``
+    times the best z of the words said or written within it (when the words give more, the moment
+    is the seconds of those words, not the whole stretch of similar pictures); a segment of words
+    scores ``weight`` times its z plus the best z of the picture moments it overlaps. Overlapping
+    moments of one media item are one: the better scored is kept. Without words (none indexed,
+    none above the gate) the order is the pictures' own, so a query about what is seen ranks as
+    the visual search does.
+    """
+    scores = np.asarray([h.score for h in pictures], np.float64)
+    z = (scores - scores.mean()) / (scores.std() or 1.0) if len(scores) else scores
+    said = []
+    for space, found, (mean, std) in words:
+        for hit, text in found:
+            zw = (hit.score - mean) / std
+            if hit.score >= WORDS_GATE and zw > 0:
+                said.append((space, hit, text, weight * float(zw)))
+
+    def overlaps(a: Hit, b: Hit) -> bool:
+        return a.media_id == b.media_id and (min(a.end, b.end) > max(a.start, b.start) or a.start == b.start)
+
+    fused: list[tuple[float, int, Hit, str | None, str | None]] = []
+    for i, (hit, zi) in enumerate(zip(pictures, z)):
+        best = max((w for w in said if overlaps(w[1], hit)), key=lambda w: w[3], default=None)
+        bonus = best[3] if best else 0.0
+        if best and bonus > zi:  # the words say more than the picture: the moment is where they are said
+            fused.append((float(zi) + bonus, i, replace(hit, start=best[1].start, end=best[1].end), best[0], best[2]))
+        else:
+            fused.append((float(zi) + bonus, i, hit, None, best[2] if best else None))
+    for j, (space, hit, text, evidence) in enumerate(said):
+        seen = max((float(zi) for h, zi in zip(pictures, z) if overlaps(h, hit)), default=0.0)
+        fused.append((evidence + max(0.0, seen), len(pictures) + j, hit, space, text))
+    fused.sort(key=lambda f: (-round(f[0], SCORE_DECIMALS), f[1]))
+    out: list[tuple[Hit, str | None, str | None]] = []
+    for score, _, hit, space, text in fused:
+        if any(overlaps(hit, kept) for kept, _, _ in out):
+            continue
+        out.append((replace(hit, score=score, part=None, text=text), space, text))
+        if len(out) == k:
+            break
+    return out

@@ -11,8 +11,10 @@ Each segment of a text space (a sentence, a subtitle, a line on screen) has a se
 
 A segment's score is ``(1 - LEXICAL_WEIGHT) * semantic + LEXICAL_WEIGHT * lexical``. Candidates
 are the union of the best segments of each (the moment index for the semantic side, BM25 for the
-lexical side). Words in double quotes are a phrase the segment must hold word for word (case and
-punctuation aside); a phrase may run on into the next segment of the same media.
+lexical side). Words in double quotes are a phrase the segment must hold (case and punctuation
+aside; a phrase may run on into the next segment of the same media): word for word, or, for a
+phrase of five words or more, with one word in five wrong, since a transcript mishears words
+(Whisper base heard "reversed" for "rehearsed" here); an exact match scores above an approximate one.
 
 The lexical index is built from the committed words of a snapshot (the ``text`` column of the
 space's segments) when the first query needs it, so it always belongs to the generation being
@@ -38,10 +40,9 @@ from .store import SpaceData
 
 __all__ = ["LEXICAL_WEIGHT", "LexicalIndex", "TextQuery", "phrases_of", "search_text", "words_of"]
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each index build at DEBUG on the root handler
-
 LEXICAL_WEIGHT = 0.3
 CANDIDATES = 100  # segments taken from each side before fusing
+PHRASE_CANDIDATES = 1000  # segments checked for a quoted phrase: the best for its words
 K1, B = 1.5, 0.75  # bm25s's defaults
 
 
@@ -60,6 +61,8 @@ class LexicalIndex:
 
     def __init__(self, texts: list[str]) -> None:
         import bm25s
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import and logs every build
 
         self.texts = texts
         self.n = len(texts)
@@ -109,20 +112,53 @@ class LexicalIndex:
         best = float(np.sum(self.idf[ids])) / (1.0 + norm)
         return (scores / np.maximum(best, 1e-9)).clip(0, 1).astype(np.float32)
 
-    def rows_with(self, phrases: list[str], media_ids: np.ndarray) -> np.ndarray:
-        """Rows whose words hold every phrase, alone or run on into the next row of the same media."""
-        if self._normalised is None:
-            self._normalised = [" " + " ".join(words_of(t)) + " " for t in self.texts]
-        norm = self._normalised
-        out = []
-        wanted = [f" {p} " for p in phrases]
-        for i, text in enumerate(norm):
-            following = norm[i + 1] if i + 1 < self.n and media_ids[i + 1] == media_ids[i] else " "
-            joined = text + following.lstrip()
-            # the phrase is in this row, or starts in it and runs on into the next
-            if all(p in text or (p in joined and p not in following) for p in wanted):
-                out.append(i)
-        return np.asarray(out, np.int64)
+    def rows_with(self, phrases: list[str], media_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows holding every phrase, alone or run on into the next row of the same media, word for word
+        or with one word in five wrong (a transcript's misheard word): (rows, True where every phrase
+        is word for word). Only rows BM25 ranks among the best for the phrase's words are checked."""
+        found: dict[int, bool] = {}
+        for p_i, phrase in enumerate(phrases):
+            target = phrase.split()
+            allowed = len(target) // 5  # 0 for phrases under 5 words, 1 for 5-9
+            rows, _ = self.search(phrase, PHRASE_CANDIDATES)
+            candidates = set(rows.tolist())
+            candidates |= {r - 1 for r in candidates if r > 0 and media_ids[r - 1] == media_ids[r]}  # a phrase running on
+            matched: dict[int, bool] = {}
+            for r in sorted(candidates):
+                words = words_of(self.texts[r])
+                following = words_of(self.texts[r + 1]) if r + 1 < self.n and media_ids[r + 1] == media_ids[r] else []
+                errors = _phrase_errors(target, words, following)
+                if errors <= allowed:
+                    matched[r] = errors == 0
+            found = matched if p_i == 0 else {r: exact and matched[r] for r, exact in found.items() if r in matched}
+        rows = np.asarray(sorted(found), np.int64)
+        return rows, np.asarray([found[int(r)] for r in rows], bool)
+
+
+def _phrase_errors(target: list[str], words: list[str], following: list[str]) -> int:
+    """Fewest word edits between ``target`` and a stretch of ``words`` that starts in ``words`` (and may
+    run on into ``following``): semi-global alignment, free to start and end anywhere."""
+    text = words + following
+    if not text:
+        return len(target)
+    best = len(target)
+    n = len(target)
+    # prev[j]: edits aligning target[:i] to a stretch ending at text[j-1] (any start)
+    prev = np.zeros(len(text) + 1, np.int64)
+    starts = np.arange(len(text) + 1)
+    for i in range(1, n + 1):
+        cur = np.empty_like(prev)
+        cur[0] = i
+        cur_start = np.empty_like(starts)
+        cur_start[0] = 0
+        for j in range(1, len(text) + 1):
+            options = ((prev[j - 1] + (target[i - 1] != text[j - 1]), starts[j - 1]), (prev[j] + 1, starts[j]), (cur[j - 1] + 1, cur_start[j - 1]))
+            cur[j], cur_start[j] = min(options)
+        prev, starts = cur, cur_start
+    for j in range(1, len(text) + 1):
+        if starts[j] < len(words) and prev[j] < best:
+            best = int(prev[j])
+    return best
 
 
 @dataclass
@@ -138,12 +174,26 @@ class TextQuery:
         self.phrases = phrases_of(self.text)
         self._segment_media = self.space.segment_rows.column("media_id").to_numpy()
         self._live = np.isin(self._segment_media, self.space.live_media_ids())
-        self._phrase_rows = self.lexical.rows_with(self.phrases, self._segment_media) if self.phrases else None
+        self._phrase_rows, self._phrase_exact = (
+            self.lexical.rows_with(self.phrases, self._segment_media) if self.phrases else (None, None)
+        )
 
     def candidates(self, n: int = CANDIDATES) -> np.ndarray:
         """Segment rows worth scoring: the best by meaning and the best by words (those holding every phrase)."""
         if self._phrase_rows is not None:
             return self._phrase_rows[self._live[self._phrase_rows]]
+        return self._nearest(n)
+
+    def baseline(self, n: int = CANDIDATES) -> tuple[float, float]:
+        """Mean and standard deviation of the scores of the ``n`` nearest segments by meaning and by
+        words, quoted phrases or not: what a segment of this library typically scores for the query,
+        against which a found one is standardised (:func:`mmsearch.retrieval.fuse_moments`)."""
+        scores = self.scores(self._nearest(n))
+        if len(scores) < 2:
+            return 0.0, 1.0
+        return float(scores.mean()), float(scores.std()) or 1.0
+
+    def _nearest(self, n: int) -> np.ndarray:
         rows = [self.lexical.search(self.text, n)[0]]
         index = self.space.moment_index  # a text space's moment row i is its segment row i
         if index is not None and index.ntotal:
@@ -159,9 +209,14 @@ class TextQuery:
             return np.zeros(0, np.float32)
         semantic = np.asarray(self.space.segment_vectors[rows], np.float32) @ self.vector
         lexical = self.lexical.scores(self.text, rows)
+        if self._phrase_rows is not None:  # a phrase said word for word counts fully, with a word wrong as 0.8
+            where = np.searchsorted(self._phrase_rows, rows).clip(0, max(0, len(self._phrase_rows) - 1))
+            held = len(self._phrase_rows) > 0
+            matched = (self._phrase_rows[where] == rows) if held else np.zeros(len(rows), bool)
+            exact = matched & (self._phrase_exact[where] if held else False)
+            lexical = np.where(exact, 1.0, np.where(matched, np.maximum(lexical, 0.8), 0.0))
+            semantic = np.where(matched, semantic, 0.0)
         fused = (1 - LEXICAL_WEIGHT) * semantic + LEXICAL_WEIGHT * lexical
-        if self._phrase_rows is not None:
-            fused = np.where(np.isin(rows, self._phrase_rows), fused, 0.0)
         return fused.astype(np.float32)
 
 

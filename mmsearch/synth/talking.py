@@ -16,9 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Caption", "Voice", "write_talking_video"]
+__all__ = ["Caption", "VOICES", "Voice", "onset_seconds", "packaged_voice", "write_talking_video"]
 
 SAMPLE_RATE = 16000
+VOICES = Path(__file__).resolve().parents[1] / "assets" / "speech"  # espeak-ng sentences shipped with mmsearch
+
+
+def packaged_voice(name: str) -> tuple[np.ndarray, str]:
+    """A sentence shipped in ``mmsearch/assets/speech`` (``boat``, ``umbrella``, ``exam``, ``tomatoes``):
+    float32 mono samples at 16 kHz and what it says."""
+    from ..audio import load_audio
+
+    return load_audio(VOICES / f"{name}.flac", sample_rate=SAMPLE_RATE)[0], (VOICES / f"{name}.txt").read_text(encoding="utf-8").strip()
+
+
+def onset_seconds(samples: np.ndarray, threshold: float = 0.01) -> float:
+    """Seconds to the first sample above ``threshold`` (-40 dBFS): where a voice starts."""
+    return float(np.argmax(np.abs(samples) > threshold)) / SAMPLE_RATE
 
 
 @dataclass(frozen=True)
