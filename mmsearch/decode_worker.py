@@ -227,6 +227,9 @@ def _send_words(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
 
             segments, problems = read_subtitles(task.path)
             send(SPEECH, segments)
+            tagged = [s.language for s in segments if s.language]
+            if tagged and not info.get("language"):  # nothing said (or not transcribed): the subtitles' language
+                info["language"] = max(set(tagged), key=tagged.count)
             if problems:
                 info.setdefault("notes", []).extend(problems)
         attempt("subtitles", subtitles)
@@ -253,7 +256,8 @@ def _transcribe(conn: Connection, task: DecodeTask, info: dict[str, Any], send: 
     from .speech import load_asr_model, transcribe
 
     assert task.speech is not None
-    model = _model(("asr", task.speech, task.asr_device), lambda: load_asr_model(task.speech, device=task.asr_device))
+    threads = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
+    model = _model(("asr", task.speech, task.asr_device), lambda: load_asr_model(task.speech, device=task.asr_device, threads=threads))
     batch: list[Any] = []
 
     def found(segment: Any) -> None:

@@ -40,7 +40,7 @@ def library(tmp_path_factory):
     write_talking_video(media / "school.mp4", seconds=16, voices=[Voice(voice("exam"), EXAM_AT)],
                         captions=[Caption("Science fair 2024", 2, 10)])
     write_talking_video(media / "quiet.mp4", seconds=8, captions=[])  # nothing said or written
-    (media / "quiet.srt").write_text("1\n00:00:04,500 --> 00:00:06,000\nThe lighthouse keeper waves goodbye\n\n", encoding="utf-8")
+    (media / "quiet.en.srt").write_text("1\n00:00:04,500 --> 00:00:06,000\nThe lighthouse keeper waves goodbye\n\n", encoding="utf-8")
     (media / "school.srt").write_bytes(b"\x00\x01\x02garbage\xff\xfe" * 20)  # a broken sidecar: reported, video kept
     (media / "garden.flac").write_bytes((SPEECH / "tomatoes.flac").read_bytes())
     index = root / "index"
@@ -121,7 +121,8 @@ def test_language_is_stored_per_file(library):
     media, index, _ = library
     idx = mmsearch.open_index(index)
     langs = {Path(r["path"]).name: r["language"] for r in idx.snapshot.media.to_pylist()}
-    assert langs["family.mp4"] == "en" and langs["garden.flac"] == "en" and langs["quiet.mp4"] is None
+    assert langs["family.mp4"] == "en" and langs["garden.flac"] == "en"
+    assert langs["quiet.mp4"] == "en"  # nothing said: the language of its subtitles (quiet.en.srt)
 
 
 def test_without_words_the_spaces_are_absent_and_say_so(tmp_path):

@@ -107,7 +107,20 @@ class SentenceEncoder:
         }
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
+        """``(n, dim)`` float32 L2-normalised vectors of ``texts``. On the CPU a small batch (a query, the
+        sentences of one file) runs on one torch thread: two made MiniLM ten times slower here while
+        the decoders used the other core."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        vectors = self.model.encode(list(texts), batch_size=BATCH, convert_to_numpy=True, normalize_embeddings=True)
+        import torch
+
+        small = self.device.type == "cpu" and len(texts) < BATCH
+        threads = torch.get_num_threads()
+        if small:
+            torch.set_num_threads(1)
+        try:
+            vectors = self.model.encode(list(texts), batch_size=BATCH, convert_to_numpy=True, normalize_embeddings=True)
+        finally:
+            if small:
+                torch.set_num_threads(threads)
         return l2_normalize(np.asarray(vectors, np.float32))
