@@ -359,7 +359,8 @@ def info(
         enc = space["encoder"]
         console.print(
             f"space [bold]{name}[/]: {enc.get('model')} ({enc.get('pretrained')}), dim {enc.get('dim')}; "
-            f"{space['frames']} frames, {space['moments']} moments; index {_describe_recipe(space['index'])}"
+            + (f"{space['frames']} sentences and lines" if name in ("speech", "text") else f"{space['frames']} frames")
+            + f", {space['moments']} moments; index {_describe_recipe(space['index'])}"
             + (f"; {space['moments_exact']} newest moments searched exactly until the index takes them" if space["moments_exact"] else "")
             + (f"; {space['removed_media']} removed media skipped until compaction" if space["removed_media"] else ""),
             highlight=False,

@@ -183,6 +183,8 @@ def _index(
             writer.config.setdefault("audio_window", window)
             writer.config.setdefault("audio_hop", hop)
             config = replace(config, audio_window=float(writer.config["audio_window"]), audio_hop=float(writer.config["audio_hop"]))
+        if SPEECH in wanted:  # the index remembers which Whisper heard its words
+            writer.config.setdefault("asr_model", config.asr_model or DEFAULT_ASR_MODEL)
         heads = _load_heads(writer)
         if plan:
             _run(plan, deriver, built, config, report, notify, heads)

@@ -18,8 +18,8 @@ phrase of five words or more, with one word in five wrong, since a transcript mi
 
 The lexical index is built from the committed words of a snapshot (the ``text`` column of the
 space's segments) when the first query needs it, so it always belongs to the generation being
-searched and has nothing of its own to corrupt; building it costs about 1 s per 100k segments
-(benchmarks/speech_search.py).
+searched and has nothing of its own to corrupt; building it took about 2 s per 100k segments on
+2 cores (``benchmarks/words.py``), paid once per opened index (a server keeps it).
 
 bm25s (https://github.com/xhluca/bm25s) was chosen over tantivy: it is pure Python and numpy,
 reads the words straight from the generation's parquet rows, and phrase matching over the few
