@@ -347,6 +347,8 @@ class Index:
             raise UsageError(f"--audio-weight must be between 0 and 1, got {audio_weight}")
         if modality is not None and modality not in MODALITIES:
             raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+        if text is not None and not text.translate({ord(q): " " for q in '"\u201c\u201d'}).strip():
+            raise UsageError("empty query text: say what to look for, e.g. mmsearch query \"a dog on a beach\"")
         if text is None and modality in TEXT_SPACES + ("all",):
             raise UsageError(f"--modality {modality} takes a query text, not an image or a sound")
         if text is not None:

@@ -35,14 +35,16 @@ def stream_end(container, stream, *, stated_only: bool = False) -> float:  # noq
     """Where ``stream`` says it ends, in seconds from the media's start (nan when nothing says).
 
     Without a duration of its own, the container's is the estimate; ``stated_only`` takes it only
-    when the container starts at 0 (some muxers count a start time in it, others do not), as
-    measuring damage needs.
+    when the container starts at 0 (some muxers count a start time in it, others do not) and holds
+    no other picture or sound stream (whose length the container's may be: an MKV's sound may
+    rightly end before its pictures), as measuring damage needs.
     """
     origin = container_start(container)
     if stream.duration is not None and stream.time_base is not None:
         begin = float(stream.start_time * stream.time_base) if stream.start_time is not None else origin
         return max(0.0, begin - origin) + float(stream.duration * stream.time_base)
-    if container.duration is not None and (not stated_only or origin == 0.0):
+    alone = sum(1 for s in container.streams if s.type in ("audio", "video") and s.index != stream.index) == 0
+    if container.duration is not None and (not stated_only or (origin == 0.0 and alone)):
         return float(container.duration) / 1_000_000
     return float("nan")
 

@@ -244,6 +244,7 @@ def _send_words(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
                 send(TEXT, ocr.ocr_video(
                     task.path, backend=task.backend, interval=float(task.ocr_interval or ocr.OCR_INTERVAL), engine=engine,
                     duration=info.get("video_end") or None, on_frame=lambda: conn.send(("alive",)),
+                    decoder=Animation() if task.kind == "image" else None,  # an animated GIF, WebP or PNG
                 ))
         attempt("ocr", read_text)
     if failures:

@@ -88,6 +88,7 @@ class _Pending:
     buffers: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
     texts: dict[str, list[str]] = field(default_factory=dict)  # the words of a text space's segments
     aliases: list[tuple[str, os.stat_result]] = field(default_factory=list)  # same content, other paths
+    sidecars: str | None = None  # the subtitle files beside a video, as read (see _sidecar_signature)
 
     def add(self, space: str, starts: np.ndarray, ends: np.ndarray | None, vectors: np.ndarray, texts: list[str] | None = None) -> None:
         ss, es, vs = self.buffers.setdefault(space, ([], [], []))
@@ -99,6 +100,7 @@ class _Pending:
 
 
 EncoderFactories = dict[str, Callable[[], Any]]
+WORD_STAGES = ("speech", "subtitles", "ocr")  # stages whose failure costs a file its words only
 
 
 class _Encoders(dict):
@@ -146,6 +148,11 @@ def index_paths(
     kinds = [k for k, spaces in SPACES_BY_KIND.items() if wanted & set(spaces)]
     skipped: Counter[str] = Counter()
     files = discover(roots, kinds=kinds, skipped=skipped)
+    if SPEECH in wanted:  # subtitle files are read with their videos, not passed over
+        from .subtitles import SIDECAR_EXTENSIONS
+
+        for extension in SIDECAR_EXTENSIONS:
+            skipped.pop(extension, None)
     report = IngestReport(not_media=dict(sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))))
     new_dir = not Path(index_dir).exists()
     try:
@@ -230,6 +237,7 @@ def _plan(
     by_path = dict(writer.paths)
     next_id = writer.next_media_id()
     planned_hashes: dict[str, _Pending] = {}
+    listings: dict[str, list[os.DirEntry]] = {}
     for f in files:
         path = str(f)
         kind = media_kind(path) or "video"
@@ -240,13 +248,19 @@ def _plan(
             _fail(writer, report, path, None, "read", f"cannot stat ({exc.strerror})")
             continue
         old = by_path.get(path)
-        if old and old["size"] == st.st_size and abs(old["mtime"] - st.st_mtime) < 1e-6:
+        sidecars = _sidecar_signature(path, listings) if kind == "video" and SPEECH in wanted else None
+        subtitles_changed = sidecars is not None and old is not None and (old.get("sidecars") or "") != sidecars
+        if old and not subtitles_changed and old["size"] == st.st_size and abs(old["mtime"] - st.st_mtime) < 1e-6:
             done = tuple(s for s in (old.get("spaces") or "").split(",") if s)
             missing = tuple(s for s in spaces if s not in done)
-            if not missing:
+            failed = writer.failures.get(path)
+            if missing and failed and failed["stage"] in WORD_STAGES and not config.retry_failed:
+                report.skipped_failed += 1  # its words failed before; --retry-failed tries them again
+            elif not missing:
                 report.unchanged += 1
             else:  # a space this index did not fill before (e.g. audio added later)
-                item = _Pending(path, kind, st.st_size, st.st_mtime, old["content_hash"], int(old["media_id"]), missing, done, old)
+                item = _Pending(path, kind, st.st_size, st.st_mtime, old["content_hash"], int(old["media_id"]), missing, done, old,
+                                sidecars=sidecars)
                 plan.append(item)
             continue
         failed = writer.failures.get(path)
@@ -263,7 +277,7 @@ def _plan(
             _fail(writer, report, path, st, "read", f"cannot read ({exc.strerror or exc})")
             continue
         report.timings["hash"] += time.perf_counter() - t0
-        if digest in known_hashes:
+        if digest in known_hashes and not subtitles_changed:  # new subtitles: the video is indexed again
             media_id = known_hashes[digest]
             template = next(r for r in writer.paths.values() if r["media_id"] == media_id)
             writer.put_path({**template, "path": path, "size": st.st_size, "mtime": st.st_mtime})
@@ -276,7 +290,7 @@ def _plan(
             planned_hashes[digest].aliases.append((path, st))
             report.duplicates.append(path)
             continue
-        item = _Pending(path, kind, st.st_size, st.st_mtime, digest, next_id, spaces)
+        item = _Pending(path, kind, st.st_size, st.st_mtime, digest, next_id, spaces, sidecars=sidecars)
         next_id += 1
         planned_hashes[digest] = item
         plan.append(item)
@@ -447,8 +461,23 @@ def _finish(deriver: Deriver, report: IngestReport, item: _Pending, info: dict[s
     duration = float((item.row or info).get("duration") or 0.0)
     # Pictures end where the video stream ends, not with a longer soundtrack.
     video_end = float(info.get("video_end") or 0.0) or duration
+    stage_failures = list(info.get("stage_failures") or ())
+    # a space of words whose stage failed is left undone (its other words too), so the next run tries it again
+    failed = {SPEECH if stage in ("speech", "subtitles") else TEXT for stage, _ in stage_failures}  # WORD_STAGES
+    notes = list(info.get("notes") or ())
     for space, (ss, es, vs) in item.buffers.items():
+        if space in failed:
+            continue
         starts, ends, vectors = np.concatenate(ss), np.concatenate(es), np.concatenate(vs)
+        if space in TEXT_SPACES and duration > 0:  # a cue past the end of the media (a sidecar's mistake) is left out
+            keep = starts < duration
+            if not keep.all():
+                notes.append(f"{int((~keep).sum())} {space} segment(s) after the end of the media ({duration:.1f} s) left out")
+                item.texts[space] = [t for t, k in zip(item.texts[space], keep) if k]
+                starts, ends, vectors = starts[keep], ends[keep], vectors[keep]
+            ends = np.minimum(ends, duration)
+            if not len(starts):
+                continue
         if space == VISUAL:
             order = np.argsort(starts, kind="stable")
             starts, vectors = starts[order], vectors[order]
@@ -473,7 +502,9 @@ def _finish(deriver: Deriver, report: IngestReport, item: _Pending, info: dict[s
         "width": int(info.get("width") or 0),
         "height": int(info.get("height") or 0),
     }
-    row = {**base, "spaces": ",".join(sorted(set(item.done_spaces) | set(item.spaces)))}
+    row = {**base, "spaces": ",".join(sorted(set(item.done_spaces) | (set(item.spaces) - failed)))}
+    if item.sidecars is not None:
+        row["sidecars"] = item.sidecars
     if damage or item.row is None:
         row["damage"] = damage
     if SPEECH in item.spaces:
@@ -484,10 +515,10 @@ def _finish(deriver: Deriver, report: IngestReport, item: _Pending, info: dict[s
     report.indexed.append(item.path)
     if damage:
         report.damaged.append((item.path, damage))
-    for note in info.get("notes") or ():
+    for note in notes:
         report.notes.append((item.path, note))
         log.warning("%s: %s", item.path, note)
-    for stage, reason in info.get("stage_failures") or ():  # recorded after the path, which clears old failures
+    for stage, reason in stage_failures:  # recorded after the path, which clears old failures
         for path, st in [(item.path, item), *item.aliases]:
             writer.put_failure(_failure_row(path, st, stage, reason))
         report.partial.append((item.path, stage, reason))
@@ -509,6 +540,28 @@ def _fail(writer: IndexWriter, report: IngestReport, path: str, st: Any, stage: 
     writer.put_failure(_failure_row(path, st, stage, reason))
     report.failed.append((path, stage, reason))
     log.warning("%s: %s failed: %s", path, stage, reason)
+
+
+def _sidecar_signature(path: str, listings: dict[str, list[os.DirEntry]]) -> str:
+    """The subtitle files beside a video (see :func:`mmsearch.subtitles.sidecar_files`) as
+    ``name:size:mtime;...``, "" without any; each folder is listed once per run."""
+    from .subtitles import sidecar_names
+
+    folder = os.path.dirname(path)
+    if folder not in listings:
+        try:
+            listings[folder] = [e for e in os.scandir(folder) if e.is_file()]
+        except OSError:
+            listings[folder] = []
+    entries = {e.name: e for e in listings[folder]}
+    parts = []
+    for name in sidecar_names(os.path.basename(path), list(entries)):
+        try:
+            st = entries[name].stat()
+        except OSError:
+            continue
+        parts.append(f"{name}:{st.st_size}:{st.st_mtime:.6f}")
+    return ";".join(parts)
 
 
 def _failure_row(path: str, st: Any, stage: str, reason: str) -> dict[str, Any]:

@@ -106,11 +106,32 @@ class OcrEngine:
         result, _ = self._ocr(np.ascontiguousarray(frame[..., ::-1]))  # RapidOCR takes OpenCV's BGR order
         found = []
         for box, text, score in result or ():
-            text = " ".join(str(text).split())
+            text = respace(" ".join(str(text).split()))
             if text and float(score) >= MIN_CONFIDENCE:
                 corners = np.asarray(box, dtype=np.float64)
                 found.append((corners, text, float(score)))
         return [(text, score) for _, text, score in _reading_order(found)]
+
+
+def respace(line: str) -> str:
+    """Spaces put back into a run of capitals that OCR read as one word: PP-OCRv4's recogniser often
+    drops the space between capitalised English words ("EXITEASTGATE"). A token of 8 or more capital
+    letters that wordninja (word frequencies of English Wikipedia) splits into words of 2 letters
+    or more is split; anything else is kept as read."""
+    tokens = line.split()
+    if not any(len(t) >= 8 and t.isalpha() and t.isupper() for t in tokens):
+        return line
+    import wordninja
+
+    out = []
+    for token in tokens:
+        if len(token) >= 8 and token.isalpha() and token.isupper():
+            parts = wordninja.split(token)
+            if len(parts) > 1 and all(len(p) >= 2 for p in parts):
+                out.extend(parts)
+                continue
+        out.append(token)
+    return " ".join(out)
 
 
 def _reading_order(found: list[tuple[np.ndarray, str, float]]) -> list[tuple[np.ndarray, str, float]]:
@@ -266,6 +287,7 @@ def ocr_video(
     engine: OcrEngine | None = None,
     duration: float | None = None,
     on_frame: Callable[[], Any] | None = None,
+    decoder: Any = None,
 ) -> list[TextSegment]:
     """The text on screen in a video, as :func:`text_segments`, times in seconds from the media's start.
 
@@ -273,7 +295,8 @@ def ocr_video(
     seconds with their short side at most :data:`OCR_SHORT_SIDE` pixels (smaller videos at their
     own size). Lines shown to the end last until ``duration`` when given, else until the
     backend's ``video_end`` (where the last picture stops being shown). ``on_frame`` (optional) is
-    called after each sampled frame (a long video reports progress). Raises
+    called after each sampled frame (a long video reports progress); ``decoder`` replaces the
+    backend (an animated image is read by :class:`mmsearch.media.Animation`). Raises
     :class:`~mmsearch.errors.DecodeError` / :class:`~mmsearch.errors.NoVideoError` from the
     decoder, :class:`~mmsearch.errors.UsageError` for a non-positive ``interval``.
     """
@@ -282,16 +305,24 @@ def ocr_video(
     if not interval > 0:
         raise UsageError(f"OCR interval must be positive seconds, got {interval}")
     path = os.fspath(path)
-    decoder = get_backend(backend)
-    info = decoder.probe(path)
-    short_side = OCR_SHORT_SIDE if min(info.width, info.height) > OCR_SHORT_SIDE else None  # None: as decoded
+    if decoder is None:
+        decoder = get_backend(backend)
+    if hasattr(decoder, "probe"):
+        info = decoder.probe(path)
+        width, height, stated = info.width, info.height, info.duration
+    else:  # an animated image (mmsearch.media.Animation): its size from the file
+        from .media import open_image
+
+        with open_image(path) as im:
+            (width, height), stated = im.size, 0.0
+    short_side = OCR_SHORT_SIDE if min(width, height) > OCR_SHORT_SIDE else None  # None: as decoded
     tracker = _LineTracker(engine or OcrEngine())
     for batch in decoder.iter_frames(path, fps=1.0 / interval, short_side=short_side, chunk_size=8):
         for timestamp, frame in zip(batch.timestamps, batch.frames):
             tracker.push(float(timestamp), frame)
             if on_frame is not None:
                 on_frame()
-    end = duration if duration is not None else (getattr(decoder, "video_end", 0.0) or info.duration)
+    end = duration if duration is not None else (getattr(decoder, "video_end", 0.0) or stated)
     return tracker.finish(end)
 
 

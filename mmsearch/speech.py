@@ -116,6 +116,8 @@ def resolve_asr_model(name_or_dir: str = DEFAULT_ASR_MODEL) -> str:
     the local cache, else the packaged ``base`` copy, else the name itself (faster-whisper downloads it)."""
     if os.path.isdir(name_or_dir):
         return os.fspath(name_or_dir)
+    if name_or_dir.startswith((".", "~", "/", os.sep)) or name_or_dir.count("/") > 1:  # a path, not a hub name
+        raise EncoderError(f"--asr-model {name_or_dir}: no such directory (give a faster-whisper model directory or a name such as base)")
     try:
         from faster_whisper.utils import download_model
 

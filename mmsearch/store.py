@@ -76,6 +76,7 @@ MEDIA_SCHEMA = pa.schema(
         ("spaces", pa.string()),  # comma-separated spaces this media was processed for
         ("damage", pa.string()),  # what a damaged file lost; null when it decoded whole (and in indexes written before it existed)
         ("language", pa.string()),  # what is said in it (ISO 639-1, Whisper's detection); null: no speech, or not transcribed
+        ("sidecars", pa.string()),  # the subtitle files read beside a video (name:size:mtime;...), to see them change
     ]
 )
 FAILURE_SCHEMA = pa.schema(

@@ -5,7 +5,7 @@ seconds from the start of the media as a player shows it (for an embedded stream
 the container's start time, :func:`mmsearch.avutil.container_start`), so subtitles, speech,
 frames and sound share one origin.
 
-Sidecars are parsed by pysubs2 (SubRip, WebVTT, SubStation Alpha); markup (``{\\i1}``, ``<i>``,
+Sidecars are parsed by pysubs2 (SubRip, SubStation Alpha) and webvtt-py (WebVTT); markup (``{\\i1}``, ``<i>``,
 ``\\N``) is reduced to plain text with :attr:`pysubs2.SSAEvent.plaintext`. Embedded streams are
 demuxed and decoded with PyAV; only text codecs are read, picture subtitles (DVD, Blu-ray PGS,
 DVB) would need OCR and are skipped. :func:`read_subtitles` gathers both and reports the sources
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # PyAV is imported where it is used, so that this module stay
     from av.packet import Packet
     from av.subtitles.stream import SubtitleStream
 
-__all__ = ["SIDECAR_EXTENSIONS", "embedded_subtitles", "read_sidecar", "read_subtitles", "sidecar_files"]
+__all__ = ["SIDECAR_EXTENSIONS", "embedded_subtitles", "read_sidecar", "read_subtitles", "sidecar_files", "sidecar_names"]
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +68,27 @@ def sidecar_files(video_path: str | os.PathLike) -> list[tuple[Path, str | None]
     ``film.en.forced.srt`` do not belong to ``film.mp4``. A folder that cannot be listed has none.
     """
     video = Path(video_path)
-    pattern = re.compile(
-        re.escape(video.stem) + rf"(?:\.(?P<language>{_LANGUAGE_TAG}))?(?P<ext>\.[^.]+)",
-    )
     try:
-        names = sorted(entry.name for entry in os.scandir(video.parent) if entry.is_file())
+        names = [entry.name for entry in os.scandir(video.parent) if entry.is_file()]
     except OSError:
         return []
+    return [(video.parent / name, language) for name, language in _sidecars_among(video.name, names)]
+
+
+def sidecar_names(video_name: str, names: list[str]) -> list[str]:
+    """Which of ``names`` (files in the video's folder) are subtitle files of the video ``video_name``, sorted."""
+    return [name for name, _ in _sidecars_among(video_name, names)]
+
+
+def _sidecars_among(video_name: str, names: list[str]) -> list[tuple[str, str | None]]:
+    pattern = re.compile(
+        re.escape(Path(video_name).stem) + rf"(?:\.(?P<language>{_LANGUAGE_TAG}))?(?P<ext>\.[^.]+)",
+    )
     found = []
-    for name in names:
+    for name in sorted(names):
         match = pattern.fullmatch(name)
         if match and match["ext"].lower() in SIDECAR_EXTENSIONS:
-            found.append((video.parent / name, match["language"]))
+            found.append((name, match["language"]))
     return found
 
 
@@ -119,8 +128,13 @@ def read_sidecar(path: str | os.PathLike, language: str | None = None) -> list[T
     text = _decode_text(data)
     if not text.strip():
         return []
+    if path.suffix.lower() == ".vtt" or text.lstrip("\ufeff").startswith("WEBVTT"):
+        return _read_webvtt(path, text, language)
+    # SubStation Alpha by its name when it has events (pysubs2's guess takes a file without a styles
+    # section for SubRip and loses every line); anything else by its content
+    named = path.suffix.lower()[1:] if path.suffix.lower() in (".ass", ".ssa") and "[events]" in text.lower() else None
     try:
-        subs = pysubs2.SSAFile.from_string(text)
+        subs = pysubs2.SSAFile.from_string(text, format_=named)
     except Exception as error:
         detail = f"{type(error).__name__}: {error}".splitlines()[0]
         raise SubtitleError(path, f"cannot parse subtitles ({detail}): fix or remove the file") from error
@@ -132,6 +146,33 @@ def read_sidecar(path: str | os.PathLike, language: str | None = None) -> list[T
         if words and event.end > event.start:
             segments.append(TextSegment(event.start / 1000.0, event.end / 1000.0, words, SOURCE, language))
     return segments
+
+
+def _read_webvtt(path: Path, text: str, language: str | None) -> list[TextSegment]:
+    """WebVTT cues through webvtt-py, which knows its blocks (NOTE, STYLE, REGION), cue identifiers and
+    the word timestamps of automatic captions (``<00:00:00.900>``); pysubs2 reads WebVTT as SubRip and
+    leaves them in the text."""
+    import webvtt
+
+    try:
+        captions = webvtt.from_string(text.lstrip("\ufeff"))
+    except Exception as error:  # noqa: BLE001 - webvtt-py raises its own kinds for a malformed file
+        detail = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise SubtitleError(path, f"cannot parse subtitles ({detail}): fix or remove the file") from error
+    segments = []
+    for caption in captions:
+        start, end, words = _vtt_seconds(caption.start), _vtt_seconds(caption.end), _clean(caption.text)
+        if words and end > start:
+            segments.append(TextSegment(start, end, words, SOURCE, language))
+    return segments
+
+
+def _vtt_seconds(stamp: str) -> float:
+    """``HH:MM:SS.mmm`` or ``MM:SS.mmm`` as seconds."""
+    seconds = 0.0
+    for part in stamp.strip().split(":"):
+        seconds = seconds * 60 + float(part)
+    return round(seconds, 3)
 
 
 # -- streams inside the container ------------------------------------------------------------------

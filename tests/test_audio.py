@@ -348,3 +348,17 @@ def test_real_videos_without_audio() -> None:
         probe_audio(SHARED_MEDIA / "decord" / "video_0.mov")
     with pytest.raises(NoAudioError):
         load_audio(SHARED_MEDIA / "decord" / "corrupted.mp4", sample_rate=16000)
+
+
+def test_sound_that_ends_before_the_pictures_is_not_damage(tmp_path):
+    """An MKV states no length per stream: the container's (its pictures') is not the sound's."""
+    from conftest import RED, write_video
+
+    from mmsearch.audio import AudioDamage, iter_audio_windows
+
+    path = tmp_path / "ends_early.mkv"
+    write_video(path, [(RED, 6.0)], audio_seconds=3.0)
+    damage = AudioDamage()
+    windows = list(iter_audio_windows(path, sample_rate=16000, window=1.0, hop=1.0, damage=damage))
+    assert windows and windows[-1].end == pytest.approx(3.0, abs=0.1)
+    assert damage.damaged_packets == 0 and damage.lost_seconds == 0.0

@@ -251,3 +251,11 @@ def test_ocr_image(tmp_path: Path, engine: ocr.OcrEngine) -> None:
     segments = ocr.ocr_image(path, engine=engine)
     assert [(s.start, s.end, s.source) for s in segments] == [(0.0, 0.0, "ocr")] * 2
     assert has_words(segments[0].text, "grand opening") and has_words(segments[1].text, "saturday market")
+
+
+def test_capitals_read_as_one_word_get_their_spaces_back():
+    from mmsearch.ocr import respace
+
+    assert respace("EXITEASTGATE") == "EXIT EAST GATE"
+    assert respace("HARBOURLIGHTS tonight") == "HARBOUR LIGHTS tonight"
+    assert respace("BIRTHDAY") == "BIRTHDAY" and respace("Chapter two") == "Chapter two" and respace("ABCDEFGHQ") == "ABCDEFGHQ"

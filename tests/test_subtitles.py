@@ -314,3 +314,25 @@ def test_read_subtitles_reports_a_damaged_container_and_keeps_sidecars(tmp_path)
     segments, problems = read_subtitles(video)
     assert [s.text for s in segments] == ["Hello there, general Kenobi", "Second cue"]
     assert len(problems) == 1 and problems[0].startswith("broken.mp4: cannot read its subtitle streams")
+
+
+def test_vtt_blocks_identifiers_and_word_timestamps_stay_out_of_the_text(tmp_path):
+    vtt = tmp_path / "film.en.vtt"
+    vtt.write_text(
+        "\ufeffWEBVTT\n\nNOTE a note that is not a cue\n\nSTYLE\n::cue { color: red }\n\n"
+        "cue-1\n00:00:00.500 --> 00:00:02.000\nFirst <c.yellow>line</c>\n\n"
+        "00:00:02.000 --> 00:00:04.250 align:start\nYouTube<00:00:02.900><c> style</c>\n",
+        encoding="utf-8",
+    )
+    got = [(s.start, s.end, s.text, s.language) for s in read_sidecar(vtt, "en")]
+    assert got == [(0.5, 2.0, "First line", "en"), (2.0, 4.25, "YouTube style", "en")]
+
+
+def test_ass_without_a_styles_section_is_read_by_its_extension(tmp_path):
+    ass = tmp_path / "film.ass"
+    ass.write_text(
+        "[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+        "Dialogue: 0,0:00:01.00,0:00:02.50,Default,,0,0,0,,{\\i1}Hello{\\i0} there\n",
+        encoding="utf-8",
+    )
+    assert [(s.start, s.end, s.text) for s in read_sidecar(ass)] == [(1.0, 2.5, "Hello there")]

@@ -190,3 +190,65 @@ def test_fusion_keeps_the_pictures_order_without_words_and_lets_strong_words_lea
     top = fused[0][0]
     assert (top.start, top.end) == (3.0, 5.0) and fused[0][2] == "the story about the boat"  # where the words are said
     assert sum(h.media_id == 3 for h, _, _ in fused) == 1  # the segment inside it is the same moment
+
+
+def _one_talking_video(folder: Path, name: str = "a.mp4", seconds: float = 6.0) -> Path:
+    from mmsearch.synth.talking import Voice, write_talking_video
+
+    return write_talking_video(folder / name, seconds=seconds, voices=[Voice(voice("boat"), 1.0)])
+
+
+def test_new_or_changed_subtitles_are_read_on_the_next_run(tmp_path):
+    media = tmp_path / "m"
+    _one_talking_video(media)
+    (media / "a.srt").write_text("1\n00:00:03,000 --> 00:00:04,000\nthe ocelot sleeps\n", encoding="utf-8")
+    mmsearch.index_paths([media], tmp_path / "i", model="synth-clip", ocr=False)
+    (media / "a.srt").write_text("1\n00:00:03,000 --> 00:00:04,000\nthe pangolin dances\n", encoding="utf-8")
+    (media / "a.fr.srt").write_text("1\n00:00:05,000 --> 00:00:05,500\nle tatou chante\n", encoding="utf-8")
+    report = mmsearch.index_paths([media], tmp_path / "i", model="synth-clip", ocr=False)
+    assert [Path(p).name for p in report.indexed] == ["a.mp4"] and report.not_media == {}
+    idx = mmsearch.open_index(tmp_path / "i")
+    said = [r.text for r in idx.search('"pangolin dances"', modality="speech", k=5)] + \
+           [r.text for r in idx.search('"tatou chante"', modality="speech", k=5)]
+    assert said == ["the pangolin dances", "le tatou chante"]
+    assert idx.search('"ocelot sleeps"', modality="speech", k=5) == []  # the old words are gone
+    again = mmsearch.index_paths([media], tmp_path / "i", model="synth-clip", ocr=False)
+    assert again.unchanged == 1 and not again.indexed
+
+
+def test_a_failed_speech_stage_is_tried_again_with_retry_failed(tmp_path):
+    media = tmp_path / "m"
+    _one_talking_video(media)
+    first = mmsearch.index_paths([media], tmp_path / "i", model="synth-clip", ocr=False, asr_model="/no/such/model")
+    assert [stage for _, stage, _ in first.partial] == ["speech"]
+    skipped = mmsearch.index_paths([media], tmp_path / "i", model="synth-clip", ocr=False, asr_model="base")
+    assert skipped.skipped_failed == 1 and not skipped.indexed  # as failed files are: tried again when asked
+    config = mmsearch.ingest_config(tmp_path / "i", retry_failed=True)
+    second = mmsearch.index_paths([media], tmp_path / "i", model="synth-clip", ocr=False, asr_model="base", config=config)
+    assert [Path(p).name for p in second.indexed] == ["a.mp4"] and not second.partial and second.text_segments >= 1
+    idx = mmsearch.open_index(tmp_path / "i")
+    assert idx.failures() == [] and "story" in idx.search("the story about the boat", modality="speech", k=1)[0].text.lower()
+
+
+def test_cues_after_the_end_of_the_media_are_left_out_with_a_note(tmp_path):
+    media = tmp_path / "m"
+    _one_talking_video(media, seconds=4.0)
+    (media / "a.srt").write_text(
+        "1\n00:00:01,000 --> 00:00:09,000\nruns past the end\n\n2\n99:00:00,000 --> 99:00:10,000\nfar too late\n", encoding="utf-8"
+    )
+    report = mmsearch.index_paths([media], tmp_path / "i", model="synth-clip", ocr=False)
+    assert any("1 speech segment(s) after the end" in note for _, note in report.notes)
+    idx = mmsearch.open_index(tmp_path / "i")
+    found = idx.search('"runs past the end"', modality="speech", k=5)
+    duration = idx.snapshot.media.column("duration").to_pylist()[0]
+    assert 4.0 <= duration < 4.1 and [(r.start, r.end) for r in found] == [(1.0, round(duration, 3))]
+    assert idx.search('"far too late"', modality="speech", k=5) == []
+
+
+def test_quotes_around_nothing_are_an_empty_query(library):
+    media, index, _ = library
+    idx = mmsearch.open_index(index)
+    for text in ('""', '"', '" "'):
+        with pytest.raises(UsageError, match="empty query"):
+            idx.search(text, k=1)
+    assert [Path(r.path).name for r in idx.search('"the"', modality="speech", k=10)]  # a quoted stopword is said
