@@ -270,7 +270,8 @@ def _transcribe(conn: Connection, task: DecodeTask, info: dict[str, Any], send: 
             conn.send(("alive",))
 
     try:
-        transcript = transcribe(task.path, model, on_segment=found)
+        conn.send(("alive",))  # the model is loaded; the sound is decoded next
+        transcript = transcribe(task.path, model, on_segment=found, on_progress=lambda: conn.send(("alive",)))
     except NoAudioError:
         return  # no sound: nothing said
     send(SPEECH, batch)

@@ -153,13 +153,26 @@ def load_asr_model(name_or_dir: str = DEFAULT_ASR_MODEL, *, device: str = "cpu",
         ) from None
 
 
-def voiced_spans(samples: np.ndarray, *, min_silence_s: float = 0.5, pad_s: float = 0.2) -> list[tuple[int, int]]:
+VAD_BLOCK_S = 600.0  # voice activity is found 10 minutes at a time, so a long file reports progress
+
+
+def voiced_spans(
+    samples: np.ndarray, *, min_silence_s: float = 0.5, pad_s: float = 0.2, on_progress: Any = None
+) -> list[tuple[int, int]]:
     """Sample ranges ``[a, b)`` of 16 kHz mono ``samples`` that hold speech (Silero VAD), each padded
-    by ``pad_s`` and merged with a neighbour closer than ``min_silence_s``."""
+    by ``pad_s`` and merged with a neighbour closer than ``min_silence_s``. The samples are read in
+    blocks of :data:`VAD_BLOCK_S` seconds; ``on_progress`` (optional) is called after each."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     options = VadOptions(min_silence_duration_ms=int(min_silence_s * 1000), speech_pad_ms=int(pad_s * 1000))
-    spans = [(int(s["start"]), int(s["end"])) for s in get_speech_timestamps(np.asarray(samples, np.float32), options)]
+    samples = np.asarray(samples, np.float32)
+    block = int(VAD_BLOCK_S * SAMPLE_RATE)
+    spans = []
+    for offset in range(0, max(1, len(samples)), block):
+        found = get_speech_timestamps(samples[offset : offset + block], options)
+        spans += [(offset + int(s["start"]), offset + int(s["end"])) for s in found]
+        if on_progress is not None:
+            on_progress()
     merged: list[tuple[int, int]] = []
     for a, b in spans:
         if merged and a - merged[-1][1] < min_silence_s * SAMPLE_RATE:
@@ -231,6 +244,7 @@ def transcribe(
     max_pause_s: float = MAX_PAUSE_S,
     one_by_one: bool = False,
     on_segment: Any = None,
+    on_progress: Any = None,
 ) -> Transcript:
     """What ``path`` says (see the module): segments and words in seconds from the media's start.
 
@@ -238,7 +252,8 @@ def transcribe(
     alone with its offset. A segment starts at its first word and ends at its last; Whisper's
     segments are split where the speaker paused more than ``max_pause_s`` (the stream joins voiced
     spans 0.5 s apart, so Whisper may run two sentences said seconds apart into one). ``on_segment``
-    (optional) is called with each :class:`SpeechSegment` as it is found (a long file reports progress).
+    (optional) is called with each :class:`SpeechSegment` as it is found, ``on_progress`` after each
+    block of voice activity detection (a long file reports progress).
 
     Raises :class:`~mmsearch.errors.DecodeError` / :class:`~mmsearch.errors.NoAudioError` when the
     sound cannot be read; a file without speech gives an empty transcript (nothing is transcribed).
@@ -246,7 +261,7 @@ def transcribe(
     from .audio import load_audio
 
     samples, offset = load_audio(path, sample_rate=SAMPLE_RATE)
-    spans = voiced_spans(samples, pad_s=pad_s)
+    spans = voiced_spans(samples, pad_s=pad_s, on_progress=on_progress)
     voiced = sum(b - a for a, b in spans) / SAMPLE_RATE
     if not spans:
         return Transcript(None, 0.0, [], 0.0)

