@@ -121,8 +121,10 @@ class LexicalIndex:
             target = phrase.split()
             allowed = len(target) // 5  # 0 for phrases under 5 words, 1 for 5-9
             rows, _ = self.search(phrase, PHRASE_CANDIDATES)
-            if not len(rows):  # only stopwords ("the"), which BM25 leaves out: every row is a candidate
-                rows = np.arange(self.n)
+            if not len(rows):  # only stopwords ("the"), which BM25 leaves out: the rows that hold it as it is
+                if self._normalised is None:
+                    self._normalised = [" " + " ".join(words_of(t)) + " " for t in self.texts]
+                rows = np.asarray([i for i, t in enumerate(self._normalised) if f" {phrase} " in t], np.int64)
             candidates = set(rows.tolist())
             candidates |= {r - 1 for r in candidates if r > 0 and media_ids[r - 1] == media_ids[r]}  # a phrase running on
             matched: dict[int, bool] = {}
