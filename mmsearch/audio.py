@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DecodeError, NoAudioError, UsageError
-from .avutil import container_start, demux_damage, ffmpeg_errors, stream_end, stream_origin
+from .avutil import container_start, demux_damage, ffmpeg_errors, stream_end, stream_origin, unwrap
 
 __all__ = [
     "AUDIO_BACKENDS",
@@ -333,6 +333,8 @@ def _pyav_chunks(path: str, sample_rate: int, limit: int | None, damage: AudioDa
         skipped = 0.0  # seconds of silence put in for stretches the stream skipped
         for frame in frames():
             t0 = frame.time
+            if t0 is not None and math.isfinite(t0):
+                t0 = unwrap(container, stream, float(t0), origin)
             if offset is None:
                 offset = float(t0) - origin if t0 is not None and math.isfinite(t0) else 0.0
                 if offset < 0:

@@ -31,6 +31,21 @@ def container_start(container) -> float:  # noqa: ANN001 - av types are untyped
     return float(start) / 1_000_000 if start is not None else 0.0  # AV_TIME_BASE units
 
 
+WRAP_BITS = {"mpegts": 33, "mpegtsraw": 33}  # formats whose timestamps count modulo 2**bits ticks
+
+
+def unwrap(container, stream, seconds: float, origin: float) -> float:  # noqa: ANN001
+    """``seconds`` (a timestamp of ``stream``) with a wrapped-around clock undone: in MPEG-TS the 33-bit
+    clock restarts every 26.5 hours, and a packet stamped just before the start (a damaged file's
+    first sound) can come out of the demuxer as ~95 443 s. A time more than half a period after
+    ``origin`` is taken as a wrapped one, one period earlier."""
+    bits = WRAP_BITS.get(container.format.name)
+    if bits is None or stream.time_base is None:
+        return seconds
+    period = float((1 << bits) * stream.time_base)
+    return seconds - period if seconds - origin > period / 2 else seconds
+
+
 def stream_end(container, stream, *, stated_only: bool = False) -> float:  # noqa: ANN001
     """Where ``stream`` says it ends, in seconds from the media's start (nan when nothing says).
 
@@ -42,7 +57,7 @@ def stream_end(container, stream, *, stated_only: bool = False) -> float:  # noq
     origin = container_start(container)
     if stream.duration is not None and stream.time_base is not None:
         begin = float(stream.start_time * stream.time_base) if stream.start_time is not None else origin
-        return max(0.0, begin - origin) + float(stream.duration * stream.time_base)
+        return max(0.0, unwrap(container, stream, begin, origin) - origin) + float(stream.duration * stream.time_base)
     alone = sum(1 for s in container.streams if s.type in ("audio", "video") and s.index != stream.index) == 0
     if container.duration is not None and (not stated_only or (origin == 0.0 and alone)):
         return float(container.duration) / 1_000_000
@@ -62,7 +77,8 @@ def stream_origin(path: str, kind: Literal["video", "audio"]) -> float:
             streams = container.streams.video if kind == "video" else container.streams.audio
             if not streams or streams[0].start_time is None or streams[0].time_base is None:
                 return 0.0
-            return max(0.0, float(streams[0].start_time * streams[0].time_base) - container_start(container))
+            origin = container_start(container)
+            return max(0.0, unwrap(container, streams[0], float(streams[0].start_time * streams[0].time_base), origin) - origin)
     except Exception:  # noqa: BLE001 - a file PyAV cannot open has no origin to correct
         return 0.0
 

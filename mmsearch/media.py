@@ -22,7 +22,7 @@ from typing import Literal, NoReturn, Protocol
 import numpy as np
 
 from .errors import DecodeError, NoVideoError, UsageError
-from .avutil import container_start, demux_damage, ffmpeg_errors, picture_streams, stream_end, stream_origin
+from .avutil import container_start, demux_damage, ffmpeg_errors, picture_streams, stream_end, stream_origin, unwrap
 
 # What people keep in their libraries. Containers FFmpeg reads: phone and camera video, camcorder
 # MPEG-TS (.mts/.m2ts/.ts), DVD and broadcast MPEG-PS, Windows Media, Flash, 3GPP, Ogg and MXF.
@@ -368,7 +368,7 @@ class PyAVBackend:
                 for frame in decoded():
                     if frame.time is None:
                         continue
-                    t = float(frame.time) - origin
+                    t = unwrap(container, vs, float(frame.time), origin) - origin
                     times.append(t)
                     shown = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
                     last_shown = shown or nominal_step or (times[-1] - times[-2] if len(times) > 1 else 0.0)

@@ -362,3 +362,23 @@ def test_sound_that_ends_before_the_pictures_is_not_damage(tmp_path):
     windows = list(iter_audio_windows(path, sample_rate=16000, window=1.0, hop=1.0, damage=damage))
     assert windows and windows[-1].end == pytest.approx(3.0, abs=0.1)
     assert damage.damaged_packets == 0 and damage.lost_seconds == 0.0
+
+
+def test_a_damaged_mpeg_ts_whose_sound_clock_wrapped_keeps_its_times(tmp_path):
+    """MPEG-TS counts time in 33 bits: a first sound packet stamped just before the start came out of a
+    damaged file as 2**33 ticks (95 443 s) late. Its sound is placed at 0 s, like its pictures."""
+    import av
+
+    from mmsearch.audio import AudioDamage, iter_audio_windows
+
+    path = tmp_path / "clip.ts"
+    write_video(path, [(RED, 7.0), (GREEN, 7.0)], audio=True)
+    data = bytearray(path.read_bytes())
+    a, b = int(len(data) * 0.42), int(len(data) * 0.57)
+    data[a:b] = bytes(b - a)  # damage in the middle
+    path.write_bytes(bytes(data))
+    with av.open(str(path)) as container:  # the condition this test is about
+        stream = container.streams.audio[0]
+        assert float(stream.start_time * stream.time_base) > 90_000
+    windows = list(iter_audio_windows(path, sample_rate=16000, window=2.0, hop=2.0, damage=AudioDamage()))
+    assert windows[0].start == pytest.approx(0.0, abs=0.1) and windows[-1].end <= 14.2
