@@ -252,13 +252,22 @@ def _send_words(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
 
 
 def _transcribe(conn: Connection, task: DecodeTask, info: dict[str, Any], send: Any) -> None:
-    from .errors import NoAudioError
+    from .errors import EncoderError, NoAudioError
     from .spaces import SPEECH
     from .speech import load_asr_model, transcribe
 
     assert task.speech is not None
     threads = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
-    model = _model(("asr", task.speech, task.asr_device), lambda: load_asr_model(task.speech, device=task.asr_device, threads=threads))
+
+    def load() -> Any:
+        try:
+            return load_asr_model(task.speech, device=task.asr_device, threads=threads)
+        except EncoderError:
+            if task.asr_device == "cpu":
+                raise
+            return load_asr_model(task.speech, device="cpu", threads=threads)  # CTranslate2 without its CUDA libraries
+
+    model = _model(("asr", task.speech, task.asr_device), load)
     batch: list[Any] = []
 
     def found(segment: Any) -> None:
