@@ -147,16 +147,16 @@ def index(
     if report.upgraded_from is not None:
         err_console.print(f"converted the index at {shown(str(root))} from format {report.upgraded_from} (embeddings kept)", highlight=False)
     for path, stage, reason in report.failed:
-        err_console.print(f"[yellow]skipped[/] {shown(path)}: {stage} failed: {reason}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {_plain(path)}: {stage} failed: {_plain(reason)}", highlight=False)
     for path, damage in report.damaged:
-        err_console.print(f"[yellow]damaged[/] {shown(path)}: {damage}; indexed for what decoded (mmsearch info --failures lists it)",
+        err_console.print(f"[yellow]damaged[/] {_plain(path)}: {_plain(damage)}; indexed for what decoded (mmsearch info --failures lists it)",
                           highlight=False)
     for path, note in report.no_audio:
-        err_console.print(f"[dim]no sound indexed for {shown(path)}: {note}[/]", highlight=False)
+        err_console.print(f"[dim]no sound indexed for {_plain(path)}: {_plain(note)}[/]", highlight=False)
     for path, stage, reason in report.partial:
-        err_console.print(f"[yellow]indexed without {stage}[/] {shown(path)}: {reason} (mmsearch info --failures lists it)", highlight=False)
+        err_console.print(f"[yellow]indexed without {stage}[/] {_plain(path)}: {_plain(reason)} (mmsearch info --failures lists it)", highlight=False)
     for path, note in report.notes:
-        err_console.print(f"[yellow]note[/] {shown(path)}: {note}", highlight=False)
+        err_console.print(f"[yellow]note[/] {_plain(path)}: {_plain(note)}", highlight=False)
     summary = (
         f"indexed {len(report.indexed)}, unchanged {report.unchanged}, moved {len(report.moved)}, "
         f"duplicates {len(report.duplicates)}, removed {len(report.removed)}, failed {len(report.failed)}"
@@ -237,9 +237,9 @@ def query(
         sys.stdout.write(_json_line({"query": query_info, "results": [r.to_dict() for r in results]}))
         return
     if not results:
-        console.print("no results (is the index empty?)")
+        console.print("no results" + (": nothing says or shows the quoted words" if text and '"' in text else " (is the index empty?)"))
         return
-    table = Table(title=f"{text!r}" if text else f"{'image' if image else 'sound'} {image or audio}", show_lines=False)
+    table = Table(title=_plain(repr(text)) if text else f"{'image' if image else 'sound'} {image or audio}", show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("file", overflow="fold")  # never cut a path short
     for col in ("start", "end", "score", "video"):
@@ -250,10 +250,10 @@ def query(
         table.add_column("words", overflow="fold")
     for i, r in enumerate(results, 1):
         cells = [
-            str(i), _text_safe(r.path), _clock(r.start), _clock(r.end), f"{r.score:.3f}",
+            str(i), _plain(r.path), _clock(r.start), _clock(r.end), f"{r.score:.3f}",
             "" if r.video_score is None else f"{r.video_score:.3f}", r.modality,
         ]
-        table.add_row(*cells, *([_text_safe(r.text or "")] if words else []))
+        table.add_row(*cells, *([_plain(r.text or "")] if words else []))
     console.print(table)
 
 
@@ -287,6 +287,14 @@ def _query_batch(path: Path, *, index: Path | None, modality: str | None, k: int
     for text, hits in zip(texts, results):
         query_info = {"text": text, "modality": modality or "default", "k": k, "videos": videos, "exhaustive": exhaustive}
         sys.stdout.write(_json_line({"query": query_info, "results": [r.to_dict() for r in hits]}))
+
+
+def _plain(value: Any) -> str:
+    """A value shown on the console as it is: valid Unicode (see :func:`_text_safe`), its square
+    brackets kept rather than read as rich markup ("[applause]", "pip install 'mmsearch[speech]'")."""
+    from rich.markup import escape
+
+    return escape(str(_text_safe(value)))
 
 
 def _text_safe(value: Any) -> Any:
@@ -355,23 +363,26 @@ def info(
         highlight=False,
     )
     console.print("config: " + (", ".join(f"{k}={v}" for k, v in data["config"].items()) or "defaults"), highlight=False)
+    if data.get("languages"):
+        console.print("languages said: " + ", ".join(f"{lang} {n}" for lang, n in data["languages"].items()), highlight=False)
     for name, space in data["spaces"].items():
         enc = space["encoder"]
         console.print(
             f"space [bold]{name}[/]: {enc.get('model')} ({enc.get('pretrained')}), dim {enc.get('dim')}; "
-            + (f"{space['frames']} sentences and lines" if name in ("speech", "text") else f"{space['frames']} frames")
+            + {"speech": f"{space['frames']} sentences and subtitles", "text": f"{space['frames']} lines on screen",
+               "audio": f"{space['frames']} sound windows"}.get(name, f"{space['frames']} frames")
             + f", {space['moments']} moments; index {_describe_recipe(space['index'])}"
             + (f"; {space['moments_exact']} newest moments searched exactly until the index takes them" if space["moments_exact"] else "")
-            + (f"; {space['removed_media']} removed media skipped until compaction" if space["removed_media"] else ""),
+            + (f"; {space['removed_media']} removed or replaced media skipped until compaction" if space["removed_media"] else ""),
             highlight=False,
         )
     if check:
         console.print("[green]check passed[/]: every file matches its checksum")
     if failures:
         for f in data["failed_files"]:
-            console.print(f"  failed {_text_safe(f['path'])}: {f['stage']}: {f['reason']}", highlight=False)
+            console.print(f"  failed {_plain(f['path'])}: {f['stage']}: {_plain(f['reason'])}", highlight=False)
         for f in data["damaged_files"]:
-            console.print(f"  damaged {_text_safe(f['path'])}: {f['damage']} (indexed for what decoded)", highlight=False)
+            console.print(f"  damaged {_plain(f['path'])}: {_plain(f['damage'])} (indexed for what decoded)", highlight=False)
 
 
 @app.command()
@@ -499,7 +510,7 @@ def demo(
                     else ("[yellow]~[/] overlaps weakly" if truth and hit["iou"] > 0 else "[red]✗[/] no such event here")
                 )
                 cells = [str(i), Path(hit["path"]).name, f"{hit['start']:.1f}-{hit['end']:.1f}s", f"{hit['score']:.3f}", verdict]
-                table.add_row(*cells, *([_text_safe(hit.get("text") or "")] if words else []))
+                table.add_row(*cells, *([_plain(hit.get("text") or "")] if words else []))
                 if i == 1 and truth and hit["iou"] >= 0.5:
                     correct += 1
             console.print(table)
@@ -570,7 +581,7 @@ def main() -> None:
     try:
         returned = app(standalone_mode=False)
     except MMSearchError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {_plain(exc)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         returned = 130

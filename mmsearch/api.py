@@ -235,6 +235,7 @@ class Index:
             "paths": len(self.snapshot.media),
             "failures": len(self.snapshot.failures),
             "damaged": len(self.snapshot.media) - self.snapshot.media.column("damage").null_count,  # path rows, as damaged()
+            "languages": _counts(self.snapshot.media.column("language").to_pylist()),  # what is said, per path
             "config": m.get("config", {}),
             "spaces": {
                 name: {
@@ -601,6 +602,15 @@ class Index:
 _MEDIA_OF = {VISUAL: "videos or images", AUDIO: "audio files or videos with sound", SPEECH: "videos or audio files with speech or subtitles", TEXT: "videos or images with text on screen"}
 VISUAL_MODALITY = "video"
 MODALITIES = ("video", "audio", "speech", "text", "all")
+
+
+def _counts(values: list[Any]) -> dict[str, int]:
+    """How often each value that is not None occurs, most frequent first."""
+    counts: dict[str, int] = {}
+    for value in values:
+        if value is not None:
+            counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _interleave(lists: list[list[SearchResult]], k: int) -> list[SearchResult]:

@@ -365,11 +365,34 @@ def _segment_text(space: SpaceData, media_id: int, j: int) -> str | None:
 
 WORDS_GATE = 0.2  # a word score (0.7 meaning + 0.3 words) under this is no evidence, however it ranks
 WORDS_WEIGHT = 1.0  # a standard deviation of the words against one of the pictures
+WORDS_SAMPLE = 10  # segments a query's baseline needs before its standard deviations mean anything
+WORDS_FULL = (0.25, 0.6, 4.0)  # word scores from 0.25 (nothing) to 0.6 (as good as it gets) count up to 4 SD
+
+
+def words_evidence(score: float, baseline: tuple[float, float, int]) -> float:
+    """How much a segment's word score says for a moment, in standard deviations of the pictures.
+
+    Relative: its z against the query's baseline (the library's nearest segments), once there are
+    :data:`WORDS_SAMPLE` of them. Absolute: all-MiniLM-L6-v2 gives unrelated sentences a cosine of
+    about 0.1 and a sentence that is the query 0.8 or more, so a word score is mapped linearly from
+    :data:`WORDS_FULL` [0] (nothing) to [1] (full), times [2]. The larger of the two counts, so a
+    sentence that is clearly the query leads in a library of two sentences as in one of thousands.
+    """
+    mean, std, n = baseline
+    relative = (score - mean) / std if n >= WORDS_SAMPLE else 0.0
+    low, high, weight = WORDS_FULL
+    absolute = weight * float(np.clip((score - low) / (high - low), 0.0, 1.0))
+    return max(relative, absolute)
+
+
+def overlaps(a: Hit, b: Hit) -> bool:
+    """Whether two moments share time in one media item (two that start together always do)."""
+    return a.media_id == b.media_id and (min(a.end, b.end) > max(a.start, b.start) or a.start == b.start)
 
 
 def fuse_moments(
     pictures: list[Hit],
-    words: list[tuple[str, list[tuple[Hit, str]], tuple[float, float]]],
+    words: list[tuple[str, list[tuple[Hit, str]], tuple[float, float, int]]],
     *,
     k: int,
     weight: float = WORDS_WEIGHT,
@@ -379,14 +402,14 @@ def fuse_moments(
     or None for the pictures, its words), best first.
 
     ``pictures`` are two-stage moments (:func:`search_space`), ``words`` per space of words its
-    best segments with their text (:func:`mmsearch.textsearch.search_text`) and the mean and
-    standard deviation of the scores of its nearest segments (:meth:`TextQuery.baseline`). Scores
+    best segments with their text (:func:`mmsearch.textsearch.search_text`) and the mean, standard
+    deviation and number of the scores of its nearest segments (:meth:`TextQuery.baseline`). Scores
     are standardised (z; the scales of the encoders differ: the pictures' over their list, the
-    words' against their baseline) and only evidence *for* a
+    words' by :func:`words_evidence`) and only evidence *for* a
     moment counts: a negative z counts as 0, and so does a segment of words scoring under
     :data:`WORDS_GATE` (all-MiniLM-L6-v2 gives unrelated sentences a cosine under about 0.25, so
     the best of many unrelated lines never counts). A picture moment scores its z plus ``weight``
-    times the best z of the words said or written within it (when the words give more, the moment
+    times the best evidence of the words said or written within it (when the words give more, the moment
     is the seconds of those words, not the whole stretch of similar pictures); a segment of words
     scores ``weight`` times its z plus the best z of the picture moments it overlaps. Overlapping
     moments of one media item are one: the better scored is kept. Without words (none indexed,
@@ -396,14 +419,11 @@ def fuse_moments(
     scores = np.asarray([h.score for h in pictures], np.float64)
     z = (scores - scores.mean()) / (scores.std() or 1.0) if len(scores) else scores
     said = []
-    for space, found, (mean, std) in words:
+    for space, found, baseline in words:
         for hit, text in found:
-            zw = (hit.score - mean) / std
+            zw = words_evidence(hit.score, baseline)
             if hit.score >= WORDS_GATE and zw > 0:
                 said.append((space, hit, text, weight * float(zw)))
-
-    def overlaps(a: Hit, b: Hit) -> bool:
-        return a.media_id == b.media_id and (min(a.end, b.end) > max(a.start, b.start) or a.start == b.start)
 
     fused: list[tuple[float, int, Hit, str | None, str | None]] = []
     for i, (hit, zi) in enumerate(zip(pictures, z)):

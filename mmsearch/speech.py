@@ -139,7 +139,7 @@ def load_asr_model(name_or_dir: str = DEFAULT_ASR_MODEL, *, device: str = "cpu",
     try:
         from faster_whisper import WhisperModel
     except ImportError as exc:  # pragma: no cover - a dependency of the speech extra
-        raise EncoderError(f"speech needs faster-whisper: pip install 'mmsearch[speech]' ({exc})") from None
+        raise EncoderError(f"speech needs faster-whisper, one of mmsearch's dependencies: reinstall mmsearch ({exc})") from None
     where = resolve_asr_model(name_or_dir)
     on_gpu = str(device).startswith("cuda")
     try:

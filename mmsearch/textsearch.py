@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .retrieval import Hit
+from .retrieval import Hit, overlaps
 from .store import SpaceData
 
 __all__ = ["LEXICAL_WEIGHT", "LexicalIndex", "TextQuery", "phrases_of", "search_text", "words_of"]
@@ -80,36 +80,40 @@ class LexicalIndex:
         self.idf = np.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
         self._normalised: list[str] | None = None
 
-    def query_tokens(self, query: str) -> list[str]:
+    def query_tokens(self, query: str) -> tuple[list[str], list[str]]:
+        """The query's words as BM25 reads them (stopwords out): (those some segment holds, all of them)."""
         import bm25s
 
         found = bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)[0]
-        return [t for t in found if t in self.vocab]
+        return [t for t in found if t in self.vocab], list(found)
 
     def search(self, query: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, lexical scores in [0, 1]) of the ``n`` best segments holding a word of ``query``."""
-        tokens = self.query_tokens(query)
-        if not tokens or self.retriever is None:
+        known, every = self.query_tokens(query)
+        if not known or self.retriever is None:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        scores = self.retriever.get_scores(tokens)[: self.n]
+        scores = self.retriever.get_scores(known)[: self.n]
         top = np.argsort(-scores, kind="stable")[: min(n, self.n)]
         top = top[scores[top] > 0].astype(np.int64)
-        return top, self._normalise(scores[top], top, tokens)
+        return top, self._normalise(scores[top], top, every)
 
     def scores(self, query: str, rows: np.ndarray) -> np.ndarray:
         """Lexical scores in [0, 1] of given segment rows."""
-        tokens = self.query_tokens(query)
+        known, every = self.query_tokens(query)
         rows = np.asarray(rows, np.int64)
-        if not tokens or not len(rows) or self.retriever is None:
+        if not known or not len(rows) or self.retriever is None:
             return np.zeros(len(rows), np.float32)
-        return self._normalise(self.retriever.get_scores(tokens)[rows], rows, tokens)
+        return self._normalise(self.retriever.get_scores(known)[rows], rows, every)
 
     def _normalise(self, scores: np.ndarray, rows: np.ndarray, tokens: list[str]) -> np.ndarray:
         """BM25 divided by what each row would score holding every query word once (its own length
-        kept): the IDF-weighted share of the query's words the row holds, in [0, 1]."""
-        ids = np.asarray([self.vocab[t] for t in dict.fromkeys(tokens)], np.int64)
+        kept): the IDF-weighted share of the query's words the row holds, in [0, 1]. A query word no
+        segment holds counts with the IDF of a word never seen, so "a blue square" is not fully
+        matched by "the blue umbrella" because no segment says "square"."""
+        unseen = float(np.log(1.0 + (self.n + 0.5) / 0.5))
+        idf = sum(float(self.idf[self.vocab[t]]) if t in self.vocab else unseen for t in dict.fromkeys(tokens))
         norm = K1 * (1 - B + B * self.lengths[rows] / self.avgdl)
-        best = float(np.sum(self.idf[ids])) / (1.0 + norm)
+        best = idf / (1.0 + norm)
         return (scores / np.maximum(best, 1e-9)).clip(0, 1).astype(np.float32)
 
     def rows_with(self, phrases: list[str], media_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,14 +192,14 @@ class TextQuery:
             return self._phrase_rows[self._live[self._phrase_rows]]
         return self._nearest(n)
 
-    def baseline(self, n: int = CANDIDATES) -> tuple[float, float]:
-        """Mean and standard deviation of the scores of the ``n`` nearest segments by meaning and by
-        words, quoted phrases or not: what a segment of this library typically scores for the query,
-        against which a found one is standardised (:func:`mmsearch.retrieval.fuse_moments`)."""
-        scores = self.scores(self._nearest(n))
+    def baseline(self, n: int = CANDIDATES) -> tuple[float, float, int]:
+        """What a segment typically scores for the query, against which a found one is standardised
+        (:func:`mmsearch.retrieval.fuse_moments`): mean, standard deviation and number of the scores
+        of the ``n`` nearest segments by meaning and by words (quoted phrases or not)."""
+        scores = self.scores(self._nearest(n)).astype(np.float64)
         if len(scores) < 2:
-            return 0.0, 1.0
-        return float(scores.mean()), float(scores.std()) or 1.0
+            return 0.0, 1.0, len(scores)
+        return float(scores.mean()), float(scores.std()) or 1.0, len(scores)
 
     def _nearest(self, n: int) -> np.ndarray:
         rows = [self.lexical.search(self.text, n)[0]]
@@ -228,7 +232,9 @@ def search_text(query: TextQuery, *, k: int, media: list[int] | None = None) -> 
     """The best ``k`` segments for ``query`` as moments, with their words, best first.
 
     ``media``: only segments of these media ids. A moment is a segment: its start and end are
-    those of the sentence, subtitle or line. Equal scores rank by media id, then start.
+    those of the sentence, subtitle or line; of segments that overlap in time (a sentence said and
+    its subtitle, two lines on one slide) the best is the moment. Equal scores rank by media id,
+    then start.
     """
     rows = query.candidates(max(CANDIDATES, 5 * k))
     if media is not None:
@@ -238,9 +244,14 @@ def search_text(query: TextQuery, *, k: int, media: list[int] | None = None) -> 
     ends = query.space.segment_rows.column("end").to_numpy()
     texts = query.lexical.texts
     order = sorted(range(len(rows)), key=lambda i: (-round(float(scores[i]), 6), int(query._segment_media[rows[i]]), float(starts[rows[i]])))
-    out = []
-    for i in order[:k]:
+    out: list[tuple[Hit, str]] = []
+    for i in order:
         r = int(rows[i])
-        score = float(scores[i])
-        out.append((Hit(int(query._segment_media[r]), float(starts[r]), float(ends[r]), score, None, score), texts[r]))
+        hit = Hit(int(query._segment_media[r]), float(starts[r]), float(ends[r]), float(scores[i]), None, float(scores[i]))
+        if any(overlaps(hit, kept) for kept, _ in out):  # the same words twice: said and subtitled, or two lines
+            continue
+        out.append((hit, texts[r]))
+        if len(out) == k:
+            break
     return out
+

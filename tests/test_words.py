@@ -182,11 +182,12 @@ def test_fusion_keeps_the_pictures_order_without_words_and_lets_strong_words_lea
     alone = fuse_moments(pictures, [], k=4)
     assert [h.media_id for h, _, _ in alone] == [1, 2, 3, 4]
     unrelated = [(Hit(m, 1.0, 2.0, s, None, s), "an unrelated line") for m, s in ((3, WORDS_GATE - 0.01), (6, 0.05), (7, 0.04))]
-    assert [h.media_id for h, _, _ in fuse_moments(pictures, [("speech", unrelated, (0.05, 0.05))], k=4)] == [1, 2, 3, 4]  # under the gate
+    assert [h.media_id for h, _, _ in fuse_moments(pictures, [("speech", unrelated, (0.05, 0.05, 30))], k=4)] == [1, 2, 3, 4]  # under the gate
     lines = [(Hit(3, 3.0, 5.0, 0.9, None, 0.9), "the story about the boat"), (Hit(5, 1.0, 2.0, 0.5, None, 0.5), "a boat"),
              *[(Hit(10 + m, 0.0, 1.0, 0.1, None, 0.1), "other") for m in range(6)]]
-    fused = fuse_moments(pictures, [("speech", lines, (0.25, 0.29))], k=5)
-    assert [(h.media_id, space) for h, space, _ in fused][:3] == [(3, "speech"), (1, None), (5, "speech")]
+    fused = fuse_moments(pictures, [("speech", lines, (0.25, 0.29, 30))], k=5)
+    # 0.5 is far from the baseline (z 0.9) but a good match by itself (words_evidence 2.9): above picture 1 (z 1.0)
+    assert [(h.media_id, space) for h, space, _ in fused][:3] == [(3, "speech"), (5, "speech"), (1, None)]
     top = fused[0][0]
     assert (top.start, top.end) == (3.0, 5.0) and fused[0][2] == "the story about the boat"  # where the words are said
     assert sum(h.media_id == 3 for h, _, _ in fused) == 1  # the segment inside it is the same moment

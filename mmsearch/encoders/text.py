@@ -69,7 +69,7 @@ class SentenceEncoder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:  # pragma: no cover - a dependency of the speech extra
-            raise EncoderError(f"text spaces need sentence-transformers: pip install 'mmsearch[speech]' ({exc})") from None
+            raise EncoderError(f"spaces of words need sentence-transformers, one of mmsearch's dependencies: reinstall mmsearch ({exc})") from None
         self.spec = spec
         self.device = resolve_device(device)
         name = spec.pretrained or spec.model or DEFAULT_TEXT_MODEL
