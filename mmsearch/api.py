@@ -613,18 +613,6 @@ def _counts(values: list[Any]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _interleave(lists: list[list[SearchResult]], k: int) -> list[SearchResult]:
-    """Round-robin merge of ranked lists (best of each first), at most k."""
-    if len(lists) == 1:
-        return lists[0][:k]
-    out: list[SearchResult] = []
-    for rank in range(max((len(x) for x in lists), default=0)):
-        for results in lists:
-            if rank < len(results):
-                out.append(results[rank])
-    return out[:k]
-
-
 def open_index(
     root: str | os.PathLike | None = None,
     *,
