@@ -1,4 +1,4 @@
-"""Speech transcription quality, timing and speed with real Whisper base weights (issue #15, part 1).
+"""Speech transcription quality, timing and speed with real Whisper base weights (issue #15).
 
 Two measures, side by side for four ways of running faster-whisper on the same sound:
 

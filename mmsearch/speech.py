@@ -1,13 +1,15 @@
-"""What is said: Whisper through faster-whisper, gated by voice activity detection (issue #15, part 1).
+"""What is said: Whisper through faster-whisper, gated by voice activity detection (issue #15).
 
 The sound of a file is decoded by :mod:`mmsearch.audio` at 16 kHz (so its times are seconds from
 the start of the media, like every other time mmsearch reports), Silero VAD (shipped inside
-faster-whisper) finds the voiced spans, and each span is transcribed on its own with word
-timestamps, its times offset by where the span starts. Transcribing span by span, rather than
-the whole file with ``vad_filter=True``, is deliberate: with VAD off Whisper invents repeated
-sentences over long silences, and faster-whisper's built-in filter sometimes places a first
-word seconds early (faster-whisper issues #125 and #1119). The language is detected once per
-file, on its first voiced 30 s.
+faster-whisper) finds the voiced spans, 10 minutes of sound at a time, and the spans are laid end
+to end with 0.5 s of silence between them and transcribed as one stream with word timestamps;
+each word is put back into the span holding its midpoint (:class:`SpanMap`) and segments split
+where the speaker paused over 1 s. Not the whole file: with VAD off Whisper invents repeated
+sentences over long silences, and faster-whisper's built-in filter maps a word back by its start,
+which can put a first word seconds early (faster-whisper issues #125 and #1119). Not each span
+alone either: a short span loses the context of its neighbours (sentence WER 0.22 against 0.08,
+``benchmarks/speech.py``). The language is detected once per file, on its first voiced 30 s.
 
 Weights: :func:`resolve_asr_model` takes a faster-whisper model name (``base``, ``small``,
 ``large-v3``...) or a local directory. A name resolves to the local Hugging Face cache first,
