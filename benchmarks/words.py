@@ -31,7 +31,6 @@ import argparse
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import describe, machine_info, write_json  # noqa: E402
+from speech import speak, wer, words_of  # noqa: E402  (benchmarks/speech.py: the same espeak-ng voice and scoring)
 
 # (sentence, paraphrase sharing no content word)
 SENTENCES = [
@@ -95,28 +95,6 @@ LINES = [
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "librosa"
 
 
-def words_of(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def speak(text: str) -> np.ndarray:
-    from mmsearch.audio import load_audio
-
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "s.wav"
-        subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, capture_output=True)
-        return load_audio(wav, sample_rate=16000)[0]
-
-
-def wer(ref: list[str], hyp: list[str]) -> float:
-    d = np.arange(len(hyp) + 1, dtype=np.int64)
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d.copy(), i
-        for j, h in enumerate(hyp, 1):
-            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (r != h))
-    return float(d[len(hyp)]) / max(1, len(ref))
-
-
 def build_speech(folder: Path, videos: int, seed: int) -> list[dict]:
     """Talking videos (3 sentences each) and the LibriSpeech clips; returns one truth row per sentence."""
     from mmsearch.synth.talking import Voice, write_talking_video
@@ -166,12 +144,6 @@ def build_slides(folder: Path, count: int, seed: int) -> list[dict]:
             truth.append({"file": f"slides{v:02d}.mp4", "line": text, "start": captions[-1].start, "end": end})
         write_talking_video(folder / f"slides{v:02d}.mp4", seconds=30.0, captions=captions, size=(960, 540), seed=100 + v)
     return truth
-
-
-def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 0.0
 
 
 def quoted(sentence: str) -> str:
@@ -227,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("benchmarks/words.py speaks its sentences with espeak-ng: apt-get install espeak-ng")
     import mmsearch
     from mmsearch import ocr
+    from mmsearch.metrics import temporal_iou
     from mmsearch.audio import probe_audio
     from mmsearch.speech import load_asr_model, transcribe
 
@@ -278,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in slide_truth:
             found = index.search(t["line"], modality="text", k=5)
             top = found[0] if found else None
-            ok = top is not None and Path(top.path).name == t["file"] and iou((top.start, top.end), (t["start"], t["end"])) >= 0.5
+            ok = top is not None and Path(top.path).name == t["file"] and temporal_iou((top.start, top.end), (t["start"], t["end"])) >= 0.5
             rows.append({"line": t["line"], "ok": bool(ok), "top": None if top is None else
                          {"file": Path(top.path).name, "start": top.start, "end": top.end, "text": top.text}})
         right = sum(r["ok"] for r in rows)

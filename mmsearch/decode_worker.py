@@ -63,6 +63,11 @@ class DecodeTask:
     asr_device: str = "cpu"
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the platform says, else the machine's)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
 _MODELS: dict[tuple[str, ...], Any] = {}  # speech and OCR models, loaded once per process
 
 
@@ -257,7 +262,7 @@ def _transcribe(conn: Connection, task: DecodeTask, info: dict[str, Any], send: 
     from .speech import load_asr_model, transcribe
 
     assert task.speech is not None
-    threads = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
+    threads = min(4, usable_cores())
 
     def load() -> Any:
         try:

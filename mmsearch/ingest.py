@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .config import IngestConfig, audio_window_config, check_recorded, config_from_record, config_record
-from .decode_worker import AudioSpec, DecodeTask, DecodeWorker
+from .decode_worker import AudioSpec, DecodeTask, DecodeWorker, usable_cores
 from .derive import Deriver, frame_segments, upgrade_index
 from .speech import DEFAULT_ASR_MODEL
 from .errors import EncoderMismatchError, UsageError
@@ -340,8 +340,7 @@ def default_workers(encoders: Any) -> int:
     on_gpu = any(getattr(getattr(e, "device", None), "type", "cpu") == "cuda" for e in encoders)
     if not on_gpu:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores // 4))
+    return max(1, min(8, usable_cores() // 4))
 
 
 def _recipe_chooser(config: IngestConfig) -> Callable[[int, int], Any]:

@@ -265,7 +265,7 @@ def search_fused(
         for media_id in candidates:
             if text:
                 rows = space.segment_row_ids(media_id)
-                starts, ends = space.segment_rows.column("start").to_numpy()[rows], space.segment_rows.column("end").to_numpy()[rows]
+                starts, ends = space.segment_bounds(rows)
                 scores = query.scores(rows)
             else:
                 starts, ends, vecs = space.segments_of(media_id)

@@ -242,6 +242,10 @@ class SpaceData:
         found = self._segment_rows(media_id)
         return np.zeros(0, np.int64) if found is None else found[1][found[2]].astype(np.int64)
 
+    def segment_bounds(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends) in seconds of the given segment rows."""
+        return self._start[rows], self._end[rows]
+
     def texts_of(self, media_id: int) -> list[str] | None:
         """The text of one media item's segments, in the order of :meth:`segments_of` (None in a space without text)."""
         if "text" not in self.segment_rows.column_names:

@@ -87,23 +87,39 @@ class LexicalIndex:
         found = bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)[0]
         return [t for t in found if t in self.vocab], list(found)
 
-    def search(self, query: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, lexical scores in [0, 1]) of the ``n`` best segments holding a word of ``query``."""
+    def bm25(self, query: str) -> tuple[np.ndarray | None, list[str]]:
+        """BM25 of every segment row for ``query`` (None when no segment holds one of its words), and
+        the query's words; what :meth:`top` and :meth:`normalised` read, computed once a query."""
         known, every = self.query_tokens(query)
         if not known or self.retriever is None:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        scores = self.retriever.get_scores(known)[: self.n]
+            return None, every
+        return self.retriever.get_scores(known)[: self.n], every
+
+    def top(self, bm25: tuple[np.ndarray | None, list[str]], n: int) -> np.ndarray:
+        """Rows of the ``n`` best segments holding a word of the query (of :meth:`bm25`)."""
+        scores, _ = bm25
+        if scores is None:
+            return np.zeros(0, np.int64)
         top = np.argsort(-scores, kind="stable")[: min(n, self.n)]
-        top = top[scores[top] > 0].astype(np.int64)
-        return top, self._normalise(scores[top], top, every)
+        return top[scores[top] > 0].astype(np.int64)
+
+    def normalised(self, bm25: tuple[np.ndarray | None, list[str]], rows: np.ndarray) -> np.ndarray:
+        """Lexical scores in [0, 1] of given segment rows (see :meth:`_normalise`)."""
+        scores, every = bm25
+        rows = np.asarray(rows, np.int64)
+        if scores is None or not len(rows):
+            return np.zeros(len(rows), np.float32)
+        return self._normalise(scores[rows], rows, every)
+
+    def search(self, query: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, lexical scores in [0, 1]) of the ``n`` best segments holding a word of ``query``."""
+        bm25 = self.bm25(query)
+        rows = self.top(bm25, n)
+        return rows, self.normalised(bm25, rows)
 
     def scores(self, query: str, rows: np.ndarray) -> np.ndarray:
         """Lexical scores in [0, 1] of given segment rows."""
-        known, every = self.query_tokens(query)
-        rows = np.asarray(rows, np.int64)
-        if not known or not len(rows) or self.retriever is None:
-            return np.zeros(len(rows), np.float32)
-        return self._normalise(self.retriever.get_scores(known)[rows], rows, every)
+        return self.normalised(self.bm25(query), rows)
 
     def _normalise(self, scores: np.ndarray, rows: np.ndarray, tokens: list[str]) -> np.ndarray:
         """BM25 divided by what each row would score holding every query word once (its own length
@@ -185,6 +201,8 @@ class TextQuery:
         self._phrase_rows, self._phrase_exact = (
             self.lexical.rows_with(self.phrases, self._segment_media) if self.phrases else (None, None)
         )
+        self._bm25 = self.lexical.bm25(self.text)  # BM25 of every row, once for all that follows
+        self._near: dict[int, np.ndarray] = {}
 
     def candidates(self, n: int = CANDIDATES) -> np.ndarray:
         """Segment rows worth scoring: the best by meaning and the best by words (those holding every phrase)."""
@@ -202,13 +220,15 @@ class TextQuery:
         return float(scores.mean()), float(scores.std()) or 1.0, len(scores)
 
     def _nearest(self, n: int) -> np.ndarray:
-        rows = [self.lexical.search(self.text, n)[0]]
-        index = self.space.moment_index  # a text space's moment row i is its segment row i
-        if index is not None and index.ntotal:
-            _, found = index.search(self.vector[None].astype(np.float32), min(n, index.ntotal))
-            rows.append(found[0][found[0] >= 0].astype(np.int64))
-        merged = np.unique(np.concatenate(rows))
-        return merged[self._live[merged]]
+        if n not in self._near:  # candidates() and baseline() both ask
+            rows = [self.lexical.top(self._bm25, n)]
+            index = self.space.moment_index  # a text space's moment row i is its segment row i
+            if index is not None and index.ntotal:
+                _, found = index.search(self.vector[None].astype(np.float32), min(n, index.ntotal))
+                rows.append(found[0][found[0] >= 0].astype(np.int64))
+            merged = np.unique(np.concatenate(rows))
+            self._near[n] = merged[self._live[merged]]
+        return self._near[n]
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
         """Fused scores of segment rows (see the module); 0 for a row without a quoted phrase it needs."""
@@ -216,7 +236,7 @@ class TextQuery:
         if not len(rows):
             return np.zeros(0, np.float32)
         semantic = np.asarray(self.space.segment_vectors[rows], np.float32) @ self.vector
-        lexical = self.lexical.scores(self.text, rows)
+        lexical = self.lexical.normalised(self._bm25, rows)
         if self._phrase_rows is not None:  # a phrase said word for word counts fully, with a word wrong as 0.8
             where = np.searchsorted(self._phrase_rows, rows).clip(0, max(0, len(self._phrase_rows) - 1))
             held = len(self._phrase_rows) > 0
@@ -240,14 +260,13 @@ def search_text(query: TextQuery, *, k: int, media: list[int] | None = None) -> 
     if media is not None:
         rows = rows[np.isin(query._segment_media[rows], np.asarray(list(media), np.int64))]
     scores = query.scores(rows)
-    starts = query.space.segment_rows.column("start").to_numpy()
-    ends = query.space.segment_rows.column("end").to_numpy()
+    starts, ends = query.space.segment_bounds(rows)
     texts = query.lexical.texts
-    order = sorted(range(len(rows)), key=lambda i: (-round(float(scores[i]), 6), int(query._segment_media[rows[i]]), float(starts[rows[i]])))
+    order = sorted(range(len(rows)), key=lambda i: (-round(float(scores[i]), 6), int(query._segment_media[rows[i]]), float(starts[i])))
     out: list[tuple[Hit, str]] = []
     for i in order:
         r = int(rows[i])
-        hit = Hit(int(query._segment_media[r]), float(starts[r]), float(ends[r]), float(scores[i]), None, float(scores[i]))
+        hit = Hit(int(query._segment_media[r]), float(starts[i]), float(ends[i]), float(scores[i]), None, float(scores[i]))
         if any(overlaps(hit, kept) for kept, _ in out):  # the same words twice: said and subtitled, or two lines
             continue
         out.append((hit, texts[r]))

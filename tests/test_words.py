@@ -13,6 +13,7 @@ import pytest
 
 import mmsearch
 from mmsearch.errors import UsageError
+from mmsearch.metrics import temporal_iou
 from mmsearch.textsearch import LexicalIndex, phrases_of
 
 from mmsearch.synth.talking import VOICES as SPEECH
@@ -101,8 +102,7 @@ def test_text_on_screen_is_found_with_its_interval(library):
     idx = mmsearch.open_index(index)
     top = idx.search("science fair", modality="text", k=1)[0]
     assert Path(top.path).name == "school.mp4" and top.modality == "text" and "science" in top.text.lower()
-    inter = max(0.0, min(top.end, 10.0) - max(top.start, 2.0))
-    assert inter / (max(top.end, 10.0) - min(top.start, 2.0)) >= 0.5
+    assert temporal_iou((top.start, top.end), (2.0, 10.0)) >= 0.5
 
 
 def test_a_default_query_fuses_pictures_and_words(library):
