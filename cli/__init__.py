@@ -182,6 +182,9 @@ def index(
     )
 
 
+FILTER_HELP = "Filters (applied inside the search)"
+
+
 @app.command()
 def query(
     text: Annotated[Optional[str], typer.Argument(help="What to look for, in words.", show_default=False)] = None,
@@ -202,14 +205,44 @@ def query(
     audio_weight: Annotated[
         float, typer.Option("--audio-weight", help="--modality all: weight of the audio score of a moment (visual: 1 - this).")
     ] = 0.5,
+    path: Annotated[
+        Optional[str], typer.Option("--path", help="Only files under this path prefix, or matching this glob ('*.mov', '*/2019/*').",
+                                    rich_help_panel=FILTER_HELP)
+    ] = None,
+    kind: Annotated[
+        Optional[list[str]], typer.Option("--kind", help="Only this kind of media: video | image | audio (repeat or comma-separate).",
+                                          rich_help_panel=FILTER_HELP)
+    ] = None,
+    min_duration: Annotated[Optional[float], typer.Option("--min-duration", help="Only media at least this long (seconds).",
+                                                          rich_help_panel=FILTER_HELP)] = None,
+    max_duration: Annotated[Optional[float], typer.Option("--max-duration", help="Only media at most this long (seconds).",
+                                                          rich_help_panel=FILTER_HELP)] = None,
+    modified_after: Annotated[Optional[str], typer.Option("--modified-after", help="Only files modified on or after this date (2024-05-01).",
+                                                          rich_help_panel=FILTER_HELP)] = None,
+    modified_before: Annotated[Optional[str], typer.Option("--modified-before", help="Only files modified on or before this date.",
+                                                           rich_help_panel=FILTER_HELP)] = None,
+    language: Annotated[
+        Optional[list[str]], typer.Option("--language", help="Only media where this language is said (ISO 639-1: en, de; repeatable).",
+                                          rich_help_panel=FILTER_HELP)
+    ] = None,
+    local: Annotated[bool, typer.Option("--local", help="Search in this process even when a server for the index is running.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Find the moments that match TEXT (or --image FILE), best first."""
-    from mmsearch.api import open_index
+    """Find the moments that match TEXT (or --image FILE), best first.
 
+    When `mmsearch serve` runs for the same index, the query is sent there (answered at once,
+    the models already loaded); --local searches here instead.
+    """
+    from mmsearch.filters import GLOB_CHARS, media_filter
+
+    if path is not None and path and not any(c in path for c in GLOB_CHARS):  # a prefix: absolute, as indexed paths are
+        path = os.path.abspath(os.path.expanduser(path)) + ("/" if path.endswith(("/", os.sep)) else "")
+    options = {"path": path, "kinds": kind, "min_duration": min_duration, "max_duration": max_duration,
+               "modified_after": modified_after, "modified_before": modified_before, "languages": language}
+    where = media_filter(**options)
     if batch is not None:
-        _query_batch(batch, index=index, modality=modality, k=k, videos=videos, exhaustive=exhaustive, device=device)
+        _query_batch(batch, index=index, modality=modality, k=k, videos=videos, exhaustive=exhaustive, device=device, where=where)
         return
     given = [q for q in (text, image, audio) if q is not None]
     if not given:
@@ -219,25 +252,52 @@ def query(
     for flag, value in (("--image", image), ("--audio", audio)):
         if value is not None and not value.is_file():
             raise UsageError(f"{flag} {value}: no such file")
-    idx = open_index(_index_dir(index), device=device)
-    results = idx.search(  # type: ignore[arg-type]
-        text, image=image, audio=audio, modality=modality, k=k, videos=videos, exhaustive=exhaustive, audio_weight=audio_weight
+    example = image or audio
+    answer = None if local else _remote_query(
+        _index_dir(index), text=text, upload=example,
+        params={"q": text, "k": k, "videos": videos, "modality": modality, "exhaustive": exhaustive,
+                "audio_weight": audio_weight if text is not None else None, "path": path, "kind": where.kinds or None,
+                "min_duration": min_duration, "max_duration": max_duration, "modified_after": where.modified_after,
+                "modified_before": where.modified_before, "language": where.languages or None},
     )
-    query_info: dict[str, Any] = {
-        "text": text,
-        "image": str(image.absolute()) if image else None,
-        "audio": str(audio.absolute()) if audio else None,
-        "modality": modality or ("audio" if audio is not None else "video" if image is not None else "default"),
-        "k": k,
-        "videos": videos,
-        "exhaustive": exhaustive,
-        "index": os.path.abspath(idx.root),  # paths in the answer are absolute, the index's too
-    }
+    if answer is None:
+        from mmsearch.api import open_index, query_answer
+
+        idx = open_index(_index_dir(index), device=device)
+        results = idx.search(  # type: ignore[arg-type]
+            text, image=image, audio=audio, modality=modality, k=k, videos=videos, exhaustive=exhaustive,
+            audio_weight=audio_weight, where=where,
+        )
+        answer = query_answer(idx, results, text=text, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where)
+    if example is not None:  # the file as given here, not as uploaded
+        answer["query"]["image" if image is not None else "audio"] = str(example.absolute())
     if as_json:
-        sys.stdout.write(_json_line({"query": query_info, "results": [r.to_dict() for r in results]}))
+        sys.stdout.write(_json_line(answer))
         return
+    _print_results(answer, text=text, image=image, audio=audio)
+
+
+def _remote_query(root: Path, *, text: str | None, upload: Path | None, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer of a server running for ``root`` (see :mod:`mmsearch.client`), or None when none runs."""
+    from mmsearch.client import find_server, remote_search
+
+    server = find_server(root)
+    if server is None:
+        return None
+    if upload is not None:
+        params = {k: v for k, v in params.items() if k != "q"}
+    answer = remote_search(server, params, upload=upload)
+    if answer is not None:
+        logging.getLogger("mmsearch").info("answered by the server at %s", server["url"])
+    return answer
+
+
+def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | None, audio: Path | None) -> None:
+    results = answer["results"]
     if not results:
-        console.print("no results" + (": nothing says or shows the quoted words" if text and '"' in text else " (is the index empty?)"))
+        console.print("no results" + (": nothing says or shows the quoted words" if text and '"' in text
+                                      else ": nothing passes the filters" if answer["query"].get("filter")
+                                      else " (is the index empty?)"))
         return
     table = Table(title=_plain(repr(text)) if text else f"{'image' if image else 'sound'} {image or audio}", show_lines=False)
     table.add_column("#", justify="right")
@@ -245,19 +305,21 @@ def query(
     for col in ("start", "end", "score", "video"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("modality")
-    words = any(r.text for r in results)
+    words = any(r.get("text") for r in results)
     if words:
         table.add_column("words", overflow="fold")
     for i, r in enumerate(results, 1):
         cells = [
-            str(i), _plain(r.path), _clock(r.start), _clock(r.end), f"{r.score:.3f}",
-            "" if r.video_score is None else f"{r.video_score:.3f}", r.modality,
+            str(i), _plain(r["path"]), _clock(r["start"]), _clock(r["end"]), f"{r['score']:.3f}",
+            "" if r.get("video_score") is None else f"{r['video_score']:.3f}", r["modality"],
         ]
-        table.add_row(*cells, *([_plain(r.text or "")] if words else []))
+        table.add_row(*cells, *([_plain(r.get("text") or "")] if words else []))
     console.print(table)
 
 
-def _query_batch(path: Path, *, index: Path | None, modality: str | None, k: int, videos: int, exhaustive: bool, device: str) -> None:
+def _query_batch(
+    path: Path, *, index: Path | None, modality: str | None, k: int, videos: int, exhaustive: bool, device: str, where: Any = None
+) -> None:
     """One JSON line per query, in input order: {"query": {...}, "results": [...]}."""
     from mmsearch.api import open_index
 
@@ -283,9 +345,11 @@ def _query_batch(path: Path, *, index: Path | None, modality: str | None, k: int
     if not texts:
         raise UsageError(f"--batch {path}: no queries in it (one per line, or a JSON list of strings)")
     idx = open_index(_index_dir(index), device=device)
-    results = idx.search_batch(texts, modality=modality, k=k, videos=videos, exhaustive=exhaustive)  # type: ignore[arg-type]
+    results = idx.search_batch(texts, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where)  # type: ignore[arg-type]
     for text, hits in zip(texts, results):
         query_info = {"text": text, "modality": modality or "default", "k": k, "videos": videos, "exhaustive": exhaustive}
+        if where is not None and not where.empty:
+            query_info["filter"] = where.to_dict()
         sys.stdout.write(_json_line({"query": query_info, "results": [r.to_dict() for r in hits]}))
 
 
@@ -383,6 +447,30 @@ def info(
             console.print(f"  failed {_plain(f['path'])}: {f['stage']}: {_plain(f['reason'])}", highlight=False)
         for f in data["damaged_files"]:
             console.print(f"  damaged {_plain(f['path'])}: {_plain(f['damage'])} (indexed for what decoded)", highlight=False)
+
+
+@app.command()
+def serve(
+    index: IndexOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; beyond loopback a token is required.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8321,
+    token: Annotated[
+        Optional[str], typer.Option("--token", help="Require this token [default: none on loopback; elsewhere one is generated and printed].",
+                                    envvar="MMSEARCH_TOKEN")
+    ] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Serve the index over HTTP: a search page that plays the moment it found, and a JSON API."""
+    from mmsearch.server import ServeConfig, serve as run_server
+
+    root = _index_dir(index)
+    if not 0 < port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {port}")
+
+    def ready(url: str) -> None:
+        console.print(f"mmsearch serving {_plain(os.path.abspath(root))} at [bold]{url}[/] (Ctrl-C stops it)", highlight=False, soft_wrap=True)
+
+    run_server(ServeConfig(index=root, host=host, port=port, token=token or None, device=device), on_ready=ready)
 
 
 @app.command()

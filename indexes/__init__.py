@@ -699,24 +699,33 @@ class RowIndex:
     def dim(self) -> int:
         return self.vectors.dim
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, row ids) per query among live rows; ``-1`` where fewer exist."""
+    def search(self, queries: np.ndarray, k: int, *, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row ids) per query among live rows; ``-1`` where fewer exist.
+
+        ``keep``: a bool mask over the rows (a search filter): only rows it keeps are returned,
+        found as tombstoned rows are skipped, by asking the index for more rows until ``k`` pass
+        (a mask that keeps few rows is better searched exactly over them).
+        """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dim:
             raise UsageError(f"query dimension {queries.shape[1]} does not match index dimension {self.dim}")
         n = len(self.vectors)
         k = max(1, int(k))
-        fetch = k if self.alive is None else min(n, 2 * k + 16)
+        alive = self.alive
+        if keep is not None:
+            alive = keep[:n] if alive is None else alive & keep[:n]
+        fetch = k if alive is None else min(n, 2 * k + 16)
+        available = n if alive is None else int(alive.sum())
         while True:
             scores, ids = self._search_all(queries, max(fetch, 1))
-            if self.alive is not None:
-                dead = (ids >= 0) & ~self.alive[np.maximum(ids, 0)]
+            if alive is not None:
+                dead = (ids >= 0) & ~alive[np.maximum(ids, 0)]
                 scores = np.where(dead, -np.inf, scores)
                 ids = np.where(dead, -1, ids)
                 order = np.argsort(-scores, axis=1, kind="stable")
                 scores, ids = np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
             found = (ids >= 0).sum(axis=1)
-            if fetch >= n or (found >= min(k, self.ntotal)).all():
+            if fetch >= n or (found >= min(k, available)).all():
                 break
             fetch = min(n, fetch * 4)
         scores, ids = scores[:, :k], ids[:, :k]

@@ -22,6 +22,7 @@ from .common_space import HeadConfig, TrainSpaceReport, train_space  # noqa: F40
 from .config import IngestConfig, audio_window_config, config_from_record
 from .encoders import EncoderSpec, create_encoder, resolve_spec
 from .errors import EncoderMismatchError, UsageError
+from .filters import MediaFilter, allowed_media
 from .fileio import display_path
 from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
@@ -61,6 +62,7 @@ class SearchResult:
     modality: Modality
     moment_score: float | None = None
     text: str | None = None  # the words said or written in the moment, when that is what matched
+    media_id: int | None = None  # the media item's id in this index (identical copies share one)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``path`` is always valid Unicode (bytes that are not UTF-8 shown as ``\\xNN``);
@@ -253,6 +255,63 @@ class Index:
             "library_versions": m.get("library_versions", {}),
         }
 
+    def reopened(self) -> "Index":
+        """This index at its newest generation (``self`` when none was committed since it was opened);
+        the encoders built so far are kept where the new generation still names the same ones."""
+        manifest = read_manifest(self.root)
+        if manifest.get("generation") == self.manifest.get("generation"):
+            return self
+        fresh = Index(open_snapshot(self.root), device=self.device, spec_override=self._spec_override)
+        with self._encoder_lock:
+            for space, encoder in self._encoders.items():
+                entry = fresh.manifest.get("spaces", {}).get(space)
+                if entry is not None and entry["encoder"]["identity"] == encoder.identity():
+                    fresh._encoders[space] = encoder
+        return fresh
+
+    def media_row(self, media_id: int) -> dict[str, Any] | None:
+        """The stored row of a media item (path, kind, duration, size, mtime, language...), None if unknown."""
+        return self._rows.get(int(media_id))
+
+    def media_paths(self, media_id: int) -> list[str]:
+        """Every indexed path of a media item (identical copies share a media id), in the media table's order."""
+        ids = self.snapshot.media.column("media_id").to_numpy()
+        paths = self.snapshot.media.column("path").to_pylist()
+        return [paths[i] for i in np.flatnonzero(ids == int(media_id))]
+
+    def similarity_over_time(self, text: str, media_id: int, *, modality: str | None = None) -> dict[str, Any]:
+        """Where in one media item ``text`` matches: per space a text query searches (see :meth:`search`),
+        ``{"space": {"start": [...], "end": [...], "score": [...]}}`` in seconds, one entry per segment
+        in time order. Scores are cosines for pictures and sound, the fused word score
+        (:class:`mmsearch.textsearch.TextQuery`) for what is said or written. Raises UsageError for an
+        empty text or an unknown modality or media id."""
+        if not text or not text.strip():
+            raise UsageError("empty query text: say what to look for")
+        if modality is not None and modality not in MODALITIES:
+            raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+        if int(media_id) not in self._rows:
+            raise UsageError(f"no media item {media_id} in the index at {self.root}")
+        out: dict[str, Any] = {}
+        for space in self._text_query_spaces(modality):
+            data = self.snapshot.spaces[space]
+            if space in TEXT_SPACES:
+                rows = data.segment_row_ids(int(media_id))
+                if not len(rows):
+                    continue
+                starts, ends = data.segment_bounds(rows)
+                scores = self.text_query(space, text, allowed=np.asarray([int(media_id)], np.int64)).scores(rows)
+            else:
+                starts, ends, vectors = data.segments_of(int(media_id))
+                if not len(starts):
+                    continue
+                scores = vectors @ self.embed_queries(text=[text], space=space)[0]
+            out[space] = {
+                "start": [round(float(v), 3) for v in starts],
+                "end": [round(float(v), 3) for v in ends],
+                "score": [round(float(v), 4) for v in scores],
+            }
+        return out
+
     def failures(self) -> list[dict[str, Any]]:
         """Files that could not be indexed: ``path`` (valid Unicode; ``path_bytes`` when the name is
         not UTF-8, see :func:`path_fields`), ``stage`` and ``reason`` of each."""
@@ -328,6 +387,7 @@ class Index:
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
         audio_weight: float = 0.5,
+        where: MediaFilter | None = None,
     ) -> list[SearchResult]:
         """The best ``k`` moments for a text, an example image or a sound file, best first.
 
@@ -340,7 +400,43 @@ class Index:
         finds sound. An image with ``audio`` or a sound with ``video`` goes through the common
         space (``train-space``). In the spaces of words, words in double quotes must be said or
         written (word for word, or with one word in five misheard: :mod:`mmsearch.textsearch`).
+
+        ``where`` (:class:`mmsearch.filters.MediaFilter`): only media that pass it, filtered inside
+        every stage of the search, so ``k`` results come back whenever ``k`` moments match; a result's
+        ``path`` is then a path that passes it.
         """
+        allowed, paths = self._allowed(where)
+        found = self._search(text, image=image, audio=audio, modality=modality, k=k, videos=videos, exhaustive=exhaustive,
+                             localize=localize, audio_weight=audio_weight, allowed=allowed)
+        return self._with_paths(found, paths)
+
+    def _allowed(self, where: MediaFilter | None) -> tuple[np.ndarray | None, dict[int, str] | None]:
+        """(sorted media ids, media id -> first matching path) of a filter; (None, None) without one."""
+        if where is None or where.empty:
+            return None, None
+        return allowed_media(self.snapshot.media, where)
+
+    @staticmethod
+    def _with_paths(found: list[SearchResult], paths: dict[int, str] | None) -> list[SearchResult]:
+        """Results named by the path a filter matched (a media item's copies may not all match)."""
+        if not paths:
+            return found
+        return [replace(r, path=paths.get(r.media_id, r.path)) if r.media_id is not None else r for r in found]
+
+    def _search(
+        self,
+        text: str | None,
+        *,
+        image: str | os.PathLike | None,
+        audio: str | os.PathLike | None,
+        modality: str | None,
+        k: int,
+        videos: int,
+        exhaustive: bool,
+        localize: LocalizeConfig,
+        audio_weight: float,
+        allowed: np.ndarray | None,
+    ) -> list[SearchResult]:
         given = [q for q in (text, image, audio) if q is not None]
         if len(given) != 1:
             raise UsageError("give exactly one of a query text, --image FILE or --audio FILE")
@@ -355,18 +451,22 @@ class Index:
         if text is not None:
             spaces = self._text_query_spaces(modality)
             if len(spaces) > 1 and modality is None:
-                return self._search_seen_and_said(text, spaces, k=k, videos=videos, exhaustive=exhaustive, localize=localize)
+                return self._search_seen_and_said(
+                    text, spaces, k=k, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
+                )
             if len(spaces) > 1:  # all
                 return self._search_fused(
                     text, spaces, {AUDIO: audio_weight}, k=k, videos=videos, exhaustive=exhaustive, localize=localize,
-                    other_weight=1.0 - audio_weight,
+                    other_weight=1.0 - audio_weight, allowed=allowed,
                 )
             if spaces[0] in TEXT_SPACES:
-                return self._search_words(spaces[0], text, k=k)
+                return self._search_words(spaces[0], text, k=k, allowed=allowed)
         if modality is None:
             modality = "audio" if audio is not None else "video"
         if (image is not None and modality == "audio") or (audio is not None and modality == "video"):
-            return self._search_cross_modal(image=image, audio=audio, k=k, videos=videos, exhaustive=exhaustive, localize=localize)
+            return self._search_cross_modal(
+                image=image, audio=audio, k=k, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
+            )
         space = AUDIO if (audio is not None or modality == "audio") else VISUAL
         queries = self.embed_queries(
             text=[text] if text is not None else None,
@@ -374,10 +474,12 @@ class Index:
             audio=[audio] if audio is not None else None,
             space=space,
         )
-        found = self.search_vectors(queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize)[0]
+        found = self.search_vectors(
+            queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
+        )[0]
         example = image if image is not None else audio
         if example is not None:
-            found = self._item_itself_first(found, example, queries, space=space, localize=localize)
+            found = self._item_itself_first(found, example, queries, space=space, localize=localize, allowed=allowed)
         return found
 
     def _text_query_spaces(self, modality: str | None) -> list[str]:
@@ -405,22 +507,30 @@ class Index:
                 self._lexical[space] = LexicalIndex([t or "" for t in rows.column("text").to_pylist()])
             return self._lexical[space]
 
-    def text_query(self, space: str, text: str) -> Any:
-        """A :class:`mmsearch.textsearch.TextQuery` of ``text`` against the space of words ``space``."""
+    def text_query(self, space: str, text: str, *, allowed: np.ndarray | None = None) -> Any:
+        """A :class:`mmsearch.textsearch.TextQuery` of ``text`` against the space of words ``space``
+        (``allowed``: only these media ids, sorted int64)."""
         from .textsearch import TextQuery
 
         vector = self.embed_queries(text=[text.replace('"', " ").strip() or text], space=space)[0]
-        return TextQuery(self.snapshot.spaces[space], vector, text, self._lexical_index(space))
+        return TextQuery(self.snapshot.spaces[space], vector, text, self._lexical_index(space), allowed)
 
-    def _search_words(self, space: str, text: str, *, k: int, media: list[int] | None = None) -> list[SearchResult]:
+    def _search_words(self, space: str, text: str, *, k: int, allowed: np.ndarray | None = None) -> list[SearchResult]:
         from .textsearch import search_text
 
         if k < 1:
             raise UsageError(f"-k must be at least 1, got {k}")
-        return [self._result(hit, space, words) for hit, words in search_text(self.text_query(space, text), k=k, media=media)]
+        return [self._result(hit, space, words) for hit, words in search_text(self.text_query(space, text, allowed=allowed), k=k)]
 
     def _item_itself_first(
-        self, found: list[SearchResult], example: str | os.PathLike, queries: np.ndarray, *, space: str, localize: LocalizeConfig
+        self,
+        found: list[SearchResult],
+        example: str | os.PathLike,
+        queries: np.ndarray,
+        *,
+        space: str,
+        localize: LocalizeConfig,
+        allowed: np.ndarray | None = None,
     ) -> list[SearchResult]:
         """An indexed file given as the query example (same content hash) is listed first, with its best
         moment: scores alone decide that too with a sound encoder that spreads its inputs, not with one
@@ -433,7 +543,7 @@ class Index:
             media_id = self._by_hash.get(content_hash(os.fspath(example)))
         except OSError:
             return found
-        if media_id is None:
+        if media_id is None or (allowed is not None and int(media_id) not in allowed):
             return found
         own = self.search_hits(queries, space=space, k=1, videos=1, media=[int(media_id)], localize=localize)[0]
         if not own:
@@ -443,7 +553,15 @@ class Index:
         return [first, *rest][: max(1, len(found))]
 
     def _search_seen_and_said(
-        self, text: str, spaces: list[str], *, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig
+        self,
+        text: str,
+        spaces: list[str],
+        *,
+        k: int,
+        videos: int,
+        exhaustive: bool,
+        localize: LocalizeConfig,
+        allowed: np.ndarray | None = None,
     ) -> list[SearchResult]:
         """A text query without a modality: the pictures' moments and the moments of words, fused per
         moment (:func:`mmsearch.retrieval.fuse_moments`)."""
@@ -453,11 +571,13 @@ class Index:
         pictures: list[Hit] = []
         if VISUAL in spaces:
             query = self.embed_queries(text=[text], space=VISUAL)
-            pictures = self.search_hits(query, space=VISUAL, k=depth, videos=videos, exhaustive=exhaustive, localize=localize)[0]
+            pictures = self.search_hits(
+                query, space=VISUAL, k=depth, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
+            )[0]
         words = []
         for space in spaces:
             if space in TEXT_SPACES:
-                query = self.text_query(space, text)
+                query = self.text_query(space, text, allowed=allowed)
                 words.append((space, search_text(query, k=depth), query.baseline()))
         out = []
         for hit, space, said in fuse_moments(pictures, words, k=k):
@@ -475,14 +595,18 @@ class Index:
         exhaustive: bool,
         localize: LocalizeConfig,
         other_weight: float = 1.0,
+        allowed: np.ndarray | None = None,
     ) -> list[SearchResult]:
         """Text in several spaces, scores fused per moment (:func:`mmsearch.retrieval.search_fused`);
         ``weights`` by space, ``other_weight`` for the spaces it does not name."""
         parts = []
         for space in spaces:
-            query = self.text_query(space, text) if space in TEXT_SPACES else self.embed_queries(text=[text], space=space)[0]
+            if space in TEXT_SPACES:
+                query = self.text_query(space, text, allowed=allowed)
+            else:
+                query = self.embed_queries(text=[text], space=space)[0]
             parts.append((self.snapshot.spaces[space], query, weights.get(space, other_weight)))
-        hits = search_fused(parts, k=k, videos=videos, exhaustive=exhaustive, config=localize)
+        hits = search_fused(parts, k=k, videos=videos, exhaustive=exhaustive, config=localize, allowed=allowed)
         out = []
         for h in hits:
             space = spaces[h.part] if h.part is not None else VISUAL
@@ -492,7 +616,8 @@ class Index:
         return out
 
     def _search_cross_modal(
-        self, *, image: Any, audio: Any, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig
+        self, *, image: Any, audio: Any, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig,
+        allowed: np.ndarray | None = None,
     ) -> list[SearchResult]:
         """Image -> sound or sound -> video moments through the learnt common space."""
         from .common_space import COMMON_AUDIO, COMMON_VISUAL, load_heads
@@ -505,7 +630,7 @@ class Index:
             query = heads.project_audio(self.embed_queries(audio=[audio], space=AUDIO))
             target, result_space = COMMON_VISUAL, VISUAL
         data = self.snapshot.spaces[target]
-        hits = search_space(data, query, k=k, videos=videos, exhaustive=exhaustive, config=localize)
+        hits = search_space(data, query, k=k, videos=videos, exhaustive=exhaustive, config=localize, allowed=allowed)
         return [self._result(h, result_space) for h in hits[0]]
 
     def search_batch(
@@ -517,6 +642,7 @@ class Index:
         videos: int = 20,
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
+        where: MediaFilter | None = None,
     ) -> list[list[SearchResult]]:
         """Many text queries at once, as :meth:`search` answers each: in one space of vectors with
         one batched encoder pass and one batched FAISS search; fused or in words, one by one."""
@@ -526,9 +652,16 @@ class Index:
             raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
         spaces = self._text_query_spaces(modality)
         if len(spaces) > 1 or spaces[0] in TEXT_SPACES:
-            return [self.search(t, modality=modality, k=k, videos=videos, exhaustive=exhaustive, localize=localize) for t in texts]
+            return [
+                self.search(t, modality=modality, k=k, videos=videos, exhaustive=exhaustive, localize=localize, where=where)
+                for t in texts
+            ]
+        allowed, paths = self._allowed(where)
         vectors = self.embed_queries(text=list(texts), space=spaces[0])
-        return self.search_vectors(vectors, space=spaces[0], k=k, videos=videos, exhaustive=exhaustive, localize=localize)
+        found = self.search_vectors(
+            vectors, space=spaces[0], k=k, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
+        )
+        return [self._with_paths(row, paths) for row in found]
 
     def search_vectors(
         self,
@@ -539,9 +672,13 @@ class Index:
         videos: int = 20,
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
+        allowed: np.ndarray | None = None,
     ) -> list[list[SearchResult]]:
-        """Two-stage search of ``queries`` (``(n, dim)`` float32 vectors of ``space``): one result list per query."""
-        hits = self.search_hits(queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize)
+        """Two-stage search of ``queries`` (``(n, dim)`` float32 vectors of ``space``): one result list per query.
+        ``allowed``: only these media ids (sorted int64; see :func:`mmsearch.filters.allowed_media`)."""
+        hits = self.search_hits(
+            queries, space=space, k=k, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
+        )
         return [[self._result(h, space) for h in row] for row in hits]
 
     def search_hits(
@@ -554,11 +691,13 @@ class Index:
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
         media: list[int] | None = None,
+        allowed: np.ndarray | None = None,
     ) -> list[list[Hit]]:
         """Two-stage search of ``queries`` (``(n, dim)`` float32 vectors of ``space``) as media ids and seconds.
 
-        ``media``: only these media ids (the candidates of a benchmark, a filter), stage 1 scored
-        exactly over them. :meth:`search_vectors` is this with paths.
+        ``media``: only these media ids (the candidates of a benchmark), stage 1 scored exactly over
+        them. ``allowed``: only these media ids (a filter, searched inside the index; see
+        :func:`mmsearch.retrieval.stage1`). :meth:`search_vectors` is this with paths.
         """
         if k < 1 or videos < 1:
             raise UsageError(f"-k and --videos must be at least 1, got {k} and {videos}")
@@ -566,7 +705,7 @@ class Index:
         if data is None:
             return [[] for _ in range(len(np.atleast_2d(queries)))]
         return search_space(
-            data, queries, k=k, videos=videos, exhaustive=exhaustive, config=localize, media=media
+            data, queries, k=k, videos=videos, exhaustive=exhaustive, config=localize, media=media, allowed=allowed
         )
 
     def media_vectors(self, media: list[int], *, space: str = VISUAL) -> tuple[np.ndarray, np.ndarray]:
@@ -596,6 +735,7 @@ class Index:
             modality=modality,
             moment_score=None if hit.moment_score is None else float(hit.moment_score),
             text=text,
+            media_id=int(hit.media_id),
         )
 
 
@@ -635,3 +775,33 @@ def _stored_spec(root: Path, space: str) -> EncoderSpec | None:
         return None
     entry = read_manifest(root).get("spaces", {}).get(space)
     return EncoderSpec(**entry["encoder"]["spec"]) if entry else None
+
+
+def query_answer(
+    idx: Index,
+    results: list[SearchResult],
+    *,
+    text: str | None = None,
+    image: str | None = None,
+    audio: str | None = None,
+    modality: str | None = None,
+    k: int = 10,
+    videos: int = 20,
+    exhaustive: bool = False,
+    where: MediaFilter | None = None,
+) -> dict[str, Any]:
+    """The answer to one query as ``mmsearch query --json`` prints it and ``mmsearch serve`` returns it:
+    ``{"query": {...}, "results": [SearchResult.to_dict(), ...]}``; paths absolute, the index's too."""
+    query: dict[str, Any] = {
+        "text": text,
+        "image": image,
+        "audio": audio,
+        "modality": modality or ("audio" if audio is not None else "video" if image is not None else "default"),
+        "k": k,
+        "videos": videos,
+        "exhaustive": exhaustive,
+        "index": os.path.abspath(idx.root),
+    }
+    if where is not None and not where.empty:
+        query["filter"] = where.to_dict()
+    return {"query": query, "results": [r.to_dict() for r in results]}

@@ -640,3 +640,51 @@ def frame_at(path: str | os.PathLike, seconds: float, *, backend: str = DEFAULT_
     if best is None or math.isnan(best[0]):
         raise DecodeError(path, f"no frame at {seconds} s")
     return best
+
+
+def picture_at(path: str | os.PathLike, seconds: float, *, short_side: int | None = None) -> np.ndarray:
+    """The picture on screen at ``seconds`` (from the start of the media as a player shows it) as RGB
+    uint8 ``(H, W, 3)``, rotated as shown, optionally downscaled (a thumbnail).
+
+    Seeks to the keyframe before ``seconds`` and decodes from there (a video that cannot seek is
+    decoded from its start, as :func:`frame_at`). A still, or an animation PyAV cannot read (WebP),
+    gives its picture. Raises :class:`DecodeError` naming the file when nothing decodes.
+    """
+    import av
+
+    path = os.fspath(path)
+    if media_kind(path) == "image":
+        return load_image(path, short_side=short_side)
+    try:
+        container = av.open(path)
+    except Exception:  # an animation FFmpeg does not read (animated WebP): Pillow's first picture
+        return load_image(path, short_side=short_side)
+    with container:
+        streams = picture_streams(container)
+        if not streams:
+            raise NoVideoError(path, "no video stream")
+        vs = streams[0]
+        origin = container_start(container)
+        best = None
+        for attempt in ("seek", "from the start"):
+            try:
+                if attempt == "seek" and vs.time_base:
+                    container.seek(max(0, int((seconds + origin) / vs.time_base)), stream=vs, backward=True)
+                elif attempt != "seek":
+                    container.seek(0)
+                for frame in container.decode(vs):
+                    if frame.time is None:
+                        continue
+                    t = unwrap(container, vs, float(frame.time), origin) - origin
+                    if t <= seconds + 1e-6 or best is None:
+                        best = frame
+                    if t > seconds:
+                        break
+            except av.error.FFmpegError:
+                pass
+            if best is not None:
+                break
+        if best is None:
+            raise DecodeError(path, f"no picture decodes at {seconds:.3f} s")
+        tw, th = scaled_size(best.width, best.height, short_side)
+        return _rotate(best.to_ndarray(format="rgb24", width=tw, height=th, interpolation="BILINEAR"), best.rotation)

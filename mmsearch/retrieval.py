@@ -142,12 +142,14 @@ def search_space(
     config: LocalizeConfig = LocalizeConfig(),
     media: Sequence[int] | None = None,
     media_weight: float = MEDIA_WEIGHT,
+    allowed: np.ndarray | None = None,
 ) -> list[list[Hit]]:
     """Top-k moments per query vector (rows of ``queries``, ``(n, dim)`` float32), best first.
 
-    ``media``: search only these media ids (a benchmark's candidates, a filter): stage 1 scores
-    each query against their media-level vectors exactly, and of equal scores the one listed
-    first ranks first. Moments are ordered by their combined score (see the module; equal to
+    ``media``: search only these media ids (a benchmark's candidates): stage 1 scores each query
+    against their media-level vectors exactly, and of equal scores the one listed first ranks
+    first. ``allowed``: sorted int64 media ids a filter lets through
+    (:func:`mmsearch.filters.allowed_media`), searched inside the index (:func:`stage1`). Moments are ordered by their combined score (see the module; equal to
     :data:`SCORE_DECIMALS` decimals is a tie), then by their media's stage-1 score and rank,
     then by start. A media item's moments start and end where its segments do (pictures end
     where the video stream does, not with a longer soundtrack).
@@ -158,13 +160,9 @@ def search_space(
     if media is not None:
         candidates = stage1_among(space, queries, media, videos)
     elif exhaustive:
-        candidates = _candidates_from_moments(space, queries, k=k)
+        candidates = _candidates_from_moments(space, queries, k=k, allowed=allowed)
     else:
-        scores, rows = space.media_index.search(queries, min(videos, space.media_index.ntotal))
-        candidates = [
-            [(int(space.media_ids[r]), float(sc)) for sc, r in zip(srow, rrow) if r >= 0]
-            for srow, rrow in zip(scores, rows)
-        ]
+        candidates = stage1(space, queries, videos, allowed=allowed)
     out = []
     for q, cands in zip(queries, candidates):
         hits: list[tuple[tuple, Hit]] = []
@@ -183,6 +181,26 @@ def search_space(
     return out
 
 
+FILTER_EXACT = 4096  # a filter letting at most this many media through is scored exactly over them
+
+
+def stage1(space: SpaceData, queries: np.ndarray, videos: int, *, allowed: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
+    """The ``videos`` best media per query, (media_id, score) best first, from the media-level index.
+
+    ``allowed`` (sorted int64 media ids, a filter): at most :data:`FILTER_EXACT` of them are scored
+    exactly (:func:`stage1_among`); more are searched in the index with every other row masked, so
+    ``videos`` come back whenever that many pass.
+    """
+    if allowed is not None and len(allowed) <= FILTER_EXACT:
+        return stage1_among(space, queries, allowed, videos)
+    keep = None if allowed is None else np.isin(space.media_ids, allowed)
+    scores, rows = space.media_index.search(queries, min(videos, space.media_index.ntotal), keep=keep)
+    return [
+        [(int(space.media_ids[r]), float(sc)) for sc, r in zip(srow, rrow) if r >= 0]
+        for srow, rrow in zip(scores, rows)
+    ]
+
+
 def stage1_among(space: SpaceData, queries: np.ndarray, media: Sequence[int], videos: int) -> list[list[tuple[int, float]]]:
     """The ``videos`` best of ``media`` (ids) per query by media-level score, exact; ties keep the order given.
 
@@ -199,12 +217,16 @@ def stage1_among(space: SpaceData, queries: np.ndarray, media: Sequence[int], vi
     return out
 
 
-def _candidates_from_moments(space: SpaceData, queries: np.ndarray, *, k: int) -> list[list[tuple[int, float]]]:
+def _candidates_from_moments(
+    space: SpaceData, queries: np.ndarray, *, k: int, allowed: np.ndarray | None = None
+) -> list[list[tuple[int, float]]]:
     """Media items owning the best moment windows of the whole corpus (one stage, no media ranking),
-    each with its exact media score, so exhaustive moments are scored as two-stage ones are."""
+    each with its exact media score, so exhaustive moments are scored as two-stage ones are.
+    ``allowed``: only moments of these media ids (a filter, masked inside the search)."""
     n = space.moment_index.ntotal
-    scores, rows = space.moment_index.search(queries, min(n, max(50, 20 * k)))
     moment_media = space.moments.column("media_id").to_numpy()
+    keep = None if allowed is None else np.isin(moment_media, allowed)
+    scores, rows = space.moment_index.search(queries, min(n, max(50, 20 * k)), keep=keep)
     out = []
     for q, srow, rrow in zip(queries, scores, rows):
         seen = list(dict.fromkeys(int(moment_media[r]) for r in rrow if r >= 0))
@@ -220,6 +242,7 @@ def search_fused(
     videos: int = 20,
     exhaustive: bool = False,
     config: LocalizeConfig = LocalizeConfig(),
+    allowed: np.ndarray | None = None,
 ) -> list[Hit]:
     """One query in several spaces (CLIP text vs frames, CLAP text vs sound, words said or written),
     fused per moment in the way of HERO (Li et al., 2020: frames and subtitles on one timeline).
@@ -237,22 +260,25 @@ def search_fused(
     said *and* the picture matches ranks first. Media scores (a media's vector, or for words its best
     segment) are standardised and fused the same way, and each moment's score combines the two as
     single-space search does (:func:`combined_score`), so a weight of 0 on a space ranks as the other
-    spaces alone would. A space a media item lacks contributes 0 (the average).
+    spaces alone would. A space a media item lacks contributes 0 (the average). ``allowed``: only
+    these media ids (sorted int64, a filter; a text query should be built with the same filter).
     """
     candidates: dict[int, float] = {}
     for space, query, _ in parts:
         if space.media_index is None or space.media_index.ntotal == 0:
             continue
         if exhaustive:
-            ids = [int(m) for m in space.live_media_ids()]
+            live = space.live_media_ids()
+            ids = [int(m) for m in (live if allowed is None else live[np.isin(live, allowed)])]
         elif _is_text(query):
             media_ids = space.segment_rows.column("media_id").to_numpy()
             rows = query.candidates()
+            if allowed is not None:
+                rows = rows[np.isin(media_ids[rows], allowed)]
             order = np.argsort(-query.scores(rows), kind="stable")
             ids = list(dict.fromkeys(int(media_ids[r]) for r in rows[order]))[:videos]
         else:
-            _, rows = space.media_index.search(query[None], min(videos, space.media_index.ntotal))
-            ids = [int(space.media_ids[r]) for r in rows[0] if r >= 0]
+            ids = [m for m, _ in stage1(space, query[None], videos, allowed=allowed)[0]]
         for media_id in ids:
             candidates.setdefault(media_id, 0.0)
     curves: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray, float, bool] | None]] = {m: [] for m in candidates}

@@ -193,11 +193,14 @@ class TextQuery:
     vector: np.ndarray
     text: str
     lexical: LexicalIndex
+    allowed: np.ndarray | None = None  # sorted int64 media ids a filter lets through; None: all
 
     def __post_init__(self) -> None:
         self.phrases = phrases_of(self.text)
         self._segment_media = self.space.segment_rows.column("media_id").to_numpy()
         self._live = np.isin(self._segment_media, self.space.live_media_ids())
+        if self.allowed is not None:
+            self._live &= np.isin(self._segment_media, self.allowed)
         self._phrase_rows, self._phrase_exact = (
             self.lexical.rows_with(self.phrases, self._segment_media) if self.phrases else (None, None)
         )
@@ -221,10 +224,14 @@ class TextQuery:
 
     def _nearest(self, n: int) -> np.ndarray:
         if n not in self._near:  # candidates() and baseline() both ask
-            rows = [self.lexical.top(self._bm25, n)]
+            bm25, keep = self._bm25, None
+            if self.allowed is not None:  # the filter applies inside both searches, not to their top n
+                keep = self._live
+                bm25 = (None if bm25[0] is None else np.where(keep, bm25[0], 0.0), bm25[1])
+            rows = [self.lexical.top(bm25, n)]
             index = self.space.moment_index  # a text space's moment row i is its segment row i
             if index is not None and index.ntotal:
-                _, found = index.search(self.vector[None].astype(np.float32), min(n, index.ntotal))
+                _, found = index.search(self.vector[None].astype(np.float32), min(n, index.ntotal), keep=keep)
                 rows.append(found[0][found[0] >= 0].astype(np.int64))
             merged = np.unique(np.concatenate(rows))
             self._near[n] = merged[self._live[merged]]
@@ -248,17 +255,15 @@ class TextQuery:
         return fused.astype(np.float32)
 
 
-def search_text(query: TextQuery, *, k: int, media: list[int] | None = None) -> list[tuple[Hit, str]]:
+def search_text(query: TextQuery, *, k: int) -> list[tuple[Hit, str]]:
     """The best ``k`` segments for ``query`` as moments, with their words, best first.
 
-    ``media``: only segments of these media ids. A moment is a segment: its start and end are
+    Only segments of the media ``query`` allows (its filter). A moment is a segment: its start and end are
     those of the sentence, subtitle or line; of segments that overlap in time (a sentence said and
     its subtitle, two lines on one slide) the best is the moment. Equal scores rank by media id,
     then start.
     """
     rows = query.candidates(max(CANDIDATES, 5 * k))
-    if media is not None:
-        rows = rows[np.isin(query._segment_media[rows], np.asarray(list(media), np.int64))]
     scores = query.scores(rows)
     starts, ends = query.space.segment_bounds(rows)
     texts = query.lexical.texts

@@ -1,0 +1,519 @@
+"""``mmsearch serve``: an HTTP API (FastAPI under uvicorn) and a web page over one index.
+
+Routes (OpenAPI at ``/openapi.json``):
+
+- ``GET /api/search?q=...`` and ``POST /api/search`` (an uploaded image or sound file): exactly the
+  JSON of ``mmsearch query --json``, each result adding ``media_url`` and ``thumbnail_url``. The
+  filters of :class:`mmsearch.filters.MediaFilter` apply inside the search.
+- ``GET /api/timeline?q=...&media=ID``: how well each moment of one media item matches the query
+  (:meth:`mmsearch.api.Index.similarity_over_time`).
+- ``GET /media/{id}``: the indexed file itself, with HTTP Range requests (Starlette's
+  ``FileResponse``), so a player seeks to the moment; ids, never paths, in URLs.
+- ``GET /thumbnail/{id}?t=SECONDS``: a JPEG of the picture at that second (a waveform for sound),
+  cached inside the index directory (``cache/thumbnails``, bounded in size).
+- ``GET /api/info``: what ``mmsearch info --json`` says; ``GET /api/health``: the index and generation.
+- ``GET /``: the search page (``mmsearch/assets/web``: HTML and a little JavaScript, no build step).
+
+The :class:`mmsearch.api.Index` is opened once and reopened when a new generation is committed
+(checked at most every :data:`RELOAD_SECONDS`), so ``mmsearch index`` may run beside the server.
+A token (``Authorization: Bearer``, or the cookie the page sets after ``/?token=...``) is required
+whenever one is configured, and always when the server listens beyond loopback. While it runs, the
+server's address is recorded in the index directory (:data:`ADDRESS_FILE`), where ``mmsearch
+query`` finds it and sends its query there instead of loading the models itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import mimetypes
+import os
+import secrets
+import signal
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from .api import Index, SearchResult, open_index, query_answer
+from .client import ADDRESS_FILE  # in the index directory while a server runs: {"url", "token", "pid", "index"}
+from .errors import IndexNotFoundError, MediaError, MMSearchError, UsageError
+from .filters import KINDS, MediaFilter, media_filter
+from .fileio import atomic_write
+from .media import media_kind
+from .spaces import TEXT_SPACES
+
+THUMBNAILS = "cache/thumbnails"
+THUMBNAIL_SIDE = 240  # pixels, the short side
+THUMBNAIL_CACHE_BYTES = 256 * 2**20
+MAX_UPLOAD_BYTES = 64 * 2**20
+RELOAD_SECONDS = 1.0
+COOKIE = "mmsearch_token"
+WEB = Path(__file__).parent / "assets" / "web"
+# container types a browser's player should be told (mimetypes lacks some, varies by platform for others)
+CONTENT_TYPES = {
+    ".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
+    ".webm": "video/webm", ".ogv": "video/ogg", ".avi": "video/x-msvideo", ".ts": "video/mp2t", ".mts": "video/mp2t",
+    ".m2ts": "video/mp2t", ".3gp": "video/3gpp", ".flv": "video/x-flv", ".wmv": "video/x-ms-wmv", ".mpg": "video/mpeg",
+    ".mpeg": "video/mpeg", ".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".wav": "audio/wav", ".flac": "audio/flac",
+    ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg", ".aac": "audio/aac", ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif", ".heic": "image/heic",
+    ".avif": "image/avif", ".tif": "image/tiff", ".tiff": "image/tiff", ".bmp": "image/bmp",
+}
+Modality = Literal["video", "audio", "speech", "text", "all"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address to bind) reaches this machine only."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class IndexHolder:
+    """The index a server answers from: opened once, reopened when a new generation is committed.
+
+    ``get()`` looks at the manifest file at most every ``RELOAD_SECONDS``; when it changed, the new
+    generation is opened (keeping the encoders already built, :meth:`Index.reopened`) and swapped in
+    for later requests, while requests under way finish on the snapshot they started with.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, device: str = "auto") -> None:
+        self.root = Path(root)
+        self._index = open_index(self.root, device=device)
+        self._stamp = self._manifest_stamp()
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _manifest_stamp(self) -> tuple[int, int, int]:
+        st = (self.root / "manifest.json").stat()
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def get(self) -> Index:
+        if time.monotonic() - self._checked < RELOAD_SECONDS:
+            return self._index
+        with self._lock:
+            self._checked = time.monotonic()
+            try:
+                stamp = self._manifest_stamp()
+            except OSError:  # a writer is replacing it this instant: keep answering from the last one
+                return self._index
+            if stamp != self._stamp:
+                self._index = self._index.reopened()
+                self._stamp = stamp
+            return self._index
+
+    def warm(self) -> None:
+        """Build the text encoders a query needs now, not on the first query (errors wait for a query to show them)."""
+        idx = self.get()
+        for space in idx._text_query_spaces(None):
+            try:
+                idx.embed_queries(text=["warm up"], space=space)
+                if space in TEXT_SPACES:
+                    idx.text_query(space, "warm up")
+            except MMSearchError:
+                pass
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What ``mmsearch serve`` was asked for; ``token`` None means no token is required."""
+
+    index: Path
+    host: str = "127.0.0.1"
+    port: int = 8321
+    token: str | None = None
+    device: str = "auto"
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    thumbnail_cache_bytes: int = THUMBNAIL_CACHE_BYTES
+
+
+def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAPI:
+    """The FastAPI application over ``config.index`` (``holder``: an index already opened)."""
+    holder = holder or IndexHolder(config.index, device=config.device)
+    thumbnails = ThumbnailCache(holder.root / THUMBNAILS, limit_bytes=config.thumbnail_cache_bytes)
+    app = FastAPI(
+        title="mmsearch",
+        summary="Search your own videos, images and music by meaning: files and the exact seconds.",
+        version=_version(),
+    )
+    app.state.holder = holder
+    app.state.config = config
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next: Any) -> Response:
+        if config.token is None:
+            return await call_next(request)
+        path = request.url.path
+        if path == "/" and hmac.compare_digest(request.query_params.get("token", "").encode(), config.token.encode()):
+            rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+            page = RedirectResponse("/" + (f"?{rest}" if rest else ""), status_code=303)  # the token leaves the address bar
+            page.set_cookie(COOKIE, config.token, httponly=True, samesite="strict")  # and the cookie keeps it
+            return page
+        given = _bearer(request) or request.cookies.get(COOKIE) or ""
+        if hmac.compare_digest(given.encode(), config.token.encode()) or path == "/" or path.startswith("/static/"):
+            return await call_next(request)  # the page itself holds no data: it says what to do on a 401
+        return JSONResponse({"detail": "a token is required: open the address mmsearch serve printed, "
+                             "or send Authorization: Bearer TOKEN"}, status_code=401)
+
+    @app.middleware("http")
+    async def limit_upload(request: Request, call_next: Any) -> Response:
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > config.max_upload_bytes):
+                return _too_large(config.max_upload_bytes)
+            if length is None:  # a chunked upload: count what arrives
+                request = _LimitedRequest(request, config.max_upload_bytes)
+        try:
+            return await call_next(request)
+        except _UploadTooLarge:
+            return _too_large(config.max_upload_bytes)
+
+    @app.exception_handler(MMSearchError)
+    async def mmsearch_error(request: Request, exc: MMSearchError) -> JSONResponse:
+        status = 400 if isinstance(exc, UsageError) else 415 if isinstance(exc, MediaError) else 503 if isinstance(exc, IndexNotFoundError) else 500
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((WEB / "index.html").read_text(encoding="utf-8"))
+
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        """The index this server answers from and its generation."""
+        idx = holder.get()
+        return {"status": "ok", "index": os.path.abspath(idx.root), "generation": idx.manifest["generation"]}
+
+    @app.get("/api/info")
+    def info(failures: bool = False) -> dict[str, Any]:
+        """What ``mmsearch info --json`` says (``failures=true``: as ``--failures``)."""
+        idx = holder.get()
+        data = idx.info()
+        if failures:
+            data["failed_files"] = idx.failures()
+            data["damaged_files"] = idx.damaged()
+        return data
+
+    @app.get("/api/search")
+    def search_get(
+        q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for, in words.")],
+        k: Annotated[int, Query(ge=1, le=1000)] = 10,
+        videos: Annotated[int, Query(ge=1, le=10000)] = 20,
+        modality: Modality | None = None,
+        exhaustive: bool = False,
+        audio_weight: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
+        path: Annotated[str | None, Query(description="A path prefix, or a glob (*.mov)")] = None,
+        kind: Annotated[list[Literal["video", "image", "audio"]] | None, Query()] = None,
+        min_duration: Annotated[float | None, Query(ge=0)] = None,
+        max_duration: Annotated[float | None, Query(ge=0)] = None,
+        modified_after: Annotated[str | None, Query(description="A date (2024-05-01), a date-time or epoch seconds")] = None,
+        modified_before: Annotated[str | None, Query()] = None,
+        language: Annotated[list[str] | None, Query(description="ISO 639-1 codes of what is said")] = None,
+    ) -> dict[str, Any]:
+        """Moments matching a text, best first: the JSON of ``mmsearch query --json`` with URLs."""
+        where = media_filter(path=path, kinds=kind, min_duration=min_duration, max_duration=max_duration,
+                             modified_after=modified_after, modified_before=modified_before, languages=language)
+        idx = holder.get()
+        results = idx.search(q, modality=modality, k=k, videos=videos, exhaustive=exhaustive, audio_weight=audio_weight, where=where)
+        answer = query_answer(idx, results, text=q, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where)
+        return _with_urls(answer, results)
+
+    @app.post("/api/search")
+    def search_post(
+        file: Annotated[UploadFile, File(description="An image (finds pictures) or a sound file (finds sound)")],
+        k: Annotated[int, Query(ge=1, le=1000)] = 10,
+        videos: Annotated[int, Query(ge=1, le=10000)] = 20,
+        modality: Literal["video", "audio"] | None = None,
+        exhaustive: bool = False,
+        path: Annotated[str | None, Query()] = None,
+        kind: Annotated[list[Literal["video", "image", "audio"]] | None, Query()] = None,
+        min_duration: Annotated[float | None, Query(ge=0)] = None,
+        max_duration: Annotated[float | None, Query(ge=0)] = None,
+        modified_after: Annotated[str | None, Query()] = None,
+        modified_before: Annotated[str | None, Query()] = None,
+        language: Annotated[list[str] | None, Query()] = None,
+    ) -> dict[str, Any]:
+        """Moments like an example image or sound (uploaded as ``file``), best first."""
+        where = media_filter(path=path, kinds=kind, min_duration=min_duration, max_duration=max_duration,
+                             modified_after=modified_after, modified_before=modified_before, languages=language)
+        if file.size is not None and file.size > config.max_upload_bytes:
+            raise _UploadTooLarge()
+        name = os.path.basename(file.filename or "upload")
+        example = _example_kind(name, file.content_type)
+        suffix = os.path.splitext(name)[1].lower()[:10] if os.path.splitext(name)[1].isascii() else ""
+        with tempfile.TemporaryDirectory(prefix="mmsearch-upload-") as tmp:
+            local = os.path.join(tmp, "example" + (suffix or (".png" if example == "image" else ".wav")))
+            with open(local, "wb") as out:
+                shutil.copyfileobj(file.file, out)
+            idx = holder.get()
+            given = {"image": local} if example == "image" else {"audio": local}
+            results = idx.search(None, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where, **given)
+        shown = {example: name}
+        answer = query_answer(idx, results, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where, **shown)
+        return _with_urls(answer, results)
+
+    @app.get("/api/timeline")
+    def timeline(
+        q: Annotated[str, Query(min_length=1, max_length=2000)],
+        media: int,
+        modality: Modality | None = None,
+    ) -> dict[str, Any]:
+        """How well each segment of one media item matches ``q``, per space, in time order (seconds)."""
+        idx = holder.get()
+        row = idx.media_row(media)
+        if row is None:
+            raise HTTPException(404, f"no media item {media} in this index")
+        return {"media": media, "duration": row["duration"], "spaces": idx.similarity_over_time(q, media, modality=modality)}
+
+    @app.get("/media/{media_id}", response_class=FileResponse, responses={206: {"description": "the bytes a Range asked for"}})
+    def media_file(media_id: str) -> FileResponse:
+        """The indexed file (HTTP Range requests: 206 with those bytes, 416 outside the file)."""
+        idx = holder.get()
+        path = _existing_path(idx, media_id)
+        return FileResponse(path, media_type=content_type(path), content_disposition_type="inline", filename=os.path.basename(path))
+
+    @app.get("/thumbnail/{media_id}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    def thumbnail(media_id: str, t: Annotated[float, Query(ge=0, le=1e7)] = 0.0) -> Response:
+        """A JPEG of the picture at ``t`` seconds (the short side 240 px; a waveform around ``t`` for sound)."""
+        idx = holder.get()
+        path = _existing_path(idx, media_id)
+        row = idx.media_row(int(media_id))
+        data = thumbnails.get(int(media_id), min(t, float(row.get("duration") or 0.0)), path, str(row["kind"]))
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    return app
+
+
+def content_type(path: str) -> str:
+    """The Content-Type a browser is told for an indexed file."""
+    ext = os.path.splitext(path)[1].lower()
+    return CONTENT_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+def _existing_path(idx: Index, media_id: str) -> str:
+    """The first indexed path of ``media_id`` that is still a file; 404 for anything else (ids are
+    digits only, so no path can be smuggled in)."""
+    if not media_id.isascii() or not media_id.isdigit() or len(media_id) > 19:
+        raise HTTPException(404, "no such media item")
+    for path in idx.media_paths(int(media_id)):
+        if os.path.isfile(path):
+            return path
+    raise HTTPException(404, "no such media item, or its file is gone (run mmsearch index again)")
+
+
+def _with_urls(answer: dict[str, Any], results: list[SearchResult]) -> dict[str, Any]:
+    for row, result in zip(answer["results"], results):
+        row["media_url"] = f"/media/{result.media_id}#t={result.start:.3f},{result.end:.3f}"
+        row["thumbnail_url"] = f"/thumbnail/{result.media_id}?t={(result.start + result.end) / 2:.1f}"
+    return answer
+
+
+def _example_kind(name: str, content_type: str | None) -> Literal["image", "audio"]:
+    """An upload as a query image or a query sound, by its content type, else its file name; 415 otherwise."""
+    major = (content_type or "").split("/")[0].lower()
+    if major in ("image", "audio"):
+        return major  # type: ignore[return-value]
+    kind = media_kind(name) if (content_type or "application/octet-stream") == "application/octet-stream" else None
+    if kind in ("image", "audio"):
+        return kind  # type: ignore[return-value]
+    raise HTTPException(415, f"{name}: upload an image (image/*) or a sound file (audio/*), not {content_type or 'this'}")
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+class _UploadTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"the upload is larger than {limit // 2**20} MiB; send a smaller image or a shorter sound"},
+                        status_code=413)
+
+
+class _LimitedRequest(Request):
+    """A request whose body stops with :class:`_UploadTooLarge` past ``limit`` bytes (chunked uploads)."""
+
+    def __init__(self, request: Request, limit: int) -> None:
+        super().__init__(request.scope, self._counted(request.receive, limit))
+
+    @staticmethod
+    def _counted(receive: Any, limit: int) -> Any:
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _UploadTooLarge()
+            return message
+
+        return counted
+
+
+class ThumbnailCache:
+    """JPEG thumbnails on disk (``directory``), by media id and tenth of a second; the oldest files
+    are removed when the folder passes ``limit_bytes``."""
+
+    def __init__(self, directory: Path, *, limit_bytes: int) -> None:
+        self.directory = directory
+        self.limit_bytes = limit_bytes
+        self._written = 0
+        self._lock = threading.Lock()
+
+    def get(self, media_id: int, seconds: float, path: str, kind: str) -> bytes:
+        seconds = round(seconds, 1)
+        target = self.directory / f"{media_id}-{int(round(seconds * 10))}.jpg"
+        try:
+            return target.read_bytes()
+        except OSError:
+            pass
+        data = render_thumbnail(path, seconds, kind)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda tmp: tmp.write_bytes(data), suffix=".part", fsync=False)
+        with self._lock:
+            self._written += 1
+            if self._written % 32 == 1:
+                self._trim()
+        return data
+
+    def _trim(self) -> None:
+        files = []
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(".jpg"):
+                st = entry.stat()
+                files.append((st.st_mtime, st.st_size, entry.path))
+        total = sum(size for _, size, _ in files)
+        for _, size, name in sorted(files):
+            if total <= self.limit_bytes:
+                break
+            Path(name).unlink(missing_ok=True)
+            total -= size
+
+
+def render_thumbnail(path: str, seconds: float, kind: str) -> bytes:
+    """A JPEG of the picture at ``seconds`` (short side :data:`THUMBNAIL_SIDE`), or for sound the
+    waveform of the 10 s around it, the moment marked."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    if kind == "audio":
+        import numpy as np
+
+        from .audio import load_audio
+
+        rate = 16000
+        samples, offset = load_audio(path, sample_rate=rate, max_seconds=seconds + 5.0)
+        lo = max(0, int((seconds - 5.0 - offset) * rate))
+        part = samples[lo : lo + 10 * rate]
+        w, h = 2 * THUMBNAIL_SIDE * 16 // 9 // 2, THUMBNAIL_SIDE
+        im = Image.new("RGB", (w, h), (24, 28, 36))
+        draw = ImageDraw.Draw(im)
+        if len(part):
+            columns = np.array_split(np.abs(part), w)
+            peak = max(float(np.abs(part).max()), 1e-6)
+            for x, col in enumerate(columns):
+                v = float(col.max()) / peak if len(col) else 0.0
+                draw.line([(x, h / 2 - v * h * 0.45), (x, h / 2 + v * h * 0.45)], fill=(120, 190, 255))
+        mark = w * (seconds - max(0.0, seconds - 5.0)) / 10.0
+        draw.line([(mark, 0), (mark, h)], fill=(255, 200, 60), width=2)
+    else:
+        from .media import picture_at
+
+        im = Image.fromarray(picture_at(path, seconds, short_side=THUMBNAIL_SIDE))
+    out = io.BytesIO()
+    im.save(out, format="JPEG", quality=82)
+    return out.getvalue()
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("mmsearch")
+    except Exception:  # pragma: no cover - not installed
+        return "0"
+
+
+# ---------------------------------------------------------------------------------------- running
+def write_address(root: Path, url: str, token: str | None) -> Path:
+    """Record a running server in the index directory (readable by its owner only)."""
+    record = {"url": url, "token": token, "pid": os.getpid(), "index": os.path.abspath(root)}
+    target = root / ADDRESS_FILE
+    # mkstemp makes the file 0600: the token is its owner's only
+    atomic_write(target, lambda tmp: tmp.write_text(json.dumps(record)), suffix=".json", fsync=False)
+    return target
+
+
+def remove_address(root: Path) -> None:
+    """Remove the address record if it is this process's."""
+    target = root / ADDRESS_FILE
+    try:
+        if json.loads(target.read_text()).get("pid") == os.getpid():
+            target.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def serve(config: ServeConfig, *, on_ready: Any = None) -> None:
+    """Run the server until interrupted (Ctrl-C). Beyond loopback a token is required: the one
+    given, or a new one (``config.token`` None), which ``on_ready(url)`` shows in the URL it gets."""
+    import uvicorn
+
+    if not is_loopback(config.host) and not config.token:
+        config = ServeConfig(**{**config.__dict__, "token": secrets.token_urlsafe(24)})
+    holder = IndexHolder(config.index, device=config.device)
+    app = create_app(config, holder)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", access_log=False))
+    shown_host = config.host if ":" not in config.host else f"[{config.host}]"
+    local_host = "127.0.0.1" if config.host in ("0.0.0.0", "::") or not is_loopback(config.host) else shown_host
+    url = f"http://{shown_host}:{config.port}/"
+    started = server.startup
+
+    async def startup(sockets: Any = None) -> None:
+        await started(sockets=sockets)
+        if server.started:
+            threading.Thread(target=holder.warm, name="mmsearch-warm", daemon=True).start()
+            write_address(holder.root, f"http://{local_host}:{config.port}", config.token)
+            if on_ready is not None:
+                on_ready(url + (f"?token={config.token}" if config.token else ""))
+
+    server.startup = startup  # type: ignore[method-assign]
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    # uvicorn stops on SIGTERM and SIGINT, then raises the signal again under the handler it found:
+    # a Python one, so the address record is removed on the way out
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped, not an error
+        pass
+    finally:
+        remove_address(holder.root)
+        signal.signal(signal.SIGTERM, previous)
+    if not server.started:
+        raise UsageError(f"cannot listen on {config.host}:{config.port} (in use? try --port)")
+
+
+__all__ = ["ADDRESS_FILE", "IndexHolder", "KINDS", "MediaFilter", "ServeConfig", "create_app", "is_loopback", "serve"]
