@@ -1,0 +1,268 @@
+"""Text towers frozen for queries: the text side of an encoder saved as TorchScript with its tokenizer.
+
+A text query needs only an encoder's text tower, yet building the encoder imports open_clip (which
+imports torchvision, torch._dynamo and transformers' generation code) or sentence-transformers
+(transformers, scikit-learn): seconds before a search that takes milliseconds. :func:`freeze`
+traces the text tower of a built encoder (``torch.jit.trace``; open_clip's CLIP text transformer,
+a sentence-transformers pipeline) and saves it beside a tokenizer that loads without those
+libraries: open_clip's own ``tokenizer.py`` module (BPE with ftfy and regex) for CLIP, the HF
+``tokenizers`` JSON of a sentence model. :func:`load_frozen` gives a :class:`FrozenTextTower` that
+encodes as the full encoder does.
+
+A tower is written only when it is faithful: at freeze time its tokens must equal the encoder's
+and its vectors must match to :data:`TOLERANCE` (max abs difference of L2-normalised vectors) on
+probe texts of every length, batch sizes 1 and several, else nothing is written and queries build
+the full encoder as before. A tower is used only for the encoder identity it was frozen from.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .base import l2_normalize
+
+TOLERANCE = 1e-4
+FORMAT = 1
+META = "tower.json"
+MODULE = "tower.pt"
+TOKENIZER = "tokenizer.json"  # a sentence model's tokenizers JSON
+PROBES = [
+    "a",
+    "a dog catching a frisbee on the beach",
+    "Where does GRANDPA tell the story about the boat?",
+    "Ünïcödé — ﬁre & ice: 42 °C, naïve café, 東京の夜景",
+    "\"quoted words\" and punctuation!!! (brackets) [applause]",
+    " ".join(["a long description of everything on screen"] * 40),  # past every context length
+]
+
+
+@dataclass
+class FrozenTextTower:
+    """The text side of an encoder: ``encode_text(texts)`` gives ``(n, dim)`` float32 L2-normalised
+    vectors, as the encoder it was frozen from does; ``identity()`` is that encoder's identity."""
+
+    module: Any  # torch.jit.ScriptModule
+    tokenize: Callable[[list[str]], tuple[Any, ...]]
+    meta: dict[str, Any]
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    def identity(self) -> dict[str, Any]:
+        return self.meta["identity"]
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        small = len(texts) < 64  # one torch thread for small CPU batches (as the encoders do)
+        threads = torch.get_num_threads()
+        if small:
+            torch.set_num_threads(1)
+        try:
+            out = []
+            with torch.inference_mode():
+                for start in range(0, len(texts), 64):
+                    out.append(self.module(*self.tokenize(list(texts[start : start + 64]))).float().numpy())
+        finally:
+            if small:
+                torch.set_num_threads(threads)
+        return l2_normalize(np.concatenate(out).astype(np.float32))
+
+
+def freeze(encoder: Any, directory: str | os.PathLike) -> bool:
+    """Trace ``encoder``'s text tower into ``directory`` (written whole under a temporary name, then
+    renamed). Returns False, writing nothing, for an encoder whose text side cannot be frozen
+    faithfully (a family without a recipe here, another tokenizer, vectors that differ)."""
+    import torch
+
+    family = encoder.identity().get("family")
+    recipe = {"clip": _clip_parts, "sentence": _sentence_parts}.get(family)
+    if recipe is None or getattr(encoder, "device", None) is None or encoder.device.type != "cpu":
+        return False
+    try:
+        parts = recipe(encoder)
+    except Exception:  # noqa: BLE001 - a model this recipe does not know: queries use the full encoder
+        return False
+    if parts is None:
+        return False
+    module, extra = parts
+    meta = {"format": FORMAT, "family": family, "dim": int(encoder.dim), "identity": encoder.identity(),
+            "torch": torch.__version__, **extra}
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-tower-", dir=directory.parent))
+    try:
+        with _quiet():
+            torch.jit.save(module, str(tmp / MODULE))
+        if "tokenizer_json" in extra:
+            (tmp / TOKENIZER).write_text(meta.pop("tokenizer_json"), encoding="utf-8")
+        (tmp / META).write_text(json.dumps(meta), encoding="utf-8")
+        frozen = _load(tmp, meta)
+        if not _faithful(encoder, frozen):
+            return False
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+        return True
+    except Exception:  # noqa: BLE001 - anything the tracer or the file system refuses: no tower, queries as before
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """TorchScript's tracer and loader warn (shape-dependent Python branches, which the probes check;
+    ``torch.jit`` being deprecated in favour of ``torch.export``, whose loader takes seconds and
+    imports torch._dynamo, the import this module exists to avoid)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def load_frozen(directory: str | os.PathLike, identity: dict[str, Any]) -> FrozenTextTower | None:
+    """The tower in ``directory`` when it was frozen from an encoder of exactly ``identity`` with this
+    torch, else None (the caller builds the full encoder)."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    import torch
+
+    if meta.get("format") != FORMAT or meta.get("identity") != identity or meta.get("torch") != torch.__version__:
+        return None
+    try:
+        return _load(directory, meta)
+    except Exception:  # noqa: BLE001 - a damaged or foreign file: the full encoder answers instead
+        return None
+
+
+def _load(directory: Path, meta: dict[str, Any]) -> FrozenTextTower | None:
+    import torch
+
+    with _quiet():
+        module = torch.jit.load(str(directory / MODULE), map_location="cpu")
+    module.eval()
+    if meta["family"] == "clip":
+        tokenizer = _clip_tokenizer_class(meta["tokenizer_module"])(context_length=int(meta["context_length"]))
+
+        def tokenize(texts: list[str]) -> tuple[Any, ...]:
+            return (tokenizer(texts),)
+
+    else:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(directory / TOKENIZER))
+        tok.enable_truncation(max_length=int(meta["max_length"]))
+        tok.enable_padding(pad_id=int(meta["pad_id"]), pad_token=meta["pad_token"])
+        names, lower = meta["inputs"], bool(meta.get("lower"))
+
+        def tokenize(texts: list[str]) -> tuple[Any, ...]:
+            texts = [t.strip().lower() if lower else t.strip() for t in texts]  # as sentence-transformers does
+            encoded = tok.encode_batch(texts)
+            columns = {"input_ids": [e.ids for e in encoded], "attention_mask": [e.attention_mask for e in encoded],
+                       "token_type_ids": [e.type_ids for e in encoded]}
+            return tuple(torch.tensor(columns[name], dtype=torch.long) for name in names)
+
+    return FrozenTextTower(module, tokenize, meta)
+
+
+def _faithful(encoder: Any, frozen: FrozenTextTower) -> bool:
+    """Same tokens (where comparable) and the same vectors on :data:`PROBES`, one by one and together."""
+    if frozen.meta["family"] == "clip":
+        import torch
+
+        if not torch.equal(encoder.tokenizer(PROBES), frozen.tokenize(PROBES)[0]):
+            return False
+    want = encoder.encode_text(PROBES)
+    got = np.concatenate([frozen.encode_text([p]) for p in PROBES])
+    together = frozen.encode_text(PROBES)
+    return bool(np.abs(got - want).max() <= TOLERANCE and np.abs(together - want).max() <= TOLERANCE)
+
+
+# ------------------------------------------------------------------------------------------ CLIP
+def _clip_tokenizer_class(path: str) -> Any:
+    """open_clip's ``SimpleTokenizer`` from its own module file, loaded alone (it imports no other part
+    of open_clip), so the package's heavy ``__init__`` never runs."""
+    spec = importlib.util.spec_from_file_location("mmsearch_open_clip_tokenizer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.SimpleTokenizer
+
+
+def _clip_parts(encoder: Any) -> tuple[Any, dict[str, Any]] | None:
+    import torch
+
+    tokenizer = encoder.tokenizer
+    if type(tokenizer).__name__ != "SimpleTokenizer":
+        return None  # an HF or SigLIP tokenizer: not frozen here
+    module_file = importlib.util.find_spec(type(tokenizer).__module__).origin
+    alone = _clip_tokenizer_class(module_file)(context_length=tokenizer.context_length)
+    if not torch.equal(alone(PROBES), tokenizer(PROBES)):
+        return None  # options this copy does not take (another cleaning, a reduction mask)
+    model = encoder.model
+
+    class TextTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens: Any) -> Any:
+            return self.model.encode_text(tokens)
+
+    visual = model.visual
+    model.visual = torch.nn.Identity()  # the traced module keeps the text tower's weights only
+    try:
+        with torch.inference_mode(False), torch.no_grad(), _quiet():
+            traced = torch.jit.trace(TextTower().eval(), (tokenizer(PROBES[:2]),), check_trace=False)
+    finally:
+        model.visual = visual
+    return traced, {"tokenizer_module": module_file, "context_length": int(tokenizer.context_length)}
+
+
+# -------------------------------------------------------------------------------- sentence models
+def _sentence_parts(encoder: Any) -> tuple[Any, dict[str, Any]] | None:
+    import torch
+
+    st = encoder.model
+    hf = st.tokenizer
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is None:
+        return None  # a slow (Python) tokenizer: no JSON to save
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in hf.model_input_names]
+
+    class TextTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.st = st
+
+        def forward(self, *inputs: Any) -> Any:
+            return self.st(dict(zip(names, inputs)))["sentence_embedding"]
+
+    example = hf(PROBES[:2], padding=True, truncation=True, max_length=int(st.max_seq_length), return_tensors="pt")
+    with torch.inference_mode(False), torch.no_grad(), _quiet():
+        traced = torch.jit.trace(TextTower().eval(), tuple(example[n] for n in names), check_trace=False, strict=False)
+    return traced, {
+        "tokenizer_json": backend.to_str(),
+        "max_length": int(st.max_seq_length),
+        "pad_id": int(hf.pad_token_id or 0),
+        "pad_token": str(hf.pad_token or "[PAD]"),
+        "inputs": names,
+        "lower": bool(getattr(st[0], "do_lower_case", False)),
+    }
