@@ -38,7 +38,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda (aut
 
 
 def _index_dir(index: Path | None) -> Path:
-    from mmsearch.api import index_dir
+    from mmsearch.fileio import index_dir
 
     return index_dir(index)
 
@@ -127,7 +127,7 @@ def index(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index (or update) the media under PATHS. Re-running only embeds what is new or changed."""
-    from mmsearch.api import display_path as shown
+    from mmsearch.fileio import display_path as shown
     from mmsearch.api import index_paths, ingest_config
 
     root = _index_dir(index)
@@ -364,7 +364,7 @@ def _plain(value: Any) -> str:
 def _text_safe(value: Any) -> Any:
     """``value`` with every string valid Unicode: file names that are not UTF-8 get \\xNN for those bytes
     (a lone surrogate in JSON is rejected by strict parsers). Results keep the exact bytes in ``path_bytes``."""
-    from mmsearch.api import display_path
+    from mmsearch.fileio import display_path
 
     if isinstance(value, str):
         return display_path(value)

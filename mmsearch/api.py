@@ -25,27 +25,13 @@ from .config import IngestConfig, audio_window_config, config_from_record
 from .encoders import EncoderSpec, create_encoder, resolve_spec
 from .errors import EncoderMismatchError, UsageError
 from .filters import MediaFilter, allowed_media
-from .fileio import display_path
+from .fileio import default_index_dir, display_path, index_dir  # noqa: F401 - part of the facade
 from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image
 from .retrieval import Hit, LocalizeConfig, fuse_moments, search_fused, search_space
 from .spaces import AUDIO, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
 from .store import MANIFEST, Snapshot, open_snapshot, read_manifest, table_to_rows, verify_files
-
-
-def default_index_dir() -> Path:
-    """``$MMSEARCH_INDEX``, else ``$XDG_DATA_HOME/mmsearch/index`` (``~/.local/share/mmsearch/index``)."""
-    env = os.environ.get("MMSEARCH_INDEX")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "mmsearch" / "index"
-
-
-def index_dir(index: str | os.PathLike | None) -> Path:
-    """``index`` as a path, or :func:`default_index_dir` when None."""
-    return Path(index) if index is not None else default_index_dir()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "display_path"]
+__all__ = ["atomic_write", "default_index_dir", "display_path", "index_dir"]
 
 
 def atomic_write(
@@ -49,3 +49,17 @@ def atomic_write(
 def display_path(path: str) -> str:
     """A path as valid text: bytes that are not UTF-8 (kept by Python as surrogates) become \\xNN."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def default_index_dir() -> Path:
+    """``$MMSEARCH_INDEX``, else ``$XDG_DATA_HOME/mmsearch/index`` (``~/.local/share/mmsearch/index``)."""
+    env = os.environ.get("MMSEARCH_INDEX")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "mmsearch" / "index"
+
+
+def index_dir(index: str | os.PathLike | None) -> Path:
+    """``index`` as a path, or :func:`default_index_dir` when None."""
+    return Path(index) if index is not None else default_index_dir()

@@ -13,12 +13,13 @@ import fnmatch
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
-
-import numpy as np
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
+
+if TYPE_CHECKING:  # imported where used: mmsearch query reads this module before it sends a query to a server
+    import numpy as np
+    import pyarrow as pa
 
 KINDS = ("video", "image", "audio")
 GLOB_CHARS = "*?["
@@ -104,12 +105,14 @@ def split_list(values: str | list[str] | tuple[str, ...] | None) -> tuple[str, .
     return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
 
 
-def allowed_media(media: pa.Table, where: MediaFilter) -> tuple[np.ndarray, dict[int, str]]:
+def allowed_media(media: "pa.Table", where: MediaFilter) -> "tuple[np.ndarray, dict[int, str]]":
     """The media ids (sorted int64) with a path that passes ``where``, and for each the first such path.
 
     ``media`` is a generation's media table (one row per path; identical copies share a media id,
     and a media item passes when any of its paths does).
     """
+    import numpy as np
+
     n = len(media)
     keep = np.ones(n, bool)
     if where.kinds:

@@ -40,8 +40,19 @@ engine through :meth:`mmsearch.api.Index.search_hits`, score), :mod:`.report` (t
 
 from __future__ import annotations
 
-from .report import encoder_label, metric_rows, metrics_markdown
-from .run import run_bench
-from .tasks import TASKS, Dataset, Query, TaskSpec, load_dataset
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {  # imported on first use: the command line reads TASKS without loading the runner
+    "encoder_label": "report", "metric_rows": "report", "metrics_markdown": "report", "run_bench": "run",
+    "TASKS": "tasks", "Dataset": "tasks", "Query": "tasks", "TaskSpec": "tasks", "load_dataset": "tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'mmsearch.bench' has no attribute {name!r}")
+
 
 __all__ = ["TASKS", "TaskSpec", "Query", "Dataset", "encoder_label", "load_dataset", "metric_rows", "metrics_markdown", "run_bench"]
