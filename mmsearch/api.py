@@ -539,13 +539,28 @@ class Index:
                 self._lexical[space] = LexicalIndex([t or "" for t in rows.column("text").to_pylist()])
             return self._lexical[space]
 
-    def text_query(self, space: str, text: str, *, allowed: np.ndarray | None = None) -> Any:
+    def text_query(self, space: str, text: str, *, allowed: np.ndarray | None = None, vector: np.ndarray | None = None) -> Any:
         """A :class:`mmsearch.textsearch.TextQuery` of ``text`` against the space of words ``space``
-        (``allowed``: only these media ids, sorted int64)."""
+        (``allowed``: only these media ids, sorted int64; ``vector``: the text's sentence vector, when
+        it is already known, :meth:`_sentence_vectors`)."""
         from .textsearch import TextQuery
 
-        vector = self.embed_queries(text=[text.replace('"', " ").strip() or text], space=space)[0]
+        if vector is None:
+            vector = self._sentence_vectors(text, [space])[space]
         return TextQuery(self.snapshot.spaces[space], vector, text, self._lexical_index(space), allowed)
+
+    def _sentence_vectors(self, text: str, spaces: list[str]) -> dict[str, np.ndarray]:
+        """The sentence vector of a query text for each space of words, embedded once per encoder (what is
+        said and what is written share one sentence model)."""
+        out: dict[str, np.ndarray] = {}
+        by_encoder: dict[str, np.ndarray] = {}
+        cleaned = text.replace('"', " ").strip() or text
+        for space in spaces:
+            key = json.dumps(self.manifest["spaces"][space]["encoder"]["identity"], sort_keys=True, default=str)
+            if key not in by_encoder:
+                by_encoder[key] = self.embed_queries(text=[cleaned], space=space)[0]
+            out[space] = by_encoder[key]
+        return out
 
     def _search_words(self, space: str, text: str, *, k: int, allowed: np.ndarray | None = None) -> list[SearchResult]:
         from .textsearch import search_text
@@ -607,9 +622,10 @@ class Index:
                 query, space=VISUAL, k=depth, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
             )[0]
         words = []
+        vectors = self._sentence_vectors(text, [s for s in spaces if s in TEXT_SPACES])
         for space in spaces:
             if space in TEXT_SPACES:
-                query = self.text_query(space, text, allowed=allowed)
+                query = self.text_query(space, text, allowed=allowed, vector=vectors[space])
                 words.append((space, search_text(query, k=depth), query.baseline()))
         out = []
         for hit, space, said in fuse_moments(pictures, words, k=k):
@@ -632,9 +648,10 @@ class Index:
         """Text in several spaces, scores fused per moment (:func:`mmsearch.retrieval.search_fused`);
         ``weights`` by space, ``other_weight`` for the spaces it does not name."""
         parts = []
+        vectors = self._sentence_vectors(text, [s for s in spaces if s in TEXT_SPACES])
         for space in spaces:
             if space in TEXT_SPACES:
-                query = self.text_query(space, text, allowed=allowed)
+                query = self.text_query(space, text, allowed=allowed, vector=vectors[space])
             else:
                 query = self.embed_queries(text=[text], space=space)[0]
             parts.append((self.snapshot.spaces[space], query, weights.get(space, other_weight)))

@@ -116,7 +116,14 @@ class IndexHolder:
             return self._index
 
     def warm(self) -> None:
-        """Build the text encoders a query needs now, not on the first query (errors wait for a query to show them)."""
+        """Build the text encoders a query needs now, not on the first query (errors wait for a query to
+        show them), and give each request one CPU thread in torch and FAISS: concurrent requests are
+        the parallelism (two threads per small query made it slower, and fought other requests)."""
+        import faiss
+        import torch
+
+        torch.set_num_threads(1)
+        faiss.omp_set_num_threads(1)
         idx = self.get()
         for space in idx._text_query_spaces(None):
             try:
