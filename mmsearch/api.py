@@ -285,8 +285,8 @@ class Index:
     def media_paths(self, media_id: int) -> list[str]:
         """Every indexed path of a media item (identical copies share a media id), in the media table's order."""
         ids = self.snapshot.media.column("media_id").to_numpy()
-        paths = self.snapshot.media.column("path").to_pylist()
-        return [paths[i] for i in np.flatnonzero(ids == int(media_id))]
+        raw = self.snapshot.media.column("raw_path")
+        return [os.fsdecode(raw[int(i)].as_py()) for i in np.flatnonzero(ids == int(media_id))]
 
     def similarity_over_time(self, text: str, media_id: int, *, modality: str | None = None) -> dict[str, Any]:
         """Where in one media item ``text`` matches: per space a text query searches (see :meth:`search`),

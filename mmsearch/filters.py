@@ -130,7 +130,7 @@ def allowed_media(media: "pa.Table", where: MediaFilter) -> "tuple[np.ndarray, d
     if where.languages:
         keep &= np.isin(np.asarray(media.column("language").to_pylist(), object), list(where.languages))
     ids = media.column("media_id").to_numpy()
-    paths = media.column("path").to_pylist()
+    paths = [os.fsdecode(raw) for raw in media.column("raw_path").to_pylist()]  # the real names (the path column is for display)
     first: dict[int, str] = {}
     for i in np.flatnonzero(keep):
         if where.path_matches(paths[i]):

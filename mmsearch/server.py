@@ -48,7 +48,7 @@ from .api import Index, SearchResult, open_index, query_answer
 from .client import ADDRESS_FILE  # in the index directory while a server runs: {"url", "token", "pid", "index"}
 from .errors import IndexNotFoundError, MediaError, MMSearchError, UsageError
 from .filters import KINDS, MediaFilter, media_filter
-from .fileio import atomic_write
+from .fileio import atomic_write, display_path
 from .media import media_kind
 from .spaces import TEXT_SPACES
 
@@ -291,7 +291,8 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
         """The indexed file (HTTP Range requests: 206 with those bytes, 416 outside the file)."""
         idx = holder.get()
         path = _existing_path(idx, media_id)
-        return FileResponse(path, media_type=content_type(path), content_disposition_type="inline", filename=os.path.basename(path))
+        return FileResponse(path, media_type=content_type(path), content_disposition_type="inline",
+                            filename=display_path(os.path.basename(path)))  # a name that is not UTF-8 shown as \xNN
 
     @app.get("/thumbnail/{media_id}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
     def thumbnail(media_id: str, t: Annotated[float, Query(ge=0, le=1e7)] = 0.0) -> Response:

@@ -297,6 +297,22 @@ def test_a_token_is_required_when_set(library):
         assert c.get("/api/info").status_code == 200  # the cookie the page set
 
 
+def test_a_file_whose_name_is_not_utf8_is_found_served_and_filtered(tmp_path):
+    media = tmp_path / "media"
+    write_video(media / "plain.mp4", [(RED, 2.0)])
+    odd = os.path.join(os.fsencode(media), b"caf\xe9.mp4")
+    os.rename(os.fsencode(media / "plain.mp4"), odd)
+    write_video(media / "other.mp4", [(BLUE, 2.0)])
+    index = tmp_path / "index"
+    mmsearch.index_paths([media], index, model="synth-clip", device="cpu", audio=False, speech=False, ocr=False)
+    with TestClient(create_app(ServeConfig(index=index, device="cpu"))) as c:
+        hits = c.get("/api/search", params={"q": "red", "path": "*caf*"}).json()["results"]
+        assert len(hits) == 1 and hits[0]["path"].endswith("caf\\xe9.mp4") and "path_bytes" in hits[0]
+        served = c.get(f"/media/{hits[0]['media_id']}")
+        assert served.status_code == 200 and served.content == open(odd, "rb").read()
+        assert c.get(hits[0]["thumbnail_url"]).status_code == 200
+
+
 def test_a_new_generation_is_picked_up_while_serving(library, tmp_path, monkeypatch):
     import shutil
 
