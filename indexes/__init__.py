@@ -669,6 +669,9 @@ def _rerank(queries: np.ndarray, candidates: np.ndarray, vectors: Any, k: int) -
     return top_s, top_i
 
 
+MASK_EXACT = 4096  # a search mask keeping at most this many rows is scored exactly over them
+
+
 class RowIndex:
     """Search over every row of a growing set of vectors, some of them deleted.
 
@@ -702,9 +705,9 @@ class RowIndex:
     def search(self, queries: np.ndarray, k: int, *, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, row ids) per query among live rows; ``-1`` where fewer exist.
 
-        ``keep``: a bool mask over the rows (a search filter): only rows it keeps are returned,
-        found as tombstoned rows are skipped, by asking the index for more rows until ``k`` pass
-        (a mask that keeps few rows is better searched exactly over them).
+        ``keep``: a bool mask over the rows (a search filter): only rows it keeps are returned. When
+        it keeps at most :data:`MASK_EXACT` rows or a quarter of them, those rows are scored exactly;
+        else the index is searched as for tombstoned rows, asking for more until ``k`` pass.
         """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dim:
@@ -714,6 +717,9 @@ class RowIndex:
         alive = self.alive
         if keep is not None:
             alive = keep[:n] if alive is None else alive & keep[:n]
+            rows = np.flatnonzero(alive)
+            if len(rows) <= MASK_EXACT or 4 * len(rows) <= n:
+                return self._search_rows(queries, rows, k)
         fetch = k if alive is None else min(n, 2 * k + 16)
         available = n if alive is None else int(alive.sum())
         while True:
@@ -733,6 +739,19 @@ class RowIndex:
             pad = k - scores.shape[1]
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        return scores, ids
+
+    def _search_rows(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the given rows only; ``-1`` (score ``-inf``) where fewer exist."""
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        for start in range(0, len(rows), ADD_CHUNK):  # the kept rows, gathered a chunk at a time
+            part = rows[start : start + ADD_CHUNK]
+            s, i = exact_search(queries, self.vectors[part], k)
+            both_s = np.concatenate([scores, s], axis=1)
+            both_i = np.concatenate([ids, np.where(i >= 0, part[np.maximum(i, 0)], -1)], axis=1)
+            order = np.argsort(-both_s, axis=1, kind="stable")[:, :k]
+            scores, ids = np.take_along_axis(both_s, order, axis=1), np.take_along_axis(both_i, order, axis=1)
         return scores, ids
 
     def _search_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

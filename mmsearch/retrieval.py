@@ -181,18 +181,13 @@ def search_space(
     return out
 
 
-FILTER_EXACT = 4096  # a filter letting at most this many media through is scored exactly over them
-
-
 def stage1(space: SpaceData, queries: np.ndarray, videos: int, *, allowed: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
     """The ``videos`` best media per query, (media_id, score) best first, from the media-level index.
 
-    ``allowed`` (sorted int64 media ids, a filter): at most :data:`FILTER_EXACT` of them are scored
-    exactly (:func:`stage1_among`); more are searched in the index with every other row masked, so
+    ``allowed`` (sorted int64 media ids, a filter): the index is searched with every other row
+    masked (few rows are scored exactly, see :meth:`mmsearch.indexes.RowIndex.search`), so
     ``videos`` come back whenever that many pass.
     """
-    if allowed is not None and len(allowed) <= FILTER_EXACT:
-        return stage1_among(space, queries, allowed, videos)
     keep = None if allowed is None else np.isin(space.media_ids, allowed)
     scores, rows = space.media_index.search(queries, min(videos, space.media_index.ntotal), keep=keep)
     return [

@@ -218,3 +218,32 @@ def test_ingestion_trains_an_approximate_index_once_and_reuses_it(tmp_path, rand
     assert f"chosen for {recipe['chosen_for']} vectors" in shown.output
     top = idx.search(image=_query_frame(media / "v3.mp4", 7.0, tmp_path / "q.png"), k=3, exhaustive=True)[0]
     assert top.path == str(media / "v3.mp4") and top.start <= 7.0 <= top.end  # found through the IVF moment index
+
+
+@pytest.mark.parametrize("share", [0.002, 0.1, 0.6])
+@pytest.mark.parametrize("tombstones", [False, True])
+def test_a_masked_search_returns_the_best_rows_the_mask_keeps(share, tombstones, monkeypatch):
+    """A search filter: exactly the top-k of the kept (and live) rows, whether those are scored
+    exactly (few) or found in an IVF index with the others masked (many); rows the index has not
+    taken yet (searched exactly) count too."""
+    import mmsearch.indexes as indexes
+    from mmsearch.indexes import RowIndex, RowVectors
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((6000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[:5] + 0.1 * rng.standard_normal((5, 32)).astype(np.float32)
+    built = VectorIndex.build(vectors[:5000], recipe=IndexRecipe("IVF16,Flat", {"nprobe": 16}, 5000), tune=False)
+    alive = rng.random(6000) > 0.3 if tombstones else None
+    index = RowIndex(RowVectors([vectors], 32), built, alive=alive)
+    keep = rng.random(6000) < share
+    if share > 0.5:
+        monkeypatch.setattr(indexes, "MASK_EXACT", -1)  # the masked-index path, not the exact one
+    scores, ids = index.search(queries, 10, keep=keep)
+    passing = keep & (alive if alive is not None else True)
+    rows = np.flatnonzero(passing)
+    want = rows[np.argsort(-(queries @ vectors[rows].T), axis=1, kind="stable")[:, :10]]
+    expected = min(10, len(rows))
+    assert (ids[:, :expected] >= 0).all() and (ids[:, expected:] == -1).all()
+    assert passing[ids[:, :expected]].all()
+    assert [set(r[:expected]) for r in ids] == [set(r[:expected]) for r in want]  # nprobe covers every list: exact

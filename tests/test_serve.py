@@ -139,13 +139,13 @@ def test_modified_date_filter_and_its_bad_value(client, library):
 
 
 def test_a_filter_passing_many_media_is_masked_in_the_index_with_the_same_answer(client, library, monkeypatch):
-    """Few allowed media are scored exactly; many are searched in the FAISS index with the rest masked:
+    """Few allowed rows are scored exactly; many are searched in the FAISS index with the rest masked:
     both give the same moments."""
-    import mmsearch.retrieval as retrieval
+    import mmsearch.indexes as indexes
 
     q = _visual_query(library)
     exact = client.get("/api/search", params={"q": q, "k": 5, "videos": 3, "kind": "video"}).json()["results"]
-    monkeypatch.setattr(retrieval, "FILTER_EXACT", 0)
+    monkeypatch.setattr(indexes, "MASK_EXACT", -1)
     masked = client.get("/api/search", params={"q": q, "k": 5, "videos": 3, "kind": "video"}).json()["results"]
     assert [(r["media_id"], r["start"], r["end"]) for r in masked] == [(r["media_id"], r["start"], r["end"]) for r in exact]
     assert len({r["media_id"] for r in exact}) == 3  # three videos ranked, each with its moments
