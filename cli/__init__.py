@@ -32,7 +32,7 @@ err_console = Console(stderr=True)
 
 IndexOpt = Annotated[
     Optional[Path],
-    typer.Option("--index", help="Index directory [default: $MMSEARCH_INDEX or ~/.local/share/mmsearch/index]."),
+    typer.Option("--index", help="Index directory \\[default: $MMSEARCH_INDEX or ~/.local/share/mmsearch/index]."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda (auto = cuda when available, fp16 there).")]
 
@@ -92,34 +92,34 @@ def index(
     pretrained: Annotated[
         Optional[str], typer.Option(help="open_clip pretrained tag, or a local checkpoint FILE.")
     ] = None,
-    fps: Annotated[Optional[float], typer.Option(help="Frames sampled per second of video [default: 1].")] = None,
-    window: Annotated[Optional[float], typer.Option(help="Moment window in seconds [default: 4].")] = None,
-    stride: Annotated[Optional[float], typer.Option(help="Moment stride in seconds [default: 2].")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Video decoder: pyav or decord [default: pyav].")] = None,
+    fps: Annotated[Optional[float], typer.Option(help="Frames sampled per second of video \\[default: 1].")] = None,
+    window: Annotated[Optional[float], typer.Option(help="Moment window in seconds \\[default: 4].")] = None,
+    stride: Annotated[Optional[float], typer.Option(help="Moment stride in seconds \\[default: 2].")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Video decoder: pyav or decord \\[default: pyav].")] = None,
     audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Embed sound: audio files and video soundtracks.")] = True,
     audio_model: Annotated[
-        Optional[str], typer.Option("--audio-model", help="CLAP checkpoint id, local directory, or general | music [default: laion/larger_clap_general; an existing index keeps its own].")
+        Optional[str], typer.Option("--audio-model", help="CLAP checkpoint id, local directory, or general | music \\[default: laion/larger_clap_general; an existing index keeps its own].")
     ] = None,
     speech: Annotated[bool, typer.Option("--speech/--no-speech", help="Index what is said: speech (Whisper) and subtitles.")] = True,
     ocr: Annotated[bool, typer.Option("--ocr/--no-ocr", help="Index text on screen (RapidOCR) in videos and images.")] = True,
     asr_model: Annotated[
-        Optional[str], typer.Option("--asr-model", help="faster-whisper model name (base, small, large-v3) or directory [default: base].")
+        Optional[str], typer.Option("--asr-model", help="faster-whisper model name (base, small, large-v3) or directory \\[default: base].")
     ] = None,
     text_model: Annotated[
-        Optional[str], typer.Option("--text-model", help="sentence-transformers model name or directory for what is said or written [default: all-MiniLM-L6-v2].")
+        Optional[str], typer.Option("--text-model", help="sentence-transformers model name or directory for what is said or written \\[default: all-MiniLM-L6-v2].")
     ] = None,
-    ocr_interval: Annotated[Optional[float], typer.Option("--ocr-interval", help="Seconds between frames read for text on screen [default: 2].")] = None,
-    audio_window: Annotated[Optional[float], typer.Option(help="Audio window in seconds [default: the model's, 10 for CLAP].")] = None,
-    audio_hop: Annotated[Optional[float], typer.Option(help="Audio hop in seconds [default: half the window].")] = None,
+    ocr_interval: Annotated[Optional[float], typer.Option("--ocr-interval", help="Seconds between frames read for text on screen \\[default: 2].")] = None,
+    audio_window: Annotated[Optional[float], typer.Option(help="Audio window in seconds \\[default: the model's, 10 for CLAP].")] = None,
+    audio_hop: Annotated[Optional[float], typer.Option(help="Audio hop in seconds \\[default: half the window].")] = None,
     device: DeviceOpt = "auto",
     workers: Annotated[
-        Optional[int], typer.Option(help="Decoder processes [default: 1 when encoding on the CPU; beside a CUDA GPU one per 4 CPU cores, at most 8].")
+        Optional[int], typer.Option(help="Decoder processes \\[default: 1 when encoding on the CPU; beside a CUDA GPU one per 4 CPU cores, at most 8].")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds a decoder may stall on one file before it is killed.")] = 120.0,
     commit_every: Annotated[float, typer.Option(help="Commit to the index at least every N seconds.")] = 30.0,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try files that failed before again.")] = False,
     max_memory: Annotated[
-        Optional[int], typer.Option("--max-memory", help="Memory budget of each vector index in MB [default: half of the available memory].")
+        Optional[int], typer.Option("--max-memory", help="Memory budget of each vector index in MB \\[default: half of the available memory].")
     ] = None,
     latency_ms: Annotated[
         float, typer.Option("--latency-ms", help="Single-query latency target of each vector index: exact search while it meets it, else a tuned approximate index.")
@@ -193,7 +193,7 @@ def query(
     modality: Annotated[
         Optional[str],
         typer.Option("--modality", help="What to find: video | audio | speech (what is said, subtitles too) | text (written on screen) | all "
-                     "[default: for text, pictures and words fused per moment; video for images, audio for sound]."),
+                     "\\[default: for text, pictures and words fused per moment; video for images, audio for sound]."),
     ] = None,
     batch: Annotated[
         Optional[Path], typer.Option("--batch", help="Many queries: a file with one per line, or a JSON list; prints JSON lines.")
@@ -234,7 +234,7 @@ def query(
     When `mmsearch serve` runs for the same index, the query is sent there (answered at once,
     the models already loaded); --local searches here instead.
     """
-    from mmsearch.filters import GLOB_CHARS, media_filter
+    from mmsearch.filters import GLOB_CHARS, check_query, media_filter
 
     if path is not None and path and not any(c in path for c in GLOB_CHARS):  # a prefix: absolute, as indexed paths are
         path = os.path.abspath(os.path.expanduser(path)) + ("/" if path.endswith(("/", os.sep)) else "")
@@ -252,6 +252,7 @@ def query(
     for flag, value in (("--image", image), ("--audio", audio)):
         if value is not None and not value.is_file():
             raise UsageError(f"{flag} {value}: no such file")
+    check_query(text, k, videos)
     example = image or audio
     answer = None if local else _remote_query(
         _index_dir(index), text=text, upload=example,
@@ -268,7 +269,8 @@ def query(
             text, image=image, audio=audio, modality=modality, k=k, videos=videos, exhaustive=exhaustive,
             audio_weight=audio_weight, where=where,
         )
-        answer = query_answer(idx, results, text=text, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where)
+        answer = query_answer(idx, results, text=text, image=image and str(image), audio=audio and str(audio), modality=modality,
+                              k=k, videos=videos, exhaustive=exhaustive, where=where)
     if example is not None:  # the file as given here, not as uploaded
         answer["query"]["image" if image is not None else "audio"] = str(example.absolute())
     if as_json:
@@ -455,7 +457,7 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on; beyond loopback a token is required.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8321,
     token: Annotated[
-        Optional[str], typer.Option("--token", help="Require this token [default: none on loopback; elsewhere one is generated and printed].",
+        Optional[str], typer.Option("--token", help="Require this token \\[default: none on loopback; elsewhere one is generated and printed].",
                                     envvar="MMSEARCH_TOKEN")
     ] = None,
     device: DeviceOpt = "auto",
@@ -559,7 +561,7 @@ def synth(
 
 @app.command()
 def demo(
-    out_dir: Annotated[Optional[Path], typer.Argument(help="Working folder [default: a temporary folder].")] = None,
+    out_dir: Annotated[Optional[Path], typer.Argument(help="Working folder \\[default: a temporary folder].")] = None,
     videos: Annotated[int, typer.Option(help="Number of synthetic videos.")] = 8,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer videos (for CI smoke runs).")] = False,
 ) -> None:

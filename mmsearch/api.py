@@ -24,7 +24,7 @@ from .common_space import HeadConfig, TrainSpaceReport, train_space  # noqa: F40
 from .config import IngestConfig, audio_window_config, config_from_record
 from .encoders import EncoderSpec, create_encoder, resolve_spec
 from .errors import EncoderMismatchError, UsageError
-from .filters import MediaFilter, allowed_media
+from .filters import MediaFilter, allowed_media, check_query
 from .fileio import default_index_dir, display_path, index_dir  # noqa: F401 - part of the facade
 from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
@@ -291,7 +291,8 @@ class Index:
     def similarity_over_time(self, text: str, media_id: int, *, modality: str | None = None) -> dict[str, Any]:
         """Where in one media item ``text`` matches: per space a text query searches (see :meth:`search`),
         ``{"space": {"start": [...], "end": [...], "score": [...]}}`` in seconds, one entry per segment
-        in time order. Scores are cosines for pictures and sound, the fused word score
+        in time order (overlapping sound windows each own the stretch nearest their centre, where a
+        search places them). Scores are cosines for pictures and sound, the fused word score
         (:class:`mmsearch.textsearch.TextQuery`) for what is said or written. Raises UsageError for an
         empty text or an unknown modality or media id."""
         if not text or not text.strip():
@@ -314,6 +315,10 @@ class Index:
                 if not len(starts):
                     continue
                 scores = vectors @ self.embed_queries(text=[text], space=space)[0]
+                if data.anchor != "start" and len(starts) > 1:  # overlapping windows, placed at their centres
+                    centres = (starts + ends) / 2  # as search places them: each owns the time nearest its centre
+                    middles = (centres[1:] + centres[:-1]) / 2
+                    starts, ends = np.concatenate([[starts[0]], middles]), np.concatenate([middles, [ends[-1]]])
             out[space] = {
                 "start": [round(float(v), 3) for v in starts],
                 "end": [round(float(v), 3) for v in ends],
@@ -419,7 +424,7 @@ class Index:
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
         audio_weight: float = 0.5,
-        where: MediaFilter | None = None,
+        where: MediaFilter | dict[str, Any] | None = None,
     ) -> list[SearchResult]:
         """The best ``k`` moments for a text, an example image or a sound file, best first.
 
@@ -437,13 +442,19 @@ class Index:
         every stage of the search, so ``k`` results come back whenever ``k`` moments match; a result's
         ``path`` is then a path that passes it.
         """
+        check_query(text, k, videos)
         allowed, paths = self._allowed(where)
         found = self._search(text, image=image, audio=audio, modality=modality, k=k, videos=videos, exhaustive=exhaustive,
                              localize=localize, audio_weight=audio_weight, allowed=allowed)
         return self._with_paths(found, paths)
 
-    def _allowed(self, where: MediaFilter | None) -> tuple[np.ndarray | None, dict[int, str] | None]:
-        """(sorted media ids, media id -> first matching path) of a filter; (None, None) without one."""
+    def _allowed(self, where: MediaFilter | dict[str, Any] | None) -> tuple[np.ndarray | None, dict[int, str] | None]:
+        """(sorted media ids, media id -> first matching path) of a filter (a :class:`MediaFilter`, or
+        the keyword arguments of :func:`mmsearch.filters.media_filter`); (None, None) without one."""
+        if isinstance(where, dict):
+            from .filters import media_filter
+
+            where = media_filter(**where)
         if where is None or where.empty:
             return None, None
         return allowed_media(self.snapshot.media, where)
@@ -476,8 +487,6 @@ class Index:
             raise UsageError(f"--audio-weight must be between 0 and 1, got {audio_weight}")
         if modality is not None and modality not in MODALITIES:
             raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
-        if text is not None and not text.translate({ord(q): " " for q in '"\u201c\u201d'}).strip():
-            raise UsageError("empty query text: say what to look for, e.g. mmsearch query \"a dog on a beach\"")
         if text is None and modality in TEXT_SPACES + ("all",):
             raise UsageError(f"--modality {modality} takes a query text, not an image or a sound")
         if text is not None:
@@ -691,7 +700,7 @@ class Index:
         videos: int = 20,
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
-        where: MediaFilter | None = None,
+        where: MediaFilter | dict[str, Any] | None = None,
     ) -> list[list[SearchResult]]:
         """Many text queries at once, as :meth:`search` answers each: in one space of vectors with
         one batched encoder pass and one batched FAISS search; fused or in words, one by one."""

@@ -31,6 +31,18 @@ def find_server(root: str | os.PathLike) -> dict[str, Any] | None:
     return record
 
 
+def server_answers(server: dict[str, Any]) -> bool:
+    """Whether the recorded server answers for its index now (a record can outlive a killed server)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {server['token']}"} if server.get("token") else {}
+    try:
+        response = httpx.get(server["url"] + "/api/health", headers=headers, timeout=CONNECT_SECONDS * 4)
+        return response.status_code == 200 and response.json().get("index") == server.get("index")
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
 def remote_search(
     server: dict[str, Any], params: dict[str, Any], *, upload: str | os.PathLike | None = None, timeout: float = 120.0
 ) -> dict[str, Any] | None:

@@ -10,9 +10,10 @@ come back whenever ``k`` match, never a top-k cut afterwards.
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
@@ -34,7 +35,8 @@ class MediaFilter:
     crosses ``/``) or, for a pattern without ``/``, against the file name (``*.mov``).
     ``kinds``: any of ``video`` (animations too), ``image``, ``audio``. ``min_duration`` and
     ``max_duration``: seconds, inclusive (a still has duration 0). ``modified_after`` and
-    ``modified_before``: the file's modification time, seconds since the epoch (UTC), inclusive.
+    ``modified_before``: the file's modification time, seconds since the epoch, inclusive
+    (:func:`media_filter` reads dates: a date alone as local time, its whole day for "before").
     ``languages``: ISO 639-1 codes of what is said (Whisper's detection, or the subtitles').
     """
 
@@ -58,6 +60,11 @@ class MediaFilter:
             raise UsageError(f"min-duration {self.min_duration} is above max-duration {self.max_duration}")
         if self.path is not None and not self.path:
             raise UsageError("an empty path filter: give a path prefix (/videos/2019) or a glob (*.mov)")
+        if self.path is not None and not any(c in self.path for c in GLOB_CHARS) and not os.path.isabs(self.path):
+            raise UsageError(f"path filter {self.path!r}: a path prefix must be absolute (indexed paths are), or use a glob ('*/{self.path.strip('/')}/*')")
+        after, before = self.modified_after, self.modified_before
+        if after is not None and before is not None and after > before:
+            raise UsageError("modified-after is later than modified-before: nothing could pass")
 
     @property
     def empty(self) -> bool:
@@ -78,22 +85,33 @@ class MediaFilter:
         return fnmatch.fnmatchcase(subject, self.path)
 
 
-def parse_time(value: str | float | int | None, *, name: str) -> float | None:
+def parse_time(value: str | float | int | None, *, name: str, end_of_day: bool = False) -> float | None:
     """Seconds since the epoch from an ISO 8601 date or date-time (``2024-05-01``, local time when no
-    zone is given) or a number of seconds; None stays None. Raises UsageError otherwise."""
+    zone is given) or a number of seconds; None stays None. A date alone is its first instant, or
+    with ``end_of_day`` its last (so "modified before 2024-05-01" includes that day). Raises
+    UsageError otherwise."""
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        value = str(value)
     text = str(value).strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        if not math.isfinite(seconds):
+            raise UsageError(f"{name} {value!r}: give a date (2024-05-01), a date-time or seconds since 1970")
+        return seconds
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"{name} {value!r}: give a date (2024-05-01), a date-time (2024-05-01T18:30) or seconds since 1970") from None
+        moment = None
+    if moment is not None:
+        if end_of_day and len(text) == 10:  # YYYY-MM-DD: the whole day
+            return (moment + timedelta(days=1)).timestamp() - 1e-6
+        return moment.timestamp()
+    raise UsageError(f"{name} {value!r}: give a date (2024-05-01), a date-time (2024-05-01T18:30) or seconds since 1970")
 
 
 def split_list(values: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -157,6 +175,18 @@ def media_filter(
         min_duration=min_duration,
         max_duration=max_duration,
         modified_after=parse_time(modified_after, name="modified-after"),
-        modified_before=parse_time(modified_before, name="modified-before"),
+        modified_before=parse_time(modified_before, name="modified-before", end_of_day=True),
         languages=tuple(lang.lower() for lang in split_list(languages)),
     )
+
+
+QUOTES = '"\u201c\u201d'
+
+
+def check_query(text: str | None, k: int, videos: int) -> None:
+    """The checks a search makes before it starts (the CLI makes them before it sends a query to a
+    server, so both say the same): a text that is not empty or quotes only, ``k`` and ``videos`` >= 1."""
+    if text is not None and not text.translate({ord(q): " " for q in QUOTES}).strip():
+        raise UsageError('empty query text: say what to look for, e.g. mmsearch query "a dog on a beach"')
+    if k < 1 or videos < 1:
+        raise UsageError(f"-k and --videos must be at least 1, got {k} and {videos}")

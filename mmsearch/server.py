@@ -31,6 +31,7 @@ import mimetypes
 import os
 import secrets
 import signal
+import socket
 import shutil
 import tempfile
 import threading
@@ -45,7 +46,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 
 from .api import Index, SearchResult, open_index, query_answer
-from .client import ADDRESS_FILE  # in the index directory while a server runs: {"url", "token", "pid", "index"}
+from .client import ADDRESS_FILE, find_server, server_answers  # in the index directory while a server runs: {"url", "token", "pid", "index"}
 from .errors import IndexNotFoundError, MediaError, MMSearchError, UsageError
 from .filters import KINDS, MediaFilter, media_filter
 from .fileio import atomic_write, display_path
@@ -224,12 +225,12 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
         exhaustive: bool = False,
         audio_weight: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
         path: Annotated[str | None, Query(description="A path prefix, or a glob (*.mov)")] = None,
-        kind: Annotated[list[Literal["video", "image", "audio"]] | None, Query()] = None,
+        kind: Annotated[list[str] | None, Query(description="video, image or audio; repeat or comma-separate")] = None,
         min_duration: Annotated[float | None, Query(ge=0)] = None,
         max_duration: Annotated[float | None, Query(ge=0)] = None,
-        modified_after: Annotated[str | None, Query(description="A date (2024-05-01), a date-time or epoch seconds")] = None,
-        modified_before: Annotated[str | None, Query()] = None,
-        language: Annotated[list[str] | None, Query(description="ISO 639-1 codes of what is said")] = None,
+        modified_after: Annotated[str | None, Query(description="A date (2024-05-01, local time), a date-time or epoch seconds")] = None,
+        modified_before: Annotated[str | None, Query(description="As modified_after; a date alone includes that day")] = None,
+        language: Annotated[list[str] | None, Query(description="ISO 639-1 codes of what is said; repeat or comma-separate")] = None,
     ) -> dict[str, Any]:
         """Moments matching a text, best first: the JSON of ``mmsearch query --json`` with URLs."""
         where = media_filter(path=path, kinds=kind, min_duration=min_duration, max_duration=max_duration,
@@ -247,14 +248,15 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
         modality: Literal["video", "audio"] | None = None,
         exhaustive: bool = False,
         path: Annotated[str | None, Query()] = None,
-        kind: Annotated[list[Literal["video", "image", "audio"]] | None, Query()] = None,
+        kind: Annotated[list[str] | None, Query()] = None,
         min_duration: Annotated[float | None, Query(ge=0)] = None,
         max_duration: Annotated[float | None, Query(ge=0)] = None,
         modified_after: Annotated[str | None, Query()] = None,
         modified_before: Annotated[str | None, Query()] = None,
         language: Annotated[list[str] | None, Query()] = None,
     ) -> dict[str, Any]:
-        """Moments like an example image or sound (uploaded as ``file``), best first."""
+        """Moments like an example image or sound (uploaded as ``file``), best first; the other
+        parameters go in the query string, as for ``GET``."""
         where = media_filter(path=path, kinds=kind, min_duration=min_duration, max_duration=max_duration,
                              modified_after=modified_after, modified_before=modified_before, languages=language)
         if file.size is not None and file.size > config.max_upload_bytes:
@@ -268,7 +270,10 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
                 shutil.copyfileobj(file.file, out)
             idx = holder.get()
             given = {"image": local} if example == "image" else {"audio": local}
-            results = idx.search(None, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where, **given)
+            try:
+                results = idx.search(None, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where, **given)
+            except MediaError as exc:  # named by the upload, not by this server's temporary copy
+                raise HTTPException(415, str(exc).replace(local, name)) from None
         shown = {example: name}
         answer = query_answer(idx, results, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where, **shown)
         return _with_urls(answer, results)
@@ -472,6 +477,17 @@ def write_address(root: Path, url: str, token: str | None) -> Path:
     return target
 
 
+def _check_port(host: str, port: int) -> None:
+    """UsageError when ``host:port`` cannot be listened on (in use, or an address not of this machine)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or --host") from None
+
+
 def remove_address(root: Path) -> None:
     """Remove the address record if it is this process's."""
     target = root / ADDRESS_FILE
@@ -489,12 +505,18 @@ def serve(config: ServeConfig, *, on_ready: Any = None) -> None:
 
     if not is_loopback(config.host) and not config.token:
         config = ServeConfig(**{**config.__dict__, "token": secrets.token_urlsafe(24)})
+    running = find_server(config.index)
+    if running is not None and server_answers(running):
+        raise UsageError(f"a server for {config.index} already runs at {running['url']} (pid {running['pid']}); "
+                         "stop it first, or query it")
+    _check_port(config.host, config.port)
     holder = IndexHolder(config.index, device=config.device)
     app = create_app(config, holder)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", access_log=False))
-    shown_host = config.host if ":" not in config.host else f"[{config.host}]"
-    local_host = "127.0.0.1" if config.host in ("0.0.0.0", "::") or not is_loopback(config.host) else shown_host
-    url = f"http://{shown_host}:{config.port}/"
+    wildcard = config.host in ("0.0.0.0", "::", "")
+    bracket = (lambda h: f"[{h}]" if ":" in h else h)  # noqa: E731 - an IPv6 address in a URL
+    local_host = "127.0.0.1" if wildcard else bracket(config.host)  # where mmsearch query on this machine finds it
+    url = f"http://{socket.gethostname() if wildcard else bracket(config.host)}:{config.port}/"  # where others do
     started = server.startup
 
     async def startup(sockets: Any = None) -> None:

@@ -138,6 +138,36 @@ def test_modified_date_filter_and_its_bad_value(client, library):
     assert bad.status_code == 400 and "modified-after" in bad.json()["detail"]
 
 
+def test_filter_values_read_as_a_user_means_them(client, library):
+    """A date alone is local time and "before" includes that day; kinds and languages may be
+    comma-separated; a relative path prefix is refused (the server cannot know the client's folder),
+    and so is a date range that nothing could pass."""
+    import datetime as dt
+
+    from mmsearch.errors import UsageError
+    from mmsearch.filters import media_filter
+
+    day = dt.date(2021, 7, 1)
+    before = media_filter(modified_before=day.isoformat()).modified_before
+    noon = dt.datetime(2021, 7, 1, 12, 30).timestamp()
+    assert before >= noon and before < dt.datetime(2021, 7, 2).timestamp()
+    assert media_filter(modified_after=day.isoformat()).modified_after == dt.datetime(2021, 7, 1).timestamp()
+    assert media_filter(kinds="video,image", languages=["EN", "de"]) == MediaFilter(kinds=("video", "image"), languages=("en", "de"))
+    for bad in ({"path": "media/clips/"}, {"modified_after": "2021-07-02", "modified_before": "2021-07-01"},
+                {"modified_after": "nan"}, {"kinds": "video,hologram"}):
+        with pytest.raises(UsageError):
+            media_filter(**bad)
+    q = _visual_query(library)
+    both = client.get("/api/search", params={"q": q, "kind": "image,audio", "k": 20}).json()["results"]
+    assert both and {r["modality"] for r in both} <= {"image", "audio"}
+    relative = client.get("/api/search", params={"q": q, "path": "media/clips/"})
+    assert relative.status_code == 400 and "absolute" in relative.json()["detail"]
+    idx = mmsearch.open_index(library["index"], device="cpu")
+    assert idx.search(q, k=3, where={"kinds": "image"}) == idx.search(q, k=3, where=MediaFilter(kinds=("image",)))
+    with pytest.raises(UsageError):
+        idx.search(q, k=0)
+
+
 def test_a_filter_passing_many_media_is_masked_in_the_index_with_the_same_answer(client, library, monkeypatch):
     """Few allowed rows are scored exactly; many are searched in the FAISS index with the rest masked:
     both give the same moments."""
@@ -264,7 +294,8 @@ def test_bad_queries_are_4xx_with_a_reason(client):
     assert client.get("/api/search", params={"q": '""'}).status_code == 400
     assert client.get("/api/search", params={"q": "x", "k": 0}).status_code == 422
     assert client.get("/api/search", params={"q": "x", "modality": "smell"}).status_code == 422
-    assert client.get("/api/search", params={"q": "x", "kind": "hologram"}).status_code == 422
+    hologram = client.get("/api/search", params={"q": "x", "kind": "hologram"})
+    assert hologram.status_code == 400 and "hologram" in hologram.json()["detail"]
     assert client.get("/api/search", params={"q": "x", "min_duration": 5, "max_duration": 1}).status_code == 400
     assert client.get("/api/timeline", params={"q": "x", "media": 999999}).status_code == 404
 
@@ -418,6 +449,30 @@ def test_query_goes_to_a_running_server_and_prints_the_same(library):
     after = subprocess.run([sys.executable, "-m", "mmsearch.cli", "query", _visual_query(library), "-k", "1", "--json"],
                            capture_output=True, text=True, env=env, check=True)
     assert "answered by the server" not in after.stderr and json.loads(after.stdout)["results"]
+
+
+def test_one_server_per_index_and_a_busy_port_are_refused_clearly(library):
+    env = {**os.environ, "MMSEARCH_INDEX": str(library["index"])}
+    record = library["index"] / ADDRESS_FILE
+    port = _free_port()
+    proc = _start(["--port", str(port), "--device", "cpu"], env, record)
+    try:
+        again = subprocess.run([sys.executable, "-m", "mmsearch.cli", "serve", "--port", str(_free_port())],
+                               capture_output=True, text=True, env=env, timeout=120)
+        assert again.returncode == 2 and "already runs" in again.stderr and "Traceback" not in again.stderr
+        assert json.loads(record.read_text())["pid"] == proc.pid  # the first one's record kept
+        other = library["root"] / "other-index"
+        mmsearch.index_paths([library["media"] / "clips"], other, model="synth-clip", device="cpu", audio=False,
+                             speech=False, ocr=False, freeze_text=False)
+        busy = subprocess.run([sys.executable, "-m", "mmsearch.cli", "serve", "--index", str(other), "--port", str(port)],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert busy.returncode == 2 and f"127.0.0.1:{port}" in busy.stderr and "Traceback" not in busy.stderr
+        empty = subprocess.run([sys.executable, "-m", "mmsearch.cli", "query", '""'], capture_output=True, text=True, env=env)
+        local = subprocess.run([sys.executable, "-m", "mmsearch.cli", "query", '""', "--local"], capture_output=True, text=True, env=env)
+        assert empty.returncode == local.returncode == 2 and empty.stderr == local.stderr  # the same words either way
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_beyond_loopback_a_token_is_generated_and_required(library, tmp_path):

@@ -197,8 +197,12 @@
     if (modality.value === "video" || modality.value === "audio") params.set("modality", modality.value);
     const body = new FormData();
     body.append("file", file, file.name);
+    // words (speech, on-screen text) are not searched by example: say what is searched instead
+    const searched = params.get("modality") || (looksLike === "image" ? "video" : "audio");
+    const note = modality.value && modality.value !== searched
+      ? ` (an example finds ${searched === "video" ? "pictures" : "sound"}, not ${modality.options[modality.selectedIndex].text.toLowerCase()})` : "";
     await runSearch(`/api/search?${params}`, { method: "POST", body },
-      { textQuery: null, modality: modality.value, example: file.name }, `the ${looksLike} ${file.name}`);
+      { textQuery: null, modality: modality.value, example: file.name }, `the ${looksLike} ${file.name}${note}`);
   }
 
   async function runSearch(url, options, how, label) {
@@ -395,6 +399,7 @@
 
   const LABEL_W = 104;
   const ROW_H = 26;
+  const MIN_SPREAD = 0.1;
   const AXIS_H = 18;
 
   function stripRows() {
@@ -459,13 +464,15 @@
       g.fillText(SPACE_LABEL[row.name] || row.name, 2, y + ROW_H / 2);
       const scores = row.score.map(Number);
       const lo = Math.min(...scores);
-      const hi = Math.max(...scores);
+      // a row is scaled from its worst to its best segment, but never over less than MIN_SPREAD
+      // (cosine or word-score units), so a row where nothing stands out stays dim
+      const span = Math.max(Math.max(...scores) - lo, MIN_SPREAD);
       g.fillStyle = heat(0);
       g.fillRect(LABEL_W, y + 2, plotW, ROW_H - 4);
       row.start.forEach((s, i) => {
         const x0 = xOf(Number(s));
         const x1 = Math.max(x0 + 1, xOf(Number(row.end[i])));
-        g.fillStyle = heat(hi > lo ? (scores[i] - lo) / (hi - lo) : 0.5);
+        g.fillStyle = heat((scores[i] - lo) / span);
         g.fillRect(x0, y + 2, x1 - x0, ROW_H - 4);
       });
     });
