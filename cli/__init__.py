@@ -255,7 +255,7 @@ def query(
     check_query(text, k, videos)
     example = image or audio
     answer = None if local else _remote_query(
-        _index_dir(index), text=text, upload=example,
+        _index_dir(index), text=text, upload=example, example="image" if image is not None else "audio" if audio is not None else None,
         params={"q": text, "k": k, "videos": videos, "modality": modality, "exhaustive": exhaustive,
                 "audio_weight": audio_weight if text is not None else None, "path": path, "kind": where.kinds or None,
                 "min_duration": min_duration, "max_duration": max_duration, "modified_after": where.modified_after,
@@ -279,15 +279,17 @@ def query(
     _print_results(answer, text=text, image=image, audio=audio)
 
 
-def _remote_query(root: Path, *, text: str | None, upload: Path | None, params: dict[str, Any]) -> dict[str, Any] | None:
+def _remote_query(
+    root: Path, *, text: str | None, upload: Path | None, example: str | None, params: dict[str, Any]
+) -> dict[str, Any] | None:
     """The answer of a server running for ``root`` (see :mod:`mmsearch.client`), or None when none runs."""
-    from mmsearch.client import find_server, remote_search
+    from mmsearch.client import MAX_K, MAX_TEXT, MAX_VIDEOS, find_server, remote_search
 
     server = find_server(root)
-    if server is None:
-        return None
+    if server is None or params["k"] > MAX_K or params["videos"] > MAX_VIDEOS or len(text or "") > MAX_TEXT:
+        return None  # none runs, or a query larger than a server takes: in-process
     if upload is not None:
-        params = {k: v for k, v in params.items() if k != "q"}
+        params = {**{k: v for k, v in params.items() if k != "q"}, "example": example}
     answer = remote_search(server, params, upload=upload)
     if answer is not None:
         logging.getLogger("mmsearch").info("answered by the server at %s", server["url"])

@@ -23,6 +23,7 @@ import numpy as np
 from .common_space import HeadConfig, TrainSpaceReport, train_space  # noqa: F401 - part of the facade
 from .config import IngestConfig, audio_window_config, config_from_record
 from .encoders import EncoderSpec, create_encoder, resolve_spec
+from .encoders.frozen import FrozenTextTower
 from .errors import EncoderMismatchError, UsageError
 from .filters import MediaFilter, allowed_media, check_query
 from .fileio import default_index_dir, display_path, index_dir  # noqa: F401 - part of the facade
@@ -282,11 +283,26 @@ class Index:
         """The stored row of a media item (path, kind, duration, size, mtime, language...), None if unknown."""
         return self._rows.get(int(media_id))
 
-    def media_paths(self, media_id: int) -> list[str]:
-        """Every indexed path of a media item (identical copies share a media id), in the media table's order."""
+    def media_paths(self, media_id: int, *, unchanged: bool = False) -> list[str]:
+        """Every indexed path of a media item (identical copies share a media id), in the media table's
+        order; with ``unchanged``, only those that are still the file indexed there (same size and
+        modification time: not replaced, not swapped for a link to another file)."""
         ids = self.snapshot.media.column("media_id").to_numpy()
-        raw = self.snapshot.media.column("raw_path")
-        return [os.fsdecode(raw[int(i)].as_py()) for i in np.flatnonzero(ids == int(media_id))]
+        raw, sizes, mtimes = (self.snapshot.media.column(c) for c in ("raw_path", "size", "mtime"))
+        out = []
+        for i in np.flatnonzero(ids == int(media_id)):
+            path = os.fsdecode(raw[int(i)].as_py())
+            if unchanged:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                import stat as stat_
+
+                if not stat_.S_ISREG(st.st_mode) or st.st_size != sizes[int(i)].as_py() or abs(st.st_mtime - mtimes[int(i)].as_py()) > 1e-3:
+                    continue
+            out.append(path)
+        return out
 
     def similarity_over_time(self, text: str, media_id: int, *, modality: str | None = None) -> dict[str, Any]:
         """Where in one media item ``text`` matches: per space a text query searches (see :meth:`search`),
@@ -295,14 +311,16 @@ class Index:
         search places them). Scores are cosines for pictures and sound, the fused word score
         (:class:`mmsearch.textsearch.TextQuery`) for what is said or written. Raises UsageError for an
         empty text or an unknown modality or media id."""
-        if not text or not text.strip():
-            raise UsageError("empty query text: say what to look for")
+        check_query(text, 1, 1)
         if modality is not None and modality not in MODALITIES:
             raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
         if int(media_id) not in self._rows:
             raise UsageError(f"no media item {media_id} in the index at {self.root}")
         out: dict[str, Any] = {}
-        for space in self._text_query_spaces(modality):
+        spaces = self._text_query_spaces(modality)
+        if modality is None and self._rows[int(media_id)]["kind"] == "audio" and AUDIO in self.snapshot.spaces:
+            spaces = [AUDIO, *spaces]  # a sound file has no pictures: its sound is what matches
+        for space in spaces:
             data = self.snapshot.spaces[space]
             if space in TEXT_SPACES:
                 rows = data.segment_row_ids(int(media_id))
@@ -391,7 +409,15 @@ class Index:
             cleaned = [t.strip() for t in text]
             if any(not t for t in cleaned):
                 raise UsageError("empty query text: say what to look for, e.g. mmsearch query \"a dog on a beach\"")
-            return self.text_encoder(space).encode_text(cleaned)
+            encoder = self.text_encoder(space)
+            try:
+                return encoder.encode_text(cleaned)
+            except Exception:  # noqa: BLE001 - a damaged frozen tower: the full encoder answers, from now on
+                if not isinstance(encoder, FrozenTextTower):
+                    raise
+                with self._encoder_lock:
+                    self._towers[space] = None
+                return self.text_encoder(space).encode_text(cleaned)
         encoder = self.encoder(space)
         if images is not None:
             if space != VISUAL:
@@ -404,12 +430,14 @@ class Index:
         raise UsageError("give a text, an image or a sound file to search for")
 
     def _embed_sound(self, path: str | os.PathLike, encoder: Any) -> np.ndarray:
-        """A sound file as one vector: the mean of its windows' vectors (windows as the index cut them)."""
+        """A sound file as one vector: the mean of its windows' vectors (windows as the index cut them), of
+        its first :data:`MAX_QUERY_SOUND_SECONDS` (an example, not a library to index)."""
         from .audio import iter_audio_windows
         from .encoders.base import l2_normalize
 
         window, hop = audio_window_config(encoder, config_from_record(self.manifest.get("config")))
-        clips = [w.samples for w in iter_audio_windows(path, sample_rate=encoder.sample_rate, window=window, hop=hop) if not w.silent]
+        windows = iter_audio_windows(path, sample_rate=encoder.sample_rate, window=window, hop=hop, max_seconds=MAX_QUERY_SOUND_SECONDS)
+        clips = [w.samples for w in windows if not w.silent]
         return l2_normalize(encoder.encode_audio(clips).mean(axis=0, keepdims=True))[0]
 
     def search(
@@ -797,6 +825,7 @@ class Index:
         )
 
 
+MAX_QUERY_SOUND_SECONDS = 120.0
 _MEDIA_OF = {VISUAL: "videos or images", AUDIO: "audio files or videos with sound", SPEECH: "videos or audio files with speech or subtitles", TEXT: "videos or images with text on screen"}
 VISUAL_MODALITY = "video"
 MODALITIES = ("video", "audio", "speech", "text", "all")

@@ -15,6 +15,8 @@ from .errors import UsageError
 
 ADDRESS_FILE = "server.json"  # as mmsearch.server writes it
 CONNECT_SECONDS = 0.5
+# what a server takes (larger queries are answered in-process, as a server would refuse them)
+MAX_K, MAX_VIDEOS, MAX_TEXT = 1000, 10000, 2000
 
 
 def find_server(root: str | os.PathLike) -> dict[str, Any] | None:
@@ -39,7 +41,7 @@ def server_answers(server: dict[str, Any]) -> bool:
     try:
         response = httpx.get(server["url"] + "/api/health", headers=headers, timeout=CONNECT_SECONDS * 4)
         return response.status_code == 200 and response.json().get("index") == server.get("index")
-    except (httpx.HTTPError, ValueError):
+    except (httpx.HTTPError, ValueError, UnicodeError, AttributeError):
         return False
 
 
@@ -53,6 +55,8 @@ def remote_search(
     """
     import httpx
 
+    if not server_answers(server):  # a stopped (SIGSTOP), foreign or other index's server: in-process
+        return None
     headers = {"Authorization": f"Bearer {server['token']}"} if server.get("token") else {}
     query = [(key, v) for key, value in params.items() if value is not None
              for v in (value if isinstance(value, (list, tuple)) else [value])]
@@ -64,18 +68,21 @@ def remote_search(
                 response = client.get("/api/search", params=query)
             else:
                 with open(upload, "rb") as f:
-                    response = client.post("/api/search", params=query, files={"file": (os.path.basename(upload), f)})
-    except httpx.TransportError:
+                    response = client.post("/api/search", params=query,
+                                           files={"file": (os.path.basename(upload), f, "application/octet-stream")})
+        body = response.json()
+    except (httpx.HTTPError, ValueError, UnicodeError):  # unreachable, not JSON, a token no header can carry
         return None
-    if response.status_code >= 500 or response.status_code == 401:
-        return None  # a server in trouble, or another one's token: answer in-process
-    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-    if response.status_code >= 400:
-        detail = body.get("detail") if isinstance(body, dict) else None
+    if response.status_code in (400, 413, 415, 422) and isinstance(body, dict) and "detail" in body:
+        detail = body["detail"]
         if isinstance(detail, list):  # FastAPI's validation errors
             detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail)
-        raise UsageError(str(detail or f"the server refused the query ({response.status_code})"))
-    for row in body.get("results", []):
+        raise UsageError(str(detail))
+    if response.status_code != 200 or not isinstance(body, dict) or not isinstance(body.get("results"), list):
+        return None  # a server in trouble, or not ours: answer in-process
+    if body.get("query", {}).get("index") != server.get("index"):
+        return None
+    for row in body["results"]:
         row.pop("media_url", None)
         row.pop("thumbnail_url", None)
     return body

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # imported where used: mmsearch query reads this module befor
     import pyarrow as pa
 
 KINDS = ("video", "image", "audio")
+FAR = 1e12  # seconds from 1970: past every file's modification time, either way (and finite, for JSON)
 GLOB_CHARS = "*?["
 
 
@@ -54,7 +55,7 @@ class MediaFilter:
             raise UsageError(f"unknown media kind {unknown[0]!r}; choose from {', '.join(KINDS)}")
         for name in ("min_duration", "max_duration"):
             value = getattr(self, name)
-            if value is not None and not value >= 0:  # also NaN
+            if value is not None and not (value >= 0 and math.isfinite(value)):  # also NaN, inf
                 raise UsageError(f"{name.replace('_', '-')} must be a number of seconds >= 0, got {value}")
         if self.min_duration is not None and self.max_duration is not None and self.min_duration > self.max_duration:
             raise UsageError(f"min-duration {self.min_duration} is above max-duration {self.max_duration}")
@@ -108,9 +109,12 @@ def parse_time(value: str | float | int | None, *, name: str, end_of_day: bool =
     except ValueError:
         moment = None
     if moment is not None:
-        if end_of_day and len(text) == 10:  # YYYY-MM-DD: the whole day
-            return (moment + timedelta(days=1)).timestamp() - 1e-6
-        return moment.timestamp()
+        try:
+            if end_of_day and len(text) == 10:  # YYYY-MM-DD: the whole day
+                return (moment + timedelta(days=1)).timestamp() - 1e-6
+            return moment.timestamp()
+        except (OverflowError, ValueError, OSError):  # the calendar's edges (0001-01-01, 9999-12-31): no file is older or newer
+            return -FAR if moment.year < 1970 else FAR
     raise UsageError(f"{name} {value!r}: give a date (2024-05-01), a date-time (2024-05-01T18:30) or seconds since 1970")
 
 

@@ -163,11 +163,18 @@ def discover(
     return sorted(found.values(), key=str)
 
 
+MAX_ASPECT = 16  # a picture longer than this many times its short side is scaled by its long side
+
+
 def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    """(width, height) scaled so the short side is ``short_side`` (even numbers); unchanged when None."""
+    """(width, height) scaled so the short side is ``short_side`` (even numbers); unchanged when None.
+
+    The long side never passes ``MAX_ASPECT * short_side``: a 100000x1 banner is scaled down by its
+    long side (scaling its short side up would make a picture of gigabytes from a file of bytes).
+    """
     if not short_side or min(width, height) <= 0:
         return width, height
-    scale = short_side / min(width, height)
+    scale = min(short_side / min(width, height), MAX_ASPECT * short_side / max(width, height))
     return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import json
 import mimetypes
 import os
@@ -46,7 +47,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 
 from .api import Index, SearchResult, open_index, query_answer
-from .client import ADDRESS_FILE, find_server, server_answers  # in the index directory while a server runs: {"url", "token", "pid", "index"}
+from .client import ADDRESS_FILE, MAX_K, MAX_TEXT, MAX_VIDEOS, find_server, server_answers  # in the index directory while a server runs: {"url", "token", "pid", "index"}
 from .errors import IndexNotFoundError, MediaError, MMSearchError, UsageError
 from .filters import KINDS, MediaFilter, media_filter
 from .fileio import atomic_write, display_path
@@ -57,6 +58,7 @@ THUMBNAILS = "cache/thumbnails"
 THUMBNAIL_SIDE = 240  # pixels, the short side
 THUMBNAIL_CACHE_BYTES = 256 * 2**20
 MAX_UPLOAD_BYTES = 64 * 2**20
+MAX_UPLOAD_PIXELS = 40_000_000  # an example picture; decoding one costs about 4 bytes a pixel, and more for 16-bit
 RELOAD_SECONDS = 1.0
 COOKIE = "mmsearch_token"
 WEB = Path(__file__).parent / "assets" / "web"
@@ -112,7 +114,12 @@ class IndexHolder:
             except OSError:  # a writer is replacing it this instant: keep answering from the last one
                 return self._index
             if stamp != self._stamp:
-                self._index = self._index.reopened()
+                try:
+                    self._index = self._index.reopened()
+                except (MMSearchError, OSError, ValueError) as exc:  # a generation that does not open: keep the last good one
+                    logging.getLogger("mmsearch").warning("serving generation %s: the newer one does not open (%s)",
+                                                          self._index.manifest.get("generation"), exc)
+                    return self._index  # the stamp is kept, so the next check tries again
                 self._stamp = stamp
             return self._index
 
@@ -146,11 +153,13 @@ class ServeConfig:
     device: str = "auto"
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     thumbnail_cache_bytes: int = THUMBNAIL_CACHE_BYTES
+    extra_hosts: tuple[str, ...] = ()  # Host names answered without a token besides this machine's loopback ones
 
 
 def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAPI:
     """The FastAPI application over ``config.index`` (``holder``: an index already opened)."""
     holder = holder or IndexHolder(config.index, device=config.device)
+    trusted_hosts = {"localhost", "127.0.0.1", "::1", _host_name(config.host.lower())} | set(config.extra_hosts)
     thumbnails = ThumbnailCache(holder.root / THUMBNAILS, limit_bytes=config.thumbnail_cache_bytes)
     app = FastAPI(
         title="mmsearch",
@@ -175,6 +184,18 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
             return await call_next(request)  # the page itself holds no data: it says what to do on a 401
         return JSONResponse({"detail": "a token is required: open the address mmsearch serve printed, "
                              "or send Authorization: Bearer TOKEN"}, status_code=401)
+
+    @app.middleware("http")
+    async def same_origin(request: Request, call_next: Any) -> Response:
+        # Without a token only this machine's names are answered (a page of another site that rebinds
+        # its own name to 127.0.0.1 sends that name as Host), and a POST from another site's page is refused.
+        host = request.headers.get("host", "").lower()
+        if config.token is None and _host_name(host) not in trusted_hosts:
+            return JSONResponse({"detail": f"this server answers for {', '.join(sorted(trusted_hosts))} only"}, status_code=400)
+        origin = request.headers.get("origin")
+        if request.method == "POST" and origin and origin.split("://", 1)[-1].lower() != host:
+            return JSONResponse({"detail": "a request from another site's page is refused"}, status_code=403)
+        return await call_next(request)
 
     @app.middleware("http")
     async def limit_upload(request: Request, call_next: Any) -> Response:
@@ -218,16 +239,16 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
 
     @app.get("/api/search")
     def search_get(
-        q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for, in words.")],
-        k: Annotated[int, Query(ge=1, le=1000)] = 10,
-        videos: Annotated[int, Query(ge=1, le=10000)] = 20,
+        q: Annotated[str, Query(min_length=1, max_length=MAX_TEXT, description="What to look for, in words.")],
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+        videos: Annotated[int, Query(ge=1, le=MAX_VIDEOS)] = 20,
         modality: Modality | None = None,
         exhaustive: bool = False,
         audio_weight: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
         path: Annotated[str | None, Query(description="A path prefix, or a glob (*.mov)")] = None,
         kind: Annotated[list[str] | None, Query(description="video, image or audio; repeat or comma-separate")] = None,
-        min_duration: Annotated[float | None, Query(ge=0)] = None,
-        max_duration: Annotated[float | None, Query(ge=0)] = None,
+        min_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+        max_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
         modified_after: Annotated[str | None, Query(description="A date (2024-05-01, local time), a date-time or epoch seconds")] = None,
         modified_before: Annotated[str | None, Query(description="As modified_after; a date alone includes that day")] = None,
         language: Annotated[list[str] | None, Query(description="ISO 639-1 codes of what is said; repeat or comma-separate")] = None,
@@ -243,14 +264,15 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
     @app.post("/api/search")
     def search_post(
         file: Annotated[UploadFile, File(description="An image (finds pictures) or a sound file (finds sound)")],
-        k: Annotated[int, Query(ge=1, le=1000)] = 10,
-        videos: Annotated[int, Query(ge=1, le=10000)] = 20,
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+        videos: Annotated[int, Query(ge=1, le=MAX_VIDEOS)] = 20,
         modality: Literal["video", "audio"] | None = None,
         exhaustive: bool = False,
+        example: Annotated[Literal["image", "audio"] | None, Query(description="What the file is [default: from its type or name]")] = None,
         path: Annotated[str | None, Query()] = None,
         kind: Annotated[list[str] | None, Query()] = None,
-        min_duration: Annotated[float | None, Query(ge=0)] = None,
-        max_duration: Annotated[float | None, Query(ge=0)] = None,
+        min_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+        max_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
         modified_after: Annotated[str | None, Query()] = None,
         modified_before: Annotated[str | None, Query()] = None,
         language: Annotated[list[str] | None, Query()] = None,
@@ -261,13 +283,15 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
                              modified_after=modified_after, modified_before=modified_before, languages=language)
         if file.size is not None and file.size > config.max_upload_bytes:
             raise _UploadTooLarge()
-        name = os.path.basename(file.filename or "upload")
-        example = _example_kind(name, file.content_type)
+        name = os.path.basename((file.filename or "").rstrip("/")) or "upload"
+        example = example or _example_kind(name, file.content_type)
         suffix = os.path.splitext(name)[1].lower()[:10] if os.path.splitext(name)[1].isascii() else ""
         with tempfile.TemporaryDirectory(prefix="mmsearch-upload-") as tmp:
             local = os.path.join(tmp, "example" + (suffix or (".png" if example == "image" else ".wav")))
             with open(local, "wb") as out:
                 shutil.copyfileobj(file.file, out)
+            if example == "image":
+                _check_pixels(local, name)
             idx = holder.get()
             given = {"image": local} if example == "image" else {"audio": local}
             try:
@@ -292,6 +316,7 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
         return {"media": media, "duration": row["duration"], "spaces": idx.similarity_over_time(q, media, modality=modality)}
 
     @app.get("/media/{media_id}", response_class=FileResponse, responses={206: {"description": "the bytes a Range asked for"}})
+    @app.head("/media/{media_id}", include_in_schema=False)
     def media_file(media_id: str) -> FileResponse:
         """The indexed file (HTTP Range requests: 206 with those bytes, 416 outside the file)."""
         idx = holder.get()
@@ -322,10 +347,9 @@ def _existing_path(idx: Index, media_id: str) -> str:
     digits only, so no path can be smuggled in)."""
     if not media_id.isascii() or not media_id.isdigit() or len(media_id) > 19:
         raise HTTPException(404, "no such media item")
-    for path in idx.media_paths(int(media_id)):
-        if os.path.isfile(path):
-            return path
-    raise HTTPException(404, "no such media item, or its file is gone (run mmsearch index again)")
+    for path in idx.media_paths(int(media_id), unchanged=True):
+        return path
+    raise HTTPException(404, "no such media item, or its file is gone or changed since it was indexed (run mmsearch index again)")
 
 
 def _with_urls(answer: dict[str, Any], results: list[SearchResult]) -> dict[str, Any]:
@@ -344,6 +368,27 @@ def _example_kind(name: str, content_type: str | None) -> Literal["image", "audi
     if kind in ("image", "audio"):
         return kind  # type: ignore[return-value]
     raise HTTPException(415, f"{name}: upload an image (image/*) or a sound file (audio/*), not {content_type or 'this'}")
+
+
+def _host_name(host: str) -> str:
+    """``example.org:8321`` -> ``example.org``; ``[::1]:8321`` -> ``::1``."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _check_pixels(path: str, name: str) -> None:
+    """413 for an uploaded picture of more than :data:`MAX_UPLOAD_PIXELS` (read from its header, before decoding)."""
+    from .media import open_image
+
+    try:
+        with open_image(path) as im:
+            width, height = im.size
+    except MMSearchError:
+        return  # not readable: the search says so, naming the upload
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise HTTPException(413, f"{name}: {width}x{height} pixels is more than a query image needs; send one under "
+                                 f"{MAX_UPLOAD_PIXELS // 10**6} megapixels")
 
 
 def _bearer(request: Request) -> str | None:
@@ -400,8 +445,11 @@ class ThumbnailCache:
         except OSError:
             pass
         data = render_thumbnail(path, seconds, kind)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, lambda tmp: tmp.write_bytes(data), suffix=".part", fsync=False)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, lambda tmp: tmp.write_bytes(data), suffix=".part", fsync=False)
+        except OSError:  # a read-only index, a full disk: the thumbnail is still answered, just not kept
+            return data
         with self._lock:
             self._written += 1
             if self._written % 32 == 1:
@@ -503,6 +551,8 @@ def serve(config: ServeConfig, *, on_ready: Any = None) -> None:
     given, or a new one (``config.token`` None), which ``on_ready(url)`` shows in the URL it gets."""
     import uvicorn
 
+    if config.token is not None and not (config.token.isascii() and config.token.isprintable() and " " not in config.token):
+        raise UsageError("--token must be printable ASCII without spaces (it travels in an HTTP header)")
     if not is_loopback(config.host) and not config.token:
         config = ServeConfig(**{**config.__dict__, "token": secrets.token_urlsafe(24)})
     running = find_server(config.index)

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 
 from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, MMSearchError, UsageError
 from .fileio import atomic_write as _atomic_write
-from .fileio import display_path
+from .fileio import display_path, file_crc32  # noqa: F401 - file_crc32 is part of the store's vocabulary
 from .indexes import IndexRecipe, PreparedFile, RowIndex, RowVectors, VectorIndex, split_refine
 from .spaces import ANCHORS
 
@@ -110,13 +110,6 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
     """Write a file of the index directory: temporary ``.tmp-*`` name (cleaned up after a crash), fsync, rename."""
     _atomic_write(path, write, prefix=TMP_PREFIX, suffix="")
 
-
-def file_crc32(path: str | os.PathLike) -> int:
-    crc = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            crc = zlib.crc32(block, crc)
-    return crc
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

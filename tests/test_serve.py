@@ -56,7 +56,7 @@ def library(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(library):
-    app = create_app(ServeConfig(index=library["index"], device="cpu"))
+    app = create_app(ServeConfig(extra_hosts=("testserver",), index=library["index"], device="cpu"))
     with TestClient(app) as c:
         yield c
 
@@ -270,7 +270,7 @@ def test_upload_an_image_finds_where_it_appears(client, library):
 
 
 def test_uploads_of_the_wrong_type_or_size_are_refused_clearly(library):
-    app = create_app(ServeConfig(index=library["index"], device="cpu", max_upload_bytes=1000))
+    app = create_app(ServeConfig(extra_hosts=("testserver",), index=library["index"], device="cpu", max_upload_bytes=1000))
     with TestClient(app) as c:
         wrong = c.post("/api/search", files={"file": ("notes.txt", b"hello", "text/plain")})
         assert wrong.status_code == 415 and "notes.txt" in wrong.json()["detail"]
@@ -314,8 +314,92 @@ def test_timeline_scores_every_segment_of_the_file(client, library):
     assert speech["start"][best] <= boat["start"] + 0.5 and speech["end"][best] >= boat["start"]
 
 
+def test_without_a_token_only_this_machines_names_are_answered_and_other_sites_cannot_post(library):
+    """DNS rebinding (another site's name resolved to 127.0.0.1) sends that name as Host; a page of
+    another site posting a form sends its Origin."""
+    with TestClient(create_app(ServeConfig(index=library["index"], device="cpu")), base_url="http://127.0.0.1:8321") as c:
+        assert c.get("/api/health").status_code == 200
+        assert c.get("/api/health", headers={"host": "localhost:8321"}).status_code == 200
+        assert c.get("/api/health", headers={"host": "[::1]:8321"}).status_code == 200
+        rebound = c.get("/api/search", params={"q": "red"}, headers={"host": "attacker.example:8321"})
+        assert rebound.status_code == 400 and "attacker" not in rebound.text
+        png = (library["media"] / "clips" / "still.png").read_bytes()
+        foreign = c.post("/api/search", files={"file": ("x.png", png, "image/png")}, headers={"origin": "http://evil.example"})
+        assert foreign.status_code == 403
+        own = c.post("/api/search", files={"file": ("x.png", png, "image/png")}, headers={"origin": "http://127.0.0.1:8321"})
+        assert own.status_code == 200
+
+
+def test_a_file_replaced_since_indexing_is_not_served(library, tmp_path):
+    """Replaced by other bytes, or by a link to another file (/etc/passwd): 404, not what is there now."""
+    media = tmp_path / "media"
+    write_video(media / "a.mp4", [(RED, 2.0)])
+    write_video(media / "b.mp4", [(BLUE, 2.0)])
+    index = tmp_path / "index"
+    mmsearch.index_paths([media], index, model="synth-clip", device="cpu", audio=False, speech=False, ocr=False, freeze_text=False)
+    ids = mmsearch.open_index(index, device="cpu").media_ids()
+    with TestClient(create_app(ServeConfig(extra_hosts=("testserver",), index=index, device="cpu"))) as c:
+        assert c.get(f"/media/{ids[str(media / 'a.mp4')]}").status_code == 200
+        (media / "a.mp4").unlink()
+        (media / "a.mp4").symlink_to("/etc/passwd")
+        swapped = c.get(f"/media/{ids[str(media / 'a.mp4')]}")
+        assert swapped.status_code == 404 and b"root:" not in swapped.content
+        assert c.get(f"/thumbnail/{ids[str(media / 'a.mp4')]}").status_code == 404
+        with open(media / "b.mp4", "ab") as f:
+            f.write(b"appended")
+        assert c.get(f"/media/{ids[str(media / 'b.mp4')]}").status_code == 404
+
+
+def test_odd_uploads_cost_little_and_are_refused_or_answered(client, library):
+    """A 100000x1 PNG of a few bytes is not scaled up to gigabytes; a picture of too many pixels is
+    refused from its header; a file without an extension is read as what the client says it is."""
+    import resource
+
+    from PIL import Image
+
+    banner = io.BytesIO()
+    Image.new("1", (100000, 1)).save(banner, format="PNG")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    thin = client.post("/api/search", files={"file": ("banner.png", banner.getvalue(), "image/png")})
+    assert thin.status_code == 200 and time.perf_counter() - started < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500 * 1024  # KiB: under 500 MB more
+    huge = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(huge, format="PNG")
+    assert client.post("/api/search", files={"file": ("huge.png", huge.getvalue(), "image/png")}).status_code == 413
+    still = (library["media"] / "clips" / "still.png").read_bytes()
+    bare = client.post("/api/search", params={"example": "image"}, files={"file": ("noext", still, "application/octet-stream")})
+    assert bare.status_code == 200 and Path(bare.json()["results"][0]["path"]).name == "still.png"
+    assert client.get("/api/search", params={"q": "x", "min_duration": "inf"}).status_code == 422
+    edge = client.get("/api/search", params={"q": "x", "modified_after": "0001-01-01", "modified_before": "9999-12-31"})
+    assert edge.status_code == 200 and edge.json()["results"]
+    assert client.head(f"/media/{bare.json()['results'][0]['media_id']}").status_code == 200
+
+
+def test_a_generation_that_does_not_open_leaves_the_last_good_one_serving(library, tmp_path, monkeypatch):
+    import shutil
+
+    import mmsearch.server as server
+
+    monkeypatch.setattr(server, "RELOAD_SECONDS", 0.0)
+    copy = tmp_path / "index"
+    shutil.copytree(library["index"], copy, ignore=shutil.ignore_patterns("server.json"))
+    with TestClient(create_app(ServeConfig(extra_hosts=("testserver",), index=copy, device="cpu"))) as c:
+        q = _visual_query(library)
+        good = c.get("/api/search", params={"q": q}).json()["results"]
+        manifest = (copy / "manifest.json").read_text()
+        (copy / "manifest.json").write_text(manifest[: len(manifest) // 2])  # a broken commit
+        assert c.get("/api/search", params={"q": q}).json()["results"] == good
+        assert c.get("/api/health").status_code == 200
+        thumbs = copy / "cache" / "thumbnails"
+        shutil.rmtree(thumbs, ignore_errors=True)
+        thumbs.parent.mkdir(parents=True, exist_ok=True)
+        thumbs.write_text("not a folder")  # the cache cannot be written: thumbnails are still answered
+        assert c.get(good[0]["thumbnail_url"]).status_code == 200
+
+
 def test_a_token_is_required_when_set(library):
-    app = create_app(ServeConfig(index=library["index"], device="cpu", token="s3cret"))
+    app = create_app(ServeConfig(extra_hosts=("testserver",), index=library["index"], device="cpu", token="s3cret"))
     with TestClient(app) as c:
         for url in ("/api/info", "/api/search?q=red", "/api/health", "/media/1", "/thumbnail/1", "/openapi.json", "/docs"):
             assert c.get(url).status_code == 401, url
@@ -336,7 +420,7 @@ def test_a_file_whose_name_is_not_utf8_is_found_served_and_filtered(tmp_path):
     write_video(media / "other.mp4", [(BLUE, 2.0)])
     index = tmp_path / "index"
     mmsearch.index_paths([media], index, model="synth-clip", device="cpu", audio=False, speech=False, ocr=False)
-    with TestClient(create_app(ServeConfig(index=index, device="cpu"))) as c:
+    with TestClient(create_app(ServeConfig(extra_hosts=("testserver",), index=index, device="cpu"))) as c:
         hits = c.get("/api/search", params={"q": "red", "path": "*caf*"}).json()["results"]
         assert len(hits) == 1 and hits[0]["path"].endswith("caf\\xe9.mp4") and "path_bytes" in hits[0]
         served = c.get(f"/media/{hits[0]['media_id']}")
@@ -354,7 +438,7 @@ def test_a_new_generation_is_picked_up_while_serving(library, tmp_path, monkeypa
     write_video(media / "first.mp4", [(RED, 3.0)])
     index = tmp_path / "index"
     mmsearch.index_paths([media], index, model="synth-clip", device="cpu", audio=False, speech=False, ocr=False)
-    with TestClient(create_app(ServeConfig(index=index, device="cpu"))) as c:
+    with TestClient(create_app(ServeConfig(extra_hosts=("testserver",), index=index, device="cpu"))) as c:
         before = c.get("/api/health").json()["generation"]
         assert {Path(r["path"]).name for r in c.get("/api/search", params={"q": "a blue screen"}).json()["results"]} == {"first.mp4"}
         shutil.copy(library["media"] / "clips" / "offset.mp4", media / "second.mp4")
@@ -368,7 +452,7 @@ def test_the_openapi_schema_fuzzed_gives_no_server_error(library):
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, settings
 
-    app = create_app(ServeConfig(index=library["index"], device="cpu"))
+    app = create_app(ServeConfig(extra_hosts=("testserver",), index=library["index"], device="cpu"))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     from hypothesis import given
 
@@ -473,6 +557,29 @@ def test_one_server_per_index_and_a_busy_port_are_refused_clearly(library):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_recorded_address_where_something_else_answers_is_not_trusted(library, tmp_path):
+    """server.json of this index naming a live process whose port serves something else (a plain
+    HTTP server, or a recorded server that hangs): mmsearch query answers in-process, quickly."""
+    port = _free_port()
+    other = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    record = library["index"] / ADDRESS_FILE
+    try:
+        time.sleep(1.0)
+        record.write_text(json.dumps({"url": f"http://127.0.0.1:{port}", "token": "é", "pid": other.pid,
+                                      "index": str(library["index"])}))
+        env = {**os.environ, "MMSEARCH_INDEX": str(library["index"]), "MMSEARCH_LOG": "INFO"}
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "mmsearch.cli", "query", _visual_query(library), "--json", "-k", "2"],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0 and "answered by the server" not in out.stderr, out.stderr[-500:]
+        assert json.loads(out.stdout)["results"] and time.perf_counter() - started < 60
+    finally:
+        record.unlink(missing_ok=True)
+        other.terminate()
+        other.wait(timeout=30)
 
 
 def test_beyond_loopback_a_token_is_generated_and_required(library, tmp_path):

@@ -113,3 +113,35 @@ def test_the_sentence_tower_reads_as_sentence_transformers_does(tmp_path):
     tower = load_frozen(tmp_path / "minilm", encoder.identity())
     texts = ["Where does Grandpa tell the STORY?", "  padded  ", "word " * 600, "東京", "a"]
     assert np.abs(tower.encode_text(texts) - encoder.encode_text(texts)).max() < 1e-5
+
+
+def test_a_tower_damaged_inside_is_caught_by_its_check_vectors(library, tmp_path):
+    """Bytes flipped inside the weights (TorchScript does not check its archive's CRCs) or a changed
+    length in tower.json still load, but give other vectors: the check at load refuses the tower."""
+    import shutil
+    import struct
+    import zipfile
+
+    copy = tmp_path / "index"
+    shutil.copytree(library, copy)
+    spaces = json.loads((copy / "manifest.json").read_text())["spaces"]
+    visual = tower_dir(copy, spaces["visual"]["encoder"]["identity"])
+    with zipfile.ZipFile(visual / "tower.pt") as archive:
+        biggest = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(visual / "tower.pt", "r+b") as f:
+        f.seek(biggest.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        middle = biggest.header_offset + 30 + name_len + extra_len + biggest.file_size // 2
+        f.seek(middle)
+        chunk = bytearray(f.read(256))
+        f.seek(middle)
+        f.write(bytes(b ^ 0x40 for b in chunk))
+    sentence = tower_dir(copy, spaces["speech"]["encoder"]["identity"])
+    meta = json.loads((sentence / "tower.json").read_text())
+    (sentence / "tower.json").write_text(json.dumps({**meta, "max_length": 8}))
+    idx = mmsearch.open_index(copy, device="cpu")
+    assert not isinstance(idx.text_encoder("visual"), FrozenTextTower)
+    assert not isinstance(idx.text_encoder("speech"), FrozenTextTower)
+    original = mmsearch.open_index(library, device="cpu")
+    for q in ("a red circle", "the story about the boat"):
+        assert idx.search(q, k=5) == original.search(q, k=5)

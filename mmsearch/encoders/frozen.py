@@ -12,7 +12,8 @@ encodes as the full encoder does.
 A tower is written only when it is faithful: at freeze time its tokens must equal the encoder's
 and its vectors must match to :data:`TOLERANCE` (max abs difference of L2-normalised vectors) on
 probe texts of every length, batch sizes 1 and several, else nothing is written and queries build
-the full encoder as before. A tower is used only for the encoder identity it was frozen from.
+the full encoder as before. A tower is used only for the encoder identity it was frozen from, and only while it still gives the
+vectors it gave when written: its files' CRC-32 and two check texts, encoded again at every load.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..fileio import file_crc32
 from .base import l2_normalize
 
 TOLERANCE = 1e-4
@@ -44,6 +46,7 @@ PROBES = [
     "\"quoted words\" and punctuation!!! (brackets) [applause]",
     " ".join(["a long description of everything on screen"] * 40),  # past every context length
 ]
+CHECKS = [PROBES[1], PROBES[5]]  # encoded again at every load: a short text and one past the context length
 
 
 @dataclass
@@ -109,10 +112,14 @@ def freeze(encoder: Any, directory: str | os.PathLike) -> bool:
             torch.jit.save(module, str(tmp / MODULE))
         if "tokenizer_json" in extra:
             (tmp / TOKENIZER).write_text(meta.pop("tokenizer_json"), encoding="utf-8")
-        (tmp / META).write_text(json.dumps(meta), encoding="utf-8")
         frozen = _load(tmp, meta)
         if not _faithful(encoder, frozen):
             return False
+        # what the tower must still say when loaded: a file damaged since (a flipped byte in the
+        # weights, a changed length in this JSON) gives other vectors, and is not used
+        meta["check"] = frozen.encode_text(CHECKS).round(6).tolist()
+        meta["crc32"] = {name: file_crc32(tmp / name) for name in (MODULE, TOKENIZER) if (tmp / name).exists()}
+        (tmp / META).write_text(json.dumps(meta), encoding="utf-8")
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
@@ -148,7 +155,12 @@ def load_frozen(directory: str | os.PathLike, identity: dict[str, Any]) -> Froze
     if meta.get("format") != FORMAT or meta.get("identity") != identity or meta.get("torch") != torch.__version__:
         return None
     try:
-        return _load(directory, meta)
+        if any(file_crc32(directory / name) != crc for name, crc in meta["crc32"].items()):
+            return None  # damaged since it was written (TorchScript does not check its archive)
+        tower = _load(directory, meta)
+        if np.abs(tower.encode_text(CHECKS) - np.asarray(meta["check"], np.float32)).max() > TOLERANCE:
+            return None
+        return tower
     except Exception:  # noqa: BLE001 - a damaged or foreign file: the full encoder answers instead
         return None
 
