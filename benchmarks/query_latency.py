@@ -122,6 +122,10 @@ def main() -> None:
     if args.prepare:
         private_hf_cache(args.work)
         build(args.work, env, args.videos)
+        os.environ.update(env)
+        from mmsearch.api import freeze_text_towers
+
+        freeze_text_towers(index)  # those of this version (a no-op when they are current)
         return
     # built in a child process: this one stays small, so the memory its children report is their own
     # (a child's peak counts what it shares with its parent between fork and exec)

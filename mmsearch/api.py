@@ -361,15 +361,19 @@ class Index:
             return self._encoder(space)
 
     def text_encoder(self, space: str = VISUAL) -> Any:
-        """What embeds query texts for ``space``: the encoder when it is built already, else the text
-        tower frozen from it (:mod:`mmsearch.encoders.frozen`: no open_clip, transformers or
-        sentence-transformers to import), else the encoder (thread-safe)."""
+        """What embeds query texts for ``space``: the text tower frozen from its encoder
+        (:mod:`mmsearch.encoders.frozen`: no open_clip, transformers or sentence-transformers to
+        import, and faster), else the encoder (thread-safe)."""
         with self._encoder_lock:
-            if space in self._encoders:
-                return self._encoders[space]
             if space not in self._towers:
                 self._towers[space] = self._frozen_tower(space)
             return self._towers[space] or self._encoder(space)
+
+    def recheck_towers(self) -> None:
+        """Look for text towers again where none was found (after :func:`freeze_text_towers` wrote them)."""
+        with self._encoder_lock:
+            for space in [s for s, tower in self._towers.items() if tower is None]:
+                del self._towers[space]
 
     def _frozen_tower(self, space: str) -> Any:
         entry = self.manifest["spaces"].get(space)

@@ -46,12 +46,13 @@ from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from .api import Index, SearchResult, open_index, query_answer
+from .api import Index, SearchResult, freeze_text_towers, open_index, query_answer
 from .client import ADDRESS_FILE, MAX_K, MAX_TEXT, MAX_VIDEOS, find_server, server_answers  # in the index directory while a server runs: {"url", "token", "pid", "index"}
 from .errors import IndexNotFoundError, MediaError, MMSearchError, UsageError
 from .filters import KINDS, MediaFilter, media_filter
 from .fileio import atomic_write, display_path
 from .media import media_kind
+from .decode_worker import usable_cores
 from .spaces import TEXT_SPACES
 
 THUMBNAILS = "cache/thumbnails"
@@ -124,15 +125,21 @@ class IndexHolder:
             return self._index
 
     def warm(self) -> None:
-        """Build the text encoders a query needs now, not on the first query (errors wait for a query to
-        show them), and give each request one CPU thread in torch and FAISS: concurrent requests are
+        """Freeze the text towers if the index lacks them, load them (or build the text encoders) now, not
+        on the first query (errors wait for a query to show them), and give each request one CPU thread
+        in torch and FAISS: concurrent requests are
         the parallelism (two threads per small query made it slower, and fought other requests)."""
         import faiss
         import torch
 
         torch.set_num_threads(1)
         faiss.omp_set_num_threads(1)
+        try:  # an index written before text towers existed gets them now (once; a no-op when current)
+            freeze_text_towers(self.root)
+        except (MMSearchError, OSError):  # a read-only index, weights gone: queries build the encoders
+            pass
         idx = self.get()
+        idx.recheck_towers()
         for space in idx._text_query_spaces(None):
             try:
                 idx.embed_queries(text=["warm up"], space=space)
@@ -160,6 +167,9 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
     """The FastAPI application over ``config.index`` (``holder``: an index already opened)."""
     holder = holder or IndexHolder(config.index, device=config.device)
     trusted_hosts = {"localhost", "127.0.0.1", "::1", _host_name(config.host.lower())} | set(config.extra_hosts)
+    # As many searches at once as there are cores, the rest wait their turn: more only share the cores
+    # (and the GIL) and finish later, all of them (a long tail at 8 clients on 2 cores).
+    searching = threading.BoundedSemaphore(usable_cores())
     thumbnails = ThumbnailCache(holder.root / THUMBNAILS, limit_bytes=config.thumbnail_cache_bytes)
     app = FastAPI(
         title="mmsearch",
@@ -169,46 +179,7 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
     app.state.holder = holder
     app.state.config = config
 
-    @app.middleware("http")
-    async def require_token(request: Request, call_next: Any) -> Response:
-        if config.token is None:
-            return await call_next(request)
-        path = request.url.path
-        if path == "/" and hmac.compare_digest(request.query_params.get("token", "").encode(), config.token.encode()):
-            rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
-            page = RedirectResponse("/" + (f"?{rest}" if rest else ""), status_code=303)  # the token leaves the address bar
-            page.set_cookie(COOKIE, config.token, httponly=True, samesite="strict")  # and the cookie keeps it
-            return page
-        given = _bearer(request) or request.cookies.get(COOKIE) or ""
-        if hmac.compare_digest(given.encode(), config.token.encode()) or path == "/" or path.startswith("/static/"):
-            return await call_next(request)  # the page itself holds no data: it says what to do on a 401
-        return JSONResponse({"detail": "a token is required: open the address mmsearch serve printed, "
-                             "or send Authorization: Bearer TOKEN"}, status_code=401)
-
-    @app.middleware("http")
-    async def same_origin(request: Request, call_next: Any) -> Response:
-        # Without a token only this machine's names are answered (a page of another site that rebinds
-        # its own name to 127.0.0.1 sends that name as Host), and a POST from another site's page is refused.
-        host = request.headers.get("host", "").lower()
-        if config.token is None and _host_name(host) not in trusted_hosts:
-            return JSONResponse({"detail": f"this server answers for {', '.join(sorted(trusted_hosts))} only"}, status_code=400)
-        origin = request.headers.get("origin")
-        if request.method == "POST" and origin and origin.split("://", 1)[-1].lower() != host:
-            return JSONResponse({"detail": "a request from another site's page is refused"}, status_code=403)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def limit_upload(request: Request, call_next: Any) -> Response:
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > config.max_upload_bytes):
-                return _too_large(config.max_upload_bytes)
-            if length is None:  # a chunked upload: count what arrives
-                request = _LimitedRequest(request, config.max_upload_bytes)
-        try:
-            return await call_next(request)
-        except _UploadTooLarge:
-            return _too_large(config.max_upload_bytes)
+    app.add_middleware(Guard, config=config, trusted_hosts=trusted_hosts)
 
     @app.exception_handler(MMSearchError)
     async def mmsearch_error(request: Request, exc: MMSearchError) -> JSONResponse:
@@ -252,12 +223,19 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
         modified_after: Annotated[str | None, Query(description="A date (2024-05-01, local time), a date-time or epoch seconds")] = None,
         modified_before: Annotated[str | None, Query(description="As modified_after; a date alone includes that day")] = None,
         language: Annotated[list[str] | None, Query(description="ISO 639-1 codes of what is said; repeat or comma-separate")] = None,
+        response: Response = None,  # type: ignore[assignment]  # FastAPI's: for the Server-Timing header
     ) -> dict[str, Any]:
-        """Moments matching a text, best first: the JSON of ``mmsearch query --json`` with URLs."""
+        """Moments matching a text, best first: the JSON of ``mmsearch query --json`` with URLs. The
+        ``Server-Timing`` header says how long the request waited for a turn and how long it searched."""
         where = media_filter(path=path, kinds=kind, min_duration=min_duration, max_duration=max_duration,
                              modified_after=modified_after, modified_before=modified_before, languages=language)
         idx = holder.get()
-        results = idx.search(q, modality=modality, k=k, videos=videos, exhaustive=exhaustive, audio_weight=audio_weight, where=where)
+        queued = time.perf_counter()
+        with searching:
+            started = time.perf_counter()
+            results = idx.search(q, modality=modality, k=k, videos=videos, exhaustive=exhaustive, audio_weight=audio_weight, where=where)
+        response.headers["Server-Timing"] = (f"wait;dur={(started - queued) * 1000:.1f}, "
+                                             f"search;dur={(time.perf_counter() - started) * 1000:.1f}")
         answer = query_answer(idx, results, text=q, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where)
         return _with_urls(answer, results)
 
@@ -282,7 +260,7 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
         where = media_filter(path=path, kinds=kind, min_duration=min_duration, max_duration=max_duration,
                              modified_after=modified_after, modified_before=modified_before, languages=language)
         if file.size is not None and file.size > config.max_upload_bytes:
-            raise _UploadTooLarge()
+            raise HTTPException(413, f"the upload is larger than {config.max_upload_bytes // 2**20} MiB")
         name = os.path.basename((file.filename or "").rstrip("/")) or "upload"
         example = example or _example_kind(name, file.content_type)
         suffix = os.path.splitext(name)[1].lower()[:10] if os.path.splitext(name)[1].isascii() else ""
@@ -295,7 +273,8 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
             idx = holder.get()
             given = {"image": local} if example == "image" else {"audio": local}
             try:
-                results = idx.search(None, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where, **given)
+                with searching:
+                    results = idx.search(None, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where, **given)
             except MediaError as exc:  # named by the upload, not by this server's temporary copy
                 raise HTTPException(415, str(exc).replace(local, name)) from None
         shown = {example: name}
@@ -313,7 +292,9 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
         row = idx.media_row(media)
         if row is None:
             raise HTTPException(404, f"no media item {media} in this index")
-        return {"media": media, "duration": row["duration"], "spaces": idx.similarity_over_time(q, media, modality=modality)}
+        with searching:
+            spaces = idx.similarity_over_time(q, media, modality=modality)
+        return {"media": media, "duration": row["duration"], "spaces": spaces}
 
     @app.get("/media/{media_id}", response_class=FileResponse, responses={206: {"description": "the bytes a Range asked for"}})
     @app.head("/media/{media_id}", include_in_schema=False)
@@ -397,34 +378,83 @@ def _bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-class _UploadTooLarge(Exception):
-    pass
-
-
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"the upload is larger than {limit // 2**20} MiB; send a smaller image or a shorter sound"},
                         status_code=413)
 
 
-class _LimitedRequest(Request):
-    """A request whose body stops with :class:`_UploadTooLarge` past ``limit`` bytes (chunked uploads)."""
+class Guard:
+    """Every request's checks, as one ASGI middleware (Starlette's ``BaseHTTPMiddleware`` cost a few
+    milliseconds a request each, and requests here take 15):
 
-    def __init__(self, request: Request, limit: int) -> None:
-        super().__init__(request.scope, self._counted(request.receive, limit))
+    - without a token, only this machine's names are answered as Host (a page of another site that
+      rebinds its own name to 127.0.0.1 sends that name), and a POST from another site's page (its
+      Origin) is refused;
+    - with a token, it must come as ``Authorization: Bearer`` or the cookie ``/?token=`` sets (the
+      page and its static files hold no data and load without it, to say what to do on a 401);
+    - an upload past ``max_upload_bytes`` gets 413: by its Content-Length, or counted as it arrives.
+    """
 
-    @staticmethod
-    def _counted(receive: Any, limit: int) -> Any:
-        seen = 0
+    def __init__(self, app: Any, *, config: ServeConfig, trusted_hosts: set[str]) -> None:
+        self.app = app
+        self.config = config
+        self.trusted_hosts = trusted_hosts
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        limit = self.config.max_upload_bytes
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                await _too_large(limit)(scope, receive, send)
+                return
+        seen, over = 0, False
 
         async def counted() -> Any:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _UploadTooLarge()
+            if seen > limit:  # stop reading: the app answers the broken body, and that answer is replaced
+                over = True
+                return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        return counted
+        async def sending(message: Any) -> None:
+            if not over:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await _too_large(limit)(scope, receive, send)
+
+        await self.app(scope, counted if request.method == "POST" else receive, sending)
+
+    def _refusal(self, request: Request) -> Response | None:
+        token = self.config.token
+        host = request.headers.get("host", "").lower()
+        if token is None and _host_name(host) not in self.trusted_hosts:
+            return JSONResponse({"detail": f"this server answers for {', '.join(sorted(self.trusted_hosts))} only"}, status_code=400)
+        origin = request.headers.get("origin")
+        if request.method == "POST" and origin and origin.split("://", 1)[-1].lower() != host:
+            return JSONResponse({"detail": "a request from another site's page is refused"}, status_code=403)
+        if token is None:
+            return None
+        path = request.url.path
+        if path == "/" and hmac.compare_digest(request.query_params.get("token", "").encode(), token.encode()):
+            rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+            page = RedirectResponse("/" + (f"?{rest}" if rest else ""), status_code=303)  # the token leaves the address bar
+            page.set_cookie(COOKIE, token, httponly=True, samesite="strict")  # and the cookie keeps it
+            return page
+        given = _bearer(request) or request.cookies.get(COOKIE) or ""
+        if hmac.compare_digest(given.encode(errors="replace"), token.encode()) or path == "/" or path.startswith("/static/"):
+            return None
+        return JSONResponse({"detail": "a token is required: open the address mmsearch serve printed, "
+                             "or send Authorization: Bearer TOKEN"}, status_code=401)
 
 
 class ThumbnailCache:
