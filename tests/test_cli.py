@@ -28,6 +28,7 @@ def run(*args: str, env: dict[str, str] | None = None, check: bool = True) -> su
     return proc
 
 
+@pytest.mark.slow
 def test_index_then_query_by_frame_json(video_corpus, random_clip_checkpoint, tmp_path):
     from PIL import Image
 
@@ -90,6 +91,7 @@ def test_user_errors_are_one_clear_message(args, needle, tmp_path, video_corpus,
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_query_batch_answers_each_query_like_a_single_query(tmp_path):
     """`query --batch`: one JSON line per query, in input order, the same answers as one query at a time."""
     from mmsearch.synth import SynthConfig, generate_corpus

@@ -192,6 +192,7 @@ def _one_line_error(proc, *needles: str) -> None:
         assert needle in lines[0], (needle, lines[0])
 
 
+@pytest.mark.slow
 def test_query_inputs_fail_in_one_line_naming_the_file(small_index, tmp_path):
     index = str(small_index / "index")
     bomb = _png_header_only(tmp_path / "bomb.png", 20000, 20000)
@@ -406,6 +407,7 @@ def test_query_by_example_finds_the_file_itself_first(tmp_path):
 
 
 @pytest.mark.skipif(not (SHARED_MEDIA / "librosa").is_dir(), reason=f"real sample sounds not found under {SHARED_MEDIA}")
+@pytest.mark.slow
 def test_real_sounds_find_themselves_first(tmp_path):
     media = tmp_path / "media"
     media.mkdir()
@@ -419,6 +421,7 @@ def test_real_sounds_find_themselves_first(tmp_path):
 
 
 # -- 9. file names that are not UTF-8 --------------------------------------------------------------
+@pytest.mark.slow
 def test_non_utf8_names_give_valid_json_and_keep_their_bytes(tmp_path, random_clip_checkpoint):
     media = tmp_path / "media"
     write_video(media / "x.mp4", [(RED, 1.0), (BLUE, 1.0)])

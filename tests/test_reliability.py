@@ -88,6 +88,7 @@ def _run_watching_generations(cmd: list[str], index_dir: Path, *, kill_at=None, 
     return False, seen
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_clean_build(tmp_path, random_clip_checkpoint):
     """Qdrant-crasher style: SIGKILL `mmsearch index` at random moments, resume, compare with a clean build.
 

@@ -448,6 +448,7 @@ def test_a_new_generation_is_picked_up_while_serving(library, tmp_path, monkeypa
         assert found == {"first.mp4", "second.mp4"}
 
 
+@pytest.mark.slow
 def test_the_openapi_schema_fuzzed_gives_no_server_error(library):
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, settings
@@ -499,6 +500,7 @@ def _start(args: list[str], env: dict, ready: Path | None, timeout: float = 90.0
     raise AssertionError("serve did not start")
 
 
+@pytest.mark.slow
 def test_query_goes_to_a_running_server_and_prints_the_same(library):
     """``mmsearch serve`` in a real uvicorn process: its address is recorded in the index, ``mmsearch
     query`` sends its query there (the log says so) and prints what an in-process query prints;
@@ -535,6 +537,7 @@ def test_query_goes_to_a_running_server_and_prints_the_same(library):
     assert "answered by the server" not in after.stderr and json.loads(after.stdout)["results"]
 
 
+@pytest.mark.slow
 def test_one_server_per_index_and_a_busy_port_are_refused_clearly(library):
     env = {**os.environ, "MMSEARCH_INDEX": str(library["index"])}
     record = library["index"] / ADDRESS_FILE
@@ -559,6 +562,7 @@ def test_one_server_per_index_and_a_busy_port_are_refused_clearly(library):
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_recorded_address_where_something_else_answers_is_not_trusted(library, tmp_path):
     """server.json of this index naming a live process whose port serves something else (a plain
     HTTP server, or a recorded server that hangs): mmsearch query answers in-process, quickly."""
@@ -582,6 +586,7 @@ def test_a_recorded_address_where_something_else_answers_is_not_trusted(library,
         other.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_beyond_loopback_a_token_is_generated_and_required(library, tmp_path):
     import httpx
 
@@ -600,6 +605,7 @@ def test_beyond_loopback_a_token_is_generated_and_required(library, tmp_path):
     assert f"?token={token}" in out  # the address to open, printed
 
 
+@pytest.mark.slow
 def test_cli_filters_and_their_errors(library):
     env = {**os.environ, "MMSEARCH_INDEX": str(library["index"])}
     base = [sys.executable, "-m", "mmsearch.cli", "query", _visual_query(library), "--json", "--local", "--device", "cpu"]

@@ -23,6 +23,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a real browser
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CHROMIUM = shutil.which("chromium")

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # real Whisper base and PP-OCRv4 on talking videos
+
 import mmsearch
 from mmsearch.errors import UsageError
 from mmsearch.metrics import temporal_iou
