@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import logging
 import json
+import logging
 import mimetypes
 import os
 import secrets
+import shutil
 import signal
 import socket
-import shutil
 import tempfile
 import threading
 import time
@@ -47,13 +47,14 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 
 from .api import Index, SearchResult, freeze_text_towers, open_index, query_answer
-from .client import ADDRESS_FILE, MAX_K, MAX_TEXT, MAX_VIDEOS, find_server, server_answers  # in the index directory while a server runs: {"url", "token", "pid", "index"}
-from .errors import IndexNotFoundError, MediaError, MMSearchError, UsageError
-from .filters import KINDS, MediaFilter, media_filter
-from .fileio import atomic_write, display_path
-from .media import media_kind
+from .client import ADDRESS_FILE, MAX_K, MAX_TEXT, MAX_VIDEOS, find_server, server_answers
 from .decode_worker import usable_cores
+from .errors import IndexNotFoundError, MediaError, MMSearchError, UsageError
+from .fileio import atomic_write, display_path
+from .filters import KINDS, MediaFilter, media_filter
+from .media import media_kind
 from .spaces import TEXT_SPACES
+from .store import MANIFEST
 
 THUMBNAILS = "cache/thumbnails"
 THUMBNAIL_SIDE = 240  # pixels, the short side
@@ -102,7 +103,7 @@ class IndexHolder:
         self._lock = threading.Lock()
 
     def _manifest_stamp(self) -> tuple[int, int, int]:
-        st = (self.root / "manifest.json").stat()
+        st = (self.root / MANIFEST).stat()
         return st.st_ino, st.st_mtime_ns, st.st_size
 
     def get(self) -> Index:
@@ -125,10 +126,10 @@ class IndexHolder:
             return self._index
 
     def warm(self) -> None:
-        """Freeze the text towers if the index lacks them, load them (or build the text encoders) now, not
-        on the first query (errors wait for a query to show them), and give each request one CPU thread
-        in torch and FAISS: concurrent requests are
-        the parallelism (two threads per small query made it slower, and fought other requests)."""
+        """Freeze the text towers if the index lacks them, load them (or build the text encoders) now,
+        not on the first query (errors wait for a query to show them), and give each request one CPU
+        thread in torch and FAISS: concurrent requests are the parallelism (two threads per small
+        query made it slower, and fought other requests)."""
         import faiss
         import torch
 
