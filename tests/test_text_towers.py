@@ -41,6 +41,9 @@ def test_indexing_freezes_the_towers_a_text_query_reads(library):
         identity = spaces[space]["encoder"]["identity"]
         assert isinstance(load_frozen(tower_dir(library, identity), identity), FrozenTextTower), space
     assert len(list((library / TEXT_TOWERS).iterdir())) == 2  # speech and text share the sentence model's tower
+    sentence = json.loads((tower_dir(library, spaces["speech"]["encoder"]["identity"]) / "tower.json").read_text())
+    assert sentence["runtime"] == "onnx" and json.loads((tower_dir(library, spaces["visual"]["encoder"]["identity"])
+                                                        / "tower.json").read_text())["runtime"] == "torchscript"
     assert freeze_text_towers(library) == {"visual": True, "speech": True, "text": True}  # already there: kept
 
 
@@ -111,6 +114,7 @@ def test_the_sentence_tower_reads_as_sentence_transformers_does(tmp_path):
     encoder = create_encoder(resolve_spec(None, None, family="sentence"), device="cpu")
     assert freeze(encoder, tmp_path / "minilm")
     tower = load_frozen(tmp_path / "minilm", encoder.identity())
+    assert tower.meta["runtime"] == "onnx"
     texts = ["Where does Grandpa tell the STORY?", "  padded  ", "word " * 600, "東京", "a"]
     assert np.abs(tower.encode_text(texts) - encoder.encode_text(texts)).max() < 1e-5
 
