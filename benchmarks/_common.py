@@ -83,3 +83,19 @@ def random_clip_checkpoint(model: str, directory: Path) -> Path:
         net = open_clip.create_model(model)
         torch.save({"state_dict": net.state_dict()}, path)
     return path
+
+
+def cli_command(*args: str) -> list[str]:
+    """The ``mmsearch`` command line with ``args``, run by this Python (its entry point, as a user runs it)."""
+    import sys
+
+    return [sys.executable, "-c", "from mmsearch.cli import main; main()", *args]
+
+
+def free_port() -> int:
+    """A TCP port on loopback nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

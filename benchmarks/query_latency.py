@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import describe, machine_info, write_json  # noqa: E402
+from _common import cli_command, describe, free_port, machine_info, write_json  # noqa: E402
 
 HF_REPO = "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
 SNAPSHOT = "0" * 40
@@ -70,13 +69,9 @@ def build(work: Path, env: dict[str, str], videos: int) -> Path:
                              audio_in_video_probability=0.0)
         generate_corpus(media, videos=videos, audio=0, seed=2026, config=config)
         _talking_video(media / "talk.mp4")
-        subprocess.run(_cli("index", str(media), "--index", str(index), "--model", "ViT-B-32", "--no-audio", "--device", "cpu"),
+        subprocess.run(cli_command("index", str(media), "--index", str(index), "--model", "ViT-B-32", "--no-audio", "--device", "cpu"),
                        env=env, check=True, capture_output=True)
     return index
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from mmsearch.cli import main; main()", *args]
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, str]:
@@ -140,17 +135,15 @@ def main() -> None:
     ):
         walls, rss = [], []
         for _ in range(args.runs):
-            wall, peak, out, _ = run_measured(_cli(*query, *flags), {**env, **extra_env})
+            wall, peak, out, _ = run_measured(cli_command(*query, *flags), {**env, **extra_env})
             walls.append(wall)
             rss.append(peak)
             answers[label] = out
         rows[label] = summary(walls, rss)
         rows[label]["imports"] = heavy_imports(index, {**env, **extra_env}, args.query)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(_cli("serve", "--index", str(index), "--port", str(port), "--device", "cpu"), env=env,
+    port = free_port()
+    server = subprocess.Popen(cli_command("serve", "--index", str(index), "--port", str(port), "--device", "cpu"), env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         import httpx
@@ -169,7 +162,7 @@ def main() -> None:
                 http.append(time.perf_counter() - t0)
         walls, rss = [], []
         for _ in range(max(args.runs, 10)):
-            wall, peak, out, err = run_measured(_cli(*query), {**env, "MMSEARCH_LOG": "INFO"})
+            wall, peak, out, err = run_measured(cli_command(*query), {**env, "MMSEARCH_LOG": "INFO"})
             if "answered by the server" not in err:
                 raise SystemExit("the query was not answered by the server: " + err[-500:])
             walls.append(wall)

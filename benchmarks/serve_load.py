@@ -23,7 +23,6 @@ import argparse
 import json
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -34,11 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import describe, machine_info, write_json  # noqa: E402
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from mmsearch.cli import main; main()", *args]
+from _common import cli_command, describe, free_port, machine_info, write_json  # noqa: E402
 
 
 def run_load(url: str, make_request: Callable[[Any, random.Random], Any], clients: int, requests: int, seconds: float) -> dict[str, Any]:
@@ -105,18 +100,16 @@ def main() -> None:
 
     index = args.work / "index"
     if not (index / "manifest.json").exists():
-        subprocess.run(_cli("demo", str(args.work), "--videos", "8"), check=True, capture_output=True)
+        subprocess.run(cli_command("demo", str(args.work), "--videos", "8"), check=True, capture_output=True)
     # an index from an earlier version gets this version's text towers before the clock starts
     subprocess.run([sys.executable, "-c", f"from mmsearch.api import freeze_text_towers; freeze_text_towers({str(index)!r})"],
                    check=True, capture_output=True)
     truth = json.loads((args.work / "media" / "ground_truth.json").read_text())
     captions = sorted({row["caption"] for row in truth})
     shutil.rmtree(index / "cache" / "thumbnails", ignore_errors=True)  # so a first request is a first request
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(_cli("serve", "--index", str(index), "--port", str(port), "--device", "cpu"),
+    server = subprocess.Popen(cli_command("serve", "--index", str(index), "--port", str(port), "--device", "cpu"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows: list[dict[str, Any]] = []
     try:

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import stat
 import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -297,9 +298,7 @@ class Index:
                     st = os.stat(path)
                 except OSError:
                     continue
-                import stat as stat_
-
-                if not stat_.S_ISREG(st.st_mode) or st.st_size != sizes[int(i)].as_py() or abs(st.st_mtime - mtimes[int(i)].as_py()) > 1e-3:
+                if not stat.S_ISREG(st.st_mode) or st.st_size != sizes[int(i)].as_py() or abs(st.st_mtime - mtimes[int(i)].as_py()) > 1e-3:
                     continue
             out.append(path)
         return out

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -164,6 +164,20 @@ class ServeConfig:
     extra_hosts: tuple[str, ...] = ()  # Host names answered without a token besides this machine's loopback ones
 
 
+def _where(
+    path: Annotated[str | None, Query(description="A path prefix, or a glob (*.mov)")] = None,
+    kind: Annotated[list[str] | None, Query(description="video, image or audio; repeat or comma-separate")] = None,
+    min_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+    max_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+    modified_after: Annotated[str | None, Query(description="A date (2024-05-01, local time), a date-time or epoch seconds")] = None,
+    modified_before: Annotated[str | None, Query(description="As modified_after; a date alone includes that day")] = None,
+    language: Annotated[list[str] | None, Query(description="ISO 639-1 codes of what is said; repeat or comma-separate")] = None,
+) -> MediaFilter:
+    """The filter query parameters every search takes (a FastAPI dependency), as a :class:`MediaFilter`."""
+    return media_filter(path=path, kinds=kind, min_duration=min_duration, max_duration=max_duration,
+                        modified_after=modified_after, modified_before=modified_before, languages=language)
+
+
 def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAPI:
     """The FastAPI application over ``config.index`` (``holder``: an index already opened)."""
     holder = holder or IndexHolder(config.index, device=config.device)
@@ -212,24 +226,16 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
     @app.get("/api/search")
     def search_get(
         q: Annotated[str, Query(min_length=1, max_length=MAX_TEXT, description="What to look for, in words.")],
+        where: Annotated[MediaFilter, Depends(_where)],
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
         videos: Annotated[int, Query(ge=1, le=MAX_VIDEOS)] = 20,
         modality: Modality | None = None,
         exhaustive: bool = False,
         audio_weight: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
-        path: Annotated[str | None, Query(description="A path prefix, or a glob (*.mov)")] = None,
-        kind: Annotated[list[str] | None, Query(description="video, image or audio; repeat or comma-separate")] = None,
-        min_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-        max_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-        modified_after: Annotated[str | None, Query(description="A date (2024-05-01, local time), a date-time or epoch seconds")] = None,
-        modified_before: Annotated[str | None, Query(description="As modified_after; a date alone includes that day")] = None,
-        language: Annotated[list[str] | None, Query(description="ISO 639-1 codes of what is said; repeat or comma-separate")] = None,
         response: Response = None,  # type: ignore[assignment]  # FastAPI's: for the Server-Timing header
     ) -> dict[str, Any]:
         """Moments matching a text, best first: the JSON of ``mmsearch query --json`` with URLs. The
         ``Server-Timing`` header says how long the request waited for a turn and how long it searched."""
-        where = media_filter(path=path, kinds=kind, min_duration=min_duration, max_duration=max_duration,
-                             modified_after=modified_after, modified_before=modified_before, languages=language)
         idx = holder.get()
         queued = time.perf_counter()
         with searching:
@@ -243,23 +249,15 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
     @app.post("/api/search")
     def search_post(
         file: Annotated[UploadFile, File(description="An image (finds pictures) or a sound file (finds sound)")],
+        where: Annotated[MediaFilter, Depends(_where)],
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
         videos: Annotated[int, Query(ge=1, le=MAX_VIDEOS)] = 20,
         modality: Literal["video", "audio"] | None = None,
         exhaustive: bool = False,
         example: Annotated[Literal["image", "audio"] | None, Query(description="What the file is [default: from its type or name]")] = None,
-        path: Annotated[str | None, Query()] = None,
-        kind: Annotated[list[str] | None, Query()] = None,
-        min_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-        max_duration: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-        modified_after: Annotated[str | None, Query()] = None,
-        modified_before: Annotated[str | None, Query()] = None,
-        language: Annotated[list[str] | None, Query()] = None,
     ) -> dict[str, Any]:
         """Moments like an example image or sound (uploaded as ``file``), best first; the other
         parameters go in the query string, as for ``GET``."""
-        where = media_filter(path=path, kinds=kind, min_duration=min_duration, max_duration=max_duration,
-                             modified_after=modified_after, modified_before=modified_before, languages=language)
         if file.size is not None and file.size > config.max_upload_bytes:
             raise HTTPException(413, f"the upload is larger than {config.max_upload_bytes // 2**20} MiB")
         name = os.path.basename((file.filename or "").rstrip("/")) or "upload"
