@@ -124,6 +124,15 @@ def index(
     latency_ms: Annotated[
         float, typer.Option("--latency-ms", help="Single-query latency target of each vector index: exact search while it meets it, else a tuned approximate index.")
     ] = 10.0,
+    shards: Annotated[
+        Optional[int], typer.Option("--shards", help="Split a new index into N shards by media id (searched together, merged top-k); an existing index keeps its own \\[default: 1].")
+    ] = None,
+    executor: Annotated[
+        str, typer.Option("--executor", help="Where files are decoded and embedded: local (processes on this machine) or ray (a Ray Data pipeline; pip install \"mmsearch[ray]\").")
+    ] = "local",
+    ray_address: Annotated[
+        Optional[str], typer.Option("--ray-address", help="With --executor ray: the cluster (auto: the one `ray start` runs here; ray://HOST:10001) \\[default: start a local one].")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index (or update) the media under PATHS. Re-running only embeds what is new or changed."""
@@ -141,6 +150,7 @@ def index(
         report = index_paths(
             paths, root, model=model, pretrained=pretrained, audio=audio, audio_model=audio_model,
             speech=speech, ocr=ocr, text_model=text_model, device=device, config=config, progress=progress,
+            shards=shards, executor=executor, ray_address=ray_address,
         )
     finally:
         progress.close()

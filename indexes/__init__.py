@@ -18,7 +18,7 @@ from mmsearch.errors import IndexCorruptError, UsageError
 from mmsearch.fileio import atomic_write
 
 __all__ = [
-    "IndexRecipe", "PreparedFile", "RowIndex", "RowVectors", "VectorIndex", "choose_recipe", "exact_search", "exact_top_k",
+    "IndexRecipe", "PreparedFile", "RowIndex", "RowVectors", "ShardedRowIndex", "VectorIndex", "choose_recipe", "exact_search", "exact_top_k",
     "gpu_available", "measure_recall", "nlist_for", "split_refine",
 ]
 
@@ -768,3 +768,75 @@ class RowIndex:
         ids = np.concatenate([i for _, i in lists], axis=1)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+class ShardedRowIndex:
+    """Several :class:`RowIndex` (one per shard of a sharded index) searched as one: their rows
+    follow each other (shard 0's first), each shard is searched on its own, and only the top-k
+    lists are merged by score (ties: the lower row first, as one exact search orders them).
+
+    It answers as one :class:`RowIndex` over all the rows would, up to the recall of each shard's
+    own vector index; with exact search (below :data:`MIN_TRAIN` rows per shard, or a mask that
+    keeps few rows) the same rows and scores come back. The shards' own indexes are trained apart,
+    each on its own rows: the recipes :func:`choose_recipe` picks without a memory budget score
+    exactly (``Flat``) or re-rank their candidates with the full vectors (``RFlat``), so the
+    scores of different shards are exact cosines and compare; only under a tight memory budget
+    (``Refine(SQ8)``, plain PQ) are they each quantizer's approximation.
+    """
+
+    def __init__(self, shards: list[RowIndex]) -> None:
+        if not shards:
+            raise UsageError("a sharded index needs at least one shard")
+        self.shards = shards
+        self.offsets = np.concatenate([[0], np.cumsum([len(s.vectors) for s in shards])]).astype(np.int64)
+        self.vectors = RowVectors([p for s in shards for p in s.vectors.parts], shards[0].dim)
+        alive = [s.alive for s in shards]
+        self.alive = None if all(a is None for a in alive) else np.concatenate(
+            [np.ones(len(s.vectors), bool) if a is None else a for s, a in zip(shards, alive)]
+        )
+
+    @property
+    def recipe(self) -> IndexRecipe:
+        return self.shards[0].recipe
+
+    @property
+    def ntotal(self) -> int:
+        """Live rows of every shard."""
+        return sum(s.ntotal for s in self.shards)
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.dim
+
+    def search(self, queries: np.ndarray, k: int, *, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row ids over all shards) per query, as :meth:`RowIndex.search`; ``keep``: a bool
+        mask over all rows, split by shard."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = max(1, int(k))
+        lists = []
+        for shard, lo, hi in zip(self.shards, self.offsets[:-1], self.offsets[1:]):
+            if hi == lo:
+                continue
+            part = None if keep is None else keep[lo:hi]
+            if part is not None and not part.any():
+                continue
+            scores, ids = shard.search(queries, min(k, int(hi - lo)), keep=part)
+            lists.append((scores, np.where(ids >= 0, ids + lo, -1)))
+        if not lists:
+            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+        return merge_top_k(lists, k)
+
+
+def merge_top_k(lists: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard (scores, ids) top lists (``(n, k_i)`` each, ids ``-1`` where empty) into one
+    ``(n, k)`` top-k: higher score first, of equal scores the lower id; ``-1``/``-inf`` pad."""
+    scores = np.concatenate([s for s, _ in lists], axis=1).astype(np.float32)
+    ids = np.concatenate([i for _, i in lists], axis=1).astype(np.int64)
+    scores = np.where(ids >= 0, scores, -np.inf)
+    order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -scores), axis=1)[:, :k]
+    scores, ids = np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+    if scores.shape[1] < k:
+        pad = k - scores.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+    return scores, ids

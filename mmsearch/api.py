@@ -33,7 +33,8 @@ from .ingest import index_paths as _ingest
 from .media import load_image
 from .retrieval import Hit, LocalizeConfig, fuse_moments, search_fused, search_space
 from .spaces import AUDIO, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
-from .store import MANIFEST, Snapshot, open_snapshot, read_manifest, table_to_rows, verify_files
+from .sharding import open_deriver
+from .store import Snapshot, index_exists, open_snapshot, read_manifest, table_to_rows, verify_files
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ def index_paths(
     config: IngestConfig | None = None,
     progress: Any = None,
     freeze_text: bool = True,
+    shards: int | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> IngestReport:
     """Index (or bring up to date) the media under ``paths``; see :func:`mmsearch.ingest.index_paths`.
 
@@ -102,12 +106,21 @@ def index_paths(
 
     ``freeze_text``: afterwards, freeze the text towers queries use (:func:`freeze_text_towers`), so a
     query in a fresh process answers in a fraction of the time.
+
+    ``shards``: split a new index into this many shards by media id (:mod:`mmsearch.sharding`;
+    searches fan out over them and merge). ``executor``: ``local`` (decoder processes here) or
+    ``ray`` (a Ray Data pipeline on the cluster at ``ray_address``, see :mod:`mmsearch.distributed`;
+    None starts a local Ray, ``auto`` joins a running cluster; needs ``pip install "mmsearch[ray]"``).
+    Raises :class:`UsageError` for an unknown executor.
     """
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown --executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     root = index_dir(index)
     visual = _stored_spec(root, VISUAL) if model is None and pretrained is None else None
     visual = visual or resolve_spec(model, pretrained, family="clip")
+    specs = {VISUAL: visual}
     encoders = {VISUAL: lambda: create_encoder(visual, device=device)}
     if audio:
         audio_spec = _stored_spec(root, AUDIO) if audio_model is None else None
@@ -115,6 +128,7 @@ def index_paths(
             default_audio = "synth-clap" if visual.model == "synth-clip" else None
             audio_spec = resolve_spec(audio_model or default_audio, None, family="clap")
         encoders[AUDIO] = lambda: create_encoder(audio_spec, device=device)
+        specs[AUDIO] = audio_spec
     if speech or ocr:
         text_spec = _stored_spec(root, SPEECH) or _stored_spec(root, TEXT) if text_model is None else None
         text_spec = text_spec or resolve_spec(text_model, None, family="sentence")
@@ -128,6 +142,7 @@ def index_paths(
         for space, wanted in ((SPEECH, speech), (TEXT, ocr)):
             if wanted:
                 encoders[space] = sentence_encoder
+                specs[space] = text_spec
     if config is None:
         config = ingest_config(root, asr_model=asr_model)
     elif asr_model is not None:
@@ -146,11 +161,16 @@ def index_paths(
 
         return build
 
+    runner = None
+    if executor == "ray":
+        from .distributed import ray_runner
+
+        runner = ray_runner(specs, device=device, address=ray_address)
     report = _ingest(
         paths, root, encoders={s: keep(s, f) for s, f in encoders.items()}, config=config, progress=progress,
-        verify_encoders=explicit,
+        verify_encoders=explicit, shards=shards, runner=runner,
     )
-    if freeze_text and (root / MANIFEST).exists():
+    if freeze_text and index_exists(root):
         freeze_text_towers(root, encoders=built)
     return report
 
@@ -160,13 +180,11 @@ def remove_paths(paths: list[str | os.PathLike], index: str | os.PathLike | None
 
     Their vectors become tombstones that searches skip (see :mod:`mmsearch.derive`).
     """
-    from .derive import Deriver
-
     root = index_dir(index)
     read_manifest(root)  # a clear error when there is no index
     removed: list[str] = []
     config = ingest_config(root)
-    with open_writer(root, config) as writer, Deriver(writer, moments=config.moments) as deriver:
+    with open_writer(root, config) as writer, open_deriver(writer, moments=config.moments) as deriver:
         targets = [os.path.abspath(os.fspath(p)) for p in paths]
         for path in list(writer.paths):
             if any(path == t or path.startswith(t.rstrip(os.sep) + os.sep) for t in targets):
@@ -207,7 +225,7 @@ def verify_index(index: str | os.PathLike | None = None) -> None:
 def ingest_config(index: str | os.PathLike | None = None, **options: Any) -> IngestConfig:
     """The :class:`IngestConfig` an index was built with (defaults for a new one), with ``options`` that are not None on top."""
     root = index_dir(index)
-    record = read_manifest(root).get("config", {}) if (root / MANIFEST).exists() else None
+    record = read_manifest(root).get("config", {}) if index_exists(root) else None
     return config_from_record(record, **options)
 
 
@@ -831,6 +849,7 @@ class Index:
 MAX_QUERY_SOUND_SECONDS = 120.0
 _MEDIA_OF = {VISUAL: "videos or images", AUDIO: "audio files or videos with sound", SPEECH: "videos or audio files with speech or subtitles", TEXT: "videos or images with text on screen"}
 VISUAL_MODALITY = "video"
+EXECUTORS = ("local", "ray")  # how `mmsearch index` decodes and embeds: here, or on a Ray cluster
 MODALITIES = ("video", "audio", "speech", "text", "all")
 
 
@@ -861,7 +880,7 @@ def open_index(
 
 
 def _stored_spec(root: Path, space: str) -> EncoderSpec | None:
-    if not (root / MANIFEST).exists():
+    if not index_exists(root):
         return None
     entry = read_manifest(root).get("spaces", {}).get(space)
     return EncoderSpec(**entry["encoder"]["spec"]) if entry else None

@@ -28,7 +28,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from collections.abc import Iterator
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import numpy as np
@@ -344,6 +345,43 @@ class DecodeWorker:
             except ValueError:
                 return f"killed by signal {-code}"
         return f"exit code {code}"
+
+    def crashed(self) -> str:
+        """The reason to record for a file whose decoder process died (the process is reaped)."""
+        self.kill()
+        return f"decoder process crashed ({self.describe_exit()})"
+
+    def hung(self, stall_timeout: float) -> str:
+        """Kill a decoder that made no progress for ``stall_timeout`` seconds; the reason to record."""
+        self.kill()
+        return f"decoder made no progress for {stall_timeout:.0f} s (hung); killed"
+
+    def messages(self, task: DecodeTask, *, stall_timeout: float) -> Iterator[tuple]:
+        """Decode one file: the messages of :func:`decode_into` (``chunk``, ``audio``, ``text``, ending
+        with ``done`` or ``failed``), "alive" ones left out. A process that dies or hangs ends it with
+        ``("failed", "decode", reason)``; then this worker is dead (:attr:`dead`) and a new one is needed."""
+        self.start(task)
+        while True:
+            if not wait([self.conn], timeout=min(1.0, stall_timeout)):
+                if time.monotonic() - self.last_seen > stall_timeout:
+                    yield ("failed", "decode", self.hung(stall_timeout))
+                    return
+                continue
+            self.last_seen = time.monotonic()
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                yield ("failed", "decode", self.crashed())
+                return
+            if message[0] == "alive":
+                continue
+            yield message
+            if message[0] in ("done", "failed"):
+                return
+
+    @property
+    def dead(self) -> bool:
+        return self.process.poll() is not None
 
     def kill(self) -> None:
         if self.process.poll() is None:

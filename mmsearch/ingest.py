@@ -30,9 +30,10 @@ from .speech import DEFAULT_ASR_MODEL
 from .errors import EncoderMismatchError, UsageError
 from .media import discover, media_kind
 from .spaces import AUDIO, COMMON_AUDIO, COMMON_VISUAL, SPACES_BY_KIND, SPEECH, TEXT, TEXT_SPACES, VISUAL, anchor_of
-from .store import MANIFEST, IndexWriter
+from .sharding import ShardedDeriver, ShardedWriter, open_deriver, open_sharded_writer
+from .store import IndexWriter, index_exists
 
-__all__ = ["IngestConfig", "IngestReport", "index_paths", "open_writer"]
+__all__ = ["IngestConfig", "IngestReport", "Runner", "index_paths", "open_writer", "run_local"]
 
 log = logging.getLogger("mmsearch.ingest")
 
@@ -60,6 +61,9 @@ class IngestReport:
 
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
+# decodes and embeds the planned files into the derive stage: (plan, deriver, encoders by space,
+# config, report, progress, projection heads or None); run_local, or mmsearch.distributed's on Ray
+Runner = Callable[..., None]
 
 
 def content_hash(path: str, *, chunk: int = 1 << 20) -> str:
@@ -128,6 +132,8 @@ def index_paths(
     config: IngestConfig = IngestConfig(),
     progress: ProgressFn | None = None,
     verify_encoders: Iterable[str] = (),
+    shards: int | None = None,
+    runner: "Runner | None" = None,
 ) -> IngestReport:
     """Bring the index at ``index_dir`` up to date with the media under ``paths``.
 
@@ -139,6 +145,11 @@ def index_paths(
     index is filled for the files already there. ``verify_encoders`` names
     spaces whose encoder the user chose explicitly: it is checked against the
     index even when nothing needs embedding.
+
+    ``shards``: a new index is split into this many shards by media id (see
+    :mod:`mmsearch.sharding`); an existing one keeps its own (:class:`UsageError` when they
+    differ). ``runner`` decodes and embeds the planned files (default :func:`run_local`, decoder
+    processes on this machine; :func:`mmsearch.distributed.ray_runner` runs them on Ray).
     """
     notify = progress or (lambda event, data: None)
     roots = [Path(p).expanduser().absolute() for p in paths]
@@ -156,9 +167,9 @@ def index_paths(
     report = IngestReport(not_media=dict(sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))))
     new_dir = not Path(index_dir).exists()
     try:
-        _index(files, roots, index_dir, encoders, config, report, notify, wanted, verify_encoders)
+        _index(files, roots, index_dir, encoders, config, report, notify, wanted, verify_encoders, shards, runner or run_local)
     except BaseException:
-        if new_dir and not (Path(index_dir) / MANIFEST).exists():  # nothing committed: leave no empty index behind
+        if new_dir and not index_exists(index_dir):  # nothing committed: leave no empty index behind
             shutil.rmtree(index_dir, ignore_errors=True)
         raise
     return report
@@ -174,8 +185,12 @@ def _index(
     notify: ProgressFn,
     wanted: set[str],
     verify_encoders: Iterable[str],
+    shards: int | None,
+    runner: "Runner",
 ) -> None:
-    with open_writer(index_dir, config) as writer, Deriver(writer, moments=config.moments, recipe_for=_recipe_chooser(config)) as deriver:
+    with open_writer(index_dir, config, shards=shards) as writer, open_deriver(
+        writer, moments=config.moments, recipe_for=_recipe_chooser(config)
+    ) as deriver:
         report.upgraded_from = writer.upgraded_from
         check_recorded(writer.config, config, root=writer.root)
         plan = _plan(files, roots, writer, wanted, config, report)
@@ -194,7 +209,7 @@ def _index(
             writer.config.setdefault("asr_model", config.asr_model or DEFAULT_ASR_MODEL)
         heads = _load_heads(writer)
         if plan:
-            _run(plan, deriver, built, config, report, notify, heads)
+            runner(plan, deriver, built, config, report, notify, heads)
         elif writer.manifest["generation"] == 0 and not files:
             raise UsageError(f"no media files found under {', '.join(map(str, roots))}")
         t0 = time.perf_counter()
@@ -202,9 +217,13 @@ def _index(
         report.timings["commit"] += time.perf_counter() - t0
 
 
-def open_writer(index_dir: str | os.PathLike, config: IngestConfig) -> IndexWriter:
+def open_writer(index_dir: str | os.PathLike, config: IngestConfig, *, shards: int | None = None) -> IndexWriter | ShardedWriter:
     """The index's writer; an index of an earlier format is converted first (its vectors kept, see
-    :func:`mmsearch.derive.upgrade_index`)."""
+    :func:`mmsearch.derive.upgrade_index`). A sharded index (or a new one with ``shards`` > 1) gets
+    a :class:`mmsearch.sharding.ShardedWriter`."""
+    sharded = open_sharded_writer(index_dir, shards=shards, config=config_record(config))
+    if sharded is not None:
+        return sharded
     writer = IndexWriter(index_dir, config=config_record(config), upgrade=True)
     if writer.legacy:
         try:
@@ -361,9 +380,9 @@ def _load_heads(writer: IndexWriter) -> Any:
     return ProjectionHeads.load(writer.root / common["heads"])
 
 
-def _run(
+def run_local(
     plan: list[_Pending],
-    deriver: Deriver,
+    deriver: Deriver | ShardedDeriver,
     encoders: dict[str, Any],
     config: IngestConfig,
     report: IngestReport,
@@ -412,11 +431,9 @@ def _run(
                         notify("file", {"path": item.path})
                         continue
                 if worker.conn in ready:  # readable but nothing to read: the process is gone
-                    worker.kill()  # reaps it, so its exit status is known
-                    reason = f"decoder process crashed ({worker.describe_exit()})"
+                    reason = worker.crashed()
                 elif now - worker.last_seen > config.stall_timeout:
-                    worker.kill()
-                    reason = f"decoder made no progress for {config.stall_timeout:.0f} s (hung); killed"
+                    reason = worker.hung(config.stall_timeout)
                 else:
                     continue
                 workers[i] = DecodeWorker(config.memory_limit_mb)
@@ -438,24 +455,39 @@ def _run(
             worker.stop()
 
 
-def _encode_chunk(item: _Pending, message: tuple, encoders: dict[str, Any], report: IngestReport) -> None:
-    t0 = time.perf_counter()
+def embed_message(message: tuple, encoders: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarray | None, np.ndarray, list[str] | None]:
+    """The segments a decoder message carries (``chunk``, ``audio`` or ``text``, see
+    :func:`mmsearch.decode_worker.decode_into`), embedded: (space, starts in seconds, ends or None,
+    ``(n, dim)`` float32 vectors, the texts of a space of words or None)."""
     if message[0] == "chunk":  # a frame's segment ends at the next frame's pts (set in _finish)
         _, frames, timestamps = message
-        item.add(VISUAL, timestamps, None, encoders[VISUAL].encode_images(frames))
-        report.frames += len(timestamps)
-    elif message[0] == "text":  # ("text", space, starts, ends, texts): sentences, subtitles, lines on screen
+        return VISUAL, timestamps, None, encoders[VISUAL].encode_images(frames), None
+    if message[0] == "text":  # ("text", space, starts, ends, texts): sentences, subtitles, lines on screen
         _, space, starts, ends, texts = message
-        item.add(space, starts, ends, encoders[space].encode_text(texts), texts)
-        report.text_segments += len(texts)
-    else:  # ("audio", clips, starts, ends): each window is the segment [start, end)
-        _, clips, starts, ends = message
-        item.add(AUDIO, starts, ends, encoders[AUDIO].encode_audio(clips))
-        report.audio_windows += len(clips)
+        return space, starts, ends, encoders[space].encode_text(texts), texts
+    _, clips, starts, ends = message  # ("audio", clips, starts, ends): each window is the segment [start, end)
+    return AUDIO, starts, ends, encoders[AUDIO].encode_audio(clips), None
+
+
+def add_embedded(item: _Pending, embedded: tuple, report: IngestReport) -> None:
+    """Keep a file's embedded segments (:func:`embed_message`) until the file is done; count them."""
+    space, starts, ends, vectors, texts = embedded
+    item.add(space, starts, ends, vectors, texts)
+    if space == VISUAL:
+        report.frames += len(starts)
+    elif space == AUDIO:
+        report.audio_windows += len(starts)
+    else:
+        report.text_segments += len(starts)
+
+
+def _encode_chunk(item: _Pending, message: tuple, encoders: dict[str, Any], report: IngestReport) -> None:
+    t0 = time.perf_counter()
+    add_embedded(item, embed_message(message, encoders), report)
     report.timings["encode"] += time.perf_counter() - t0
 
 
-def _finish(deriver: Deriver, report: IngestReport, item: _Pending, info: dict[str, Any], heads: Any = None) -> None:
+def _finish(deriver: Deriver | ShardedDeriver, report: IngestReport, item: _Pending, info: dict[str, Any], heads: Any = None) -> None:
     writer = deriver.writer
     duration = float((item.row or info).get("duration") or 0.0)
     # Pictures end where the video stream ends, not with a longer soundtrack.

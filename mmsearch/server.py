@@ -54,7 +54,7 @@ from .fileio import atomic_write, display_path
 from .filters import KINDS, MediaFilter, media_filter
 from .media import media_kind
 from .spaces import TEXT_SPACES
-from .store import MANIFEST
+from .store import manifest_stamp
 
 THUMBNAILS = "cache/thumbnails"
 THUMBNAIL_SIDE = 240  # pixels, the short side
@@ -102,9 +102,8 @@ class IndexHolder:
         self._checked = time.monotonic()
         self._lock = threading.Lock()
 
-    def _manifest_stamp(self) -> tuple[int, int, int]:
-        st = (self.root / MANIFEST).stat()
-        return st.st_ino, st.st_mtime_ns, st.st_size
+    def _manifest_stamp(self) -> tuple[int, ...]:
+        return manifest_stamp(self.root)
 
     def get(self) -> Index:
         if time.monotonic() - self._checked < RELOAD_SECONDS:

@@ -21,6 +21,14 @@ the directory. Readers read ``manifest.json`` once and open exactly the files it
 they see one complete generation. Files that no generation in use refers to, and temporary
 files left by a crash, are removed by the next writer.
 
+A sharded index (``mmsearch index --shards N``) is a folder holding ``shards.json`` (the number of
+shards and the rule ``media_id % shards``) and ``shard-000/`` ... ``shard-NNN/``, each an index
+directory as above with its own generations, vector indexes and lock; all of a media item's rows
+(segments, moments, media vector, paths) live on one shard. :func:`read_manifest` and
+:func:`open_snapshot` read it as one index: the generation is the sum of the shards' (it grows
+with every commit of any shard), and each space's vector indexes are searched shard by shard with
+the top-k lists merged (:class:`mmsearch.indexes.ShardedRowIndex`).
+
 This layer deals in rows, vectors and files; it knows nothing of decoding, encoders or
 moments: the derive stage (:mod:`mmsearch.derive`) decides what to append and which vector
 index to keep, and hands both to :class:`IndexWriter`.
@@ -47,12 +55,14 @@ import pyarrow.parquet as pq
 from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, MMSearchError, UsageError
 from .fileio import atomic_write as _atomic_write
 from .fileio import display_path, file_crc32  # noqa: F401 - file_crc32 is part of the store's vocabulary
-from .indexes import IndexRecipe, PreparedFile, RowIndex, RowVectors, VectorIndex, split_refine
+from .indexes import IndexRecipe, PreparedFile, RowIndex, RowVectors, ShardedRowIndex, VectorIndex, split_refine
 from .spaces import ANCHORS
 
 FORMAT = "mmsearch-index"
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+SHARDS_FILE = "shards.json"  # a sharded index: its layout; each shard-NNN/ folder is an index directory of its own
+SHARDS_FORMAT = "mmsearch-shards"
 DATA = "data"
 TMP_PREFIX = ".tmp-"
 VERIFY_CHECKSUM_BELOW = 64 << 20  # on open, files smaller than this get their crc32 checked
@@ -296,8 +306,83 @@ class Snapshot:
         return out
 
 
-def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
+def shard_count(root: str | os.PathLike) -> int | None:
+    """The number of shards of a sharded index at ``root`` (its ``shards.json``); None when it is not one.
+
+    Raises :class:`IndexCorruptError` for a ``shards.json`` that is not one mmsearch wrote.
+    """
+    path = Path(root) / SHARDS_FILE
+    try:
+        layout = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexCorruptError(path, f"cannot be read ({exc})") from None
+    if not isinstance(layout, dict) or layout.get("format") != SHARDS_FORMAT or not isinstance(layout.get("shards"), int) or layout["shards"] < 1:
+        raise IndexCorruptError(path, "not an mmsearch shard layout")
+    return int(layout["shards"])
+
+
+def shard_dirs(root: str | os.PathLike, count: int) -> list[Path]:
+    """The index directories of the shards of a sharded index, shard 0 first."""
+    return [Path(root) / f"shard-{i:03d}" for i in range(count)]
+
+
+def shard_of(media_id: int, count: int) -> int:
+    """The shard that holds a media item (all of its rows): ``media_id % count``."""
+    return int(media_id) % int(count)
+
+
+def write_shard_layout(root: str | os.PathLike, count: int) -> None:
+    """Make ``root`` a sharded index of ``count`` shards (atomically; once, before any shard is written)."""
+    text = json.dumps({"format": SHARDS_FORMAT, "shards": int(count), "partition": "media_id % shards"}, indent=2)
+    atomic_write(Path(root) / SHARDS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    fsync_dir(root)
+
+
+def index_exists(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds a committed index (its manifest, or of a sharded index a shard's)."""
     root = Path(root)
+    if (root / MANIFEST).exists():
+        return True
+    count = shard_count(root) if root.is_dir() else None
+    return count is not None and any((d / MANIFEST).exists() for d in shard_dirs(root, count))
+
+
+def manifest_stamp(root: str | os.PathLike) -> tuple[int, ...]:
+    """What changes when a generation is committed (the manifests' inode, mtime and size), cheap to
+    read once a second; of a sharded index, of every shard's. Raises :class:`OSError` when none exists."""
+    root = Path(root)
+    count = shard_count(root) if root.is_dir() else None
+    stamp: list[int] = []
+    for path in [root / MANIFEST] if count is None else [d / MANIFEST for d in shard_dirs(root, count)]:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            if count is None:
+                raise
+            stamp += [0, 0, 0]
+            continue
+        stamp += [st.st_ino, st.st_mtime_ns, st.st_size]
+    return tuple(stamp)
+
+
+def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
+    """The current manifest of the index at ``root``; of a sharded index, the shards' manifests merged
+    (see the module). Raises :class:`IndexNotFoundError`, :class:`IndexCorruptError`, :class:`IndexFormatError`."""
+    root = Path(root)
+    count = shard_count(root) if root.is_dir() else None
+    if count is not None:
+        return merged_manifest(root, [_shard_manifest(d) for d in shard_dirs(root, count)])
+    return _read_one_manifest(root)
+
+
+def _shard_manifest(root: Path) -> dict[str, Any] | None:
+    """A shard's manifest; None for a shard that has not committed yet (a run stopped before its first commit)."""
+    return _read_one_manifest(root) if (root / MANIFEST).exists() else None
+
+
+def _read_one_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     if root.exists() and not root.is_dir():
         raise IndexNotFoundError(f"{root} is a file, not an mmsearch index directory: pass --index DIR, the folder `mmsearch index` wrote")
@@ -344,11 +429,18 @@ def verify_files(root: Path, manifest: dict[str, Any], *, full: bool = False) ->
 
 def open_snapshot(root: str | os.PathLike, *, retries: int = 5) -> Snapshot:
     """Open the current generation. A writer may commit meanwhile; then the newer one is opened.
+    A sharded index opens as one (:func:`merge_snapshots`).
 
     Raises :class:`IndexNotFoundError`, :class:`IndexCorruptError`, and :class:`IndexFormatError`
     for an index of another format (with the command that converts it).
     """
     root = Path(root)
+    count = shard_count(root) if root.is_dir() else None
+    if count is not None:
+        dirs = shard_dirs(root, count)
+        if not any((d / MANIFEST).exists() for d in dirs):
+            raise IndexNotFoundError(f"the sharded index at {root} has no committed shard yet: run `mmsearch index PATH --index {root}`")
+        return merge_snapshots(root, [open_snapshot(d, retries=retries) if (d / MANIFEST).exists() else None for d in dirs])
     for attempt in range(retries):
         manifest = read_manifest(root)
         _refuse_old_format(root, manifest)
@@ -445,6 +537,72 @@ def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
     return Snapshot(root, manifest, media, failures, spaces)
 
 
+def merged_manifest(root: Path, manifests: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """One manifest for the shards of a sharded index (None: a shard not committed yet): the
+    generation is the sum of theirs, files are named from ``root`` (``shard-001/data/...``), spaces
+    carry the first shard's encoder with the counts summed."""
+    present = [(d, m) for d, m in zip(shard_dirs(root, len(manifests)), manifests) if m is not None]
+    if not present:
+        raise IndexNotFoundError(f"the sharded index at {root} has no committed shard yet: run `mmsearch index PATH --index {root}`")
+    first = present[0][1]
+    spaces: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    files: dict[str, Any] = {}
+    for folder, m in present:
+        files.update({f"{folder.name}/{rel}": meta for rel, meta in m.get("files", {}).items()})
+        for key, value in m.get("counts", {}).items():
+            counts[key] = counts.get(key, 0) + int(value)
+        for name, entry in m.get("spaces", {}).items():
+            merged = spaces.setdefault(name, {**entry, "derived": {}, "tombstones": []})
+            for key, value in entry.get("derived", {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    merged["derived"][key] = merged["derived"].get(key, 0) + value
+            merged["tombstones"] = sorted(set(merged["tombstones"]) | set(entry.get("tombstones", [])))
+    return {
+        "format": FORMAT,
+        "format_version": min(int(m.get("format_version", 0)) for _, m in present),
+        "generation": sum(int(m.get("generation", 0)) for _, m in present),
+        "shards": [{"dir": d.name, "generation": int(m["generation"]) if m else 0} for d, m in zip(shard_dirs(root, len(manifests)), manifests)],
+        "committed": max(float(m.get("committed", 0.0)) for _, m in present),
+        "config": first.get("config", {}),
+        "spaces": spaces,
+        "files": files,
+        "counts": counts,
+        "library_versions": first.get("library_versions", {}),
+    }
+
+
+def merge_snapshots(root: Path, shards: list[Snapshot | None]) -> Snapshot:
+    """The snapshots of a sharded index's shards (None: not committed yet) as one :class:`Snapshot`:
+    tables concatenated (nothing copied: memory maps and Arrow chunks), each space's vector indexes
+    searched shard by shard (:class:`mmsearch.indexes.ShardedRowIndex`), so every search answers as
+    over one index holding all the rows."""
+    present = [s for s in shards if s is not None]
+    manifest = merged_manifest(root, [s.manifest if s is not None else None for s in shards])
+    media = pa.concat_tables([s.media for s in present])
+    media = media.take(pc.sort_indices(media, sort_keys=[("raw_path", "ascending")]))
+    failures = pa.concat_tables([s.failures for s in present])
+    spaces: dict[str, SpaceData] = {}
+    for name in manifest["spaces"]:
+        parts = [s.spaces[name] for s in present if name in s.spaces]
+        first = parts[0]
+        spaces[name] = SpaceData(
+            name=name,
+            encoder=first.encoder,
+            dim=first.dim,
+            segment_vectors=RowVectors([v for p in parts for v in p.segment_vectors.parts], first.dim),
+            segment_rows=pa.concat_tables([p.segment_rows for p in parts], promote_options="default"),
+            media_ids=np.concatenate([p.media_ids for p in parts]).astype(np.int64),
+            media_index=ShardedRowIndex([p.media_index for p in parts]),
+            moments=pa.concat_tables([p.moments for p in parts], promote_options="default"),
+            moment_index=ShardedRowIndex([p.moment_index for p in parts]),
+            recipe=first.recipe,
+            anchor=first.anchor,
+            live=np.concatenate([p.live_media_ids() for p in parts]).astype(np.int64),
+        )
+    return Snapshot(root, manifest, media, failures, spaces)
+
+
 # -- write side ------------------------------------------------------------------------------
 class IndexLockedError(MMSearchError):
     """Another process is writing to this index."""
@@ -473,6 +631,8 @@ class IndexWriter:
         if not os.fspath(root):
             raise UsageError("the index directory is empty: pass --index DIR (a folder)")
         self.root = Path(root)
+        if (self.root / SHARDS_FILE).exists():
+            raise UsageError(f"{self.root} is a sharded index: open it with mmsearch.sharding.open_sharded_writer")
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"--index {self.root} is a file, not an index directory: pass a folder (new or existing)")
         try:

@@ -1,0 +1,230 @@
+"""Ingestion on a Ray cluster (``mmsearch index --executor ray``): the local runner's stages as a
+Ray Data pipeline.
+
+    plan (driver) -> decode (Ray tasks, CPU) -> embed (an actor pool, GPUs when the cluster has
+    them) -> one committer (driver): the derive stage and the same crash-safe commits as local runs
+
+* **Plan** stays on the driver, unchanged: discovery, content hashes, moved files and duplicates
+  (:func:`mmsearch.ingest.index_paths`). Each planned file becomes one row of a dataset.
+* **Decode**: a ``flat_map`` task per file runs mmsearch's own decoders (not Ray's
+  ``read_videos``, which samples by frame index and ignores rotation and start offsets) in an
+  mmsearch decoder process (:class:`mmsearch.decode_worker.DecodeWorker`, reused by the Ray worker
+  across files), so a file that crashes or hangs its decoder costs that file and is recorded, as
+  locally. Whisper and OCR run here too, as in the local runner. The task streams its messages
+  (frame chunks, sound windows, sentences) as rows, numbered.
+* **Embed**: ``map_batches`` with an actor pool (:class:`EmbedStage`); each actor builds the run's
+  encoders once (CLIP, CLAP, the sentence model: all of one run share the actor and, with
+  ``gpus_per_actor`` < 1, a GPU with other actors).
+* **Commit**: the driver gathers each file's rows; when a file's last message and every row before
+  it arrived, its segments go through the derive stage (:func:`mmsearch.ingest._finish`) into the
+  index writer, which writes them as shard files (npy + parquet) and commits generations every
+  ``commit_seconds``, between files only, as the local runner does.
+
+A Ray worker or node that dies costs only the files in flight: Ray runs their decode tasks again
+(:data:`DECODE_RETRIES`) and restarts embedding actors; rows a retried task sends a second time are
+recognised by their number and dropped, so nothing is embedded or stored twice. A driver that is
+killed leaves the last committed generation; the next run resumes from it like a local one.
+Needs ``pip install "mmsearch[ray]"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .decode_worker import DecodeWorker, usable_cores
+from .encoders import EncoderSpec
+from .errors import UsageError
+from .ingest import IngestConfig, IngestReport, ProgressFn, Runner, _fail, _finish, _Pending, _task, add_embedded, embed_message
+
+__all__ = ["DECODE_RETRIES", "EmbedStage", "decode_file", "ray_runner", "ray_session"]
+
+log = logging.getLogger("mmsearch.distributed")
+
+RAY_EXTRA = 'pip install "mmsearch[ray]"'
+DECODE_RETRIES = 3  # times Ray runs a file's decode task again after its worker or node was lost
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data is the part the pipeline needs
+    except ImportError:
+        raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_EXTRA}") from None
+    return ray
+
+
+@contextmanager
+def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[Any]:
+    """Ray, connected: to the cluster at ``address`` (``auto``: the one running on this machine, as
+    ``ray start`` left it; ``ray://host:10001``: through Ray Client), or with ``address`` None to a
+    local cluster of ``num_cpus`` CPUs (default: the cores this process may use) started here and
+    stopped afterwards. A session already open in this process is used as it is.
+
+    Raises :class:`UsageError` when Ray is missing or no cluster answers at ``address``.
+    """
+    ray = _ray()
+    started = False
+    if not ray.is_initialized():
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+        if address is None:
+            options["num_cpus"] = num_cpus or usable_cores()
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as exc:
+            raise UsageError(
+                f"no Ray cluster answers at --ray-address {address} ({exc}): start one with `ray start --head`, "
+                "or leave out --ray-address to start a local one"
+            ) from None
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+_DECODER: DecodeWorker | None = None  # this Ray worker's decoder process, reused across files
+
+
+def decode_file(row: dict[str, Any], *, memory_limit_mb: int, stall_timeout: float) -> Iterator[dict[str, Any]]:
+    """The decode stage (a Ray Data ``flat_map``): one planned file (``row["task"]``, a pickled
+    :class:`~mmsearch.decode_worker.DecodeTask`) decoded in an mmsearch decoder process; yields its
+    messages as rows ``{key, seq, message}`` (``seq`` counts from 0; the last message is ``done``
+    or ``failed``)."""
+    global _DECODER
+    task = pickle.loads(row["task"])
+    if _DECODER is None or _DECODER.dead:
+        _DECODER = DecodeWorker(memory_limit_mb)
+    for seq, message in enumerate(_DECODER.messages(task, stall_timeout=stall_timeout)):
+        yield {"key": row["key"], "seq": seq, "message": pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)}
+
+
+class EmbedStage:
+    """The embed stage (a Ray Data ``map_batches`` actor): builds the run's encoders once (one per
+    distinct spec: the spaces of words share the sentence model) and turns decoded messages into
+    ``("embedded", space, starts, ends, vectors, texts)``; ``done``/``failed`` pass through."""
+
+    def __init__(self, specs: dict[str, EncoderSpec], device: str, threads: int = 1) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+        from .encoders import create_encoder
+
+        built: dict[str, Any] = {}
+        self.encoders = {}
+        for space, spec in specs.items():
+            key = repr(spec)
+            if key not in built:
+                built[key] = create_encoder(spec, device=device)
+            self.encoders[space] = built[key]
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        out, seconds = [], []
+        for raw in batch["message"]:
+            message = pickle.loads(raw)
+            t0 = time.perf_counter()
+            if message[0] in ("chunk", "audio", "text"):
+                message = ("embedded", *embed_message(message, self.encoders))
+            seconds.append(time.perf_counter() - t0)
+            out.append(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        return {"key": batch["key"], "seq": batch["seq"], "message": out, "seconds": seconds}
+
+
+def ray_runner(
+    specs: dict[str, EncoderSpec],
+    *,
+    device: str = "auto",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    actors: int | None = None,
+    gpus_per_actor: float | None = None,
+) -> Runner:
+    """A runner for :func:`mmsearch.ingest.index_paths` that decodes and embeds on Ray (see the module).
+
+    ``specs``: the encoder of each space to fill (built again inside each actor); ``address``,
+    ``num_cpus``: as :func:`ray_session`. ``actors``: embedding actors (default: one per GPU of the
+    cluster, else one); ``gpus_per_actor``: default 1 where the cluster has GPUs (0.5 lets two
+    actors share one). Decode tasks take one CPU each and run as many at once as CPUs are free
+    (``IngestConfig.workers`` caps them).
+    """
+
+    def run(
+        plan: list[_Pending], deriver: Any, encoders: dict[str, Any], config: IngestConfig, report: IngestReport,
+        notify: ProgressFn, heads: Any = None,
+    ) -> None:
+        with ray_session(address, num_cpus=num_cpus) as ray:
+            _run(ray, plan, deriver, encoders, config, report, notify, heads, specs={s: specs[s] for s in encoders},
+                 device=device, actors=actors, gpus_per_actor=gpus_per_actor)
+
+    return run
+
+
+def _run(
+    ray: Any, plan: list[_Pending], deriver: Any, encoders: dict[str, Any], config: IngestConfig, report: IngestReport,
+    notify: ProgressFn, heads: Any, *, specs: dict[str, EncoderSpec], device: str, actors: int | None, gpus_per_actor: float | None,
+) -> None:
+    writer = deriver.writer
+    items = dict(enumerate(plan))
+    rows = [{"key": key, "task": pickle.dumps(_task(item, encoders, config))} for key, item in items.items()]
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    per_actor = gpus_per_actor if gpus_per_actor is not None else (1.0 if gpus else 0.0)
+    pool = actors or max(1, int(gpus / per_actor) if per_actor else 1)
+    actor_device = device if per_actor else "cpu"
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    dataset = (
+        ray.data.from_items(rows, override_num_blocks=len(rows))
+        .flat_map(
+            decode_file, fn_kwargs={"memory_limit_mb": config.memory_limit_mb, "stall_timeout": config.stall_timeout},
+            compute=ray.data.TaskPoolStrategy(size=config.workers), num_cpus=1,
+            ray_remote_args_fn=lambda: {"max_retries": DECODE_RETRIES},
+        )
+        .map_batches(
+            EmbedStage, fn_constructor_kwargs={"specs": specs, "device": actor_device, "threads": 1},
+            batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=0 if per_actor else 1, num_gpus=per_actor or None,
+        )
+    )
+    received: dict[int, set[int]] = {}
+    last: dict[int, tuple[int, tuple]] = {}  # key -> (number of its messages, its final message)
+    finished: set[int] = set()
+    last_commit = time.monotonic()
+    for row in dataset.iter_rows():
+        key, seq = int(row["key"]), int(row["seq"])
+        seen = received.setdefault(key, set())
+        if key in finished or seq in seen:  # sent again by a task Ray retried
+            continue
+        if not seen:
+            notify("start", {"path": items[key].path})
+        seen.add(seq)
+        item = items[key]
+        message = pickle.loads(row["message"])
+        report.timings["encode"] += float(row["seconds"])
+        if message[0] == "embedded":
+            add_embedded(item, message[1:], report)
+            notify("frames", {"path": item.path, "n": len(message[2])})
+        else:
+            last[key] = (seq + 1, message)
+        if key in last and len(seen) == last[key][0]:
+            final = last.pop(key)[1]
+            finished.add(key)
+            if final[0] == "done":
+                _finish(deriver, report, item, final[1], heads)
+            else:
+                _fail(writer, report, item.path, item, final[1], final[2])
+            item.buffers.clear()
+            notify("file", {"path": item.path})
+            if writer.dirty and time.monotonic() - last_commit >= config.commit_seconds:
+                t0 = time.perf_counter()
+                deriver.commit(wait=False)  # between files only, as the local runner
+                report.timings["commit"] += time.perf_counter() - t0
+                last_commit = time.monotonic()
+    for key, item in items.items():
+        if key not in finished:  # not expected: every task ends with done or failed, or Ray raises
+            _fail(writer, report, item.path, item, "decode", "the Ray pipeline ended before the file was done")
