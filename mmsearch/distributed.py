@@ -21,8 +21,9 @@ Ray Data pipeline.
   ``commit_seconds``, between files only, as the local runner does.
 
 A Ray worker or node that dies costs only the files in flight: Ray runs their decode tasks again
-(:data:`DECODE_RETRIES`) and restarts embedding actors; rows a retried task sends a second time are
-recognised by their number and dropped, so nothing is embedded or stored twice. A driver that is
+and restarts embedding actors; rows a retried task sends a second time are
+recognised by their number and dropped, so nothing is embedded or stored twice. (Ray retries a
+task whose worker died up to 3 times, its default; Ray Data restarts its actors without limit.) A driver that is
 killed leaves the last committed generation; the next run resumes from it like a local one.
 Needs ``pip install "mmsearch[ray]"``.
 """
@@ -41,12 +42,11 @@ from .encoders import EncoderSpec
 from .errors import UsageError
 from .ingest import IngestConfig, IngestReport, ProgressFn, Runner, _fail, _finish, _Pending, _task, add_embedded, embed_message
 
-__all__ = ["DECODE_RETRIES", "EmbedStage", "decode_file", "ray_runner", "ray_session"]
+__all__ = ["EmbedStage", "FileRows", "decode_file", "ray_runner", "ray_session"]
 
 log = logging.getLogger("mmsearch.distributed")
 
 RAY_EXTRA = 'pip install "mmsearch[ray]"'
-DECODE_RETRIES = 3  # times Ray runs a file's decode task again after its worker or node was lost
 
 
 def _ray() -> Any:
@@ -184,47 +184,77 @@ def _run(
         .flat_map(
             decode_file, fn_kwargs={"memory_limit_mb": config.memory_limit_mb, "stall_timeout": config.stall_timeout},
             compute=ray.data.TaskPoolStrategy(size=config.workers), num_cpus=1,
-            ray_remote_args_fn=lambda: {"max_retries": DECODE_RETRIES},
         )
         .map_batches(
             EmbedStage, fn_constructor_kwargs={"specs": specs, "device": actor_device, "threads": 1},
             batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=0 if per_actor else 1, num_gpus=per_actor or None,
         )
     )
-    received: dict[int, set[int]] = {}
-    last: dict[int, tuple[int, tuple]] = {}  # key -> (number of its messages, its final message)
-    finished: set[int] = set()
+    rows_of = FileRows()
     last_commit = time.monotonic()
     for row in dataset.iter_rows():
         key, seq = int(row["key"]), int(row["seq"])
-        seen = received.setdefault(key, set())
-        if key in finished or seq in seen:  # sent again by a task Ray retried
+        if not rows_of.take(key, seq):  # sent again by a task Ray ran again
             continue
-        if not seen:
-            notify("start", {"path": items[key].path})
-        seen.add(seq)
         item = items[key]
+        if rows_of.count(key) == 1:
+            notify("start", {"path": item.path})
         message = pickle.loads(row["message"])
         report.timings["encode"] += float(row["seconds"])
         if message[0] == "embedded":
             add_embedded(item, message[1:], report)
             notify("frames", {"path": item.path, "n": len(message[2])})
         else:
-            last[key] = (seq + 1, message)
-        if key in last and len(seen) == last[key][0]:
-            final = last.pop(key)[1]
-            finished.add(key)
-            if final[0] == "done":
-                _finish(deriver, report, item, final[1], heads)
-            else:
-                _fail(writer, report, item.path, item, final[1], final[2])
-            item.buffers.clear()
-            notify("file", {"path": item.path})
-            if writer.dirty and time.monotonic() - last_commit >= config.commit_seconds:
-                t0 = time.perf_counter()
-                deriver.commit(wait=False)  # between files only, as the local runner
-                report.timings["commit"] += time.perf_counter() - t0
-                last_commit = time.monotonic()
+            rows_of.end(key, seq, message)
+        final = rows_of.complete(key)
+        if final is None:
+            continue
+        if final[0] == "done":
+            _finish(deriver, report, item, final[1], heads)
+        else:
+            _fail(writer, report, item.path, item, final[1], final[2])
+        item.buffers.clear()
+        notify("file", {"path": item.path})
+        if writer.dirty and time.monotonic() - last_commit >= config.commit_seconds:
+            t0 = time.perf_counter()
+            deriver.commit(wait=False)  # between files only, as the local runner
+            report.timings["commit"] += time.perf_counter() - t0
+            last_commit = time.monotonic()
     for key, item in items.items():
-        if key not in finished:  # not expected: every task ends with done or failed, or Ray raises
+        if key not in rows_of.finished:  # not expected: every task ends with done or failed, or Ray raises
             _fail(writer, report, item.path, item, "decode", "the Ray pipeline ended before the file was done")
+
+
+class FileRows:
+    """The message rows of each file as they come out of the pipeline: in any order, and some twice
+    (a task Ray ran again sends its rows again). A file is complete once its final message
+    (``done``/``failed``, the highest number) and every row numbered before it have arrived."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, set[int]] = {}
+        self._final: dict[int, tuple[int, tuple]] = {}  # key -> (number of its rows, its final message)
+        self.finished: set[int] = set()
+
+    def take(self, key: int, seq: int) -> bool:
+        """Record row ``seq`` of file ``key``; False when it came before (or the file is complete): drop it."""
+        seen = self._seen.setdefault(key, set())
+        if key in self.finished or seq in seen:
+            return False
+        seen.add(seq)
+        return True
+
+    def count(self, key: int) -> int:
+        """Rows of file ``key`` taken so far."""
+        return len(self._seen.get(key, ()))
+
+    def end(self, key: int, seq: int, message: tuple) -> None:
+        """Row ``seq`` of file ``key`` is its final message."""
+        self._final[key] = (seq + 1, message)
+
+    def complete(self, key: int) -> tuple | None:
+        """The final message of file ``key`` once all its rows are in (then the file is finished), else None."""
+        if key in self._final and len(self._seen[key]) == self._final[key][0]:
+            self.finished.add(key)
+            del self._seen[key]
+            return self._final.pop(key)[1]
+        return None
