@@ -433,7 +433,8 @@ def info(
     if as_json:
         sys.stdout.write(_json_line(data))
         return
-    console.print(f"[bold]index[/] {data['index']} (generation {data['generation']}, format {data['format_version']})", highlight=False)
+    shards = f", {data['shards']} shards" if data.get("shards", 1) > 1 else ""
+    console.print(f"[bold]index[/] {data['index']} (generation {data['generation']}, format {data['format_version']}{shards})", highlight=False)
     console.print(
         f"media: {', '.join(f'{kind} {n}' for kind, n in data['media'].items()) or 'none'}; paths {data['paths']}; "
         f"failures {data['failures']}; damaged {data['damaged']}"

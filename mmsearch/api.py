@@ -259,8 +259,9 @@ class Index:
             kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
         return {
             "index": str(self.root),
-            "generation": m["generation"],
+            "generation": m["generation"],  # of a sharded index: the sum of its shards' generations
             "format_version": m["format_version"],
+            "shards": len(m.get("shards", ())) or 1,  # a vector index's recipe below is then shard 0's
             "media": kinds,
             "paths": len(self.snapshot.media),
             "failures": len(self.snapshot.failures),

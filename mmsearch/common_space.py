@@ -32,7 +32,7 @@ from .derive import Deriver
 from .encoders.base import l2_normalize
 from .errors import UsageError
 from .spaces import AUDIO, COMMON_AUDIO, COMMON_SOURCES, COMMON_VISUAL, VISUAL, anchor_of
-from .store import DATA, IndexWriter, Snapshot, atomic_write, open_snapshot
+from .store import DATA, IndexWriter, Snapshot, atomic_write, open_snapshot, shard_count
 
 HEADS_FORMAT = 1
 
@@ -222,6 +222,11 @@ def train_space(
 
     started = time.perf_counter()
     root = Path(index_dir)
+    if shard_count(root):
+        raise UsageError(
+            f"the index at {root} is sharded; train-space learns from and writes to an index of one shard "
+            "only (not yet one of several): build the common space on an index made without --shards"
+        )
     snapshot = open_snapshot(root)
     audio_window = _audio_window(snapshot)
     pairs = build_pairs(snapshot, audio_window=audio_window)

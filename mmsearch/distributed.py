@@ -107,20 +107,24 @@ def decode_file(row: dict[str, Any], *, memory_limit_mb: int, stall_timeout: flo
 class EmbedStage:
     """The embed stage (a Ray Data ``map_batches`` actor): builds the run's encoders once (one per
     distinct spec: the spaces of words share the sentence model) and turns decoded messages into
-    ``("embedded", space, starts, ends, vectors, texts)``; ``done``/``failed`` pass through."""
+    ``("embedded", space, starts, ends, vectors, texts)``; ``done``/``failed`` pass through.
+    A subclass sets ``specs`` (the encoder of each space) and ``device``."""
 
-    def __init__(self, specs: dict[str, EncoderSpec], device: str, threads: int = 1) -> None:
+    specs: dict[str, EncoderSpec] = {}
+    device: str = "cpu"
+
+    def __init__(self) -> None:
         import torch
 
-        torch.set_num_threads(max(1, int(threads)))
+        torch.set_num_threads(1)  # one CPU per actor (two threads were ten times slower under load)
         from .encoders import create_encoder
 
         built: dict[str, Any] = {}
         self.encoders = {}
-        for space, spec in specs.items():
+        for space, spec in self.specs.items():
             key = repr(spec)
             if key not in built:
-                built[key] = create_encoder(spec, device=device)
+                built[key] = create_encoder(spec, device=self.device)
             self.encoders[space] = built[key]
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -175,10 +179,13 @@ def _run(
     per_actor = gpus_per_actor if gpus_per_actor is not None else (1.0 if gpus else 0.0)
     pool = actors or max(1, int(gpus / per_actor) if per_actor else 1)
     actor_device = device if per_actor else "cpu"
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # mmsearch reports progress and failures itself
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # the encoders' specs travel with the actor class, not as constructor arguments in the object
+    # store, which a restarted actor could find lost (ray-project/ray#53727)
+    stage = type("EmbedStage", (EmbedStage,), {"specs": specs, "device": actor_device})
     dataset = (
         ray.data.from_items(rows, override_num_blocks=len(rows))
         .flat_map(
@@ -186,7 +193,7 @@ def _run(
             compute=ray.data.TaskPoolStrategy(size=config.workers), num_cpus=1,
         )
         .map_batches(
-            EmbedStage, fn_constructor_kwargs={"specs": specs, "device": actor_device, "threads": 1},
+            stage,
             batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=0 if per_actor else 1, num_gpus=per_actor or None,
         )
     )

@@ -149,6 +149,29 @@ def test_shard_counts_are_checked(world: dict, tmp_path: Path) -> None:
         open_index(index, device="cpu")
 
 
+def test_the_command_line_indexes_and_queries_a_sharded_index(world: dict, tmp_path: Path) -> None:
+    index = tmp_path / "cli"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mmsearch.cli", *args], capture_output=True, text=True, env=env, timeout=600)
+
+    made = cli("index", str(world["media"]), "--index", str(index), "--model", "synth-clip", "--no-speech", "--no-ocr", "--shards", "3", "-q")
+    assert made.returncode == 0, made.stderr
+    caption = next(r["caption"] for r in world["truth"] if r["modality"] == "video")
+    asked = cli("query", caption, "--index", str(index), "--modality", "video", "-k", "5", "--json", "--local")
+    assert asked.returncode == 0, asked.stderr
+    single = open_index(world["single"], device="cpu").search(caption, modality="video", k=5)
+    got = json.loads(asked.stdout)["results"]
+    assert [(r["path"], r["start"], r["end"]) for r in got] == [(r.path, r.start, r.end) for r in single]
+    info = json.loads(cli("info", "--index", str(index), "--json").stdout)
+    assert info["shards"] == 3 and info["paths"] == 12
+    refused = cli("train-space", "--index", str(index))
+    assert refused.returncode != 0 and "sharded" in refused.stderr and "Traceback" not in refused.stderr
+    bad = cli("index", str(world["sound"]), "--index", str(index), "--shards", "2", "--model", "synth-clip", "--no-speech", "--no-ocr")
+    assert bad.returncode != 0 and "has 3 shards, not 2" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_a_shard_not_committed_yet_reads_as_empty(world: dict, tmp_path: Path) -> None:
     """A run stopped between two shards' first commits: the committed shards are the index."""
     index = tmp_path / "sharded"
