@@ -14,3 +14,5 @@ $py benchmarks/encode.py --model ViT-B-32 --devices cuda,cpu --json "$out/encode
 $py benchmarks/ingest.py --device cuda --workers 1,2,4,8 --models vit-b-32 --backends pyav \
   --videos 8 --seconds 60 --wait-quiet 0 --retries 0 --no-real-clip --media-dir "${TMPDIR:-/tmp}/mmsearch-gpu-media" \
   --json "$out/ingest-gpu.json" 2>&1 | grep -v "No pretrained weights" | tail -25
+# exact search with torch on the GPU (fp16, blocks, top-k on the device) beside FAISS flat on the CPU (issue #17)
+$py benchmarks/gpu_search.py --sizes 1000000,10000000 --batches 1,64,1024 --json "$out/gpu_search.json" 2>&1 | tail -12

@@ -474,6 +474,10 @@ def serve(
                                     envvar="MMSEARCH_TOKEN")
     ] = None,
     device: DeviceOpt = "auto",
+    ray: Annotated[bool, typer.Option("--ray", help="Serve a sharded index on Ray Serve: one deployment per shard and a router (text queries of pictures and sound).")] = False,
+    ray_address: Annotated[
+        Optional[str], typer.Option("--ray-address", help="With --ray: the cluster (auto: the one `ray start` runs here) \\[default: start a local one].")
+    ] = None,
 ) -> None:
     """Serve the index over HTTP: a search page that plays the moment it found, and a JSON API."""
     from mmsearch.server import ServeConfig, serve as run_server
@@ -481,6 +485,20 @@ def serve(
     root = _index_dir(index)
     if not 0 < port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {port}")
+    if ray:
+        import time
+
+        from mmsearch.serve_ray import serving
+
+        with serving(ServeConfig(index=root, host=host, port=port, token=token or None, device=device), address=ray_address) as (url, needed):
+            console.print(f"mmsearch serving {_plain(os.path.abspath(root))} on Ray Serve at [bold]{url}api/search?q=...[/] (Ctrl-C stops it)"
+                          + (f"; send the header 'Authorization: Bearer {needed}'" if needed else ""), highlight=False, soft_wrap=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        return
 
     def ready(url: str) -> None:
         console.print(f"mmsearch serving {_plain(os.path.abspath(root))} at [bold]{url}[/] (Ctrl-C stops it)", highlight=False, soft_wrap=True)

@@ -356,6 +356,7 @@ class VectorIndex:
     """One FAISS index over row ids 0..n-1, inner-product metric."""
 
     def __init__(self, index: Any, recipe: IndexRecipe, *, refine: Any = None) -> None:
+        self.device: str | None = None  # re-rank with torch there (RowIndex.use_device)
         self.index = index
         self.recipe = recipe
         # Vectors the recipe's refine stage re-ranks with when they live outside FAISS (see ``build``).
@@ -548,6 +549,10 @@ class VectorIndex:
             return index.search(queries, k)
         depth = min(self.ntotal, k * max(1, int(self.recipe.params.get("k_factor_rf", 1))))
         _, candidates = index.search(queries, depth)
+        if self.device is not None:
+            from .torch_exact import torch_rerank
+
+            return torch_rerank(queries, candidates, self.refine, k, device=self.device)
         return _rerank(queries, candidates, self.refine, k)
 
     def _gpu(self) -> Any:
@@ -686,8 +691,18 @@ class RowIndex:
         self.vectors = vectors
         self.index = index
         self.alive = alive
+        self.device: str | None = None  # a torch device for the exact rows and re-ranking (see use_device)
+        self._flat: Any = None  # those rows on it (:class:`mmsearch.indexes.torch_exact.TorchFlat`), built on first use
         if index is not None and index.ntotal > len(vectors):
             raise IndexCorruptError("<index>", f"the index holds {index.ntotal} rows but only {len(vectors)} vectors exist")
+
+    def use_device(self, device: str | None) -> None:
+        """Search the rows no FAISS index covers (all of them for a flat index), and re-rank, with torch
+        on ``device`` (``cuda``: :mod:`mmsearch.indexes.torch_exact`); None: FAISS on the CPU."""
+        self.device = device
+        self._flat = None
+        if self.index is not None:
+            self.index.device = device
 
     @property
     def recipe(self) -> IndexRecipe:
@@ -760,7 +775,14 @@ class RowIndex:
         if indexed:
             lists.append(self.index.search(queries, min(k, indexed)))
         if len(self.vectors) > indexed:
-            s, i = exact_search(queries, self.vectors.view(indexed), k)
+            if self.device is not None:
+                if self._flat is None:
+                    from .torch_exact import TorchFlat
+
+                    self._flat = TorchFlat(self.vectors.view(indexed), device=self.device)
+                s, i = self._flat.search(queries, min(k, len(self.vectors) - indexed))
+            else:
+                s, i = exact_search(queries, self.vectors.view(indexed), k)
             lists.append((s, np.where(i >= 0, i + indexed, -1)))
         if not lists:
             return np.full((len(queries), 1), -np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
@@ -798,6 +820,11 @@ class ShardedRowIndex:
     @property
     def recipe(self) -> IndexRecipe:
         return self.shards[0].recipe
+
+    def use_device(self, device: str | None) -> None:
+        """Every shard's exact rows and re-ranking with torch on ``device`` (see :meth:`RowIndex.use_device`)."""
+        for shard in self.shards:
+            shard.use_device(device)
 
     @property
     def ntotal(self) -> int:

@@ -247,6 +247,12 @@ class Index:
         self._by_hash: dict[str, int] | None = None  # content hash -> media id, built on first use
         self._lexical: dict[str, Any] = {}  # space of words -> its BM25 index, built on first use
         self._towers: dict[str, Any] = {}  # space -> its frozen text tower (or None: none usable)
+        search_device = _search_device(device)
+        if search_device is not None:  # exact search and re-ranking with torch on the GPU (FAISS's GPU build is rarely there)
+            for data in snapshot.spaces.values():
+                for rows in (data.media_index, data.moment_index):
+                    if rows is not None:
+                        rows.use_device(search_device)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -852,6 +858,18 @@ _MEDIA_OF = {VISUAL: "videos or images", AUDIO: "audio files or videos with soun
 VISUAL_MODALITY = "video"
 EXECUTORS = ("local", "ray")  # how `mmsearch index` decodes and embeds: here, or on a Ray cluster
 MODALITIES = ("video", "audio", "speech", "text", "all")
+
+
+def _search_device(device: str) -> str | None:
+    """The torch device the vector indexes' exact rows and re-ranking use: CUDA when ``device`` is
+    ``auto`` or ``cuda[:N]`` and a GPU is there (:mod:`mmsearch.indexes.torch_exact`), unless
+    ``MMSEARCH_TORCH_SEARCH=0``; None: FAISS on the CPU."""
+    if str(device) == "cpu" or os.environ.get("MMSEARCH_TORCH_SEARCH", "1") == "0":
+        return None
+    from .encoders.base import resolve_device
+
+    resolved = resolve_device(device)
+    return str(resolved) if resolved.type == "cuda" else None
 
 
 def _counts(values: list[Any]) -> dict[str, int]:

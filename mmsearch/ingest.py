@@ -189,7 +189,7 @@ def _index(
     runner: "Runner",
 ) -> None:
     with open_writer(index_dir, config, shards=shards) as writer, open_deriver(
-        writer, moments=config.moments, recipe_for=_recipe_chooser(config)
+        writer, moments=config.moments, recipe_for=_recipe_chooser(config, len(writer.shards) if isinstance(writer, ShardedWriter) else 1)
     ) as deriver:
         report.upgraded_from = writer.upgraded_from
         check_recorded(writer.config, config, root=writer.root)
@@ -362,12 +362,20 @@ def default_workers(encoders: Any) -> int:
     return max(1, min(8, usable_cores() // 4))
 
 
-def _recipe_chooser(config: IngestConfig) -> Callable[[int, int], Any]:
-    """Picks the moment index for its size at every commit, so it is re-chosen as the corpus grows."""
-    from mmsearch.indexes import choose_recipe
+def _recipe_chooser(config: IngestConfig, shards: int = 1) -> Callable[[int, int], Any]:
+    """Picks the moment index for its size at every commit, so it is re-chosen as the corpus grows.
 
-    budget = None if config.max_memory_mb is None else config.max_memory_mb << 20
-    return lambda n, dim: choose_recipe(n, dim, max_memory_bytes=budget, latency_ms=config.latency_ms)
+    In an index of several ``shards`` each shard's index gets an equal part of the latency target
+    and of the memory budget: one process searches the shards one after another, and holds them
+    all (:class:`mmsearch.indexes.ShardedRowIndex`); so 4 shards of 25k rows get what 100k rows
+    in one index would (not four exact searches that each meet the whole target)."""
+    from mmsearch.indexes import _spare_memory, choose_recipe
+
+    def choose(n: int, dim: int) -> Any:
+        budget = (config.max_memory_mb << 20) if config.max_memory_mb is not None else (None if shards == 1 else _spare_memory())
+        return choose_recipe(n, dim, max_memory_bytes=None if budget is None else budget // shards, latency_ms=config.latency_ms / shards)
+
+    return choose
 
 
 def _load_heads(writer: IndexWriter) -> Any:

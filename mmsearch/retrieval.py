@@ -163,19 +163,41 @@ def search_space(
         candidates = _candidates_from_moments(space, queries, k=k, allowed=allowed)
     else:
         candidates = stage1(space, queries, videos, allowed=allowed)
+    return localize_candidates(space, queries, candidates, k=k, config=config, media_weight=media_weight)
+
+
+def hit_order(hit: Hit, rank: int) -> tuple:
+    """The sort key of a two-stage moment: combined score (to :data:`SCORE_DECIMALS`), then its media's
+    stage-1 score, then the media's rank in stage 1, then start."""
+    return (-round(hit.score, SCORE_DECIMALS), -round(hit.media_score or 0.0, SCORE_DECIMALS), rank, hit.start)
+
+
+def localize_candidates(
+    space: SpaceData,
+    queries: np.ndarray,
+    candidates: list[list[tuple[int, float]]],
+    *,
+    k: int,
+    config: LocalizeConfig = LocalizeConfig(),
+    media_weight: float = MEDIA_WEIGHT,
+    ranks: list[list[int]] | None = None,
+) -> list[list[Hit]]:
+    """Stage 2: the top-k moments (:func:`hit_order`) of each query's stage-1 candidates, (media_id,
+    media score) pairs best first. ``ranks``: each candidate's rank in stage 1 when the list is part
+    of a longer one (a shard's share of candidates ranked over every shard); default its position."""
     out = []
-    for q, cands in zip(queries, candidates):
+    for qi, (q, cands) in enumerate(zip(queries, candidates)):
         hits: list[tuple[tuple, Hit]] = []
-        for rank, (media_id, media_score) in enumerate(cands):
+        for position, (media_id, media_score) in enumerate(cands):
+            rank = ranks[qi][position] if ranks is not None else position
             starts, ends, vecs = space.segments_of(media_id)
             if not len(starts):
                 continue
             ts = starts if space.anchor == "start" else (starts + ends) / 2
             curve = vecs @ q
             for start, end, moment in localize(ts, curve, duration=float(ends.max()), begin=float(starts.min()), config=config):
-                score = combined_score(moment, media_score, media_weight)
-                key = (-round(score, SCORE_DECIMALS), -round(media_score or 0.0, SCORE_DECIMALS), rank, start)
-                hits.append((key, Hit(media_id, start, end, score, media_score, moment)))
+                hit = Hit(media_id, start, end, combined_score(moment, media_score, media_weight), media_score, moment)
+                hits.append((hit_order(hit, rank), hit))
         hits.sort(key=lambda h: h[0])
         out.append([h for _, h in hits[:k]])
     return out
@@ -218,16 +240,26 @@ def _candidates_from_moments(
     """Media items owning the best moment windows of the whole corpus (one stage, no media ranking),
     each with its exact media score, so exhaustive moments are scored as two-stage ones are.
     ``allowed``: only moments of these media ids (a filter, masked inside the search)."""
-    n = space.moment_index.ntotal
-    moment_media = space.moments.column("media_id").to_numpy()
-    keep = None if allowed is None else np.isin(moment_media, allowed)
-    scores, rows = space.moment_index.search(queries, min(n, max(50, 20 * k)), keep=keep)
+    scores, owners = moment_candidates(space, queries, k=k, allowed=allowed)
     out = []
-    for q, srow, rrow in zip(queries, scores, rows):
-        seen = list(dict.fromkeys(int(moment_media[r]) for r in rrow if r >= 0))
+    for q, orow in zip(queries, owners):
+        seen = list(dict.fromkeys(int(m) for m in orow if m >= 0))
         ids, vectors = space.media_vectors(seen)
         out.append([(int(m), float(v @ q)) for m, v in zip(ids, vectors)])
     return out
+
+
+def moment_candidates(space: SpaceData, queries: np.ndarray, *, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``max(50, 20 k)`` moment windows of the whole space per query: (scores ``(n, m)``
+    float32, their media ids ``(n, m)`` int64, -1 where fewer exist), best first (exhaustive search's
+    first step)."""
+    n = space.moment_index.ntotal
+    moment_media = space.moments.column("media_id").to_numpy()
+    if not n:
+        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+    keep = None if allowed is None else np.isin(moment_media, allowed)
+    scores, rows = space.moment_index.search(queries, max(1, min(n, max(50, 20 * k))), keep=keep)
+    return scores, np.where(rows >= 0, moment_media[np.maximum(rows, 0)], -1).astype(np.int64)
 
 
 def search_fused(

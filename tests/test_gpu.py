@@ -148,3 +148,21 @@ def _query_image(path: Path, colour: tuple[int, int, int]) -> Path:
     img[:] = colour
     Image.fromarray(img).save(path)
     return path
+
+
+def test_exact_search_with_torch_on_the_gpu_equals_faiss_on_the_cpu() -> None:
+    """mmsearch.indexes.torch_exact on CUDA (fp16 products, float32 re-scoring) against IndexFlatIP."""
+    from mmsearch.indexes import RowIndex, RowVectors, exact_search
+    from mmsearch.indexes.torch_exact import TorchFlat
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((200_000, 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[rng.integers(0, len(vectors), 64)] + 0.05 * rng.standard_normal((64, 512)).astype(np.float32)
+    s_cpu, i_cpu = exact_search(queries, vectors, 10)
+    s_gpu, i_gpu = TorchFlat(vectors, device="cuda", block_rows=1 << 16).search(queries, 10)
+    assert np.mean(i_cpu == i_gpu) >= 0.99
+    np.testing.assert_allclose(s_gpu[:, 0], s_cpu[:, 0], atol=1e-5)
+    rows = RowIndex(RowVectors([vectors], 512), None)
+    rows.use_device("cuda")
+    np.testing.assert_array_equal(rows.search(queries, 10)[1][:, 0], i_cpu[:, 0])

@@ -304,3 +304,81 @@ def test_a_ray_worker_killed_mid_ingest_costs_nothing(world: dict, tmp_path: Pat
     assert check.returncode == 0, check.stderr
     assert _table_counts(index) == _table_counts(world["single"])
     assert _answers(index, world) == _answers(world["single"], world)
+
+
+# -- mmsearch serve --ray --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def three_shards(world: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    index = tmp_path_factory.mktemp("three") / "index"
+    index_paths([world["media"]], index, shards=3, config=_config(), **OPTIONS)
+    return index
+
+
+def _router_queries(world: dict) -> list[dict]:
+    captions = sorted({r["caption"] for r in world["truth"]})
+    asked = []
+    for caption in captions:
+        for modality in ("video", "audio"):
+            asked += [dict(text=caption, modality=modality), dict(text=caption, modality=modality, exhaustive=True),
+                      dict(text=caption, modality=modality, videos=2, k=3)]
+        asked.append(dict(text=caption, modality="video", where={"kinds": "video"}))
+    return asked
+
+
+def _rows(results: list) -> list:
+    return [(r["path"], r["start"], r["end"], round(r["score"], 5)) for r in results]
+
+
+def test_the_ray_serve_router_answers_as_one_index(world: dict, three_shards: Path) -> None:
+    """The router's two rounds (stage 1 merged over shards, then stage 2 on each shard's share) give
+    what one unsharded index gives, called here in one process (mmsearch.serve_ray)."""
+    import asyncio
+
+    from mmsearch.filters import media_filter
+    from mmsearch.serve_ray import LocalShard, Router, ShardSearcher
+
+    router = Router([LocalShard(ShardSearcher(str(d))) for d in shard_dirs(three_shards, 3)], str(three_shards))
+    single = open_index(world["single"], device="cpu")
+    compared = 0
+    for query in _router_queries(world):
+        where = query.pop("where", None)
+        text = query.pop("text")
+        got = asyncio.run(router.search(text, where=media_filter(**where) if where else None, **query))
+        expected = single.search(text, where=where, **{"k": 10, **query})
+        assert _rows(got["results"]) == [(r.path, r.start, r.end, round(r.score, 5)) for r in expected], (text, query)
+        compared += len(expected)
+    assert compared > 100
+    with pytest.raises(UsageError, match="served by mmsearch serve"):
+        asyncio.run(router.search("anything", modality="speech"))
+
+
+@pytest.mark.slow
+def test_serve_ray_answers_over_http(world: dict, three_shards: Path) -> None:
+    """One Ray Serve deployment per shard and a router, on a local Ray cluster, over HTTP."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is an extra: pip install 'mmsearch[ray]' (the test command installs it)")
+    import socket
+
+    import httpx
+
+    from mmsearch.serve_ray import serving
+    from mmsearch.server import ServeConfig
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    single = open_index(world["single"], device="cpu")
+    caption = next(r["caption"] for r in world["truth"] if r["modality"] == "video")
+    with serving(ServeConfig(index=three_shards, port=port, device="cpu")) as (url, token):
+        assert token is None
+        health = httpx.get(url + "api/health", timeout=60).json()
+        assert health["shards"] == 3
+        for modality, exhaustive in (("video", False), ("audio", False), ("video", True)):
+            answer = httpx.get(url + "api/search", params={"q": caption, "modality": modality, "k": 5, "exhaustive": exhaustive},
+                               timeout=120)
+            assert answer.status_code == 200, answer.text
+            expected = single.search(caption, modality=modality, k=5, exhaustive=exhaustive)
+            assert _rows(answer.json()["results"]) == [(r.path, r.start, r.end, round(r.score, 5)) for r in expected]
+        words = httpx.get(url + "api/search", params={"q": caption, "modality": "speech"}, timeout=60)
+        assert words.status_code == 501 and "mmsearch serve" in words.json()["detail"]
+        foreign = httpx.get(url + "api/search", params={"q": caption}, headers={"Host": "evil.example"}, timeout=60)
+        assert foreign.status_code in (400, 403)  # another site's name rebound to this machine
