@@ -866,6 +866,8 @@ def _search_device(device: str) -> str | None:
     ``MMSEARCH_TORCH_SEARCH=0``; None: FAISS on the CPU."""
     if str(device) == "cpu" or os.environ.get("MMSEARCH_TORCH_SEARCH", "1") == "0":
         return None
+    if str(device) == "auto" and not os.path.exists("/dev/nvidiactl"):  # no NVIDIA driver: no need to import torch to know
+        return None
     from .encoders.base import resolve_device
 
     resolved = resolve_device(device)
