@@ -47,6 +47,9 @@ __all__ = ["EmbedStage", "FileRows", "decode_file", "ray_runner", "ray_session"]
 log = logging.getLogger("mmsearch.distributed")
 
 RAY_EXTRA = 'pip install "mmsearch[ray]"'
+# the planned files are split into at most this many blocks: one decode task per file up to it (the
+# finest scheduling), several files one after another per task beyond (Ray Data's bookkeeping grows per block)
+MAX_BLOCKS = 2048
 
 
 def _ray() -> Any:
@@ -175,7 +178,7 @@ def _run(
     writer = deriver.writer
     items = dict(enumerate(plan))
     rows = [{"key": key, "task": pickle.dumps(_task(item, encoders, config))} for key, item in items.items()]
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpus = 0 if str(device) == "cpu" else int(ray.cluster_resources().get("GPU", 0))  # --device cpu: no GPU asked for
     per_actor = gpus_per_actor if gpus_per_actor is not None else (1.0 if gpus else 0.0)
     pool = actors or max(1, int(gpus / per_actor) if per_actor else 1)
     actor_device = device if per_actor else "cpu"
@@ -187,7 +190,7 @@ def _run(
     # store, which a restarted actor could find lost (ray-project/ray#53727)
     stage = type("EmbedStage", (EmbedStage,), {"specs": specs, "device": actor_device})
     dataset = (
-        ray.data.from_items(rows, override_num_blocks=len(rows))
+        ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
         .flat_map(
             decode_file, fn_kwargs={"memory_limit_mb": config.memory_limit_mb, "stall_timeout": config.stall_timeout},
             compute=ray.data.TaskPoolStrategy(size=config.workers), num_cpus=1,

@@ -80,6 +80,23 @@ class ShardedWriter:
     def __init__(self, root: Path, writers: list[IndexWriter]) -> None:
         self.root = Path(root)
         self.shards = writers
+        self._drop_stale_paths()
+
+    def _drop_stale_paths(self) -> None:
+        """A path on two shards: its content changed (a new media id, on another shard) and a run
+        stopped between the two shards' commits. The newer content (the higher media id: ids only
+        grow) keeps the path; the older row goes at the next commit."""
+        owner: dict[str, tuple[int, IndexWriter]] = {}
+        for w in self.shards:
+            for path, row in list(w.paths.items()):
+                seen = owner.get(path)
+                if seen is None:
+                    owner[path] = (int(row["media_id"]), w)
+                elif int(row["media_id"]) > seen[0]:
+                    seen[1].remove_path(path)
+                    owner[path] = (int(row["media_id"]), w)
+                else:
+                    w.remove_path(path)
 
     def shard(self, media_id: int) -> IndexWriter:
         return self.shards[shard_of(media_id, len(self.shards))]

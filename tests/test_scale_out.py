@@ -135,6 +135,43 @@ def test_a_sharded_index_updates_as_one(world: dict, tmp_path: Path) -> None:
     assert found and all(r.path not in (str(video), str(copy)) for r in found)
 
 
+def test_a_path_left_on_two_shards_by_a_stopped_run_keeps_its_newer_content(world: dict, tmp_path: Path) -> None:
+    """A file whose content changed moves to the shard of its new media id; a run stopped after the
+    new shard committed but before the old one did leaves the path on both: the next writer keeps
+    the newer row (the higher media id) and drops the stale one, so no stale result remains."""
+    import shutil
+
+    from mmsearch.sharding import open_sharded_writer
+
+    media = tmp_path / "media"
+    media.mkdir()
+    clip = media / f"clip{world['sound'].suffix}"
+    shutil.copy(world["sound"], clip)
+    index = tmp_path / "index"
+    index_paths([media], index, shards=2, config=_config(), **OPTIONS)
+    [old] = open_index(index, device="cpu").media_ids().values()
+    stale = shard_dirs(index, 2)[old % 2]
+    kept = tmp_path / "stale-shard"
+    shutil.copytree(stale, kept)  # the old shard as it was before the next run's commit
+    sounds = [p for p in sorted(world["media"].glob("audio_*")) if p.name != world["sound"].name]
+    other = next((p for p in sounds if p.suffix == clip.suffix), sounds[0])
+    shutil.copy(other, clip)  # new content: a new media id (old + 1, the other shard)
+    index_paths([media], index, config=_config(), **OPTIONS)
+    shutil.rmtree(stale)
+    shutil.copytree(kept, stale)  # as if the run stopped before the old shard committed
+    (stale / ".lock").unlink(missing_ok=True)
+    rows = open_snapshot(index).media.column("media_id").to_pylist()
+    assert sorted(rows) == [old, old + 1]  # the path is on both shards now
+    with open_sharded_writer(index, shards=None) as writer:
+        assert {r["media_id"] for r in writer.paths.values()} == {old + 1}
+        for w in writer.shards:
+            w.commit()
+    snap = open_snapshot(index)
+    assert snap.media.column("media_id").to_pylist() == [old + 1]  # one row for the path: the newer content's
+    assert old not in snap.spaces["audio"].live_media_ids()  # the old content's vectors are tombstones, never found
+    assert index_paths([media], index, config=_config(), **OPTIONS).unchanged == 1
+
+
 def test_shard_counts_are_checked(world: dict, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="one shard; it cannot be split into 2"):
         index_paths([world["media"]], world["single"], shards=2, config=_config(), **OPTIONS)
