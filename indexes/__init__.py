@@ -546,14 +546,35 @@ class VectorIndex:
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
         index = self._gpu() or self.index
         if self.refine is None:
-            return index.search(queries, k)
+            return self._search_filled(index, queries, k)
         depth = min(self.ntotal, k * max(1, int(self.recipe.params.get("k_factor_rf", 1))))
-        _, candidates = index.search(queries, depth)
+        _, candidates = self._search_filled(index, queries, depth)
         if self.device is not None:
             from .torch_exact import torch_rerank
 
             return torch_rerank(queries, candidates, self.refine, k, device=self.device)
         return _rerank(queries, candidates, self.refine, k)
+
+    def _search_filled(self, index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``index.search``, and for an inverted file whose probed lists held fewer than ``k`` rows
+        (a deep search with a small tuned ``nprobe``), those queries again with 4x the lists, until
+        ``k`` come back or every list was probed: an IVF answer is never short while rows remain."""
+        scores, ids = index.search(queries, k)
+        nlist = self._nlist()
+        if not nlist or index is not self.index:  # not an inverted file (or FAISS's GPU copy: searched as it is)
+            return scores, ids
+        import faiss
+
+        want = min(k, self.ntotal)
+        short = (ids >= 0).sum(axis=1) < want
+        nprobe = int(faiss.extract_index_ivf(self.index).nprobe)
+        while short.any() and nprobe < nlist:
+            nprobe = min(nlist, nprobe * 4)
+            rows = np.flatnonzero(short)
+            s2, i2 = index.search(queries[rows], k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+            scores[rows], ids[rows] = s2, i2
+            short[rows] = (i2 >= 0).sum(axis=1) < want
+        return scores, ids
 
     def _gpu(self) -> Any:
         global _GPU_RESOURCES

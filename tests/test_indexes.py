@@ -247,3 +247,23 @@ def test_a_masked_search_returns_the_best_rows_the_mask_keeps(share, tombstones,
     assert (ids[:, :expected] >= 0).all() and (ids[:, expected:] == -1).all()
     assert passing[ids[:, :expected]].all()
     assert [set(r[:expected]) for r in ids] == [set(r[:expected]) for r in want]  # nprobe covers every list: exact
+
+
+def test_an_inverted_file_never_answers_short_while_rows_remain() -> None:
+    """A deep search (exhaustive search asks for 200 moments) with a small tuned nprobe probes lists
+    that hold fewer rows than asked for: the index probes more lists for those queries, never
+    returning -1 while the index has rows left (60 of 300 exhaustive queries came back short)."""
+    from mmsearch.indexes import IndexRecipe, VectorIndex
+
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((300, 64)).astype(np.float32)
+    x = centers[rng.integers(0, 300, 30000)] + 0.3 * rng.standard_normal((30000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = VectorIndex.build(x, recipe=IndexRecipe("IVF256,Flat", {"nprobe": 1}, len(x)), tune=False)
+    queries = rng.standard_normal((50, 64)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    assert ((index.index.search(queries, 500)[1] >= 0).sum(axis=1) < 500).any()  # FAISS alone: short answers
+    scores, ids = index.search(queries, 500)
+    assert (ids >= 0).all() and all(len(set(row)) == 500 for row in ids)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # still best first
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, x[ids]), atol=1e-5)  # each row's own score
