@@ -559,19 +559,24 @@ class VectorIndex:
         """``index.search``, and for an inverted file whose probed lists held fewer than ``k`` rows
         (a deep search with a small tuned ``nprobe``), those queries again with 4x the lists, until
         ``k`` come back or every list was probed: an IVF answer is never short while rows remain."""
-        scores, ids = index.search(queries, k)
-        nlist = self._nlist()
-        if not nlist or index is not self.index:  # not an inverted file (or FAISS's GPU copy: searched as it is)
-            return scores, ids
         import faiss
 
+        scores, ids = index.search(queries, k)
+        nlist = self._nlist()
+        outer = faiss.downcast_index(self.index)
+        refined = isinstance(outer, faiss.IndexRefine)
+        if not nlist or index is not self.index or not (refined or isinstance(outer, faiss.IndexIVF)):
+            return scores, ids  # not an inverted file at the top (or FAISS's GPU copy): searched as it is
         want = min(k, self.ntotal)
         short = (ids >= 0).sum(axis=1) < want
         nprobe = int(faiss.extract_index_ivf(self.index).nprobe)
         while short.any() and nprobe < nlist:
             nprobe = min(nlist, nprobe * 4)
             rows = np.flatnonzero(short)
-            s2, i2 = index.search(queries[rows], k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+            if refined:  # Refine(SQ8): the inverted file is its base index
+                params = faiss.IndexRefineSearchParameters(k_factor=float(outer.k_factor), base_index_params=params)
+            s2, i2 = index.search(queries[rows], k, params=params)
             scores[rows], ids[rows] = s2, i2
             short[rows] = (i2 >= 0).sum(axis=1) < want
         return scores, ids
