@@ -693,11 +693,7 @@ def _rerank(queries: np.ndarray, candidates: np.ndarray, vectors: Any, k: int) -
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     top_s = np.take_along_axis(scores, order, axis=1)
     top_i = np.where(np.isfinite(top_s), np.take_along_axis(candidates, order, axis=1), -1)
-    if top_s.shape[1] < k:
-        pad = k - top_s.shape[1]
-        top_s = np.pad(top_s, ((0, 0), (0, pad)), constant_values=-np.inf)
-        top_i = np.pad(top_i, ((0, 0), (0, pad)), constant_values=-1)
-    return top_s, top_i
+    return pad_top_k(top_s, top_i, k)
 
 
 MASK_EXACT = 4096  # a search mask keeping at most this many rows is scored exactly over them
@@ -775,12 +771,7 @@ class RowIndex:
             if fetch >= n or (found >= min(k, available)).all():
                 break
             fetch = min(n, fetch * 4)
-        scores, ids = scores[:, :k], ids[:, :k]
-        if scores.shape[1] < k:
-            pad = k - scores.shape[1]
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-        return scores, ids
+        return pad_top_k(scores[:, :k], ids[:, :k], k)
 
     def _search_rows(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k over the given rows only; ``-1`` (score ``-inf``) where fewer exist."""
@@ -887,7 +878,11 @@ def merge_top_k(lists: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.
     ids = np.concatenate([i for _, i in lists], axis=1).astype(np.int64)
     scores = np.where(ids >= 0, scores, -np.inf)
     order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -scores), axis=1)[:, :k]
-    scores, ids = np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+    return pad_top_k(np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1), k)
+
+
+def pad_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k lists narrower than ``k`` padded to ``(n, k)``: score ``-inf``, id ``-1``, as FAISS pads."""
     if scores.shape[1] < k:
         pad = k - scores.shape[1]
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)

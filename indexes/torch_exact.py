@@ -94,12 +94,6 @@ def torch_rerank(queries: np.ndarray, candidates: np.ndarray, vectors: Any, k: i
     gathered = torch.from_numpy(rows).to(device)[torch.from_numpy(where).to(device)]  # (n, c, dim)
     scores = torch.einsum("nd,ncd->nc", torch.from_numpy(queries).to(device), gathered)
     scores = torch.where(torch.from_numpy(valid).to(device), scores, torch.tensor(float("-inf"), device=device))
-    s = scores.cpu().numpy()
-    order = np.lexsort((np.where(valid, candidates, np.iinfo(np.int64).max), -s), axis=1)[:, :k]
-    s = np.take_along_axis(s, order, axis=1).astype(np.float32)
-    ids = np.where(np.isfinite(s), np.take_along_axis(candidates, order, axis=1), -1)
-    if s.shape[1] < k:
-        pad = k - s.shape[1]
-        s = np.pad(s, ((0, 0), (0, pad)), constant_values=-np.inf)
-        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-    return s, ids
+    from . import merge_top_k  # best first, ties by the lower id, padded: as shards' lists are merged
+
+    return merge_top_k([(scores.cpu().numpy(), np.where(valid, candidates, -1))], k)
