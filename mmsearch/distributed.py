@@ -164,8 +164,10 @@ def ray_runner(
         plan: list[_Pending], deriver: Any, encoders: dict[str, Any], config: IngestConfig, report: IngestReport,
         notify: ProgressFn, heads: Any = None,
     ) -> None:
+        # every space the plan fills: the spaces of words too, whose encoder the driver builds only when words arrive
+        spaces = {s for item in plan for s in item.spaces} | set(encoders)
         with ray_session(address, num_cpus=num_cpus) as ray:
-            _run(ray, plan, deriver, encoders, config, report, notify, heads, specs={s: specs[s] for s in encoders},
+            _run(ray, plan, deriver, encoders, config, report, notify, heads, specs={s: specs[s] for s in sorted(spaces) if s in specs},
                  device=device, actors=actors, gpus_per_actor=gpus_per_actor)
 
     return run
@@ -212,6 +214,7 @@ def _run(
         message = pickle.loads(row["message"])
         report.timings["encode"] += float(row["seconds"])
         if message[0] == "embedded":
+            encoders[message[1]]  # the driver records a space of words in the index when its first words arrive
             add_embedded(item, message[1:], report)
             notify("frames", {"path": item.path, "n": len(message[2])})
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -295,6 +296,34 @@ def test_ray_with_four_shards_answers_as_the_local_path(world: dict, tmp_path: P
     assert _table_counts(index) == _table_counts(world["single"])
     assert _answers(index, world) == _answers(world["single"], world)
     verify_index(index)
+
+
+@pytest.mark.slow
+def test_ray_indexes_what_is_said_and_written_as_the_local_path(world: dict, tmp_path: Path) -> None:
+    """Speech and on-screen text are on by default: their words are heard and read in the decode
+    tasks, embedded by the actors and land in the same spaces, at the same seconds, as locally."""
+    pytest.importorskip("ray", reason="Ray is an extra: pip install 'mmsearch[ray]' (the test command installs it)")
+    from mmsearch.demo import _talking_video
+
+    media = tmp_path / "talk"
+    truth = _talking_video(media / "talk.mp4")
+    shutil.copy(world["sound"], media / world["sound"].name)  # a file without words beside it
+    words = dict(model="synth-clip", device="cpu", config=_config())
+    local = index_paths([media], tmp_path / "local", **words)
+    ray = index_paths([media], tmp_path / "ray", shards=2, executor="ray", **words)
+    assert not ray.failed and ray.text_segments == local.text_segments > 0
+    assert _table_counts(tmp_path / "ray") == _table_counts(tmp_path / "local")
+    spaces = open_index(tmp_path / "ray", device="cpu").info()["spaces"]
+    assert {"speech", "text"} <= set(spaces)
+
+    def found(index_dir: Path) -> list:
+        idx = open_index(index_dir, device="cpu")
+        return [[(r.path, r.start, r.end, round(r.score, 5)) for r in idx.search(text=row["caption"], modality=row["modality"], k=3)]
+                for row in truth]
+
+    expected = found(tmp_path / "local")
+    assert all(expected) and found(tmp_path / "ray") == expected
+    verify_index(tmp_path / "ray")
 
 
 @pytest.mark.slow
