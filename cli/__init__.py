@@ -128,7 +128,7 @@ def index(
         Optional[int], typer.Option("--shards", help="Split a new index into N shards by media id (searched together, merged top-k); an existing index keeps its own \\[default: 1].")
     ] = None,
     executor: Annotated[
-        str, typer.Option("--executor", help="Where files are decoded and embedded: local (processes on this machine) or ray (a Ray Data pipeline; pip install \"mmsearch[ray]\").")
+        str, typer.Option("--executor", help="Where files are decoded and embedded: local (processes on this machine) or ray (a Ray Data pipeline; pip install \"mmsearch\\[ray]\").")
     ] = "local",
     ray_address: Annotated[
         Optional[str], typer.Option("--ray-address", help="With --executor ray: the cluster (auto: the one `ray start` runs here; ray://HOST:10001) \\[default: start a local one].")
@@ -410,6 +410,17 @@ def _describe_recipe(recipe: dict) -> str:
     return f"{recipe.get('factory')} ({shown + '; ' if shown else ''}{measured}; chosen for {recipe.get('chosen_for', 0)} vectors)"
 
 
+def _describe_indexes(space: dict) -> str:
+    """A space's vector index; of a sharded index, each shard's (once when they are alike)."""
+    per_shard = space.get("shard_indexes")
+    if not per_shard:
+        return _describe_recipe(space["index"])
+    described = [_describe_recipe(r) if r else "none yet" for r in per_shard]
+    if len(set(described)) == 1:
+        return f"{described[0]} on each of {len(described)} shards"
+    return "per shard: " + "; ".join(f"{i}: {d}" for i, d in enumerate(described))
+
+
 @app.command()
 def info(
     index: IndexOpt = None,
@@ -450,7 +461,7 @@ def info(
             f"space [bold]{name}[/]: {enc.get('model')} ({enc.get('pretrained')}), dim {enc.get('dim')}; "
             + {"speech": f"{space['frames']} sentences and subtitles", "text": f"{space['frames']} lines on screen",
                "audio": f"{space['frames']} sound windows"}.get(name, f"{space['frames']} frames")
-            + f", {space['moments']} moments; index {_describe_recipe(space['index'])}"
+            + f", {space['moments']} moments; index {_describe_indexes(space)}"
             + (f"; {space['moments_exact']} newest moments searched exactly until the index takes them" if space["moments_exact"] else "")
             + (f"; {space['removed_media']} removed or replaced media skipped until compaction" if space["removed_media"] else ""),
             highlight=False,
@@ -462,6 +473,10 @@ def info(
             console.print(f"  failed {_plain(f['path'])}: {f['stage']}: {_plain(f['reason'])}", highlight=False)
         for f in data["damaged_files"]:
             console.print(f"  damaged {_plain(f['path'])}: {_plain(f['damage'])} (indexed for what decoded)", highlight=False)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -486,6 +501,7 @@ def serve(
     if not 0 < port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {port}")
     if ray:
+        import signal
         import time
 
         from mmsearch.serve_ray import serving
@@ -493,6 +509,7 @@ def serve(
         with serving(ServeConfig(index=root, host=host, port=port, token=token or None, device=device), address=ray_address) as (url, needed):
             console.print(f"mmsearch serving {_plain(os.path.abspath(root))} on Ray Serve at [bold]{url}api/search?q=...[/] (Ctrl-C stops it)"
                           + (f"; send the header 'Authorization: Bearer {needed}'" if needed else ""), highlight=False, soft_wrap=True)
+            signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does (Ray's own handler dumps a stack)
             try:
                 while True:
                     time.sleep(3600)

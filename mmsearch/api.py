@@ -267,7 +267,7 @@ class Index:
             "index": str(self.root),
             "generation": m["generation"],  # of a sharded index: the sum of its shards' generations
             "format_version": m["format_version"],
-            "shards": len(m.get("shards", ())) or 1,  # a vector index's recipe below is then shard 0's
+            "shards": len(m.get("shards", ())) or 1,  # a space's "index" is then shard 0's, "shard_indexes" each shard's
             "media": kinds,
             "paths": len(self.snapshot.media),
             "failures": len(self.snapshot.failures),
@@ -284,6 +284,7 @@ class Index:
                     # (0 when exact search over all of them is the choice for their number)
                     "moments_exact": int(entry.get("derived", {}).get("moments_awaiting_index", 0)),
                     "removed_media": len(entry.get("tombstones", [])),  # skipped at search until compaction
+                    **({"shard_indexes": [shard.get("recipes", {}).get(name, {}) for shard in m["shards"]]} if m.get("shards") else {}),
                 }
                 for name, entry in m.get("spaces", {}).items()
             },

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +77,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         if address is None:
             options["num_cpus"] = num_cpus or usable_cores()
+        _check_reachable(address)
         try:
             ray.init(address=address, **options)
         except ConnectionError as exc:
@@ -89,6 +91,24 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """UsageError when ``address`` names a host and port (``HOST:PORT``, ``ray://HOST:PORT``) on which
+    nothing accepts a connection within ``timeout`` seconds: Ray itself would retry for minutes."""
+    if not address or address == "auto" or address == "local":
+        return
+    bare = address.removeprefix("ray://")
+    host, _, port = (bare if ":" in bare or bare == address else f"{bare}:10001").rpartition(":")  # Ray Client's port
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UsageError(
+            f"no Ray cluster answers at --ray-address {address} ({exc.strerror or exc}): start one with "
+            "`ray start --head` there, or leave out --ray-address to start a local one"
+        ) from None
 
 
 _DECODER: DecodeWorker | None = None  # this Ray worker's decoder process, reused across files

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import secrets
 import time
@@ -33,18 +34,23 @@ from typing import Any
 
 import numpy as np
 
-from .api import Index, SearchResult, open_index, query_answer
+from .api import MODALITIES, Index, SearchResult, open_index, query_answer
 from .errors import MMSearchError, UsageError
 from .filters import MediaFilter, check_query
 from .retrieval import Hit, LocalizeConfig, hit_order, localize_candidates, moment_candidates, stage1
 from .spaces import AUDIO, VISUAL
+from .client import MAX_K, MAX_TEXT, MAX_VIDEOS
 from .server import ServeConfig, is_loopback
 from .store import FAILURE_SCHEMA, MEDIA_SCHEMA, Snapshot, manifest_stamp, read_manifest, shard_count, shard_dirs, shard_of
 
-__all__ = ["LocalShard", "Router", "ShardSearcher", "serving", "sharded_search"]
+__all__ = ["LocalShard", "NotServedError", "Router", "ShardSearcher", "serving", "sharded_search"]
 
 SPACE_OF = {"video": VISUAL, "audio": AUDIO}
 RELOAD_SECONDS = 1.0
+
+
+class NotServedError(UsageError):
+    """A query this router does not serve (the spaces of words, fused queries): HTTP 501."""
 
 
 class ShardSearcher:
@@ -202,15 +208,18 @@ class Router:
             self._embedder = query_index(self.root, manifest, device=self.device)
         return self._embedder
 
-    async def search(self, text: str, *, modality: str = "video", k: int = 10, videos: int = 20, exhaustive: bool = False,
+    async def search(self, text: str, *, modality: str | None = None, k: int = 10, videos: int = 20, exhaustive: bool = False,
                      where: MediaFilter | None = None) -> dict[str, Any]:
-        """One text query: the JSON ``mmsearch query --json`` prints. Raises :class:`UsageError` for a
-        modality this router does not serve (see the module) and for a bad query."""
+        """One text query: the JSON ``mmsearch query --json`` prints. ``modality`` None (the default
+        of ``mmsearch serve``: all spaces fused) and the spaces of words raise :class:`NotServedError`
+        (see the module); an unknown modality or a bad query, :class:`UsageError`."""
         check_query(text, k, videos)
         if modality not in SPACE_OF:
-            raise UsageError(
-                f"mmsearch serve --ray searches the spaces of pictures and sound (modality video or audio), not {modality!r}: "
-                "what is said or written, and fused queries, are served by mmsearch serve"
+            if modality is not None and modality not in MODALITIES:
+                raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+            raise NotServedError(
+                f"mmsearch serve --ray searches the spaces of pictures and sound (modality=video or audio), not "
+                f"{modality or 'all spaces fused (no modality)'}: what is said or written, and fused queries, are served by mmsearch serve"
             )
         embedder = await self._embedder_index()
         space = SPACE_OF[modality]
@@ -226,19 +235,21 @@ def serving(config: ServeConfig, *, address: str | None = None) -> Iterator[tupl
     per shard, the router on ``config.host:config.port`` behind ``mmsearch serve``'s checks: a token
     beyond loopback, loopback Host names without one); yields its URL. ``address``: the Ray cluster
     (None: start a local one; ``auto``: join one). Raises :class:`UsageError` for an index that is
-    not sharded, or without Ray Serve. Yields (its URL, the token it requires or None)."""
-    from fastapi import Depends, FastAPI, HTTPException
+    not sharded, a port in use, or without Ray Serve. Yields (its URL, the token it requires or None)."""
+    from fastapi import Depends, FastAPI, HTTPException, Query
 
     from .distributed import ray_session
-    from .server import Guard, _host_name, _where
+    from .server import Guard, _check_port, _host_name, _where
 
     root = Path(config.index).absolute()
     if not is_loopback(config.host) and not config.token:
         config = dataclasses.replace(config, token=secrets.token_urlsafe(24))
+    read_manifest(root)  # a clear error where there is no index, or no shard committed yet
     count = shard_count(root)
     if count is None:
         raise UsageError(f"the index at {root} is not sharded: serve it with `mmsearch serve` (or build one with --shards N)")
-    read_manifest(root)  # a clear error for an index with no committed shard
+    # Ray Serve's proxy shares a port with any listener (SO_REUSEPORT): a second one would split the traffic
+    _check_port(config.host, config.port)
     try:
         from ray import serve
     except ImportError:
@@ -255,28 +266,41 @@ def serving(config: ServeConfig, *, address: str | None = None) -> Iterator[tupl
             super().__init__([_ServeShard(h) for h in handles], str(root), device)
 
         @app.get("/api/search")
-        async def http_search(self, q: str, modality: str = "video", k: int = 10, videos: int = 20, exhaustive: bool = False,
-                              where: MediaFilter = Depends(_where)) -> dict[str, Any]:
+        # constraints as defaults and annotations of builtins only: annotations are strings here (PEP 563),
+        # which FastAPI resolves in the globals Ray Serve's pickled copy of this function keeps (those its code names)
+        async def http_search(
+            self, q: str = Query(min_length=1, max_length=MAX_TEXT), where: MediaFilter = Depends(_where),
+            k: int = Query(10, ge=1, le=MAX_K), videos: int = Query(20, ge=1, le=MAX_VIDEOS),
+            modality: str | None = Query(None, pattern=f"^({'|'.join(MODALITIES)})$"), exhaustive: bool = False,
+        ) -> dict[str, Any]:
             try:
                 return await self.search(q, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where)
+            except NotServedError as exc:
+                raise HTTPException(501, str(exc)) from None
             except UsageError as exc:
-                raise HTTPException(501 if "serve --ray searches" in str(exc) else 400, str(exc)) from None
+                raise HTTPException(400, str(exc)) from None
             except MMSearchError as exc:
                 raise HTTPException(500, str(exc)) from None
 
         @app.get("/api/health")
         async def health(self) -> dict[str, Any]:
-            manifest = await self.shards[0].call("manifest")
-            return {"status": "ok", "index": str(root), "shards": len(self.shards), "shard_0_generation": manifest["generation"]}
+            manifests = await asyncio.gather(*(s.call("manifest") for s in self.shards))
+            # the generation of the whole index, as read_manifest counts it: the sum of the shards'
+            return {"status": "ok", "index": str(root), "shards": len(self.shards), "generation": sum(m["generation"] for m in manifests)}
 
     # replicas hold no CPU reservation: a local cluster of 2 CPUs places 4 shards and the router (each
     # replica is busy only while it answers); give them resources with .options on a real cluster
     shard = serve.deployment(ShardSearcher, ray_actor_options={"num_cpus": 0})
     handles = [shard.options(name=f"shard-{i:03d}").bind(str(d), device) for i, d in enumerate(shard_dirs(root, count))]
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # mmsearch says where it serves; Ray's INFO lines repeat it
+    import ray
+
+    own_cluster = address is None and not ray.is_initialized()  # started here, and stopped with all it runs
     with ray_session(address):
         serve.start(http_options={"host": config.host, "port": config.port})
         try:
             serve.run(_Router.bind(handles), name="mmsearch", route_prefix="/")
             yield f"http://{config.host}:{config.port}/", config.token
         finally:
-            serve.shutdown()
+            if not own_cluster:  # on a joined cluster Serve is stopped here (its shutdown logs a retried task)
+                serve.shutdown()

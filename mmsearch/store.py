@@ -540,7 +540,8 @@ def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
 def merged_manifest(root: Path, manifests: list[dict[str, Any] | None]) -> dict[str, Any]:
     """One manifest for the shards of a sharded index (None: a shard not committed yet): the
     generation is the sum of theirs, files are named from ``root`` (``shard-001/data/...``), spaces
-    carry the first shard's encoder with the counts summed."""
+    carry the first shard's encoder and recipe with the counts summed; ``shards`` lists each shard's
+    generation and vector-index recipe per space."""
     present = [(d, m) for d, m in zip(shard_dirs(root, len(manifests)), manifests) if m is not None]
     if not present:
         raise IndexNotFoundError(f"the sharded index at {root} has no committed shard yet: run `mmsearch index PATH --index {root}`")
@@ -562,7 +563,11 @@ def merged_manifest(root: Path, manifests: list[dict[str, Any] | None]) -> dict[
         "format": FORMAT,
         "format_version": min(int(m.get("format_version", 0)) for _, m in present),
         "generation": sum(int(m.get("generation", 0)) for _, m in present),
-        "shards": [{"dir": d.name, "generation": int(m["generation"]) if m else 0} for d, m in zip(shard_dirs(root, len(manifests)), manifests)],
+        "shards": [
+            {"dir": d.name, "generation": int(m["generation"]) if m else 0,
+             "recipes": {name: entry.get("recipe", {}) for name, entry in m.get("spaces", {}).items()} if m else {}}
+            for d, m in zip(shard_dirs(root, len(manifests)), manifests)
+        ],
         "committed": max(float(m.get("committed", 0.0)) for _, m in present),
         "config": first.get("config", {}),
         "spaces": spaces,

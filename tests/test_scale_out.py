@@ -106,6 +106,8 @@ def test_four_local_shards_answer_as_one_index(world: dict, tmp_path: Path) -> N
     info = open_index(sharded, device="cpu").info()
     assert info["generation"] == sum(read_manifest(d)["generation"] for d in shard_dirs(sharded, 4))
     assert info["spaces"]["visual"]["frames"] == open_index(world["single"], device="cpu").info()["spaces"]["visual"]["frames"]
+    for space in ("visual", "audio"):  # each shard's own vector index, as its manifest records it
+        assert info["spaces"][space]["shard_indexes"] == [read_manifest(d)["spaces"][space]["recipe"] for d in shard_dirs(sharded, 4)]
 
 
 def test_a_sharded_index_updates_as_one(world: dict, tmp_path: Path) -> None:
@@ -414,8 +416,51 @@ def test_the_ray_serve_router_answers_as_one_index(world: dict, three_shards: Pa
         assert _rows(got["results"]) == [(r.path, r.start, r.end, round(r.score, 5)) for r in expected], (text, query)
         compared += len(expected)
     assert compared > 100
-    with pytest.raises(UsageError, match="served by mmsearch serve"):
-        asyncio.run(router.search("anything", modality="speech"))
+    from mmsearch.serve_ray import NotServedError
+
+    for modality in ("speech", "text", "all", None):  # None: all spaces fused, mmsearch serve's default
+        with pytest.raises(NotServedError, match="served by mmsearch serve"):
+            asyncio.run(router.search("anything", modality=modality))
+    with pytest.raises(UsageError, match="unknown modality") as bad:
+        asyncio.run(router.search("anything", modality="bogus"))
+    assert not isinstance(bad.value, NotServedError)
+
+
+def test_serve_ray_refuses_what_it_cannot_serve_before_starting_ray(world: dict, three_shards: Path, tmp_path: Path) -> None:
+    """No index, an unsharded index, a port in use: one line each, before a Ray cluster is started."""
+    import socket
+
+    from mmsearch.errors import IndexNotFoundError
+    from mmsearch.serve_ray import serving
+    from mmsearch.server import ServeConfig
+
+    with pytest.raises(IndexNotFoundError):
+        with serving(ServeConfig(index=tmp_path / "nosuch")):
+            pass
+    with pytest.raises(UsageError, match="not sharded"):
+        with serving(ServeConfig(index=world["single"])):
+            pass
+    with socket.socket() as held:  # another server (mmsearch serve, or a second serve --ray) on the port
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        with pytest.raises(UsageError, match="cannot listen on 127.0.0.1"):
+            with serving(ServeConfig(index=three_shards, port=held.getsockname()[1])):
+                pass
+
+
+def test_an_unreachable_ray_address_is_refused_at_once(world: dict, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is an extra: pip install 'mmsearch[ray]' (the test command installs it)")
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(UsageError, match=f"no Ray cluster answers at --ray-address 127.0.0.1:{port}"):
+        index_paths([world["media"]], tmp_path / "i", executor="ray", ray_address=f"127.0.0.1:{port}", config=_config(), **OPTIONS)
+    assert time.monotonic() - started < 30  # Ray alone retries for minutes
+    assert not (tmp_path / "i").exists()
 
 
 @pytest.mark.slow
@@ -437,7 +482,10 @@ def test_serve_ray_answers_over_http(world: dict, three_shards: Path) -> None:
     with serving(ServeConfig(index=three_shards, port=port, device="cpu")) as (url, token):
         assert token is None
         health = httpx.get(url + "api/health", timeout=60).json()
-        assert health["shards"] == 3
+        assert health["shards"] == 3 and health["generation"] == read_manifest(three_shards)["generation"] >= 3
+        with pytest.raises(UsageError, match="cannot listen"):  # a second serve --ray on the port would split its traffic
+            with serving(ServeConfig(index=three_shards, port=port, device="cpu")):
+                pass
         for modality, exhaustive in (("video", False), ("audio", False), ("video", True)):
             answer = httpx.get(url + "api/search", params={"q": caption, "modality": modality, "k": 5, "exhaustive": exhaustive},
                                timeout=120)
@@ -446,5 +494,9 @@ def test_serve_ray_answers_over_http(world: dict, three_shards: Path) -> None:
             assert _rows(answer.json()["results"]) == [(r.path, r.start, r.end, round(r.score, 5)) for r in expected]
         words = httpx.get(url + "api/search", params={"q": caption, "modality": "speech"}, timeout=60)
         assert words.status_code == 501 and "mmsearch serve" in words.json()["detail"]
+        fused = httpx.get(url + "api/search", params={"q": caption}, timeout=60)  # no modality: fused, as mmsearch serve
+        assert fused.status_code == 501, fused.text
+        bogus = httpx.get(url + "api/search", params={"q": caption, "modality": "bogus"}, timeout=60)
+        assert bogus.status_code == 422  # refused by validation, as mmsearch serve does
         foreign = httpx.get(url + "api/search", params={"q": caption}, headers={"Host": "evil.example"}, timeout=60)
         assert foreign.status_code in (400, 403)  # another site's name rebound to this machine
