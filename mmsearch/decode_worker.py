@@ -358,8 +358,9 @@ class DecodeWorker:
 
     def messages(self, task: DecodeTask, *, stall_timeout: float) -> Iterator[tuple]:
         """Decode one file: the messages of :func:`decode_into` (``chunk``, ``audio``, ``text``, ending
-        with ``done`` or ``failed``), "alive" ones left out. A process that dies or hangs ends it with
-        ``("failed", "decode", reason)``; then this worker is dead (:attr:`dead`) and a new one is needed."""
+        with ``("done", info)`` or ``("failed", stage, reason)``: its ``error``), "alive" ones left out.
+        A process that dies or hangs ends it with ``("failed", "decode", reason)``; then this worker is
+        dead (:attr:`dead`) and a new one is needed."""
         self.start(task)
         while True:
             if not wait([self.conn], timeout=min(1.0, stall_timeout)):
@@ -375,8 +376,11 @@ class DecodeWorker:
                 return
             if message[0] == "alive":
                 continue
+            if message[0] == "error":  # the decoder's own verdict on the file (it waits for the next one)
+                yield ("failed", *message[1:])
+                return
             yield message
-            if message[0] in ("done", "failed"):
+            if message[0] == "done":
                 return
 
     @property

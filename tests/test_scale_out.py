@@ -274,6 +274,39 @@ def test_the_committer_takes_each_row_once_and_a_file_when_all_its_rows_are_in()
     assert rows.complete(8) == ("failed", "decode", "no video stream")
 
 
+def test_a_decode_task_ends_a_file_that_cannot_be_opened_at_once(world: dict, tmp_path: Path) -> None:
+    """The decode stage's rows for a file the decoder refuses end with its reason, without waiting
+    for the stall timeout, and the same decoder process goes on to the next file."""
+    import pickle
+    import time
+
+    from mmsearch import distributed
+    from mmsearch.decode_worker import DecodeTask
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(os.urandom(5000))
+
+    def rows(path: Path) -> list[tuple]:
+        task = DecodeTask(speech=None, ocr_interval=None, asr_device="cpu", path=str(path), kind="video", fps=1.0, short_side=64,
+                          backend="pyav", chunk_frames=16, visual=True, audio=None)
+        out = distributed.decode_file({"key": 0, "task": pickle.dumps(task)}, memory_limit_mb=4096, stall_timeout=60)
+        return [pickle.loads(row["message"]) for row in out]
+
+    try:
+        started = time.monotonic()
+        failed = rows(broken)
+        assert time.monotonic() - started < 30  # not the 60 s stall timeout
+        assert len(failed) == 1 and failed[0][:2] == ("failed", "decode") and "cannot open" in failed[0][2]
+        decoder = distributed._DECODER
+        good = rows(next(world["media"].glob("*.mp4")))
+        assert good[-1][0] == "done" and any(m[0] == "chunk" for m in good)
+        assert distributed._DECODER is decoder and not decoder.dead  # reused, not replaced
+    finally:
+        if distributed._DECODER is not None:
+            distributed._DECODER.stop()
+            distributed._DECODER = None
+
+
 def _ray_processes(marker: str) -> list[int]:
     """Pids of this user's Ray worker processes whose title (``ray::...``) contains ``marker``."""
     out = []
@@ -310,10 +343,12 @@ def test_ray_indexes_what_is_said_and_written_as_the_local_path(world: dict, tmp
     media = tmp_path / "talk"
     truth = _talking_video(media / "talk.mp4")
     shutil.copy(world["sound"], media / world["sound"].name)  # a file without words beside it
+    (media / "broken.mp4").write_bytes(os.urandom(5000))  # and one that cannot be opened
     words = dict(model="synth-clip", device="cpu", config=_config())
     local = index_paths([media], tmp_path / "local", **words)
     ray = index_paths([media], tmp_path / "ray", shards=2, executor="ray", **words)
-    assert not ray.failed and ray.text_segments == local.text_segments > 0
+    assert ray.failed == local.failed and [f[0] for f in ray.failed] == [str(media / "broken.mp4")]
+    assert ray.text_segments == local.text_segments > 0
     assert _table_counts(tmp_path / "ray") == _table_counts(tmp_path / "local")
     spaces = open_index(tmp_path / "ray", device="cpu").info()["spaces"]
     assert {"speech", "text"} <= set(spaces)
