@@ -254,6 +254,9 @@ def _plan(
     found = {str(f) for f in files}
     known_hashes = writer.hashes()
     by_path = dict(writer.paths)
+    row_of_media: dict[int, dict[str, Any]] = {}  # a path row of each media id: moved files and copies start from it
+    for row in by_path.values():
+        row_of_media.setdefault(int(row["media_id"]), row)
     next_id = writer.next_media_id()
     planned_hashes: dict[str, _Pending] = {}
     listings: dict[str, list[os.DirEntry]] = {}
@@ -298,7 +301,7 @@ def _plan(
         report.timings["hash"] += time.perf_counter() - t0
         if digest in known_hashes and not subtitles_changed:  # new subtitles: the video is indexed again
             media_id = known_hashes[digest]
-            template = next(r for r in writer.paths.values() if r["media_id"] == media_id)
+            template = row_of_media[int(media_id)]
             writer.put_path({**template, "path": path, "size": st.st_size, "mtime": st.st_mtime})
             if _vanished(template["path"]):
                 report.moved.append((template["path"], path))
