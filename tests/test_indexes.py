@@ -267,3 +267,21 @@ def test_an_inverted_file_never_answers_short_while_rows_remain() -> None:
     assert (ids >= 0).all() and all(len(set(row)) == 500 for row in ids)
     assert np.all(np.diff(scores, axis=1) <= 1e-6)  # still best first
     np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, x[ids]), atol=1e-5)  # each row's own score
+
+
+def test_row_vectors_read_in_place_are_views_of_the_mapping_with_the_same_rows(tmp_path) -> None:
+    from mmsearch.indexes import RowVectors, exact_search
+
+    rng = np.random.default_rng(3)
+    parts = []
+    for i, n in enumerate((300, 500)):
+        np.save(tmp_path / f"p{i}.npy", rng.standard_normal((n, 16)).astype(np.float32))
+        parts.append(np.load(tmp_path / f"p{i}.npy", mmap_mode="r"))
+    copied, mapped = RowVectors(parts, 16), RowVectors(parts, 16).read_in_place()
+    inside, across = mapped.view(100)[0:150], mapped[250:400]
+    assert np.shares_memory(inside, parts[0]) and not np.shares_memory(copied.view(100)[0:150], parts[0])
+    np.testing.assert_array_equal(inside, copied[100:250])
+    np.testing.assert_array_equal(across, copied[250:400])  # two parts joined: a copy, the same rows
+    queries = rng.standard_normal((3, 16)).astype(np.float32)
+    for got, want in zip(exact_search(queries, mapped, 7, chunk=128), exact_search(queries, copied, 7, chunk=128)):
+        np.testing.assert_array_equal(got, want)
