@@ -28,26 +28,11 @@ of the vector indexes alone (batched, untimed) at the depths the two modes ask f
 index's top 10 and top ``max(50, 20 k)`` (``mmsearch.retrieval.moment_candidates``), the media
 index's top ``--videos``, with each shard's tuned search parameters.
 
-Corpus (shaped like the visual space of users' libraries): ``--media`` items of varied length
-(log-normal, median 35 s, mean ~48 s, clipped to 3-400 s), one segment per second. A segment's
-vector is ``0.55 g + 0.45 theme + 0.5 topic + 0.45 shot + drift``, L2-normalised: ``g`` a
-direction every image vector shares (CLIP image vectors of unrelated pictures sit at cosine
-~0.3), ``theme`` one of ``--themes`` shared by many media, ``topic`` the media item's own, ``shot``
-one of its 1-4 shots (cut at random seconds), ``drift`` an AR(1) walk along the seconds
-(coefficient 0.9, stationary length 0.3) so neighbouring seconds are close and distant ones
-drift apart. Unrelated segments sit at cosine ~0.3, the same theme ~0.5, the same media ~0.7,
-the same shot >0.9.
+Corpus and queries: ``benchmarks/_corpus.py`` (media of varied length with shots, shared themes and
+a drift along the seconds; text-like queries across the modality gap, cosine ~0.4 with their
+source). The mean cosine of each query with the segment it was made from is reported.
 
-Queries are text-like, not copies of indexed vectors: CLIP's text vectors lie in a cone apart
-from its image vectors (the modality gap), so a query is ``0.8 t + 0.6 c + 0.7 n`` normalised,
-with ``t`` a fixed text-modality direction (shared by all queries, orthogonal to ``g``), ``c``
-the content of a random second of a random media item without the shared image direction
-(its theme + topic + shot + drift, normalised) and ``n`` isotropic noise: its best segment
-answers at cosine ~0.4, as a caption matches its picture, and unrelated media at ~0. The mean
-cosine of each query with the segment it was made from is reported.
-
-Memory: the vectors (segments x dim x 4 bytes, 400 MB at the default) are held once and written
-to four indexes (about 0.6 GB each on disk, under a temporary folder removed afterwards unless
+Memory: each media item's vectors are made when written; they go to four indexes (about 0.6 GB each on disk, under a temporary folder removed afterwards unless
 ``--keep``).
 """
 
@@ -65,111 +50,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import describe, machine_info, write_json  # noqa: E402
+from _corpus import Corpus, build_index, index_state  # noqa: E402
 
 MODES = ("two-stage", "exhaustive")
-
-
-# -- corpus ---------------------------------------------------------------------------------
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-class Corpus:
-    """The segment vectors of every media item (one flat array, ``offsets`` into it), and what made them."""
-
-    def __init__(self, media: int, dim: int, *, themes: int, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        self.dim = dim
-        lengths = np.exp(rng.normal(np.log(35.0), 0.8, media))
-        self.lengths = np.clip(np.round(lengths), 3, 400).astype(np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
-        n = int(self.offsets[-1])
-        self.shared = unit(rng.standard_normal(dim))  # g
-        theme_vecs = unit(rng.standard_normal((themes, dim)))
-        self.vectors = np.empty((n, dim), np.float32)
-        self.content = np.empty((n, dim), np.float32)  # the part without g, for queries (unnormalised)
-        rho, sigma = 0.9, 0.3
-        for m in range(media):
-            length = int(self.lengths[m])
-            theme = theme_vecs[rng.integers(themes)]
-            topic = unit(rng.standard_normal(dim))
-            shots = int(rng.integers(1, 5))
-            cuts = np.sort(rng.choice(np.arange(1, length), size=min(shots - 1, length - 1), replace=False)) if length > 1 else []
-            shot_of = np.zeros(length, np.int64)
-            for c in cuts:
-                shot_of[c:] += 1
-            shot_vecs = unit(rng.standard_normal((shot_of[-1] + 1, dim)))
-            noise = rng.standard_normal((length, dim)).astype(np.float32) / np.sqrt(dim)
-            drift = np.empty((length, dim), np.float32)
-            drift[0] = sigma * noise[0]
-            step = sigma * np.sqrt(1 - rho**2)
-            for t in range(1, length):
-                drift[t] = rho * drift[t - 1] + step * noise[t]
-            content = 0.45 * theme + 0.5 * topic + 0.45 * shot_vecs[shot_of] + drift
-            lo, hi = self.offsets[m], self.offsets[m + 1]
-            self.content[lo:hi] = content
-            self.vectors[lo:hi] = unit(0.55 * self.shared + content)
-
-    @property
-    def media(self) -> int:
-        return len(self.lengths)
-
-    def segments(self, m: int) -> np.ndarray:
-        return self.vectors[self.offsets[m] : self.offsets[m + 1]]
-
-    def queries(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` text-like query vectors (see the module) and the cosine of each with the segment it was made from."""
-        rng = np.random.default_rng(seed)
-        text_dir = rng.standard_normal(self.dim)
-        text_dir = unit(text_dir - (text_dir @ self.shared) * self.shared)  # t, orthogonal to g
-        rows = rng.integers(0, len(self.vectors), n)
-        content = unit(self.content[rows])
-        noise = unit(rng.standard_normal((n, self.dim)))
-        q = unit(0.8 * text_dir + 0.6 * content + 0.7 * noise)
-        return q, np.einsum("ij,ij->i", q, self.vectors[rows])
-
-
-# -- indexes --------------------------------------------------------------------------------
-def build_index(root: Path, corpus: Corpus, *, shards: int, exact: bool) -> dict[str, Any]:
-    """Write ``corpus`` to a new index at ``root`` (``shards`` > 1: sharded) as ``mmsearch index`` would; returns timings."""
-    from mmsearch.derive import frame_segments
-    from mmsearch.indexes import IndexRecipe
-    from mmsearch.ingest import IngestConfig, _recipe_chooser, open_writer
-    from mmsearch.sharding import open_deriver
-
-    config = IngestConfig()
-    recipe_for = (lambda n, dim: IndexRecipe("Flat", {}, n)) if exact else _recipe_chooser(config, shards)
-    encoder = {"spec": {"family": "bench", "model": "synthetic", "pretrained": None, "options": {}},
-               "identity": {"model": "synthetic", "dim": corpus.dim}}
-    t0 = time.perf_counter()
-    with open_writer(root, config, shards=shards) as writer, open_deriver(writer, moments=config.moments, recipe_for=recipe_for) as deriver:
-        writer.ensure_space("visual", encoder, corpus.dim, anchor="start")
-        for m in range(corpus.media):
-            duration = float(corpus.lengths[m])
-            writer.put_path({
-                "media_id": m, "path": f"/bench/{m:08d}.mp4", "size": 1, "mtime": 0.0, "content_hash": f"{m:040x}",
-                "kind": "video", "duration": duration, "width": 1280, "height": 720, "spaces": "visual",
-            })
-            starts, ends = frame_segments(np.arange(corpus.lengths[m], dtype=np.float64), duration=duration)
-            deriver.add_segments("visual", m, starts, ends, corpus.segments(m), duration=duration)
-        t1 = time.perf_counter()
-        deriver.commit(wait=True)
-        t2 = time.perf_counter()
-    return {"add_s": round(t1 - t0, 2), "commit_s": round(t2 - t1, 2), "build_s": round(t2 - t0, 2)}
-
-
-def index_state(idx: Any) -> dict[str, Any]:
-    """Rows and recipe (factory and tuned search parameters) of each shard's moment and media index."""
-    from mmsearch.indexes import ShardedRowIndex
-
-    space = idx.snapshot.spaces["visual"]
-    out: dict[str, Any] = {}
-    for name, index in (("moment_index", space.moment_index), ("media_index", space.media_index)):
-        parts = index.shards if isinstance(index, ShardedRowIndex) else [index]
-        out[name] = [{"rows": int(p.ntotal), **p.recipe.to_dict()} for p in parts]
-    out["segments"] = int(len(space.segment_rows))
-    out["moments"] = int(len(space.moments))
-    return out
 
 
 def short_recipe(parts: list[dict[str, Any]]) -> str:
@@ -245,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {describe(info)}", flush=True)
     t0 = time.perf_counter()
     corpus = Corpus(args.media, args.dim, themes=args.themes, seed=args.seed)
-    queries, target_cos = corpus.queries(args.warmup + args.queries, seed=args.seed + 1)
+    queries, target_cos, _ = corpus.queries(args.warmup + args.queries, seed=args.seed + 1)
     gen_s = time.perf_counter() - t0
-    print(f"corpus: {corpus.media} media, {len(corpus.vectors)} segments of {args.dim} "
+    print(f"corpus: {corpus.media} media, {corpus.segment_count} segments of {args.dim} "
           f"(length median {np.median(corpus.lengths):.0f} s, min {corpus.lengths.min()}, max {corpus.lengths.max()}) "
           f"in {gen_s:.1f} s; query cosine with its source segment: mean {target_cos.mean():.3f}", flush=True)
 
@@ -264,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             timing = build_index(root, corpus, shards=shards, exact=exact)
             idx = open_index(root, device="cpu")
             state = index_state(idx)
-            if state["segments"] != len(corpus.vectors):
-                raise SystemExit(f"{name}: the index holds {state['segments']} segments, not {len(corpus.vectors)}")
+            if state["segments"] != corpus.segment_count:
+                raise SystemExit(f"{name}: the index holds {state['segments']} segments, not {corpus.segment_count}")
             indexes.append(idx)
             rows.append({"config": name, "shards": shards, "exact": exact, **timing, **state})
             parts = ", ".join(f"{p['factory']} ({p['rows']} rows)" for p in state["moment_index"])
@@ -315,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     elapsed = time.perf_counter() - started
-    title = (f"sharded search: {corpus.media} media, {len(corpus.vectors)} segments, {rows[0]['moments']} moments, d={args.dim}; "
+    title = (f"sharded search: {corpus.media} media, {corpus.segment_count} segments, {rows[0]['moments']} moments, d={args.dim}; "
              f"{args.queries} text-like queries, each timed alone, k={args.k}, two-stage over {args.videos} media; "
              f"recall@10 against the exact index")
     print(title)
@@ -353,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "shard_search", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": info,
             "args": {k: str(v) for k, v in vars(args).items()},
             "corpus": {
-                "media": corpus.media, "segments": int(len(corpus.vectors)), "moments": rows[0]["moments"], "dim": args.dim,
+                "media": corpus.media, "segments": int(corpus.segment_count), "moments": rows[0]["moments"], "dim": args.dim,
                 "themes": args.themes, "length_s": {"min": int(corpus.lengths.min()), "median": float(np.median(corpus.lengths)),
                                                     "mean": round(float(corpus.lengths.mean()), 2), "max": int(corpus.lengths.max())},
                 "generate_s": round(gen_s, 2),
