@@ -277,7 +277,8 @@ class Deriver:
         else:
             # synchronously: a build first, then the extension of what it gave (a failed build: of the old index)
             for step in range(2 if synchronous else 1):
-                self._start_jobs(level, vectors, wanted, n_live, w.root / DATA, synchronous=synchronous, may_build=step == 0)
+                self._start_jobs(level, vectors, wanted, n_live, w.root / DATA, synchronous=synchronous, may_build=step == 0,
+                                 queries=w.query_probes(space))
                 if synchronous:
                     changed |= self._collect(level, True)
         if changed:
@@ -313,13 +314,15 @@ class Deriver:
         return changed
 
     def _start_jobs(
-        self, level: _Level, vectors: RowVectors, wanted: IndexRecipe, n_live: int, folder: Path, *, synchronous: bool, may_build: bool
+        self, level: _Level, vectors: RowVectors, wanted: IndexRecipe, n_live: int, folder: Path, *, synchronous: bool, may_build: bool,
+        queries: np.ndarray | None = None,
     ) -> None:
-        """A build when the index is missing or stale (none running), an extension when it lags the rows (none running)."""
+        """A build when the index is missing or stale (none running), an extension when it lags the rows (none running).
+        ``queries``: the space's query probes, which a build tunes on as well."""
         current = level.index
         stale = current is None or current.recipe.factory != wanted.factory or not current.recipe.covers(n_live)
         if may_build and stale and level.build is None and level.staged is None:
-            level.build = self._submit(_build, vectors, wanted, folder, synchronous=synchronous, worker="build")
+            level.build = self._submit(_build, vectors, wanted, folder, queries, synchronous=synchronous, worker="build")
             if synchronous:
                 return  # the extension, if any, starts from what the build gives
         target = level.staged[0] if level.staged is not None else level.index
@@ -385,10 +388,11 @@ def _drop(future: Future) -> None:
         future.result()[1].discard()
 
 
-def _build(vectors: RowVectors, recipe: IndexRecipe, folder: Path, *, pause: Callable[[], Any] | None) -> Job:
-    """Train, fill and tune an index over ``vectors`` (streamed in chunks); codes only, re-ranking from the shards."""
+def _build(vectors: RowVectors, recipe: IndexRecipe, folder: Path, queries: np.ndarray | None, *, pause: Callable[[], Any] | None) -> Job:
+    """Train, fill and tune an index over ``vectors`` (streamed in chunks) and, tuning, over ``queries``
+    too (the space's query probes, or None); codes only, re-ranking from the shards."""
     # k-means samples and tuning re-rank rows all over the shards: leave those pages to the page cache
-    index = VectorIndex.build(vectors.releasing(), recipe=recipe, refine_outside=True, pause=pause)
+    index = VectorIndex.build(vectors.releasing(), recipe=recipe, refine_outside=True, pause=pause, queries=queries)
     index.refine = vectors
     if pause is not None:
         pause()

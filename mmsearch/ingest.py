@@ -29,6 +29,7 @@ from .derive import Deriver, frame_segments, upgrade_index
 from .speech import DEFAULT_ASR_MODEL
 from .errors import EncoderMismatchError, UsageError
 from .media import discover, media_kind
+from .probes import PROBED_SPACES, probe_captions
 from .spaces import AUDIO, COMMON_AUDIO, COMMON_VISUAL, SPACES_BY_KIND, SPEECH, TEXT, TEXT_SPACES, VISUAL, anchor_of
 from .sharding import ShardedDeriver, ShardedWriter, open_deriver, open_sharded_writer
 from .store import IndexWriter, index_exists
@@ -120,6 +121,9 @@ class _Encoders(dict):
         encoder = self.factories[space]()
         _check_encoder(self.writer, space, encoder)
         self.writer.ensure_space(space, _encoder_record(encoder), encoder.dim, anchor=anchor_of(space))
+        if space in PROBED_SPACES and not self.writer.spaces[space].get("query_probes"):
+            # text vectors like users' queries, to tune this space's vector indexes on (mmsearch.probes)
+            self.writer.set_query_probes(space, encoder.encode_text(probe_captions(space)))
         self[space] = encoder
         return encoder
 

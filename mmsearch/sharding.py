@@ -143,6 +143,10 @@ class ShardedWriter:
         for w in self.shards:
             w.ensure_space(space, encoder, dim, anchor=anchor)
 
+    def set_query_probes(self, space: str, vectors: np.ndarray) -> None:
+        for w in self.shards:  # each shard's indexes are tuned on them
+            w.set_query_probes(space, vectors)
+
     def hashes(self) -> dict[str, int]:
         return {h: m for w in self.shards for h, m in w.hashes().items()}
 

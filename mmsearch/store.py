@@ -742,6 +742,27 @@ class IndexWriter:
         self._drop_pending_indexes(space)
         self.spaces[space] = _new_space(encoder, dim, anchor)
 
+    def set_query_probes(self, space: str, vectors: np.ndarray) -> None:
+        """Keep ``(m, dim)`` float32 vectors like the queries ``space`` will get (its encoder's text
+        vectors of generic captions, :mod:`mmsearch.probes`) in the index: the derive stage tunes
+        the space's vector indexes on them too. Written once per space; later calls are ignored."""
+        entry = self.spaces[space]
+        if entry.get("query_probes"):
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != int(entry["dim"]):
+            raise ValueError(f"query probes of {space} must be (m, {entry['dim']}), got {vectors.shape}")
+        rel = f"{DATA}/{space}-query-probes.npy"
+        self._checked[rel] = _write_npy(vectors, str(self.root / rel))
+        self._new_files.append(rel)
+        entry["query_probes"] = rel
+        self.dirty = True
+
+    def query_probes(self, space: str) -> np.ndarray | None:
+        """The query probes of ``space`` (:meth:`set_query_probes`), ``(m, dim)`` float32, or None."""
+        rel = self.spaces.get(space, {}).get("query_probes")
+        return np.array(_load_npy(self.root / rel)) if rel else None
+
     def attach(self, rel: str) -> None:
         """Make a file written into the index directory part of this and later generations."""
         self.dirty = True
@@ -998,6 +1019,8 @@ class IndexWriter:
                 for shard in shards:
                     keep.update([shard["vectors"], shard["rows"]])
             keep.update(i["file"] for i in entry.get("indexes", {}).values() if i.get("file"))
+            if entry.get("query_probes"):
+                keep.add(entry["query_probes"])
         old_files = self.manifest.get("files", {})
         files = {}
         for rel in sorted(keep):

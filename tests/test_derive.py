@@ -294,3 +294,30 @@ def test_closing_stops_a_background_build_at_its_next_step(tmp_path, monkeypatch
     closer.join(timeout=10)
     assert not closer.is_alive() and time.perf_counter() - t0 < 5
     assert not list((tmp_path / "idx" / "data").glob(".tmp-*"))  # nothing half-made left behind
+
+
+def test_query_probes_are_kept_in_the_index_and_tune_the_indexes_built_after(tmp_path):
+    lib = Library(tmp_path / "idx")
+    probes = _unit(np.random.default_rng(5).standard_normal((40, DIM)))
+    lib.writer.set_query_probes("visual", probes)
+    lib.writer.set_query_probes("visual", probes[:3])  # kept once: a later call changes nothing
+    lib.writer.ensure_space("audio", ENCODER, DIM, anchor="start")
+    with pytest.raises(ValueError, match="must be"):
+        lib.writer.set_query_probes("audio", probes[:, :5])  # not of the space's dimension
+    lib.add(60)
+    lib.deriver.commit()
+    entry = lib.writer.spaces["visual"]
+    tuned = entry["indexes"]["moments"]["recipe"]["params"]
+    assert tuned["query_probes"] == 40 and 0.0 <= tuned["query_recall_at_10"] <= 1.0
+    assert tuned["recall_at_10"] <= tuned["query_recall_at_10"] + 1e-9  # the lower of the two probe sets
+    manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
+    assert entry["query_probes"] in manifest["files"]  # checksummed, kept by every later generation
+    lib.add(5)
+    lib.deriver.commit()
+    lib.close()
+    manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
+    verify_files(tmp_path / "idx", manifest, full=True)
+    reopened = IndexWriter(tmp_path / "idx")
+    np.testing.assert_array_equal(reopened.query_probes("visual"), probes)
+    assert reopened.query_probes("nosuch") is None
+    reopened.close()

@@ -26,6 +26,23 @@ def built(video_corpus, random_clip_checkpoint, tmp_path_factory):
     return {"index": index_dir, "report": report, **video_corpus}
 
 
+def test_the_index_keeps_its_encoders_text_vectors_of_generic_captions_as_query_probes(built):
+    """Tuning material for the inverted files of a large library (mmsearch.probes): the visual
+    encoder's own text vectors of the shipped captions, the same as a query of those words embeds."""
+    from mmsearch.probes import probe_captions
+    from mmsearch.store import IndexWriter
+
+    writer = IndexWriter(built["index"])
+    try:
+        probes = writer.query_probes("visual")
+    finally:
+        writer.close()
+    idx = mmsearch.open_index(built["index"], device="cpu")
+    captions = probe_captions("visual")
+    assert probes.shape == (len(captions), idx.info()["spaces"]["visual"]["encoder"]["dim"])
+    np.testing.assert_allclose(probes[:5], idx.embed_queries(text=captions[:5]), atol=1e-5)
+
+
 def _query_frame(path: Path, t: float, out: Path) -> Path:
     from PIL import Image
 
