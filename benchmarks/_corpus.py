@@ -30,6 +30,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 RHO, SIGMA = 0.9, 0.3  # the drift's AR(1) coefficient and stationary length
+PROBES, PROBE_SEED = 200, 1_000_003  # query probes an index is tuned on; their seed, apart from the benchmarks' query seeds
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -92,11 +93,13 @@ class Corpus:
         return q, np.einsum("ij,ij->i", q, source), np.stack([media, seconds], axis=1)
 
 
-def build_index(root: Path, corpus: Corpus, *, shards: int = 1, exact: bool = False) -> dict[str, Any]:
+def build_index(root: Path, corpus: Corpus, *, shards: int = 1, exact: bool = False, probes: int = PROBES) -> dict[str, Any]:
     """Write ``corpus`` to a new index at ``root`` (``shards`` > 1: sharded) as ``mmsearch index`` would:
     ``IndexWriter.put_path`` and ``Deriver.add_segments`` per media item, one final
     ``commit(wait=True)``, each vector index the recipe ``mmsearch index`` chooses for its size
-    (``exact``: forced to ``Flat``). Returns timings in seconds."""
+    (``exact``: forced to ``Flat``) and tuned on ``probes`` text-like query probes too (held out
+    from the measured queries; ``mmsearch index`` keeps its encoder's text vectors of generic
+    captions, :mod:`mmsearch.probes`; 0: none, as before issue #18). Returns timings in seconds."""
     from mmsearch.derive import frame_segments
     from mmsearch.indexes import IndexRecipe
     from mmsearch.ingest import IngestConfig, _recipe_chooser, open_writer
@@ -109,6 +112,8 @@ def build_index(root: Path, corpus: Corpus, *, shards: int = 1, exact: bool = Fa
     t0 = time.perf_counter()
     with open_writer(root, config, shards=shards) as writer, open_deriver(writer, moments=config.moments, recipe_for=recipe_for) as deriver:
         writer.ensure_space("visual", encoder, corpus.dim, anchor="start")
+        if probes:
+            writer.set_query_probes("visual", corpus.queries(probes, seed=PROBE_SEED)[0])
         for m in range(corpus.media):
             duration = float(corpus.lengths[m])
             writer.put_path({
