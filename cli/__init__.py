@@ -405,6 +405,8 @@ def _describe_recipe(recipe: dict) -> str:
     params = recipe.get("params", {})
     shown = ", ".join(f"{k}={params[k]}" for k in ("nprobe", "efSearch", "k_factor_rf") if k in params)
     measured = f"recall@10 {params['recall_at_10']}" if "recall_at_10" in params else "exact"
+    if "query_recall_at_10" in params:  # on the query probes (mmsearch.probes); recall_at_10 is the lower of the two
+        measured += f" (on query probes {params['query_recall_at_10']})"
     if "tuned_ms" in params:
         measured += f" in {params['tuned_ms']} ms"
     return f"{recipe.get('factory')} ({shown + '; ' if shown else ''}{measured}; chosen for {recipe.get('chosen_for', 0)} vectors)"
@@ -500,25 +502,29 @@ def serve(
     root = _index_dir(index)
     if not 0 < port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {port}")
+    if ray_address is not None and not ray:
+        raise UsageError("--ray-address is for --ray (a sharded index on Ray Serve): add --ray, or leave out --ray-address")
     if ray:
         import signal
         import time
 
         from mmsearch.serve_ray import serving
 
-        with serving(ServeConfig(index=root, host=host, port=port, token=token or None, device=device), address=ray_address) as (url, needed):
-            console.print(f"mmsearch serving {_plain(os.path.abspath(root))} on Ray Serve at [bold]{url}api/search?q=...[/] (Ctrl-C stops it)"
-                          + (f"; send the header 'Authorization: Bearer {needed}'" if needed else ""), highlight=False, soft_wrap=True)
-            signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does (Ray's own handler dumps a stack)
-            try:
+        try:
+            with serving(ServeConfig(index=root, host=host, port=port, token=token or None, device=device), address=ray_address) as (url, needed):
+                console.print(f"mmsearch serving {_plain(os.path.abspath(root))} on Ray Serve at [bold]{url}api/search?q=...[/] (Ctrl-C stops it)"
+                              + (f"; send the header 'Authorization: Bearer {needed}'" if needed else ""), highlight=False, soft_wrap=True)
+                sys.stdout.flush()  # the address, at once, also into a pipe
+                signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does (Ray's own handler dumps a stack)
                 while True:
                     time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, also while Ray stops: stopped, as mmsearch serve stops
+            pass
         return
 
     def ready(url: str) -> None:
         console.print(f"mmsearch serving {_plain(os.path.abspath(root))} at [bold]{url}[/] (Ctrl-C stops it)", highlight=False, soft_wrap=True)
+        sys.stdout.flush()
 
     run_server(ServeConfig(index=root, host=host, port=port, token=token or None, device=device), on_ready=ready)
 
@@ -732,7 +738,8 @@ def main() -> None:
         raise
     # Without standalone mode, an interrupt (Ctrl-C) and typer's own exits come back as a return code.
     if returned == 130:
-        err_console.print("interrupted; the index keeps everything committed so far, run the same command to resume")
+        resumable = len(sys.argv) > 1 and sys.argv[1] == "index"
+        err_console.print("interrupted" + ("; the index keeps everything committed so far, run the same command to resume" if resumable else ""))
     if isinstance(returned, int) and returned:
         sys.exit(returned)
 

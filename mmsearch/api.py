@@ -115,6 +115,12 @@ def index_paths(
     """
     if executor not in EXECUTORS:
         raise UsageError(f"unknown --executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if ray_address is not None and executor != "ray":
+        raise UsageError("--ray-address is for --executor ray: add --executor ray, or leave out --ray-address")
+    if executor == "ray":  # before any file is read: Ray installed, the cluster reachable
+        from .distributed import check_ray
+
+        check_ray(ray_address)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     root = index_dir(index)

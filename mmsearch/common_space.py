@@ -331,6 +331,11 @@ def _save_loss_plot(root: Path, version: int, losses: list[float]) -> str | None
 
 def load_heads(snapshot: Snapshot) -> ProjectionHeads:
     common = snapshot.manifest.get("common")
+    if not common and snapshot.manifest.get("shards"):
+        raise UsageError(
+            f"the index at {snapshot.root} is sharded and has no common space (train-space learns from one shard only): "
+            "search pictures with words or an image, sound with words or a sound, or build a 1-shard index for the common space"
+        )
     if not common:
         raise UsageError(
             f"the index at {snapshot.root} has no common space yet: run `mmsearch train-space --index {snapshot.root}` first"

@@ -31,9 +31,11 @@ Needs ``pip install "mmsearch[ray]"``.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,7 +45,7 @@ from .encoders import EncoderSpec
 from .errors import UsageError
 from .ingest import IngestConfig, IngestReport, ProgressFn, Runner, _fail, _finish, _Pending, _task, add_embedded, embed_message
 
-__all__ = ["EmbedStage", "FileRows", "decode_file", "ray_runner", "ray_session"]
+__all__ = ["EmbedStage", "FileRows", "check_ray", "decode_file", "ray_runner", "ray_session"]
 
 log = logging.getLogger("mmsearch.distributed")
 
@@ -78,9 +80,21 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         if address is None:
             options["num_cpus"] = num_cpus or usable_cores()
         _check_reachable(address)
+        if address is not None:
+            # Ray retries a cluster that does not answer for ~20 s (1 s apart); 5 s is enough for one that
+            # runs, and the user's own setting wins (Ray's "explicit operator budget", ray/_private/node.py)
+            os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
         try:
-            ray.init(address=address, **options)
+            with warnings.catch_warnings():  # Ray Client's own timeout warning repeats the error below
+                warnings.simplefilter("ignore", UserWarning)
+                ray.init(address=address, **options)
         except ConnectionError as exc:
+            if "auth" in str(exc.__cause__ or "").lower():  # Ray's token authentication (on by default since 2.5x)
+                raise UsageError(
+                    f"the Ray cluster at --ray-address {address} asks for its authentication token: give it as "
+                    "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (see https://docs.ray.io/en/latest/ray-security/token-auth.html), "
+                    "or use --ray-address auto on a node of the cluster"
+                ) from None
             raise UsageError(
                 f"no Ray cluster answers at --ray-address {address} ({exc}): start one with `ray start --head`, "
                 "or leave out --ray-address to start a local one"
@@ -93,22 +107,44 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
             ray.shutdown()
 
 
-def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
-    """UsageError when ``address`` names a host and port (``HOST:PORT``, ``ray://HOST:PORT``) on which
-    nothing accepts a connection within ``timeout`` seconds: Ray itself would retry for minutes."""
-    if not address or address == "auto" or address == "local":
+def check_ray(address: str | None) -> None:
+    """Raise :class:`UsageError` at once when Ray is not installed or nothing answers at ``address``
+    (see :func:`ray_session`), before a run does any work."""
+    _ray()
+    _check_reachable(address)
+
+
+def _check_reachable(address: str | None, timeout: float = 3.0) -> None:
+    """UsageError when ``address`` names a host and port (``HOST:PORT``, ``ray://HOST:PORT``) where
+    no gRPC server (Ray's GCS and Ray Client speak gRPC) answers within ``timeout`` seconds: Ray
+    itself would retry for 20 s to minutes. A TCP connection alone proves nothing where a proxy
+    accepts every connection, so the check sends HTTP/2's connection preface and waits for the
+    server's SETTINGS frame (RFC 9113, section 3.4)."""
+    if not address or address in ("auto", "local"):
         return
     bare = address.removeprefix("ray://")
     host, _, port = (bare if ":" in bare or bare == address else f"{bare}:10001").rpartition(":")  # Ray Client's port
     if not host or not port.isdigit():
         raise UsageError(f"--ray-address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))  # preface, empty SETTINGS
+            header = b""
+            while len(header) < 9:
+                got = conn.recv(9 - len(header))
+                if not got:
+                    break
+                header += got
     except OSError as exc:
-        raise UsageError(
-            f"no Ray cluster answers at --ray-address {address} ({exc.strerror or exc}): start one with "
-            "`ray start --head` there, or leave out --ray-address to start a local one"
-        ) from None
+        reason = exc.strerror or str(exc) or type(exc).__name__
+    else:
+        if len(header) == 9 and header[3] == 4:  # a SETTINGS frame: an HTTP/2 (gRPC) server
+            return
+        reason = "something answers there, but not Ray"
+    raise UsageError(
+        f"no Ray cluster answers at --ray-address {address} ({reason}): start one with `ray start --head` there, "
+        "or leave out --ray-address to start a local one"
+    )
 
 
 _DECODER: DecodeWorker | None = None  # this Ray worker's decoder process, reused across files

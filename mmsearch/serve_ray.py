@@ -238,7 +238,7 @@ def serving(config: ServeConfig, *, address: str | None = None) -> Iterator[tupl
     not sharded, a port in use, or without Ray Serve. Yields (its URL, the token it requires or None)."""
     from fastapi import Depends, FastAPI, HTTPException, Query
 
-    from .distributed import ray_session
+    from .distributed import check_ray, ray_session
     from .server import Guard, _check_port, _host_name, _where
 
     root = Path(config.index).absolute()
@@ -250,6 +250,7 @@ def serving(config: ServeConfig, *, address: str | None = None) -> Iterator[tupl
         raise UsageError(f"the index at {root} is not sharded: serve it with `mmsearch serve` (or build one with --shards N)")
     # Ray Serve's proxy shares a port with any listener (SO_REUSEPORT): a second one would split the traffic
     _check_port(config.host, config.port)
+    check_ray(address)
     try:
         from ray import serve
     except ImportError:

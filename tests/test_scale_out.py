@@ -496,6 +496,15 @@ def test_an_unreachable_ray_address_is_refused_at_once(world: dict, tmp_path: Pa
         index_paths([world["media"]], tmp_path / "i", executor="ray", ray_address=f"127.0.0.1:{port}", config=_config(), **OPTIONS)
     assert time.monotonic() - started < 30  # Ray alone retries for minutes
     assert not (tmp_path / "i").exists()
+    with pytest.raises(UsageError, match="--ray-address is for --executor ray"):  # not ignored without Ray
+        index_paths([world["media"]], tmp_path / "i", ray_address="auto", config=_config(), **OPTIONS)
+    assert not (tmp_path / "i").exists()
+
+
+def test_a_sharded_index_says_why_it_has_no_common_space(world: dict, three_shards: Path) -> None:
+    with pytest.raises(UsageError, match="sharded and has no common space") as refused:
+        open_index(three_shards, device="cpu").search(audio=world["sound"], modality="video")
+    assert "train-space --index" not in str(refused.value)  # not advice that train-space refuses
 
 
 @pytest.mark.slow
