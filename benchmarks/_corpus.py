@@ -30,6 +30,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 RHO, SIGMA = 0.9, 0.3  # the drift's AR(1) coefficient and stationary length
+FLUSH_MEDIA = 2000  # media whose rows are written to shard files at a time
 PROBES, PROBE_SEED = 200, 1_000_003  # query probes an index is tuned on; their seed, apart from the benchmarks' query seeds
 
 
@@ -122,6 +123,9 @@ def build_index(root: Path, corpus: Corpus, *, shards: int = 1, exact: bool = Fa
             })
             starts, ends = frame_segments(np.arange(corpus.lengths[m], dtype=np.float64), duration=duration)
             deriver.add_segments("visual", m, starts, ends, corpus.segments(m), duration=duration)
+            if (m + 1) % FLUSH_MEDIA == 0:  # rows to shard files as they come, as ingest's commits do: memory stays bounded
+                for w in getattr(writer, "shards", [writer]):
+                    w.flush()
         t1 = time.perf_counter()
         deriver.commit(wait=True)
         t2 = time.perf_counter()
