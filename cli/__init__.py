@@ -466,7 +466,7 @@ def info(
             + f", {space['moments']} moments; index {_describe_indexes(space)}"
             + (f"; {space['moments_exact']} newest moments searched exactly until the index takes them" if space["moments_exact"] else "")
             + (f"; {space['removed_media']} removed or replaced media skipped until compaction" if space["removed_media"] else ""),
-            highlight=False,
+            highlight=False, soft_wrap=True,  # one line per space, however long: the terminal wraps it, grep finds it
         )
     if check:
         console.print("[green]check passed[/]: every file matches its checksum")
