@@ -704,22 +704,21 @@ class PreparedFile:
             pass
 
 
-TUNED_K = 10  # the depth of search tuning measures recall and latency at (recall@10)
-DEEP_FACTOR = 16  # candidates re-ranked per result beyond the first TUNED_K
+MAX_RERANK = 4096  # candidates a deep search re-ranks at most, unless k x DEEP_FACTOR asks for more
+DEEP_FACTOR = 16  # candidates per result a deep search re-ranks at least
 
 
 def refine_depth(k: int, factor: int) -> int:
-    """Candidates to re-rank for a top-``k`` search of an index tuned to re-rank ``factor`` per result.
+    """Candidates to re-rank for a top-``k`` search of an index tuned to re-rank ``factor`` per result:
+    ``k x factor``, capped at :data:`MAX_RERANK` (but never below ``k x`` :data:`DEEP_FACTOR`).
 
-    The tuned factor is what the first :data:`TUNED_K` results need (tuning measures recall@10);
-    each result beyond them gets :data:`DEEP_FACTOR`. A factor tuned high under a tight latency
-    target (128 on a shard of a 4-shard index, to reach 0.95 on query probes) would otherwise make
-    a deep search (exhaustive search asks a moment index for 200) re-rank 25,600 candidates.
+    Tuning measures recall@10 and latency at k=10, so a factor tuned high under a tight latency
+    target (128 on each shard of a 4-shard index, to reach 0.95 on query probes) made a deep
+    search (exhaustive search asks a moment index for 200) re-rank 25,600 candidates per shard;
+    the searches users run by default (k up to a few dozen) keep the tuned depth.
     """
     factor = max(1, factor)
-    if k <= TUNED_K or factor <= DEEP_FACTOR:
-        return k * factor
-    return max(TUNED_K * factor, k * DEEP_FACTOR)
+    return min(k * factor, max(MAX_RERANK, k * DEEP_FACTOR))
 
 
 RERANK_ROWS = 1 << 15  # candidate rows gathered at once when re-ranking (64 MB of 512-d float32)

@@ -325,13 +325,13 @@ def test_tuning_on_query_probes_reaches_the_target_recall_on_queries_from_outsid
     assert recall(probed) >= 0.93  # held-out queries of the same kind
 
 
-def test_a_deep_search_re_ranks_the_tuned_depth_for_the_first_ten_and_less_beyond() -> None:
-    from mmsearch.indexes import DEEP_FACTOR, TUNED_K, refine_depth
+def test_a_deep_search_re_ranks_at_most_max_rerank_candidates_and_the_default_ones_the_tuned_depth() -> None:
+    from mmsearch.indexes import DEEP_FACTOR, MAX_RERANK, refine_depth
 
-    assert TUNED_K == 10 and DEEP_FACTOR == 16
-    assert refine_depth(10, 128) == 1280 and refine_depth(3, 64) == 192  # what tuning measured: k x factor
-    assert refine_depth(200, 8) == 1600  # a factor at or below the deep one: unchanged
-    # exhaustive search asks a moment index for 200: 3200 candidates, not 200 x 128 = 25,600
-    assert refine_depth(200, 128) == 200 * DEEP_FACTOR == 3200
-    assert refine_depth(20, 128) == 1280  # never fewer than the first ten need
-    assert refine_depth(5, 0) == 5
+    assert (MAX_RERANK, DEEP_FACTOR) == (4096, 16)
+    assert refine_depth(10, 128) == 1280 and refine_depth(20, 32) == 640  # the default searches: k x the tuned factor
+    assert refine_depth(100, 32) == 3200
+    # exhaustive search asks a moment index for 200: 4096 candidates, not 200 x 128 = 25,600
+    assert refine_depth(200, 128) == MAX_RERANK and refine_depth(200, 32) == MAX_RERANK
+    assert refine_depth(1000, 128) == 1000 * DEEP_FACTOR  # never fewer than DEEP_FACTOR a result
+    assert refine_depth(200, 8) == 1600 and refine_depth(5, 0) == 5
