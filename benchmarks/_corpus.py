@@ -94,6 +94,14 @@ class Corpus:
         return q, np.einsum("ij,ij->i", q, source), np.stack([media, seconds], axis=1)
 
 
+def add_corpus_args(parser: Any, *, media: int) -> None:
+    """The options that make a :class:`Corpus`: ``--media`` (default ``media``), ``--dim``, ``--themes``, ``--seed``."""
+    parser.add_argument("--media", type=int, default=media, help="media items (about 48 one-second segments each)")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--themes", type=int, default=200, help="topics shared by many media")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def build_index(root: Path, corpus: Corpus, *, shards: int = 1, exact: bool = False, probes: int = PROBES) -> dict[str, Any]:
     """Write ``corpus`` to a new index at ``root`` (``shards`` > 1: sharded) as ``mmsearch index`` would:
     ``IndexWriter.put_path`` and ``Deriver.add_segments`` per media item, one final

@@ -50,7 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import describe, machine_info, write_json  # noqa: E402
-from _corpus import Corpus, build_index, index_state  # noqa: E402
+from _corpus import Corpus, add_corpus_args, build_index, index_state  # noqa: E402
 
 MODES = ("two-stage", "exhaustive")
 
@@ -96,15 +96,12 @@ def moments_of(hits: list[Any]) -> set[tuple[int, float]]:
 # -- main -----------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--media", type=int, default=4000, help="media items (about 48 one-second segments each)")
-    p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--themes", type=int, default=200, help="topics shared by many media")
+    add_corpus_args(p, media=4000)
     p.add_argument("--shards", default="2,4", help="comma-separated shard counts besides the unsharded index")
     p.add_argument("--queries", type=int, default=300, help="timed queries (each config, each mode)")
     p.add_argument("--warmup", type=int, default=20, help="untimed queries first, each config and mode")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--videos", type=int, default=20, help="media ranked by stage 1 of a two-stage search")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=None, help="where the indexes go [default: a temporary folder, removed]")
     p.add_argument("--keep", action="store_true", help="keep the indexes under --work")
     p.add_argument("--json", type=lambda s: Path(s) if s else None, default=Path(__file__).resolve().parent / "results" / "shard_search.json",

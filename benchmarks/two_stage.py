@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import describe, machine_info, write_json  # noqa: E402
-from _corpus import Corpus, build_index, index_state  # noqa: E402
+from _corpus import Corpus, add_corpus_args, build_index, index_state  # noqa: E402
 
 IOU = 0.5
 
@@ -88,14 +88,11 @@ def whole_media(idx: Any, q: np.ndarray, k: int, durations: np.ndarray) -> list[
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--media", type=int, default=100_000, help="media items (about 48 one-second segments each)")
-    p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--themes", type=int, default=200, help="topics shared by many media")
+    add_corpus_args(p, media=100_000)
     p.add_argument("--videos", default="20,100", help="comma-separated --videos (media kept by stage 1) to compare")
     p.add_argument("--queries", type=int, default=200, help="timed queries (each configuration)")
     p.add_argument("--warmup", type=int, default=10, help="untimed queries first")
     p.add_argument("-k", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=None, help="where the index goes [default: a temporary folder, removed]")
     p.add_argument("--keep", action="store_true", help="keep the index under --work")
     p.add_argument("--json", type=lambda s: Path(s) if s else None, default=Path(__file__).resolve().parent / "results" / "two_stage.json",

@@ -146,6 +146,8 @@ def index(
         audio_window=audio_window, audio_hop=audio_hop, asr_model=asr_model, ocr_interval=ocr_interval,
     )
     progress = _Progress(enabled=not quiet and sys.stderr.isatty())
+    global _interrupt_hint
+    _interrupt_hint = "; the index keeps everything committed so far, run the same command to resume"
     try:
         report = index_paths(
             paths, root, model=model, pretrained=pretrained, audio=audio, audio_model=audio_model,
@@ -477,6 +479,9 @@ def info(
             console.print(f"  damaged {_plain(f['path'])}: {_plain(f['damage'])} (indexed for what decoded)", highlight=False)
 
 
+_interrupt_hint = ""  # what to do after Ctrl-C, said by a command that knows (index: run it again to resume)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -738,8 +743,7 @@ def main() -> None:
         raise
     # Without standalone mode, an interrupt (Ctrl-C) and typer's own exits come back as a return code.
     if returned == 130:
-        resumable = len(sys.argv) > 1 and sys.argv[1] == "index"
-        err_console.print("interrupted" + ("; the index keeps everything committed so far, run the same command to resume" if resumable else ""))
+        err_console.print("interrupted" + _interrupt_hint)
     if isinstance(returned, int) and returned:
         sys.exit(returned)
 

@@ -759,9 +759,14 @@ class IndexWriter:
         self.dirty = True
 
     def query_probes(self, space: str) -> np.ndarray | None:
-        """The query probes of ``space`` (:meth:`set_query_probes`), ``(m, dim)`` float32, or None."""
+        """The query probes of ``space`` (:meth:`set_query_probes`), ``(m, dim)`` float32 memory-mapped
+        read-only, or None. The file never changes: it is mapped once, as shard files are."""
         rel = self.spaces.get(space, {}).get("query_probes")
-        return np.array(_load_npy(self.root / rel)) if rel else None
+        if not rel:
+            return None
+        if rel not in self._vectors_cache:
+            self._vectors_cache[rel] = _load_npy(self.root / rel)
+        return self._vectors_cache[rel]
 
     def attach(self, rel: str) -> None:
         """Make a file written into the index directory part of this and later generations."""
