@@ -109,6 +109,15 @@ def index(
         Optional[str], typer.Option("--text-model", help="sentence-transformers model name or directory for what is said or written \\[default: all-MiniLM-L6-v2].")
     ] = None,
     ocr_interval: Annotated[Optional[float], typer.Option("--ocr-interval", help="Seconds between frames read for text on screen \\[default: 2].")] = None,
+    skip_similar: Annotated[
+        Optional[bool], typer.Option("--skip-similar/--keep-similar", help="Embed a sampled frame only when it differs from the last one embedded (static shots, talking heads, slides) \\[default: skip].", show_default=False)
+    ] = None,
+    skip_nonref: Annotated[
+        Optional[bool], typer.Option("--skip-nonref/--decode-all", help="PyAV: leave undecoded the frames no other frame refers to (most B-frames) \\[default: skip].", show_default=False)
+    ] = None,
+    image_runtime: Annotated[
+        Optional[str], typer.Option("--image-runtime", help="CLIP image tower on a CPU: torch (fp32) or onnx-int8 (ONNX Runtime, int8: faster, cosine >= 0.99 to fp32 checked at build) \\[default: torch].")
+    ] = None,
     audio_window: Annotated[Optional[float], typer.Option(help="Audio window in seconds \\[default: the model's, 10 for CLAP].")] = None,
     audio_hop: Annotated[Optional[float], typer.Option(help="Audio hop in seconds \\[default: half the window].")] = None,
     device: DeviceOpt = "auto",
@@ -144,6 +153,7 @@ def index(
         root, fps=fps, backend=backend, window=window, stride=stride, workers=workers, stall_timeout=timeout,
         commit_seconds=commit_every, retry_failed=retry_failed, max_memory_mb=max_memory, latency_ms=latency_ms,
         audio_window=audio_window, audio_hop=audio_hop, asr_model=asr_model, ocr_interval=ocr_interval,
+        skip_similar=skip_similar, skip_nonref=skip_nonref, image_runtime=image_runtime,
     )
     progress = _Progress(enabled=not quiet and sys.stderr.isatty())
     global _interrupt_hint
@@ -182,7 +192,9 @@ def index(
         summary += f"; not media (or not a kind asked for), passed over: {sum(report.not_media.values())} ({counts})"
     t = report.timings
     console.print(
-        f"{summary}; {report.frames} frames, {report.audio_windows} audio windows, {report.text_segments} text segments "
+        f"{summary}; {report.frames} frames"
+        + (f" ({report.repeated_frames} repeated frames skipped)" if report.repeated_frames else "")
+        + f", {report.audio_windows} audio windows, {report.text_segments} text segments "
         f"-> {root} (generation {report.generation})",
         highlight=False,
     )

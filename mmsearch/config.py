@@ -12,7 +12,11 @@ from .moments import MomentConfig
 __all__ = ["IngestConfig", "RECORDED_FIELDS", "audio_window_config", "check_recorded", "config_from_record", "config_record"]
 
 # What an index remembers of how it was built: a later run and every query cut media the same way.
-RECORDED_FIELDS = ("fps", "backend", "window", "stride", "audio_window", "audio_hop", "asr_model", "ocr_interval")
+RECORDED_FIELDS = (
+    "fps", "backend", "window", "stride", "audio_window", "audio_hop", "asr_model", "ocr_interval",
+    "skip_similar", "skip_nonref", "image_runtime",
+)
+IMAGE_RUNTIMES = ("torch", "onnx-int8")
 # Recorded fields that must match between runs (changing them would mix incompatible segments).
 FIXED_FIELDS = ("fps", "window", "stride", "audio_window", "audio_hop")
 
@@ -37,6 +41,10 @@ class IngestConfig:
     audio_hop: float | None = None
     asr_model: str | None = None  # faster-whisper model name or directory for the speech space; None: "base"
     ocr_interval: float = 2.0  # seconds between the frames read for on-screen text
+    # faster indexing on a CPU (issue #18): see the README's "Faster indexing on a CPU"
+    skip_similar: bool = True  # skip sampled frames that repeat the last embedded one (mmsearch.frameskip)
+    skip_nonref: bool = True  # PyAV: decode no frame that no other frame refers to (FFmpeg's skip_frame=NONREF)
+    image_runtime: str = "torch"  # the CLIP image tower on a CPU: "torch" (fp32) or "onnx-int8" (ONNX Runtime, int8)
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -51,6 +59,8 @@ class IngestConfig:
         MomentConfig(self.window, self.stride)  # validates
         if not self.ocr_interval > 0:
             raise UsageError(f"--ocr-interval must be positive, got {self.ocr_interval}")
+        if self.image_runtime not in IMAGE_RUNTIMES:
+            raise UsageError(f"--image-runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got {self.image_runtime!r}")
         for name in ("audio_window", "audio_hop"):
             value = getattr(self, name)
             if value is not None and not value > 0:

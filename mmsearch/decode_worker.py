@@ -36,6 +36,7 @@ import numpy as np
 
 from .avutil import quiet_ffmpeg
 from .errors import DecodeError, MediaError, NoVideoError
+from .frameskip import FrameSkipper
 from .media import Animation, get_backend, image_batch, is_animation, open_image
 
 
@@ -62,6 +63,8 @@ class DecodeTask:
     speech: str | None = None  # transcribe with this faster-whisper model (name or directory); also reads subtitles
     ocr_interval: float | None = None  # read on-screen text every this many seconds (videos, images)
     asr_device: str = "cpu"
+    skip_similar: bool = False  # leave out sampled frames that repeat the last one sent (mmsearch.frameskip)
+    skip_nonref: bool = False  # PyAV decodes no non-reference frame (FFmpeg's skip_frame=NONREF)
 
 
 def usable_cores() -> int:
@@ -145,20 +148,29 @@ def _send_image(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
 
 
 def _send_video(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
-    backend = get_backend(task.backend)
+    backend = get_backend(task.backend, skip_nonref=task.skip_nonref)
     probe = backend.probe(task.path)
     info.update(duration=probe.duration, width=probe.width, height=probe.height)
     _send_frames(conn, task, info, backend)
 
 
 def _send_frames(conn: Connection, task: DecodeTask, info: dict[str, Any], decoder: Any) -> None:
-    """Stream a video decoder's frames, then record where its pictures end and what damage cost."""
+    """Stream a video decoder's frames (without repeats when ``task.skip_similar``), then record where
+    its pictures end, how many frames were skipped as repeats and what damage cost."""
     frames_sent = 0
+    skipper = FrameSkipper() if task.skip_similar else None
     for batch in decoder.iter_frames(task.path, fps=task.fps, short_side=task.short_side, chunk_size=task.chunk_frames):
-        conn.send(("chunk", batch.frames, batch.timestamps))
-        frames_sent += len(batch)
+        frames, timestamps = batch.frames, batch.timestamps
+        if skipper is not None:
+            keep = skipper.filter(timestamps, frames)
+            frames, timestamps = frames[keep], timestamps[keep]
+        if len(timestamps):
+            conn.send(("chunk", frames, timestamps))
+        frames_sent += len(timestamps)
     if frames_sent == 0:
         raise DecodeError(task.path, "no frames")
+    if skipper is not None and skipper.skipped:
+        info["skipped_frames"] = skipper.skipped
     info["video_end"] = float(decoder.video_end)
     if decoder.damaged_packets:
         info["damaged_packets"] = int(decoder.damaged_packets)
@@ -250,7 +262,8 @@ def _send_words(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
                 send(TEXT, ocr.ocr_video(
                     task.path, backend=task.backend, interval=float(task.ocr_interval or ocr.OCR_INTERVAL), engine=engine,
                     duration=info.get("video_end") or None, on_frame=lambda: conn.send(("alive",)),
-                    decoder=Animation() if task.kind == "image" else None,  # an animated GIF, WebP or PNG
+                    # an animated GIF, WebP or PNG; else the video's own decoder, with its settings
+                    decoder=Animation() if task.kind == "image" else get_backend(task.backend, skip_nonref=task.skip_nonref),
                 ))
         attempt("ocr", read_text)
     if failures:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .indexes import IndexRecipe, PreparedFile, RowVectors, VectorIndex, choose_recipe
-from .moments import MomentConfig, media_vector, moment_windows
+from .moments import MomentConfig, media_vector, moment_windows, repeat_counts
 from .spaces import TEXT_SPACES, anchor_of
 from .store import DATA, INDEXED_TABLES, MEDIA, MOMENTS, SEGMENTS, IndexWriter
 
@@ -165,13 +165,18 @@ class Deriver:
             return
         w = self.writer
         w.append(space, SEGMENTS, media_id, vectors, starts=starts, ends=ends, texts=texts)
+        weights = None
         if space in TEXT_SPACES:
             m_start, m_end, m_vec = starts, ends, vectors
+        elif w.spaces[space].get("anchor", "start") == "start":  # frames: a kept frame may stand for repeats after it
+            fps = (w.config or {}).get("fps")
+            step = 1.0 / float(fps) if fps else None
+            weights = repeat_counts(starts, ends, step)
+            m_start, m_end, m_vec = moment_windows(starts, vectors, duration=duration, config=self.moments, ends=ends, step=step)
         else:
-            times = starts if w.spaces[space].get("anchor", "start") == "start" else (starts + ends) / 2
-            m_start, m_end, m_vec = moment_windows(times, vectors, duration=duration, config=self.moments)
+            m_start, m_end, m_vec = moment_windows((starts + ends) / 2, vectors, duration=duration, config=self.moments)
         w.append(space, MOMENTS, media_id, m_vec, starts=m_start, ends=m_end)
-        w.append(space, MEDIA, media_id, media_vector(vectors)[None])
+        w.append(space, MEDIA, media_id, media_vector(vectors, weights)[None])
         self.timings["derive"] += time.perf_counter() - t0
 
     # -- committing ---------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class IngestReport:
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # path, stage, reason
     skipped_failed: int = 0  # failed before, unchanged since, not retried
     frames: int = 0
+    repeated_frames: int = 0  # sampled frames left out as repeats of the last embedded one (mmsearch.frameskip)
     audio_windows: int = 0
     no_audio: list[tuple[str, str]] = field(default_factory=list)  # videos without usable sound, and why
     damaged: list[tuple[str, str]] = field(default_factory=list)  # indexed for what decoded; what was lost
@@ -350,6 +351,8 @@ def _task(item: _Pending, encoders: dict[str, Any], config: IngestConfig) -> Dec
         short_side=visual.input_size if visual is not None else None,
         backend=config.backend,
         chunk_frames=config.chunk_frames,
+        skip_similar=config.skip_similar,
+        skip_nonref=config.skip_nonref,
         visual=visual is not None,
         audio=audio_spec,
     )
@@ -533,6 +536,7 @@ def _finish(deriver: Deriver | ShardedDeriver, report: IngestReport, item: _Pend
         if heads is not None and space in (VISUAL, AUDIO):
             common, project = (COMMON_VISUAL, heads.project_visual) if space == VISUAL else (COMMON_AUDIO, heads.project_audio)
             deriver.add_segments(common, item.media_id, starts, ends, project(vectors), duration=duration)
+    report.repeated_frames += int(info.get("skipped_frames") or 0)
     audio_note = info.get("audio_note")
     if audio_note:
         report.no_audio.append((item.path, audio_note))

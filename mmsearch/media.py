@@ -293,6 +293,13 @@ class PyAVBackend:
     video_end = 0.0
     lost_seconds = 0.0
 
+    def __init__(self, *, skip_nonref: bool = False) -> None:
+        # skip_nonref: FFmpeg's skip_frame=NONREF, frames no other frame refers to (most B-frames)
+        # are not decoded. Sampling 1 frame per second from 30, the frame on screen at a target
+        # time is then at most a few frames older (its own pts is reported); where the stream
+        # ends is still read from every packet.
+        self.skip_nonref = skip_nonref
+
     def _open(self, path: str):  # noqa: ANN202 - av types are untyped
         import av
 
@@ -330,6 +337,8 @@ class PyAVBackend:
         with container:
             vs = self._picture_stream(path, container)
             vs.thread_type = "AUTO"
+            if self.skip_nonref:
+                vs.codec_context.skip_frame = "NONREF"
             origin = container_start(container)
             expected_end = _finite(stream_end(container, vs, stated_only=True))
             nominal_step = 1.0 / float(vs.average_rate) if vs.average_rate else 0.0
@@ -340,6 +349,8 @@ class PyAVBackend:
                 tw, th = scaled_size(frame.width, frame.height, short_side)
                 arr = frame.to_ndarray(format="rgb24", width=tw, height=th, interpolation="BILINEAR")
                 return _rotate(arr, frame.rotation)
+
+            packet_end = [0.0]  # where the last packet's picture ends: frames left undecoded count too
 
             def decoded() -> Iterator:
                 # Packet by packet, so one damaged packet costs its frames only (as ffmpeg does).
@@ -353,6 +364,9 @@ class PyAVBackend:
                         self.damaged_packets += 1
                         return
                     self.damaged_packets += bool(packet.is_corrupt)
+                    if self.skip_nonref and packet.pts is not None and packet.time_base:
+                        end = (packet.pts + (packet.duration or 0)) * packet.time_base
+                        packet_end[0] = max(packet_end[0], unwrap(container, vs, float(end), origin) - origin)
                     try:
                         yield from packet.decode()
                     except av.error.FFmpegError:
@@ -366,6 +380,8 @@ class PyAVBackend:
                 self.damaged_packets += sum(1 for level, _, _ in logs if level <= av.logging.ERROR)
                 if self.damaged_packets:
                     step = nominal_step or (float(np.median(np.diff(sorted(times)))) if len(times) > 1 else 0.0)
+                    if self.skip_nonref and len(times) > 1:  # gaps of skipped frames are not damage
+                        step = max(step, float(np.median(np.diff(sorted(times)))))
                     self.lost_seconds = lost_seconds(np.asarray(times), self.video_end, expected_end, step)
 
             times: list[float] = []
@@ -385,7 +401,7 @@ class PyAVBackend:
                     raise DecodeError(path, "no decodable frame")
                 for st, f in selector.finish():
                     yield st, to_rgb(f)
-                self.video_end = max(times) + last_shown
+                self.video_end = max(max(times) + last_shown, packet_end[0] if self.damaged_packets == 0 else 0.0)
 
             yield from _chunks(selected(), chunk_size)
 
@@ -489,11 +505,13 @@ BACKENDS: dict[str, type[VideoBackend]] = {"pyav": PyAVBackend, "decord": Decord
 DEFAULT_BACKEND = "pyav"
 
 
-def get_backend(name: str) -> VideoBackend:
+def get_backend(name: str, *, skip_nonref: bool = False) -> VideoBackend:
+    """A video decoder by name (``pyav``, ``decord``); ``skip_nonref`` (PyAV only): see :class:`PyAVBackend`."""
     try:
-        return BACKENDS[name]()
+        backend = BACKENDS[name]
     except KeyError:
         raise UsageError(f"unknown decoder backend {name!r}; choose one of {sorted(BACKENDS)}") from None
+    return backend(skip_nonref=skip_nonref) if backend is PyAVBackend else backend()
 
 
 _HEIF_REGISTERED = False

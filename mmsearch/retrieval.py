@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .moments import repeat_counts
 from .store import SpaceData
 
 
@@ -76,6 +77,22 @@ def smooth(values: np.ndarray, timestamps: np.ndarray, seconds: float) -> np.nda
     half = width // 2
     padded = np.pad(values, half, mode="edge")
     return np.median(np.lib.stride_tricks.sliding_window_view(padded, width), axis=1)
+
+
+def unfold_repeats(starts: np.ndarray, ends: np.ndarray, scores: np.ndarray, step: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """A frame curve on the sampling grid again: a frame whose segment ``[start, end)`` lasts
+    ``n`` > 1.5 sampling ``step``s stands for ``n - 1`` repeats that were not embedded
+    (:mod:`mmsearch.frameskip`), so its score is repeated at ``start + j * step`` for
+    ``j < round(n)``. Returns (timestamps, scores), float64; unchanged where no segment is
+    that long or ``step`` is None, so smoothing and :func:`localize` see the curve they would
+    have seen had every sampled frame been embedded."""
+    starts = np.asarray(starts, np.float64)
+    scores = np.asarray(scores, np.float64)
+    counts = repeat_counts(starts, ends, step)
+    if (counts == 1).all():
+        return starts, scores
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts) + offsets * step, np.repeat(scores, counts)
 
 
 def localize(
@@ -193,8 +210,10 @@ def localize_candidates(
             starts, ends, vecs = space.segments_of(media_id)
             if not len(starts):
                 continue
-            ts = starts if space.anchor == "start" else (starts + ends) / 2
-            curve = vecs @ q
+            if space.anchor == "start":
+                ts, curve = unfold_repeats(starts, ends, vecs @ q, space.step)
+            else:
+                ts, curve = (starts + ends) / 2, vecs @ q
             for start, end, moment in localize(ts, curve, duration=float(ends.max()), begin=float(starts.min()), config=config):
                 hit = Hit(media_id, start, end, combined_score(moment, media_score, media_weight), media_score, moment)
                 hits.append((hit_order(hit, rank), hit))
@@ -323,6 +342,11 @@ def search_fused(
             else:
                 starts, ends, vecs = space.segments_of(media_id)
                 scores = vecs @ query if len(starts) else np.zeros(0)
+                if space.anchor == "start" and len(starts):  # on the sampling grid, repeats left out put back
+                    unfolded, scores = unfold_repeats(starts, ends, scores, space.step)
+                    if len(unfolded) > len(starts):
+                        ends = np.append(unfolded[1:], ends[-1])
+                        starts = unfolded
             if len(starts):
                 ends_at[media_id] = max(ends_at.get(media_id, 0.0), float(ends.max()))
                 starts_at[media_id] = min(starts_at.get(media_id, np.inf), float(starts.min()))

@@ -201,6 +201,7 @@ class SpaceData:
     moment_index: RowIndex | None
     recipe: dict[str, Any] = field(default_factory=dict)
     anchor: str = "start"  # a segment's place on a similarity curve: its start (frames) or centre (windows)
+    step: float | None = None  # seconds between sampled frames (1 / the index's fps); None: unknown
     live: np.ndarray | None = None  # int64 ids of the media this space serves; None: every media_id present
     _runs: dict[int, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _media_row: dict[int, int] = field(default_factory=dict, repr=False)
@@ -532,6 +533,7 @@ def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
             moment_index=_load_index(root, indexes.get(MOMENTS, {}), moment_vectors, alive(moment_rows)),
             recipe=space.get("recipe", {"factory": "Flat", "params": {}, "chosen_for": 0}),
             anchor=space.get("anchor", "start"),
+            step=1.0 / float(manifest["config"]["fps"]) if (manifest.get("config") or {}).get("fps") else None,
             live=None if not len(tombstones) else np.setdiff1d(np.unique(media_rows.column("media_id").to_numpy()), tombstones),
         )
     return Snapshot(root, manifest, media, failures, spaces)
@@ -603,6 +605,7 @@ def merge_snapshots(root: Path, shards: list[Snapshot | None]) -> Snapshot:
             moment_index=ShardedRowIndex([p.moment_index for p in parts]),
             recipe=first.recipe,
             anchor=first.anchor,
+            step=first.step,
             live=np.concatenate([p.live_media_ids() for p in parts]).astype(np.int64),
         )
     return Snapshot(root, manifest, media, failures, spaces)

@@ -54,14 +54,18 @@ def _query_frame(path: Path, t: float, out: Path) -> Path:
 def test_report_counts(built):
     r = built["report"]
     assert sorted(Path(p).name for p in r.indexed) == ["a.mp4", "b.mp4", "c.webm", "photo.png"]
-    assert r.failed == [] and r.frames == 10 + 10 + 8 + 1
+    # sampled at 1 fps: 10 + 10 + 8 frames and the photo; of each run of one colour only its first
+    # frame is embedded, the repeats after it are skipped (mmsearch.frameskip, on by default)
+    runs = sum(len(segs) for segs in built["specs"].values())
+    assert r.failed == [] and r.frames == runs + 1 == 9
+    assert r.frames + r.repeated_frames == 10 + 10 + 8 + 1
 
 
 def test_store_round_trip(built):
     idx = mmsearch.open_index(built["index"], device="cpu")
     info = idx.info()
     assert info["media"] == {"video": 3, "image": 1}
-    assert info["spaces"]["visual"]["frames"] == 29
+    assert info["spaces"]["visual"]["frames"] == built["report"].frames == 9  # one per colour run (repeats skipped)
     manifest = json.loads((built["index"] / "manifest.json").read_text())
     enc = manifest["spaces"]["visual"]["encoder"]["identity"]
     assert enc["model"] == "synth-clip" and enc["pretrained"].startswith("sha256:") and enc["dim"] == 64
@@ -73,12 +77,13 @@ def test_store_round_trip(built):
     # frame timestamps are the stream's
     sp = idx.snapshot.spaces["visual"]
     ts, vecs = sp.frames_of(a["media_id"])
-    assert ts.tolist() == pytest.approx(list(range(10)))
+    assert ts.tolist() == pytest.approx([0, 3, 7])  # red 0-3 s, green 3-7 s, blue 7-10 s: repeats skipped
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
-    # each frame is a segment: shown from its pts until the next frame's, the last one until the end
+    # each frame is a segment: shown from its pts until the next embedded frame's (so a kept frame
+    # covers the repeats skipped after it), the last one until the end
     starts, ends, same = sp.segments_of(a["media_id"])
-    assert starts.tolist() == pytest.approx(list(range(10)))
-    assert ends.tolist() == pytest.approx(list(range(1, 10)) + [a["duration"]])
+    assert starts.tolist() == pytest.approx([0, 3, 7])
+    assert ends.tolist() == pytest.approx([3, 7, a["duration"]])
     np.testing.assert_array_equal(same, vecs)
 
 
@@ -145,7 +150,8 @@ def test_reindex_is_idempotent_and_detects_changes(built, random_clip_checkpoint
     idx = mmsearch.open_index(index_dir)
     paths = sorted(Path(r["path"]).name for r in idx.snapshot.media.to_pylist())
     assert paths == ["b-copy.mp4", "b.mp4", "new.mp4", "photo.png", "renamed.mp4"]
-    assert idx.info()["spaces"]["visual"]["frames"] == 10 + 10 + 1 + 4  # renamed a, b once, photo, new
+    # renamed a, b once, photo, new: one frame per colour run, repeats skipped
+    assert idx.info()["spaces"]["visual"]["frames"] == 3 + 2 + 1 + 2
 
 
 def test_encoder_mismatch_is_refused(built, tmp_path):

@@ -1,0 +1,133 @@
+"""Faster indexing on a CPU without losing time or quality (issue #18): repeated frames are not
+embedded (mmsearch.frameskip) and PyAV leaves non-reference frames undecoded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BLUE, GREEN, RED, WHITE, YELLOW, write_video
+
+import mmsearch
+from mmsearch.frameskip import FrameSkipper, SkipConfig
+from mmsearch.media import get_backend
+from mmsearch.moments import MomentConfig, moment_windows
+from mmsearch.retrieval import unfold_repeats
+
+
+def _scene(seed: int = 0, size: tuple[int, int] = (224, 398)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]].astype(np.float32)
+    img = np.stack([120 + 80 * np.sin(xx / 30), 100 + 60 * np.cos(yy / 25), 140 + 50 * np.sin((xx + yy) / 40)], -1)
+    return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_a_static_shot_with_grain_is_skipped_and_a_change_is_kept() -> None:
+    skipper = FrameSkipper()
+    base = _scene()
+    assert skipper.keep(0.0, base)  # the first frame is always embedded
+    rng = np.random.default_rng(1)
+    for t in range(1, 6):  # the same shot, new grain each time
+        grainy = np.clip(base.astype(np.int16) + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+        assert not skipper.keep(float(t), grainy)
+    assert skipper.skipped == 5
+    caption = base.copy()
+    caption[170:200, 20:120] = 250  # a caption appears in one corner (~4% of the picture)
+    assert skipper.keep(6.0, caption)
+    # a picture of another colour with the same brightness (grey alone would not see it)
+    red, blue = np.full((120, 160, 3), RED, np.uint8), np.full((120, 160, 3), BLUE, np.uint8)
+    assert abs(np.mean(red @ np.array([0.299, 0.587, 0.114])) - np.mean(blue @ np.array([0.299, 0.587, 0.114]))) < 3
+    other = FrameSkipper()
+    assert other.keep(0.0, red) and other.keep(1.0, blue)
+
+
+def test_a_long_static_shot_is_still_embedded_every_max_gap_seconds() -> None:
+    skipper = FrameSkipper(SkipConfig(max_gap=10.0))
+    frame = _scene()
+    kept = [t for t in range(60) if skipper.keep(float(t), frame)]
+    assert kept == [0, 10, 20, 30, 40, 50]
+
+
+def test_moment_windows_of_kept_frames_equal_those_of_every_frame() -> None:
+    """A kept frame's segment covers the repeats skipped after it: its windows, media weights and
+    localization curve are those every sampled frame would have given."""
+    rng = np.random.default_rng(0)
+    scenes = rng.standard_normal((4, 16)).astype(np.float32)
+    runs = [(0, 7), (7, 8), (8, 19), (19, 25)]  # seconds: a 7 s shot, a 1 s flash, 11 s, 6 s
+    every_t = np.arange(25, dtype=np.float64)
+    every_v = np.concatenate([np.repeat(scenes[i : i + 1], b - a, axis=0) for i, (a, b) in enumerate(runs)])
+    kept_t = np.array([a for a, _ in runs], np.float64)
+    kept_e = np.array([b for _, b in runs], np.float64)
+    config = MomentConfig(4.0, 2.0)
+    want = moment_windows(every_t, every_v, duration=25.0, config=config)
+    got = moment_windows(kept_t, scenes, duration=25.0, config=config, ends=kept_e, step=1.0)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    # without the segments' ends, windows inside a long shot would have no frame and vanish
+    assert len(moment_windows(kept_t, scenes, duration=25.0, config=config)[0]) < len(want[0])
+    ts, scores = unfold_repeats(kept_t, kept_e, scenes @ scenes[2], 1.0)
+    np.testing.assert_allclose(ts, every_t)
+    np.testing.assert_allclose(scores, every_v @ scenes[2], rtol=1e-6)
+
+
+def test_indexing_with_repeats_skipped_answers_as_indexing_every_frame(tmp_path, random_clip_checkpoint) -> None:
+    """The same files, seconds and moment scores with --skip-similar and --keep-similar, from fewer frames."""
+    root = tmp_path / "media"
+    write_video(root / "a.mp4", [(RED, 6.0), (GREEN, 1.0), (BLUE, 7.0)])
+    write_video(root / "b.mp4", [(YELLOW, 12.0), (WHITE, 3.0)])
+    kw = dict(model="synth-clip", pretrained=str(random_clip_checkpoint), device="cpu", speech=False, ocr=False, audio=False)
+    skip = mmsearch.index_paths([root], tmp_path / "skip", **kw)
+    every = mmsearch.index_paths([root], tmp_path / "every", config=mmsearch.IngestConfig(skip_similar=False), **kw)
+    assert every.frames == 14 + 15 and every.repeated_frames == 0
+    assert skip.frames == 3 + 3 and skip.frames + skip.repeated_frames == every.frames  # yellow 12 s: kept at 0 and 10 (max gap)
+    answers, moments = {}, {}
+    for name in ("skip", "every"):
+        idx = mmsearch.open_index(tmp_path / name, device="cpu")
+        table = idx.snapshot.spaces["visual"].moments
+        moments[name] = sorted(zip(table.column("media_id").to_pylist(), table.column("start").to_pylist(), table.column("end").to_pylist()))
+        answers[name] = [
+            [(Path(r.path).name, round(r.start, 3), round(r.end, 3), round(r.score, 4)) for r in idx.search(text=q, k=3, modality="video")]
+            for q in ("a red square", "a green circle", "a blue shape", "yellow", "white")
+        ] + [[(Path(r.path).name, round(r.start, 3), round(r.end, 3), round(r.score, 4)) for r in idx.search(text="red", k=3, modality="video", exhaustive=True)]]
+    assert moments["skip"] == moments["every"]  # every window of every frame, none lost inside a long shot
+    assert answers["skip"] == answers["every"]
+
+
+def _numbered_video(path: Path, frames: int = 60, fps: int = 10) -> None:
+    """H.264 with B-frames (x264 veryfast): frame i is a flat grey of level 40 + 3 i, so a picture tells its own number."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"preset": "veryfast", "bf": "3"}
+        for i in range(frames):
+            img = np.full((48, 64, 3), 40 + 3 * i, np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def test_skipping_non_reference_frames_keeps_honest_times_and_the_end(tmp_path) -> None:
+    path = tmp_path / "numbered.mp4"
+    _numbered_video(path)
+    full, fast = get_backend("pyav"), get_backend("pyav", skip_nonref=True)
+    everything = [b for b in full.iter_frames(str(path), fps=10.0, short_side=None)]
+    assert sum(len(b) for b in everything) == 60
+    sampled = [(t, f) for b in fast.iter_frames(str(path), fps=1.0, short_side=None) for t, f in zip(b.timestamps, b.frames)]
+    times = [t for t, _ in sampled]
+    assert len(times) == 6
+    for target, (t, frame) in zip(range(6), sampled):
+        number = round((float(frame.mean()) - 40) / 3)
+        assert abs(t - number / 10) < 1e-6  # the picture is the one its timestamp says
+        assert target - 0.35 < t <= target + 1e-6  # the frame on screen at the target, or one a few frames before it
+    assert fast.video_end == pytest.approx(full.video_end) == pytest.approx(6.0)
+    assert fast.damaged_packets == 0 and fast.lost_seconds == 0.0
+    # it did leave frames undecoded: at 10 fps sampling some targets fall on skipped B-frames
+    dense = [t for b in fast.iter_frames(str(path), fps=10.0, short_side=None) for t in b.timestamps]
+    assert len(set(np.round(dense, 3))) < 60
