@@ -49,6 +49,15 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit-b-32": ("ViT-B-32", {}),
     "synth-clip": ("synth-clip", {"image_resize_mode": "squash"}),
 }
+# ingest settings measured side by side (issue #18): (skip_similar, skip_nonref, image_runtime)
+SETTINGS: dict[str, tuple[bool, bool, str]] = {
+    "before": (False, False, "torch"),  # every sampled frame embedded, every frame decoded, torch fp32
+    "skip-similar": (True, False, "torch"),
+    "skip-nonref": (False, True, "torch"),
+    "onnx-int8": (False, False, "onnx-int8"),
+    "default": (True, True, "torch"),  # mmsearch's defaults today
+    "all": (True, True, "onnx-int8"),
+}
 BACKGROUND_LIMIT = 0.15  # cores of CPU used by other processes above which a measurement is flagged
 MEDIA_VERSION = 1  # bump when the generator changes, so cached media is rebuilt
 
@@ -56,14 +65,18 @@ MEDIA_VERSION = 1  # bump when the generator changes, so cached media is rebuilt
 # -- test media ---------------------------------------------------------------------------------
 def write_test_video(
     path: Path, *, seconds: float, fps: int = 30, size: tuple[int, int] = (1280, 720), seed: int = 0,
-    preset: str = "veryfast", crf: int = 23,
+    preset: str = "veryfast", crf: int = 23, kind: str = "busy",
 ) -> None:
     """A ``seconds`` long H.264 mp4 that is not trivially compressible.
 
     Built in YUV 4:2:0 directly (no RGB conversion): a textured luma plane (sinusoid pattern,
-    16x16 blobs, fine grain) larger than the frame, panned along a Lissajous path (camera
-    motion), temporal grain from a small bank (sensor noise), smooth chroma gradients, and five
-    flat shapes moving independently. libx264 defaults otherwise (B-frames, keyint 250).
+    16x16 blobs, fine grain) larger than the frame, temporal grain from a small bank (sensor
+    noise) and smooth chroma gradients. ``kind`` (see :data:`FOOTAGE`) says what moves:
+    ``busy``: the plane panned along a Lissajous path (camera motion) and five flat shapes moving
+    independently; ``static``: a tripod shot, nothing moves but the grain; ``talking``: a tripod
+    shot of a head (an ellipse) that sways a few pixels and a mouth that opens and closes;
+    ``slides``: a light slide with dark lines of "text", a new slide every 8 s and one more line
+    every 2 s. libx264 defaults otherwise (B-frames, keyint 250).
     """
     from fractions import Fraction
 
@@ -98,13 +111,18 @@ def write_test_video(
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         for i in range(n):
             t = i / fps
-            ox = int((np.sin(t * 0.4) * 0.5 + 0.5) * (pad_x - 1)) & ~1
-            oy = int((np.cos(t * 0.3) * 0.5 + 0.5) * (pad_y - 1)) & ~1
+            still = kind in ("static", "talking", "slides")
+            ox = (pad_x // 2 if still else int((np.sin(t * 0.4) * 0.5 + 0.5) * (pad_x - 1))) & ~1
+            oy = (pad_y // 2 if still else int((np.cos(t * 0.3) * 0.5 + 0.5) * (pad_y - 1))) & ~1
             y = buf[:h]
             y[:] = np.clip(luma[oy : oy + h, ox : ox + w].astype(np.int16) + temporal[i % len(temporal)], 16, 235)
             u[:] = cu[oy // 2 : oy // 2 + h // 2, ox // 2 : ox // 2 + w // 2]
             v[:] = cv[oy // 2 : oy // 2 + h // 2, ox // 2 : ox // 2 + w // 2]
-            for sz, ph, sp, sy, su, sv in shapes:
+            if kind == "talking":
+                _draw_head(y, u, v, t)
+            elif kind == "slides":
+                _draw_slide(y, u, v, t, seed)
+            for sz, ph, sp, sy, su, sv in (shapes if kind == "busy" else ()):
                 x0 = int((np.sin(t * sp * 0.5 + ph) * 0.5 + 0.5) * (w - sz)) & ~1
                 y0 = int((np.cos(t * sp * 0.37 + 2 * ph) * 0.5 + 0.5) * (h - sz)) & ~1
                 y[y0 : y0 + sz, x0 : x0 + sz] = sy
@@ -118,6 +136,41 @@ def write_test_video(
     tmp.replace(path)
 
 
+FOOTAGE = ("busy", "static", "talking", "slides")  # what write_test_video can make
+
+
+def _draw_head(y: Any, u: Any, v: Any, t: float) -> None:
+    """A head (an ellipse, a third of the frame high) that sways by a few pixels, and a mouth that opens and closes."""
+    import numpy as np
+
+    h, w = y.shape
+    cx, cy = w // 2 + int(4 * np.sin(t * 0.7)), h // 2 + int(2 * np.sin(t * 0.5))
+    ry, rx = h // 6, h // 8
+    yy, xx = np.ogrid[0:h, 0:w]
+    face = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+    y[face] = 170
+    u[face[::2, ::2]], v[face[::2, ::2]] = 110, 150
+    mouth = int(6 + 6 * abs(np.sin(t * 9)))  # opens and closes several times a second
+    y[cy + ry // 2 - mouth // 2 : cy + ry // 2 + mouth // 2, cx - rx // 3 : cx + rx // 3] = 60
+
+
+def _draw_slide(y: Any, u: Any, v: Any, t: float, seed: int) -> None:
+    """A light slide with a title and lines of "text" (dark bars): a new slide every 8 s, a new line every 2 s."""
+    import numpy as np
+
+    h, w = y.shape
+    slide, step = int(t // 8), int(t % 8 // 2)
+    rng = np.random.default_rng(seed * 100 + slide)
+    y[:] = 235
+    u[:], v[:] = 128, 128
+    y[h // 12 : h // 12 + h // 14, w // 10 : w // 10 + int(w * rng.uniform(0.4, 0.8))] = 30  # the title
+    for line in range(step + 1):
+        top = h // 4 + line * h // 8
+        for word in range(int(rng.integers(3, 7))):  # words: bars with gaps
+            left = w // 8 + word * w // 9
+            y[top : top + h // 28, left : left + int(w * rng.uniform(0.05, 0.09))] = 40
+
+
 def prepare_media(args: argparse.Namespace) -> tuple[list[Path], Path]:
     """The benchmark files (generated once, then reused from the cache) and a short warm-up clip."""
     key = f"v{MEDIA_VERSION}-1280x720-30fps-{args.seconds:g}s-seed{args.seed}"
@@ -126,13 +179,14 @@ def prepare_media(args: argparse.Namespace) -> tuple[list[Path], Path]:
         shutil.rmtree(root)
     (root / "corpus").mkdir(parents=True, exist_ok=True)
     files = []
-    for i in range(args.videos):
-        path = root / "corpus" / f"bench_{i:03d}.mp4"
-        if not path.exists():
-            t0 = time.perf_counter()
-            write_test_video(path, seconds=args.seconds, seed=args.seed * 1000 + i)
-            log(f"  wrote {path.name} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
-        files.append(path)
+    for kind in args.footage:
+        for i in range(args.videos):
+            path = root / "corpus" / (f"bench_{i:03d}.mp4" if kind == "busy" else f"{kind}_{i:03d}.mp4")
+            if not path.exists():
+                t0 = time.perf_counter()
+                write_test_video(path, seconds=args.seconds, seed=args.seed * 1000 + i, kind=kind)
+                log(f"  wrote {path.name} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+            files.append(path)
     if args.real_clip and REAL_CLIP.is_file():
         files.append(REAL_CLIP)
     warm = root / "warmup" / "warmup.mp4"
@@ -156,7 +210,7 @@ def video_info(path: Path) -> dict[str, Any]:
 
 
 # -- encoders ---------------------------------------------------------------------------------
-def load_encoder(key: str, ckpt_dir: Path, device: str = "cpu") -> tuple[Any, float, str]:
+def load_encoder(key: str, ckpt_dir: Path, device: str = "cpu", image_runtime: str = "torch") -> tuple[Any, float, str]:
     """(encoder, load seconds, weights description); checkpoint creation is not counted as load."""
     import logging
 
@@ -177,7 +231,7 @@ def load_encoder(key: str, ckpt_dir: Path, device: str = "cpu") -> tuple[Any, fl
     if spec is None:
         spec = EncoderSpec("clip", model, str(random_clip_checkpoint(model, ckpt_dir)), dict(options))
     t0 = time.perf_counter()
-    enc = create_encoder(spec, device=device)
+    enc = create_encoder(spec, device=device, **({"image_runtime": image_runtime} if image_runtime != "torch" else {}))
     return enc, time.perf_counter() - t0, weights
 
 
@@ -244,32 +298,41 @@ class DecodeResult:
     batches: list[Any] = field(default_factory=list)  # the FrameBatch objects, for encode-only
 
 
-def measure_decode(backend_name: str, files: list[Path], fps: float, short_side: int, chunk: int, keep: bool) -> DecodeResult:
-    from mmsearch.media import get_backend
+def measure_decode(backend_name: str, files: list[Path], fps: float, short_side: int, chunk: int, keep: bool,
+                   skip_nonref: bool = False, skip_similar: bool = False) -> DecodeResult:
+    """Decode as a decoder worker does: ``skip_nonref`` in the decoder, ``skip_similar`` (the
+    frame-skip filter, its cost counted) on what it gives; ``frames`` counts the frames kept."""
+    from mmsearch.frameskip import FrameSkipper
+    from mmsearch.media import FrameBatch, get_backend
 
     res = DecodeResult()
     for path in files:
-        backend = get_backend(backend_name)
+        backend = get_backend(backend_name, skip_nonref=skip_nonref)
+        skipper = FrameSkipper() if skip_similar else None
         t0 = time.perf_counter()
         backend.probe(str(path))
         t1 = time.perf_counter()
-        n = 0
+        n = sampled = 0
         for batch in backend.iter_frames(str(path), fps=fps, short_side=short_side, chunk_size=chunk):
+            sampled += len(batch)
+            if skipper is not None:
+                mask = skipper.filter(batch.timestamps, batch.frames)
+                batch = FrameBatch(batch.frames[mask], batch.timestamps[mask])
             n += len(batch)
-            if keep:
+            if keep and len(batch):
                 res.batches.append(batch)
         t2 = time.perf_counter()
         res.frames += n
         res.seconds += t2 - t1
         res.probe_seconds += t1 - t0
-        res.per_file.append({"file": path.name, "frames": n, "decode_s": t2 - t1, "probe_s": t1 - t0})
+        res.per_file.append({"file": path.name, "frames": n, "sampled": sampled, "decode_s": t2 - t1, "probe_s": t1 - t0})
     return res
 
 
-def warm_decode(backend_name: str, path: Path, fps: float, short_side: int, chunk: int) -> None:
+def warm_decode(backend_name: str, path: Path, fps: float, short_side: int, chunk: int, skip_nonref: bool = False) -> None:
     from mmsearch.media import get_backend
 
-    backend = get_backend(backend_name)
+    backend = get_backend(backend_name, skip_nonref=skip_nonref)
     backend.probe(str(path))
     for _ in backend.iter_frames(str(path), fps=fps, short_side=short_side, chunk_size=chunk):
         pass
@@ -325,9 +388,9 @@ class TimedEncoder:
 
 
 def measure_end_to_end(ingest: Any, enc: Any, backend: str, files: list[Path], args: argparse.Namespace,
-                       work: Path, workers: int = 1) -> dict[str, Any]:
+                       work: Path, workers: int = 1, setting: str = "default") -> dict[str, Any]:
     index_dir = tempfile.mkdtemp(dir=work)  # fresh each time: a rerun into a filled index would embed nothing
-    cfg = ingest.IngestConfig(fps=args.fps, backend=backend, chunk_frames=args.chunk, workers=workers)
+    cfg = ingest.IngestConfig(fps=args.fps, backend=backend, chunk_frames=args.chunk, workers=workers, **setting_options(setting))
     events: list[tuple[float, str, str, int]] = []
     t0 = time.perf_counter()
     enc = TimedEncoder(enc, events, lambda: round(time.perf_counter() - t0, 4))
@@ -348,8 +411,20 @@ def measure_end_to_end(ingest: Any, enc: Any, backend: str, files: list[Path], a
         "after_last_encode_s": wall - ends[-1] if ends else None,  # final commit, worker shutdown
         "encoder_busy_s": sum(b - a for a, b in zip(starts, ends)),
     }
-    return {"frames": report.frames, "wall_s": wall, "timings": timings,
+    return {"frames": report.frames, "repeated_frames": getattr(report, "repeated_frames", 0), "wall_s": wall, "timings": timings,
             "unaccounted_s": wall - sum(timings.values()), "timeline_summary": summary, "timeline": events}
+
+
+def footage_kind(name: str) -> str:
+    """Which footage a benchmark file is (:data:`FOOTAGE`), from its name; "real" for the real clip."""
+    prefix = name.split("_")[0]
+    return "busy" if prefix == "bench" else prefix if prefix in FOOTAGE else "real"
+
+
+def setting_options(setting: str) -> dict[str, Any]:
+    """The IngestConfig fields of a named setting (:data:`SETTINGS`)."""
+    similar, nonref, runtime = SETTINGS[setting]
+    return {"skip_similar": similar, "skip_nonref": nonref, "image_runtime": runtime}
 
 
 def save_partial(args: argparse.Namespace, data: dict[str, Any]) -> None:
@@ -423,12 +498,13 @@ def machine_info() -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
-    headers = ["backend", "model", "variant", "decoders", "decode f/s", "decode vs/s", "encode f/s", "serial f/s",
-               "e2e f/s", "e2e vs/s", "e2e/serial", "other load"]
+    headers = ["setting", "backend", "model", "variant", "decoders", "embedded", "decode vs/s", "encode vs/s", "serial vs/s",
+               "e2e vs/s", "e2e/serial", "vs before", "other load"]
     body = [
-        [r["backend"], r["model"], r["variant"], str(r["workers"]), f"{r['decode_fps']:.1f}", f"{r['decode_vsps']:.1f}",
-         f"{r['encode_fps']:.1f}", f"{r['serial_bound_fps']:.1f}", f"{r['e2e_fps']:.1f}", f"{r['e2e_vsps']:.1f}",
+        [r["setting"], r["backend"], r["model"], r["variant"], str(r["workers"]), f"{r['decode_frames']}/{r['sampled_frames']}",
+         f"{r['decode_vsps']:.1f}", f"{r['encode_vsps']:.1f}", f"{r['serial_bound_vsps']:.1f}", f"{r['e2e_vsps']:.1f}",
          f"{r['ratio']:.2f}" + (" ok" if r["ratio"] >= 0.9 else " LOW"),
+         f"{r['e2e_speedup_vs_before']:.2f}x" if r.get("e2e_speedup_vs_before") else "-",
          f"{r['background_cores_max']:.2f}" + (" !" if r["background_cores_max"] >= BACKGROUND_LIMIT else "")]
         for r in rows
     ]
@@ -438,7 +514,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
 
         table = Table(title=title)
         for h in headers:
-            table.add_column(h, justify="left" if h in ("backend", "model", "variant") else "right")
+            table.add_column(h, justify="left" if h in ("setting", "backend", "model", "variant") else "right")
         for b in body:
             table.add_row(*b)
         Console(width=max(160, shutil.get_terminal_size().columns)).print(table)
@@ -458,6 +534,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default="vit-b-32,synth-clip", help=f"comma-separated, of {sorted(MODELS)}")
     p.add_argument("--backends", default="pyav,decord", help="comma-separated decoder backends")
     p.add_argument("--fps", type=float, default=1.0, help="sampled frames per video-second")
+    p.add_argument("--settings", default="before,default",
+                   help=f"comma-separated ingest settings measured side by side, of {list(SETTINGS)}")
+    p.add_argument("--footage", default="busy", help=f"comma-separated kinds of generated video, of {list(FOOTAGE)} (--videos of each)")
     p.add_argument("--chunk", type=int, default=32, help="frames per decoder chunk (IngestConfig.chunk_frames)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the results here")
@@ -479,6 +558,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
     args.backends = [b.strip().lower() for b in args.backends.split(",") if b.strip()]
     args.workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    args.settings = [x.strip() for x in args.settings.split(",") if x.strip()]
+    args.footage = [x.strip() for x in args.footage.split(",") if x.strip()]
+    for x in args.settings:
+        if x not in SETTINGS:
+            p.error(f"unknown setting {x!r}; choose from {list(SETTINGS)}")
+    for x in args.footage:
+        if x not in FOOTAGE:
+            p.error(f"unknown footage {x!r}; choose from {list(FOOTAGE)}")
     for m in args.models:
         if m not in MODELS:
             p.error(f"unknown model {m!r}; choose from {sorted(MODELS)}")
@@ -515,109 +602,148 @@ def main(argv: list[str] | None = None) -> int:
     cpu: dict[str, dict[str, float]] = {}
     try:
         # -- models (load time reported, never counted) ---------------------------------------
-        encoders: dict[str, Any] = {}
+        runtimes = sorted({SETTINGS[st][2] for st in args.settings})
+        encoders: dict[tuple[str, str], Any] = {}
         loads: dict[str, dict[str, Any]] = {}
         for key in args.models:
-            log(f"loading {key} ...")
-            enc, load_s, weights = load_encoder(key, work, args.device)
-            encoders[key] = enc
-            loads[key] = {"load_s": load_s, "weights": weights, "input_size": enc.input_size, "dim": enc.dim}
+            for rt in runtimes:
+                log(f"loading {key} ({rt}) ...")
+                enc, load_s, weights = load_encoder(key, work, args.device, rt)
+                encoders[(key, rt)] = enc
+                loads[f"{key}/{rt}"] = {"load_s": load_s, "weights": weights, "input_size": enc.input_size, "dim": enc.dim,
+                                        "image_runtime": getattr(enc, "image_runtime", "torch")}
         sides = sorted({enc.input_size for enc in encoders.values()})
+        # decode-only depends on the decoder settings only: (skip_similar, skip_nonref)
+        decoders = sorted({SETTINGS[st][:2] for st in args.settings})
 
         # -- decode-only: each backend at each short side the models want ------------------------
-        decode: dict[tuple[str, int], DecodeResult] = {}
+        decode: dict[tuple[str, int, bool, bool], DecodeResult] = {}
         for side in sides:
             for b in args.backends:
-                warm_decode(b, warm, args.fps, side, args.chunk)
-                decode[(b, side)], cpu[f"decode/{b}/{side}"] = quiet_run(
-                    f"decode-only {b} @ short side {side}",
-                    lambda b=b, side=side: measure_decode(b, files, args.fps, side, args.chunk, keep=(b == args.backends[0])),
-                    args,
-                )
+                for similar, nonref in decoders:
+                    warm_decode(b, warm, args.fps, side, args.chunk, nonref)
+                    decode[(b, side, similar, nonref)], cpu[f"decode/{b}/{side}/{similar:d}{nonref:d}"] = quiet_run(
+                        f"decode-only {b} @ short side {side}, skip similar {similar}, skip non-reference {nonref}",
+                        lambda b=b, side=side, similar=similar, nonref=nonref: measure_decode(
+                            b, files, args.fps, side, args.chunk, keep=(b == args.backends[0]), skip_nonref=nonref, skip_similar=similar),
+                        args,
+                    )
 
-        save_partial(args, {"decode": {f"{b}/{s}": {"frames": d.frames, "seconds": d.seconds, "probe_seconds": d.probe_seconds}
-                                       for (b, s), d in decode.items()}, "cpu": cpu})
+        save_partial(args, {"decode": {f"{b}/{s}/{si:d}{nr:d}": {"frames": d.frames, "seconds": d.seconds, "probe_seconds": d.probe_seconds}
+                                       for (b, s, si, nr), d in decode.items()}, "cpu": cpu})
 
         # -- encode-only: on the first backend's frames, chunk by chunk ----------------------------
-        encode: dict[str, tuple[int, float]] = {}
-        for key, enc in encoders.items():
-            batches = decode[(args.backends[0], enc.input_size)].batches
-            for b in batches[:2]:  # warm-up: first calls build oneDNN primitives
-                enc.encode_images(b.frames)
-            encode[key], cpu[f"encode/{key}"] = quiet_run(f"encode-only {key}", lambda: measure_encode(enc, batches), args)
+        encode: dict[tuple[str, str, bool, bool], tuple[int, float]] = {}
+        for st in args.settings:
+            similar, nonref, rt = SETTINGS[st]
+            for key in args.models:
+                enc = encoders[(key, rt)]
+                ekey = (key, rt, similar, nonref)
+                if ekey in encode:
+                    continue
+                batches = decode[(args.backends[0], enc.input_size, similar, nonref)].batches
+                for b in batches[:2]:  # warm-up: first calls build oneDNN primitives
+                    enc.encode_images(b.frames)
+                encode[ekey], cpu["encode/" + "/".join(map(str, ekey))] = quiet_run(
+                    f"encode-only {key} ({rt}) on the frames of skip similar {similar}, skip non-reference {nonref}",
+                    lambda enc=enc, batches=batches: measure_encode(enc, batches), args)
         for res in decode.values():
             res.batches = []
-        save_partial(args, {"encode": encode, "cpu": cpu})
+        save_partial(args, {"encode": {"/".join(map(str, k)): v for k, v in encode.items()}, "cpu": cpu})
 
         # -- end-to-end ------------------------------------------------------------------------
-        e2e: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+        e2e: dict[tuple[str, str, str, str, int], dict[str, Any]] = {}
         for variant, ingest in variants:
-            for key, enc in encoders.items():
-                for b in args.backends:
-                    cfg = ingest.IngestConfig(fps=args.fps, backend=b, chunk_frames=args.chunk, workers=1)
-                    # warm-up: a 2 s clip into a throwaway index, same code path
-                    call_index_paths(ingest, [warm], tempfile.mkdtemp(dir=work), enc, cfg)
-                    for w in args.workers:
-                        e2e[(variant, b, key, w)], cpu[f"e2e/{variant}/{b}/{key}/{w}"] = quiet_run(
-                            f"end-to-end {variant} {b} x {key}, {w} decoder process(es)",
-                            lambda: measure_end_to_end(ingest, enc, b, files, args, work, w),
-                            args,
-                        )
-                        save_partial(args, {"e2e": {"/".join(map(str, k)): v for k, v in e2e.items()}, "cpu": cpu})
+            for st in args.settings:
+                for key in args.models:
+                    enc = encoders[(key, SETTINGS[st][2])]
+                    for b in args.backends:
+                        cfg = ingest.IngestConfig(fps=args.fps, backend=b, chunk_frames=args.chunk, workers=1, **setting_options(st))
+                        # warm-up: a 2 s clip into a throwaway index, same code path
+                        call_index_paths(ingest, [warm], tempfile.mkdtemp(dir=work), enc, cfg)
+                        for w in args.workers:
+                            e2e[(variant, st, b, key, w)], cpu[f"e2e/{variant}/{st}/{b}/{key}/{w}"] = quiet_run(
+                                f"end-to-end {variant} {st} {b} x {key}, {w} decoder process(es)",
+                                lambda: measure_end_to_end(ingest, enc, b, files, args, work, w, st),
+                                args,
+                            )
+                            save_partial(args, {"e2e": {"/".join(map(str, k)): v for k, v in e2e.items()}, "cpu": cpu})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     rows = []
-    for (variant, b, key, w), r in e2e.items():
-        ecpu = cpu[f"e2e/{variant}/{b}/{key}/{w}"]
-        side = encoders[key].input_size
-        d = decode[(b, side)]
-        n_enc, enc_s = encode[key]
+    for (variant, st, b, key, w), r in e2e.items():
+        similar, nonref, rt = SETTINGS[st]
+        ecpu = cpu[f"e2e/{variant}/{st}/{b}/{key}/{w}"]
+        side = encoders[(key, rt)].input_size
+        dkey = f"decode/{b}/{side}/{similar:d}{nonref:d}"
+        d = decode[(b, side, similar, nonref)]
+        ekey = (key, rt, similar, nonref)
+        n_enc, enc_s = encode[ekey]
+        dcpu, encpu = cpu[dkey], cpu["encode/" + "/".join(map(str, ekey))]
         decode_fps = d.frames / d.seconds
-        encode_fps = n_enc / enc_s
-        serial = 1.0 / (1.0 / decode_fps + 1.0 / encode_fps)
+        encode_fps = n_enc / enc_s if n_enc else float("inf")
+        serial_s = d.seconds + enc_s  # one after the other, no overlap
         e2e_fps = r["frames"] / r["wall_s"]
-        bg = max(cpu[f"decode/{b}/{side}"]["background_cores"], cpu[f"encode/{key}"]["background_cores"],
-                 ecpu["background_cores"])
+        bg = max(dcpu["background_cores"], encpu["background_cores"], ecpu["background_cores"])
         rows.append({
-            "backend": b, "model": key, "variant": variant, "workers": w, "short_side": side,
-            "frames": r["frames"], "decode_frames": d.frames,
+            "backend": b, "model": key, "variant": variant, "setting": st, "skip_similar": similar, "skip_nonref": nonref,
+            "image_runtime": rt, "workers": w, "short_side": side,
+            "frames": r["frames"], "repeated_frames": r.get("repeated_frames", 0), "decode_frames": d.frames,
+            "sampled_frames": sum(p["sampled"] for p in d.per_file),
             "decode_s": d.seconds, "probe_s": d.probe_seconds, "decode_fps": decode_fps,
             "decode_vsps": total_video_s / d.seconds,
-            "encode_s": enc_s, "encode_fps": encode_fps, "encode_vsps": total_video_s / enc_s,
-            "serial_bound_fps": serial, "serial_bound_vsps": serial * total_video_s / d.frames,
+            "encode_s": enc_s, "encode_fps": encode_fps, "encode_vsps": total_video_s / enc_s if enc_s else float("inf"),
+            "serial_bound_fps": d.frames / serial_s, "serial_bound_vsps": total_video_s / serial_s,
             "e2e_s": r["wall_s"], "e2e_fps": e2e_fps, "e2e_vsps": total_video_s / r["wall_s"],
-            "ratio": e2e_fps / serial, "background_cores_max": bg,
+            "ratio": (total_video_s / r["wall_s"]) / (total_video_s / serial_s), "background_cores_max": bg,
             # CPU-seconds per sampled frame (this process and its decoder children): robust to other load
             "cpu_per_frame": {
-                "decode": cpu[f"decode/{b}/{side}"]["own_cpu_s"] / d.frames,
-                "encode": cpu[f"encode/{key}"]["own_cpu_s"] / n_enc,
-                "e2e": ecpu["own_cpu_s"] / r["frames"],
+                "decode": dcpu["own_cpu_s"] / max(1, d.frames),
+                "encode": encpu["own_cpu_s"] / max(1, n_enc),
+                "e2e": ecpu["own_cpu_s"] / max(1, r["frames"]),
             },
             "cores_used": {
-                "decode": cpu[f"decode/{b}/{side}"]["own_cpu_s"] / cpu[f"decode/{b}/{side}"]["wall_s"],
-                "encode": cpu[f"encode/{key}"]["own_cpu_s"] / cpu[f"encode/{key}"]["wall_s"],
+                "decode": dcpu["own_cpu_s"] / dcpu["wall_s"],
+                "encode": encpu["own_cpu_s"] / encpu["wall_s"],
                 "e2e": ecpu["own_cpu_s"] / ecpu["wall_s"],
             },
             "e2e_cpu": ecpu, "e2e_timings": r["timings"],
             "e2e_unaccounted_s": r["unaccounted_s"], "timeline_summary": r["timeline_summary"],
             "timeline": r["timeline"],
         })
+    before = {(r["variant"], r["backend"], r["model"], r["workers"]): r["e2e_vsps"] for r in rows if r["setting"] == "before"}
+    for r in rows:
+        base = before.get((r["variant"], r["backend"], r["model"], r["workers"]))
+        r["e2e_speedup_vs_before"] = r["e2e_vsps"] / base if base else None
+    # the share of sampled frames skipped as repeats, by footage (the file name's prefix)
+    kept_share: dict[str, dict[str, float]] = {}
+    for (b, side, similar, nonref), d in decode.items():
+        if similar and b == args.backends[0]:
+            by_kind: dict[str, list[int]] = {}
+            for p in d.per_file:
+                kind = footage_kind(p["file"])
+                kept, sampled = by_kind.setdefault(kind, [0, 0])
+                by_kind[kind] = [kept + p["frames"], sampled + p["sampled"]]
+            kept_share[f"{side}/nonref{nonref:d}"] = {k: 1 - kept / sampled for k, (kept, sampled) in by_kind.items()}
 
     title = (f"ingest throughput: {len(files)} files, {total_video_s:.0f} video-s, sampling {args.fps:g} fps, "
              f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, encoders on {args.device}"
              + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() and args.device != "cpu" else "")
-             + (f", prototype decoder threads {args.decoder_threads}" if args.decoder_threads else "") + f"  (f/s = sampled frames per second, "
-             f"vs/s = video-seconds per second)")
+             + (f", prototype decoder threads {args.decoder_threads}" if args.decoder_threads else "") + "  (f/s = sampled frames per second, "
+             "vs/s = video-seconds per second)")
     print_table(rows, title)
     for key, l in loads.items():
         print(f"model load {key}: {l['load_s']:.2f} s ({l['weights']}, input {l['input_size']})")
-    for (b, side), d in decode.items():
+    for (b, side, similar, nonref), d in decode.items():
         per = ", ".join(f"{p['file']} {p['frames'] / p['decode_s']:.1f} f/s" for p in d.per_file)
-        print(f"decode {b} @{side}: probe {d.probe_seconds:.2f} s total (not in decode f/s); per file: {per}")
+        print(f"decode {b} @{side} skip similar {similar} non-reference {nonref}: probe {d.probe_seconds:.2f} s total "
+              f"(not in decode f/s); per file: {per}")
+    for where, shares in kept_share.items():
+        print(f"sampled frames skipped as repeats ({where}): " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     for r in rows:
         t = r["e2e_timings"]
-        print(f"e2e {r['variant']} {r['backend']} x {r['model']}, {r['workers']} decoder(s): wall {r['e2e_s']:.2f} s = "
+        print(f"e2e {r['setting']} {r['variant']} {r['backend']} x {r['model']}, {r['workers']} decoder(s): wall {r['e2e_s']:.2f} s = "
               + ", ".join(f"{k} {v:.2f}" for k, v in t.items()) + f", other {r['e2e_unaccounted_s']:.2f}"
               "; cores used " + ", ".join(f"{k} {v:.2f}" for k, v in r["cores_used"].items())
               + "; CPU ms/frame " + ", ".join(f"{k} {1000 * v:.0f}" for k, v in r["cpu_per_frame"].items())
@@ -634,10 +760,13 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "ingest", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "args": {k: v for k, v in vars(args).items()}, "machine": machine_info(), "files": infos,
             "total_video_seconds": total_video_s, "model_load": loads,
-            "decode": [{"backend": b, "short_side": s, "frames": d.frames, "seconds": d.seconds,
-                        "probe_seconds": d.probe_seconds, "fps": d.frames / d.seconds, "per_file": d.per_file}
-                       for (b, s), d in decode.items()],
-            "encode": [{"model": k, "frames": n, "seconds": s, "fps": n / s} for k, (n, s) in encode.items()],
+            "settings": {st: setting_options(st) for st in args.settings},
+            "decode": [{"backend": b, "short_side": s, "skip_similar": si, "skip_nonref": nr, "frames": d.frames,
+                        "seconds": d.seconds, "probe_seconds": d.probe_seconds, "fps": d.frames / d.seconds, "per_file": d.per_file}
+                       for (b, s, si, nr), d in decode.items()],
+            "encode": [{"model": k, "image_runtime": rt, "skip_similar": si, "skip_nonref": nr, "frames": n, "seconds": sec,
+                        "fps": n / sec if sec else None} for (k, rt, si, nr), (n, sec) in encode.items()],
+            "skipped_share": kept_share,
             "rows": rows, "cpu": cpu, "flagged": flagged, "wall_seconds": elapsed,
         }
         from _common import write_json

@@ -220,14 +220,16 @@ class FrameSelector:
         self.pending = (pts, frame)
         return out
 
-    def finish(self) -> list[tuple[float, object]]:
-        """The last frame, when a target falls on it (or when nothing was kept yet)."""
+    def finish(self, shown: float | None = None) -> list[tuple[float, object]]:
+        """The last frame, when a target falls on it (or when nothing was kept yet). ``shown``:
+        seconds the last frame stays on screen, where the gap before it is not that (frames
+        left undecoded); default the gap before it."""
         if self.pending is None:
             return []
         pts, frame = self.pending
         self.pending = None
         # on screen over [pts, pts + last_delta): a target at its very end (to rounding) is not on it
-        if self.emitted == 0 or self.next_target < pts + max(self.last_delta, 1e-6) - 1e-6:
+        if self.emitted == 0 or self.next_target < pts + max(shown or self.last_delta, 1e-6) - 1e-6:
             self.emitted += 1
             return [(pts, frame)]
         return []
@@ -399,7 +401,7 @@ class PyAVBackend:
                         yield st, to_rgb(f)
                 if not times:
                     raise DecodeError(path, "no decodable frame")
-                for st, f in selector.finish():
+                for st, f in selector.finish(last_shown if self.skip_nonref else None):
                     yield st, to_rgb(f)
                 self.video_end = max(max(times) + last_shown, packet_end[0] if self.damaged_packets == 0 else 0.0)
 

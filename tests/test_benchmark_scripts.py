@@ -92,3 +92,22 @@ def test_disk_write_control_times_each_round(tmp_path):
     result = json.loads(out.read_text())
     assert len(result["seconds"]) == 3 and all(s > 0 for s in result["seconds"])
     assert result["mb_per_round"] == round((2000 + 2000 * 29 // 60) * 16 * 4 / 2**20, 1)
+
+
+def test_ingest_benchmark_measures_settings_side_by_side_by_footage(tmp_path):
+    """benchmarks/ingest.py (issue #18): before and the defaults on the same files in one run; the
+    repeats of a tripod shot and a talking head are skipped, none of a panning shot."""
+    out = tmp_path / "ingest.json"
+    _run("ingest.py", "--videos", "1", "--seconds", "6", "--models", "synth-clip", "--backends", "pyav",
+         "--settings", "before,default", "--footage", "busy,static,talking", "--wait-quiet", "0", "--retries", "0",
+         "--no-real-clip", "--media-dir", str(tmp_path / "media"), "--json", str(out))
+    data = json.loads(out.read_text())
+    rows = {r["setting"]: r for r in data["rows"]}
+    assert set(rows) == {"before", "default"}
+    before, default = rows["before"], rows["default"]
+    assert before["frames"] == before["sampled_frames"] == 18 and before["repeated_frames"] == 0  # 3 files x 6 s at 1 fps
+    assert default["sampled_frames"] == 18  # the same targets sampled with non-reference frames undecoded
+    assert default["frames"] == default["decode_frames"] < 18 and default["frames"] + default["repeated_frames"] == 18
+    assert before["e2e_speedup_vs_before"] == 1.0 and default["e2e_speedup_vs_before"] > 0
+    shares = next(iter(data["skipped_share"].values()))
+    assert shares["busy"] == 0.0 and shares["static"] >= 0.8 and shares["talking"] >= 0.8
