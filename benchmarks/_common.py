@@ -99,3 +99,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ingest settings measured side by side (issue #18): (skip_similar, skip_nonref, image_runtime)
+SETTINGS: dict[str, tuple[bool, bool, str]] = {
+    "before": (False, False, "torch"),  # every sampled frame embedded, every frame decoded, torch fp32
+    "skip-similar": (True, False, "torch"),
+    "skip-nonref": (False, True, "torch"),
+    "onnx-int8": (False, False, "onnx-int8"),
+    "default": (True, True, "torch"),  # mmsearch's defaults today
+    "all": (True, True, "onnx-int8"),
+}
+
+
+def setting_options(setting: str) -> dict[str, Any]:
+    """The IngestConfig fields of a named setting (:data:`SETTINGS`)."""
+    similar, nonref, runtime = SETTINGS[setting]
+    return {"skip_similar": similar, "skip_nonref": nonref, "image_runtime": runtime}

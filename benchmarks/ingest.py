@@ -44,19 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _common import SETTINGS, setting_options  # noqa: E402  (benchmarks/ on sys.path as the script's folder)
+
 REAL_CLIP = Path("/work/shared/media/decord/flipping_a_pancake.mkv")
 MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit-b-32": ("ViT-B-32", {}),
     "synth-clip": ("synth-clip", {"image_resize_mode": "squash"}),
-}
-# ingest settings measured side by side (issue #18): (skip_similar, skip_nonref, image_runtime)
-SETTINGS: dict[str, tuple[bool, bool, str]] = {
-    "before": (False, False, "torch"),  # every sampled frame embedded, every frame decoded, torch fp32
-    "skip-similar": (True, False, "torch"),
-    "skip-nonref": (False, True, "torch"),
-    "onnx-int8": (False, False, "onnx-int8"),
-    "default": (True, True, "torch"),  # mmsearch's defaults today
-    "all": (True, True, "onnx-int8"),
 }
 BACKGROUND_LIMIT = 0.15  # cores of CPU used by other processes above which a measurement is flagged
 MEDIA_VERSION = 1  # bump when the generator changes, so cached media is rebuilt
@@ -419,12 +412,6 @@ def footage_kind(name: str) -> str:
     """Which footage a benchmark file is (:data:`FOOTAGE`), from its name; "real" for the real clip."""
     prefix = name.split("_")[0]
     return "busy" if prefix == "bench" else prefix if prefix in FOOTAGE else "real"
-
-
-def setting_options(setting: str) -> dict[str, Any]:
-    """The IngestConfig fields of a named setting (:data:`SETTINGS`)."""
-    similar, nonref, runtime = SETTINGS[setting]
-    return {"skip_similar": similar, "skip_nonref": nonref, "image_runtime": runtime}
 
 
 def save_partial(args: argparse.Namespace, data: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 from mmsearch.metrics import temporal_iou
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info  # noqa: E402
+from _common import SETTINGS, machine_info, setting_options  # noqa: E402
 
 BARS = {"top_video": 0.95, "iou@0.5": 0.9, "mean_iou": 0.7}
 
@@ -132,16 +132,24 @@ def run(args: argparse.Namespace) -> dict:
             rows = generate_corpus(corpus_dir, videos=args.videos, audio=0, seed=args.seed, config=config)
             stamp.write_text(json.dumps(params))
         t_gen = time.perf_counter() - t0
-        if index_dir.exists():
-            shutil.rmtree(index_dir)
-        t0 = time.perf_counter()
-        report = mmsearch.index_paths([corpus_dir], index_dir, model="synth-clip", device=args.device)
-        t_index = time.perf_counter() - t0
-        index = mmsearch.open_index(index_dir, device=args.device)
-        modes = {
-            "two-stage": score_queries(index, corpus_dir, rows, exhaustive=False, k=args.k),
-            "exhaustive": score_queries(index, corpus_dir, rows, exhaustive=True, k=args.k),
-        }
+        settings = {}
+        for setting in args.settings:  # the same corpus indexed with each ingest setting (issue #18)
+            if index_dir.exists():
+                shutil.rmtree(index_dir)
+            t0 = time.perf_counter()
+            report = mmsearch.index_paths([corpus_dir], index_dir, model="synth-clip", device=args.device,
+                                          config=mmsearch.IngestConfig(**setting_options(setting)))
+            t_index = time.perf_counter() - t0
+            index = mmsearch.open_index(index_dir, device=args.device)
+            settings[setting] = {
+                "options": setting_options(setting), "frames": report.frames, "repeated_frames": report.repeated_frames,
+                "index_s": t_index, "modes": {
+                    "two-stage": score_queries(index, corpus_dir, rows, exhaustive=False, k=args.k),
+                    "exhaustive": score_queries(index, corpus_dir, rows, exhaustive=True, k=args.k),
+                },
+            }
+        first = settings[args.settings[0]]
+        modes, t_index = first["modes"], first["index_s"]
     finally:
         if not args.work_dir and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -149,13 +157,14 @@ def run(args: argparse.Namespace) -> dict:
         "benchmark": "synth_quality",
         "model": "synth-clip",
         "corpus": {"videos": args.videos, "seed": args.seed, "min_size": args.min_size, "max_size": args.max_size,
-                   "visual_events": sum(r["modality"] == "video" for r in rows), "frames": report.frames,
+                   "visual_events": sum(r["modality"] == "video" for r in rows), "frames": first["frames"],
                    "failed": len(report.failed)},
         "seconds": {"generate": t_gen, "index": t_index},
         "bars": BARS,
         "machine": machine_info(),
-        "modes": modes,
-        "passes": all(m["summary"]["passes"] for m in modes.values()),
+        "modes": modes,  # of the first setting
+        "settings": settings,
+        "passes": all(m["summary"]["passes"] for st in settings.values() for m in st["modes"].values()),
     }
 
 
@@ -173,7 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--check", action="store_true", help="exit 1 when a bar is not reached")
+    p.add_argument("--settings", default="default",
+                   help=f"comma-separated ingest settings, each indexing the same corpus (of {list(SETTINGS)})")
     args = p.parse_args(argv)
+    args.settings = [x.strip() for x in args.settings.split(",") if x.strip()]
+    for x in args.settings:
+        if x not in SETTINGS:
+            p.error(f"unknown setting {x!r}; choose from {list(SETTINGS)}")
 
     result = run(args)
     m = result["machine"]
@@ -184,11 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"time: generate {result['seconds']['generate']:.1f}s, index {result['seconds']['index']:.1f}s")
     for name, res in result["modes"].items():
         _print_mode(name, res)
-    print(f"\n{'mode':<12} {'queries':>7} {'top_video':>9} {'iou@0.5':>8} {'mean_iou':>8}  pass")
-    for name, res in result["modes"].items():
-        s = res["summary"]
-        print(f"{name:<12} {s['queries']:7d} {s['top_video']:9.3f} {s['iou@0.5']:8.3f} {s['mean_iou']:8.3f}  "
-              f"{'yes' if s['passes'] else 'NO'}")
+    print(f"\n{'setting':<12} {'frames':>11} {'mode':<12} {'queries':>7} {'top_video':>9} {'iou@0.5':>8} {'mean_iou':>8} "
+          f"{'stage1 top1':>11}  pass")
+    for setting, st in result["settings"].items():
+        for name, res in st["modes"].items():
+            s = res["summary"]
+            print(f"{setting:<12} {st['frames']:>5}/{st['frames'] + st['repeated_frames']:<5} {name:<12} {s['queries']:7d} "
+                  f"{s['top_video']:9.3f} {s['iou@0.5']:8.3f} {s['mean_iou']:8.3f} {s['stage1_top_video']:11.3f}  "
+                  f"{'yes' if s['passes'] else 'NO'}")
     s = result["modes"]["two-stage"]["summary"]
     print(f"(no bar) stage 1 alone, mean frame embedding: top-1 video {s['stage1_top_video']:.3f}, "
           f"recall@5 {s['stage1_recall@5']:.3f}")

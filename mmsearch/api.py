@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .common_space import HeadConfig, TrainSpaceReport, train_space  # noqa: F401 - part of the facade
-from .config import IngestConfig, audio_window_config, config_from_record
+from .config import IngestConfig, audio_window_config, config_from_record, encoder_options
 from .encoders import EncoderSpec, create_encoder, resolve_spec
 from .encoders.frozen import FrozenTextTower
 from .errors import EncoderMismatchError, UsageError
@@ -127,7 +127,8 @@ def index_paths(
     visual = _stored_spec(root, VISUAL) if model is None and pretrained is None else None
     visual = visual or resolve_spec(model, pretrained, family="clip")
     specs = {VISUAL: visual}
-    encoders = {VISUAL: lambda: create_encoder(visual, device=device)}
+    # the image tower's runtime comes from the config, resolved below (the factory runs later)
+    encoders = {VISUAL: lambda: create_encoder(visual, device=device, **encoder_options(visual.family, config))}
     if audio:
         audio_spec = _stored_spec(root, AUDIO) if audio_model is None else None
         if audio_spec is None:

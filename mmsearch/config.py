@@ -9,7 +9,9 @@ from .errors import UsageError
 from .media import DEFAULT_BACKEND, get_backend
 from .moments import MomentConfig
 
-__all__ = ["IngestConfig", "RECORDED_FIELDS", "audio_window_config", "check_recorded", "config_from_record", "config_record"]
+__all__ = [
+    "IngestConfig", "RECORDED_FIELDS", "audio_window_config", "check_recorded", "config_from_record", "config_record", "encoder_options",
+]
 
 # What an index remembers of how it was built: a later run and every query cut media the same way.
 RECORDED_FIELDS = (
@@ -97,6 +99,12 @@ def check_recorded(record: dict[str, Any], config: IngestConfig, *, root: Any) -
                 f"the index at {root} was built with {key}={record[key]}, not {mine}; "
                 f"use the same value or a new --index directory"
             )
+
+
+def encoder_options(family: str, config: IngestConfig) -> dict[str, Any]:
+    """Keyword options of :func:`mmsearch.encoders.create_encoder` that ``config`` asks of an
+    encoder of ``family`` for indexing: the CLIP image tower's runtime."""
+    return {"image_runtime": config.image_runtime} if family == "clip" and config.image_runtime != "torch" else {}
 
 
 def audio_window_config(encoder: Any, config: IngestConfig) -> tuple[float, float]:

@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .config import encoder_options
 from .decode_worker import DecodeWorker, usable_cores
 from .encoders import EncoderSpec
 from .errors import UsageError
@@ -170,6 +171,7 @@ class EmbedStage:
     A subclass sets ``specs`` (the encoder of each space) and ``device``."""
 
     specs: dict[str, EncoderSpec] = {}
+    options: dict[str, dict[str, Any]] = {}  # create_encoder's keyword options by space (mmsearch.config.encoder_options)
     device: str = "cpu"
 
     def __init__(self) -> None:
@@ -181,9 +183,10 @@ class EmbedStage:
         built: dict[str, Any] = {}
         self.encoders = {}
         for space, spec in self.specs.items():
-            key = repr(spec)
+            options = self.options.get(space, {})
+            key = repr((spec, sorted(options.items())))
             if key not in built:
-                built[key] = create_encoder(spec, device=self.device)
+                built[key] = create_encoder(spec, device=self.device, **options)
             self.encoders[space] = built[key]
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -246,7 +249,8 @@ def _run(
     context.print_on_execution_start = False
     # the encoders' specs travel with the actor class, not as constructor arguments in the object
     # store, which a restarted actor could find lost (ray-project/ray#53727)
-    stage = type("EmbedStage", (EmbedStage,), {"specs": specs, "device": actor_device})
+    options = {space: encoder_options(spec.family, config) for space, spec in specs.items()}
+    stage = type("EmbedStage", (EmbedStage,), {"specs": specs, "options": options, "device": actor_device})
     dataset = (
         ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
         .flat_map(
