@@ -2,9 +2,13 @@
 """Ingest throughput: decode-only, encode-only and end-to-end, side by side on the same files.
 
     python benchmarks/ingest.py --videos 4 --seconds 30 --json benchmarks/results/ingest.json \
-        [--models vit-b-32,synth-clip] [--backends pyav,decord]
+        [--models vit-b-32,synth-clip] [--backends pyav,decord] [--settings before,default,all] \
+        [--footage busy,static,talking,slides]
 
-For every decoder backend x model it measures, on one set of files in one run:
+For every ingest setting x decoder backend x model it measures, on one set of files in one run
+(settings, ``_common.SETTINGS``: ``before`` embeds every sampled frame, decodes every frame and
+runs torch fp32; ``default`` is mmsearch's default, repeats skipped and non-reference frames
+left undecoded; ``all`` adds the ONNX Runtime int8 image tower; the others one option each):
 
 * decode-only: ``backend.iter_frames(path, fps, short_side=model.input_size)`` in this process;
 * encode-only: ``encoder.encode_images`` on the very frames the decoder produced, chunk by chunk
@@ -20,10 +24,13 @@ warm-up; model loading is timed separately and never counted.
 ``--prototype benchmarks/ingest_prefetch.py`` adds end-to-end rows for a patched copy of
 ``mmsearch/ingest.py`` (see the README), so a proposed fix is measured beside the original.
 
-Test media: N 1280x720 30 fps H.264 mp4 files of ``--seconds`` each, written with PyAV
-(a panning textured background with grain, colour gradients and moving shapes, so the
-bitstream has real motion vectors and residuals), cached under ``--media-dir``; plus the real
-clip /work/shared/media/decord/flipping_a_pancake.mkv when present.
+Test media: for each ``--footage`` kind, N 1280x720 30 fps H.264 mp4 files of ``--seconds``
+each, written with PyAV (``busy``: a panning textured background with grain, colour gradients
+and moving shapes, so the bitstream has real motion vectors and residuals; ``static``,
+``talking`` and ``slides``: a tripod shot, a talking head, slides; see :func:`write_test_video`),
+cached under ``--media-dir``; plus the real clip
+/work/shared/media/decord/flipping_a_pancake.mkv when present. The share of sampled frames
+skipped as repeats is reported by footage.
 
 Heavy imports live inside functions: the ingest runner starts its decoder with ``spawn``, which
 re-imports this file in the child, and a child that imported torch would be a benchmark artefact.

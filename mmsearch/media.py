@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NoReturn, Protocol
+from typing import Callable, Literal, NoReturn, Protocol
 
 import numpy as np
 
@@ -222,8 +222,8 @@ class FrameSelector:
 
     def finish(self, shown: float | None = None) -> list[tuple[float, object]]:
         """The last frame, when a target falls on it (or when nothing was kept yet). ``shown``:
-        seconds the last frame stays on screen, where the gap before it is not that (frames
-        left undecoded); default the gap before it."""
+        seconds the last frame counts as on screen, where the gap before the frame pushed last is
+        not the stream's (frames left undecoded); default that gap."""
         if self.pending is None:
             return []
         pts, frame = self.pending
@@ -258,6 +258,24 @@ def _chunks(selected: Iterable[tuple[float, np.ndarray]], chunk_size: int) -> It
         yield FrameBatch(np.stack(buf_f), np.asarray(buf_t, dtype=np.float64))
 
 
+def _skip_unless_sampled(packet, stream, step: float, seconds: Callable[[float], float], seen: list[float]) -> None:  # noqa: ANN001
+    """Set ``stream``'s skip_frame for ``packet``: NONREF (a non-reference frame in it is not
+    decoded) unless a sampling target ``k * step`` lies in [its pts, the largest pts demuxed so
+    far), where its picture may be the one on screen. ``seen``: [where the last picture ends,
+    the largest pts so far, the second largest], seconds from the media's start, updated."""
+    if packet.pts is None or not packet.time_base:
+        stream.codec_context.skip_frame = "DEFAULT"
+        return
+    pts = seconds(float(packet.pts * packet.time_base))
+    seen[0] = max(seen[0], pts + float((packet.duration or 0) * packet.time_base))
+    if pts > seen[1]:
+        seen[1], seen[2] = pts, seen[1]
+    elif seen[2] < pts < seen[1]:
+        seen[2] = pts
+    target = math.ceil(pts / step - 1e-9) * step
+    stream.codec_context.skip_frame = "DEFAULT" if target < seen[1] or pts >= seen[1] else "NONREF"
+
+
 def _rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
     """Rotate an HxWx3 frame counter-clockwise by ``degrees`` (FFmpeg's display-matrix angle, a multiple of 90)."""
     k = (degrees // 90) % 4
@@ -284,7 +302,7 @@ def lost_seconds(times: np.ndarray, end: float, expected_end: float | None, step
 class PyAVBackend:
     """FFmpeg through PyAV: sequential decode in presentation order, honours rotation metadata.
 
-    After :meth:`iter_frames` has run, ``damaged_packets`` (decoding errors: packets that failed or
+    After :meth:`iter_frames` has run, ``decoded_frames``, ``damaged_packets`` (decoding errors: packets that failed or
     were flagged corrupt, and errors FFmpeg logged while concealing damage),
     ``video_end`` (seconds: where the last picture stops being shown) and ``lost_seconds``
     (pictures the damage cost) describe the file decoded last.
@@ -294,12 +312,15 @@ class PyAVBackend:
     damaged_packets = 0
     video_end = 0.0
     lost_seconds = 0.0
+    decoded_frames = 0  # pictures the decoder returned (all of them, or fewer with skip_nonref)
 
     def __init__(self, *, skip_nonref: bool = False) -> None:
-        # skip_nonref: FFmpeg's skip_frame=NONREF, frames no other frame refers to (most B-frames)
-        # are not decoded. Sampling 1 frame per second from 30, the frame on screen at a target
-        # time is then at most a few frames older (its own pts is reported); where the stream
-        # ends is still read from every packet.
+        # skip_nonref: a frame no other frame refers to (most B-frames) is not decoded unless it
+        # may be the one on screen at a sampling target: FFmpeg's skip_frame is NONREF for a
+        # packet whose pts p has no target in [p, the largest pts demuxed so far), since a
+        # frame with a pts in (p, that largest pts] is shown before any later target. The
+        # frames sampled are those a full decode samples; where the stream ends is still read
+        # from every packet.
         self.skip_nonref = skip_nonref
 
     def _open(self, path: str):  # noqa: ANN202 - av types are untyped
@@ -339,12 +360,10 @@ class PyAVBackend:
         with container:
             vs = self._picture_stream(path, container)
             vs.thread_type = "AUTO"
-            if self.skip_nonref:
-                vs.codec_context.skip_frame = "NONREF"
             origin = container_start(container)
             expected_end = _finite(stream_end(container, vs, stated_only=True))
             nominal_step = 1.0 / float(vs.average_rate) if vs.average_rate else 0.0
-            self.damaged_packets, self.video_end, self.lost_seconds = 0, 0.0, 0.0
+            self.damaged_packets, self.video_end, self.lost_seconds, self.decoded_frames = 0, 0.0, 0.0, 0
             selector = FrameSelector(fps)
 
             def to_rgb(frame) -> np.ndarray:  # noqa: ANN001
@@ -352,7 +371,8 @@ class PyAVBackend:
                 arr = frame.to_ndarray(format="rgb24", width=tw, height=th, interpolation="BILINEAR")
                 return _rotate(arr, frame.rotation)
 
-            packet_end = [0.0]  # where the last packet's picture ends: frames left undecoded count too
+            packet_end = [0.0, -math.inf, -math.inf]  # where the last picture ends (frames left undecoded count too); the two largest pts
+            target_step = 1.0 / fps
 
             def decoded() -> Iterator:
                 # Packet by packet, so one damaged packet costs its frames only (as ffmpeg does).
@@ -366,9 +386,8 @@ class PyAVBackend:
                         self.damaged_packets += 1
                         return
                     self.damaged_packets += bool(packet.is_corrupt)
-                    if self.skip_nonref and packet.pts is not None and packet.time_base:
-                        end = (packet.pts + (packet.duration or 0)) * packet.time_base
-                        packet_end[0] = max(packet_end[0], unwrap(container, vs, float(end), origin) - origin)
+                    if self.skip_nonref:
+                        _skip_unless_sampled(packet, vs, target_step, lambda t: unwrap(container, vs, t, origin) - origin, packet_end)
                     try:
                         yield from packet.decode()
                     except av.error.FFmpegError:
@@ -391,6 +410,7 @@ class PyAVBackend:
             def pictures() -> Iterator[tuple[float, np.ndarray]]:
                 last_shown = 0.0  # how long the last decoded picture stays on screen
                 for frame in decoded():
+                    self.decoded_frames += 1
                     if frame.time is None:
                         continue
                     t = unwrap(container, vs, float(frame.time), origin) - origin
@@ -401,7 +421,10 @@ class PyAVBackend:
                         yield st, to_rgb(f)
                 if not times:
                     raise DecodeError(path, "no decodable frame")
-                for st, f in selector.finish(last_shown if self.skip_nonref else None):
+                # the last picture is on screen from its pts as long as the gap before it in a full
+                # decode (the frame before it may have been left undecoded)
+                gap = packet_end[1] - packet_end[2] if self.skip_nonref and math.isfinite(packet_end[2]) else None
+                for st, f in selector.finish(gap if gap and gap > 0 else None):
                     yield st, to_rgb(f)
                 self.video_end = max(max(times) + last_shown, packet_end[0] if self.damaged_packets == 0 else 0.0)
 
