@@ -134,10 +134,17 @@ def _check_weights_reachable(model: str, tag: str) -> None:
 class ClipEncoder:
     """open_clip model wrapper: batched, L2-normalised float32 output, fp16 on CUDA."""
 
-    def __init__(self, spec: EncoderSpec, *, device: Any = "auto", batch_size: int | None = None) -> None:
+    def __init__(
+        self, spec: EncoderSpec, *, device: Any = "auto", batch_size: int | None = None, image_runtime: str = "torch"
+    ) -> None:
+        """``image_runtime``: ``"torch"``, or ``"onnx-int8"`` to encode images on the CPU with an int8
+        ONNX Runtime tower (:mod:`.image_tower`; built once into the cache, then loaded; ignored on
+        CUDA, which keeps fp16). ``self.image_runtime`` says which one is in use."""
         import open_clip
         import torch
 
+        if image_runtime not in ("torch", "onnx-int8"):
+            raise UsageError(f"unknown image runtime {image_runtime!r}; choose one of torch, onnx-int8")
         register_packaged_configs()
         self.spec = spec
         self.device = resolve_device(device)
@@ -180,6 +187,13 @@ class ClipEncoder:
             probe = self.tokenizer(["a"]).to(self.device)
             self.dim = int(model.encode_text(probe).shape[-1])
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.image_runtime, self._image_tower = "torch", None
+        if image_runtime == "onnx-int8" and self.device.type == "cpu":
+            from .image_tower import image_tower_for
+
+            key = {**self.identity(), "options": spec.options}  # options that change the model change the tower
+            self._image_tower = image_tower_for(model, key, input_size=self.input_size, mean=self.mean, std=self.std)
+            self.image_runtime = "onnx-int8"
 
     def identity(self) -> dict[str, Any]:
         import open_clip
@@ -219,7 +233,10 @@ class ClipEncoder:
         out = []
         with torch.inference_mode():
             for batch in inputs:
-                out.append(self.model.encode_image(batch.to(self._dtype)).float())
+                if self._image_tower is not None:  # the same pixels, through the int8 tower
+                    out.append(torch.from_numpy(self._image_tower.encode(batch.numpy())))
+                else:
+                    out.append(self.model.encode_image(batch.to(self._dtype)).float())
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalize(torch.cat(out).cpu().numpy())
