@@ -119,3 +119,17 @@ def video_corpus(tmp_path_factory) -> dict[str, object]:
     img[:] = (200, 100, 0)
     Image.fromarray(img).save(root / "photo.png")
     return {"root": root, "specs": specs, "bounds": bounds}
+
+
+@pytest.fixture(scope="module")
+def vit_b_32_checkpoint(tmp_path_factory) -> Path:
+    """ViT-B-32 (the default model's architecture) with random weights, saved as a local checkpoint
+    (tests/test_gpu.py, tests/test_image_tower.py)."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32")
+    path = tmp_path_factory.mktemp("weights") / "vit-b-32-random.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path

@@ -38,18 +38,6 @@ def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-@pytest.fixture(scope="module")
-def vit_b_32_checkpoint(tmp_path_factory) -> Path:
-    """ViT-B-32 (the default model's architecture) with random weights, saved as a local checkpoint."""
-    import open_clip
-
-    torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32")
-    path = tmp_path_factory.mktemp("weights") / "vit-b-32-random.pt"
-    torch.save({"state_dict": model.state_dict()}, path)
-    return path
-
-
 def test_clip_runs_in_fp16_on_the_gpu_and_agrees_with_the_cpu(vit_b_32_checkpoint) -> None:
     from mmsearch.encoders.clip import ClipEncoder
 

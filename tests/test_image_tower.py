@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from test_gpu import _frames, _rowwise_cosine
 
 from mmsearch.encoders import PRESETS
@@ -30,18 +29,6 @@ def cache(monkeypatch, tmp_path) -> Path:
     """The towers go to this test's folder, never to the user's cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return tmp_path / "cache" / "mmsearch" / "image-towers"
-
-
-@pytest.fixture(scope="module")
-def vit_b_32_checkpoint(tmp_path_factory) -> Path:
-    """ViT-B-32 (the default model's architecture) with random weights, saved as a local checkpoint."""
-    import open_clip
-
-    torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32")
-    path = tmp_path_factory.mktemp("weights") / "vit-b-32-random.pt"
-    torch.save({"state_dict": model.state_dict()}, path)
-    return path
 
 
 def _shots(frames: np.ndarray, seed: int = 11) -> np.ndarray:
