@@ -111,3 +111,22 @@ def test_ingest_benchmark_measures_settings_side_by_side_by_footage(tmp_path):
     assert before["e2e_speedup_vs_before"] == 1.0 and default["e2e_speedup_vs_before"] > 0
     shares = next(iter(data["skipped_share"].values()))
     assert shares["busy"] == 0.0 and shares["static"] >= 0.8 and shares["talking"] >= 0.8
+
+
+def test_audio_throughput_benchmark_counts_the_windows_of_each_setting(tmp_path):
+    """benchmarks/audio_throughput.py (issue #18, item 3): decode-only, encode-only and end-to-end on the
+    same files; a 12 s clip is 11 windows of 2 s every 1 s and 2 of 10 s every 5 s, on every path."""
+    import numpy as np
+
+    from mmsearch.synth.corpus import write_wav
+
+    rng = np.random.default_rng(0)
+    clip = write_wav(tmp_path / "noise.wav", (0.2 * rng.standard_normal(12 * 16000)).astype(np.float32), 16000)
+    out = tmp_path / "audio.json"
+    _run("audio_throughput.py", "--models", "synth-clap", "--windows", "2:1,10:5", "--files", str(clip),
+         "--torch-threads", "1", "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["window_s"], r["hop_s"], r["windows"]) for r in rows] == [(2.0, 1.0, 11), (10.0, 5.0, 2)]
+    for r in rows:
+        assert r["audio_seconds"] == 12.0
+        assert r["serial_bound_audio_s_per_s"] < min(r["decode_audio_s_per_s"], r["encode_audio_s_per_s"])
