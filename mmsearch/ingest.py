@@ -9,6 +9,7 @@ an interrupted run resumes from the last commit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -123,8 +124,9 @@ class _Encoders(dict):
         _check_encoder(self.writer, space, encoder)
         self.writer.ensure_space(space, _encoder_record(encoder), encoder.dim, anchor=anchor_of(space))
         if space in PROBED_SPACES and not self.writer.spaces[space].get("query_probes"):
-            # text vectors like users' queries, to tune this space's vector indexes on (mmsearch.probes)
-            self.writer.set_query_probes(space, encoder.encode_text(probe_captions(space)))
+            # text vectors like users' queries, to tune this space's vector indexes on (mmsearch.probes),
+            # made when the first vector index is built (exact search needs none)
+            self.writer.set_query_probes(space, functools.partial(encoder.encode_text, probe_captions(space)))
         self[space] = encoder
         return encoder
 

@@ -4,10 +4,12 @@ Users search pictures and sound with words, and a text vector sits apart from th
 vectors it is meant to find (CLIP's modality gap: Liang et al., "Mind the Gap", NeurIPS 2022).
 An inverted file tuned only on indexed vectors as queries stops at a setting that serves
 such queries poorly (at 1M x 512, recall@10 0.886 on text-like queries against 0.974 tuned on
-text-like probes too, ``benchmarks/search.py``). So when a space's encoder is first built, the ingest stage embeds
-the captions below with the encoder's own text tower and keeps the vectors in the index
-(:meth:`mmsearch.store.IndexWriter.set_query_probes`); the derive stage tunes that space's
-indexes on them as well (:meth:`mmsearch.indexes.VectorIndex.build`, ``queries=``).
+text-like probes too, ``benchmarks/search.py``). So the ingest stage hands the index a way to
+embed the captions below with the space's own text tower
+(:meth:`mmsearch.store.IndexWriter.set_query_probes`); the derive stage makes and keeps them when it
+first builds a vector index for the space (a small library searched exactly never pays the ~8 s
+ViT-B-32's text tower takes for them on 2 cores) and tunes that space's indexes on them as well
+(:meth:`mmsearch.indexes.VectorIndex.build`, ``queries=``).
 
 The captions are generic and made from short lists (who, what, where; sound sources and
 qualities), like the queries people type, not the world of any test corpus.

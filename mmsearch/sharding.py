@@ -13,7 +13,9 @@ any interrupted run. Failures (files that could not be indexed) are recorded on 
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +145,9 @@ class ShardedWriter:
         for w in self.shards:
             w.ensure_space(space, encoder, dim, anchor=anchor)
 
-    def set_query_probes(self, space: str, vectors: np.ndarray) -> None:
+    def set_query_probes(self, space: str, vectors: np.ndarray | Callable[[], np.ndarray]) -> None:
+        if callable(vectors):  # made once, when the first shard needs them
+            vectors = functools.cache(vectors)
         for w in self.shards:  # each shard's indexes are tuned on them
             w.set_query_probes(space, vectors)
 

@@ -42,7 +42,7 @@ import json
 import os
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -671,6 +671,7 @@ class IndexWriter:
         self._new_files: list[str] = []
         self._ids_cache: dict[str, np.ndarray] = {}  # shard rows file -> its media_id column (files never change)
         self._vectors_cache: dict[str, np.ndarray] = {}  # shard vectors file -> its memory map
+        self._probe_sources: dict[str, Callable[[], np.ndarray]] = {}  # query probes made when first needed
         self._checked: dict[str, dict[str, int]] = {}  # files written since the last commit: size and CRC32
         self._clean_temporaries()
 
@@ -745,12 +746,20 @@ class IndexWriter:
         self._drop_pending_indexes(space)
         self.spaces[space] = _new_space(encoder, dim, anchor)
 
-    def set_query_probes(self, space: str, vectors: np.ndarray) -> None:
+    def set_query_probes(self, space: str, vectors: np.ndarray | Callable[[], np.ndarray]) -> None:
         """Keep ``(m, dim)`` float32 vectors like the queries ``space`` will get (its encoder's text
         vectors of generic captions, :mod:`mmsearch.probes`) in the index: the derive stage tunes
-        the space's vector indexes on them too. Written once per space; later calls are ignored."""
+        the space's vector indexes on them too. Written once per space; later calls are ignored.
+
+        ``vectors`` may be a function that makes them: it is called when :meth:`query_probes` is
+        first asked, that is when the derive stage first builds a vector index for the space (a
+        library small enough for exact search never pays for it: 200 captions through ViT-B-32's
+        text tower take about 8 s on 2 cores, more than indexing a few minutes of video)."""
         entry = self.spaces[space]
         if entry.get("query_probes"):
+            return
+        if callable(vectors):
+            self._probe_sources.setdefault(space, vectors)
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != int(entry["dim"]):
@@ -759,11 +768,15 @@ class IndexWriter:
         self._checked[rel] = _write_npy(vectors, str(self.root / rel))
         self._new_files.append(rel)
         entry["query_probes"] = rel
+        self._probe_sources.pop(space, None)
         self.dirty = True
 
     def query_probes(self, space: str) -> np.ndarray | None:
         """The query probes of ``space`` (:meth:`set_query_probes`), ``(m, dim)`` float32 memory-mapped
-        read-only, or None. The file never changes: it is mapped once, as shard files are."""
+        read-only, or None. Probes given as a function are made and written now, for the next
+        commit. The file never changes: it is mapped once, as shard files are."""
+        if space in self._probe_sources and not self.spaces.get(space, {}).get("query_probes"):
+            self.set_query_probes(space, self._probe_sources.pop(space)())
         rel = self.spaces.get(space, {}).get("query_probes")
         if not rel:
             return None

@@ -296,6 +296,36 @@ def test_closing_stops_a_background_build_at_its_next_step(tmp_path, monkeypatch
     assert not list((tmp_path / "idx" / "data").glob(".tmp-*"))  # nothing half-made left behind
 
 
+def test_query_probes_given_as_a_function_are_made_once_when_the_first_index_is_built(tmp_path):
+    """Encoding 200 probe captions costs seconds (ViT-B-32's text tower): a library searched exactly
+    never pays it; the commit that builds the first vector index makes and keeps them, once."""
+    probes = _unit(np.random.default_rng(5).standard_normal((40, DIM)))
+    calls = []
+
+    def make() -> np.ndarray:
+        calls.append(1)
+        return probes
+
+    lib = Library(tmp_path / "idx")
+    lib.writer.set_query_probes("visual", make)
+    lib.add(10)  # 90 moment windows: exact search, no index to tune
+    lib.deriver.commit()
+    assert calls == [] and "query_probes" not in lib.writer.spaces["visual"]
+    lib.add(60)  # 630: the first IVF index, tuned on the probes
+    lib.deriver.commit()
+    lib.add(5)
+    lib.deriver.commit()
+    assert calls == [1]
+    entry = lib.writer.spaces["visual"]
+    assert entry["indexes"]["moments"]["recipe"]["params"]["query_probes"] == 40
+    lib.close()
+    manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
+    assert entry["query_probes"] in manifest["files"]
+    reopened = IndexWriter(tmp_path / "idx")
+    np.testing.assert_array_equal(reopened.query_probes("visual"), probes)
+    reopened.close()
+
+
 def test_query_probes_are_kept_in_the_index_and_tune_the_indexes_built_after(tmp_path):
     lib = Library(tmp_path / "idx")
     probes = _unit(np.random.default_rng(5).standard_normal((40, DIM)))

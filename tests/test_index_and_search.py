@@ -26,21 +26,37 @@ def built(video_corpus, random_clip_checkpoint, tmp_path_factory):
     return {"index": index_dir, "report": report, **video_corpus}
 
 
-def test_the_index_keeps_its_encoders_text_vectors_of_generic_captions_as_query_probes(built):
+def test_query_probes_are_the_encoders_text_vectors_of_generic_captions_made_with_the_first_index(
+        built, video_corpus, random_clip_checkpoint, tmp_path, monkeypatch):
     """Tuning material for the inverted files of a large library (mmsearch.probes): the visual
-    encoder's own text vectors of the shipped captions, the same as a query of those words embeds."""
+    encoder's own text vectors of the shipped captions, the same as a query of those words embeds.
+    A library searched exactly has no index to tune and never pays for them (issue #18)."""
+    from mmsearch import indexes
+    from mmsearch.indexes import IndexRecipe
     from mmsearch.probes import probe_captions
     from mmsearch.store import IndexWriter
 
-    writer = IndexWriter(built["index"])
-    try:
-        probes = writer.query_probes("visual")
-    finally:
-        writer.close()
-    idx = mmsearch.open_index(built["index"], device="cpu")
+    def probes_of(index: Path) -> tuple[np.ndarray | None, dict]:
+        writer = IndexWriter(index)
+        try:
+            probes = writer.query_probes("visual")
+            return None if probes is None else np.array(probes), writer.spaces["visual"]["indexes"]
+        finally:
+            writer.close()
+
+    assert probes_of(built["index"])[0] is None  # exact search: nothing to tune
+    # the same corpus where every table gets an inverted file, as a large library's would
+    monkeypatch.setattr(indexes, "choose_recipe", lambda n, dim, **targets: IndexRecipe(
+        "IVF1,Flat", {"nprobe": 1, "target_recall": 0.95, "latency_ms": 50}, n) if n else IndexRecipe("Flat", {}, n))
+    index = tmp_path / "index"
+    mmsearch.index_paths([video_corpus["root"]], index, model="synth-clip", pretrained=str(random_clip_checkpoint),
+                         device="cpu")
+    probes, tables = probes_of(index)
+    idx = mmsearch.open_index(index, device="cpu")
     captions = probe_captions("visual")
     assert probes.shape == (len(captions), idx.info()["spaces"]["visual"]["encoder"]["dim"])
     np.testing.assert_allclose(probes[:5], idx.embed_queries(text=captions[:5]), atol=1e-5)
+    assert tables["moments"]["recipe"]["params"]["query_probes"] == len(captions)  # and tuned on them
 
 
 def _query_frame(path: Path, t: float, out: Path) -> Path:
