@@ -706,9 +706,11 @@ def main(argv: list[str] | None = None) -> int:
             "e2e_unaccounted_s": r["unaccounted_s"], "timeline_summary": r["timeline_summary"],
             "timeline": r["timeline"],
         })
+    # against "before" with one decoder process (mmsearch before issue #18), else with as many as the row
     before = {(r["variant"], r["backend"], r["model"], r["workers"]): r["e2e_vsps"] for r in rows if r["setting"] == "before"}
     for r in rows:
-        base = before.get((r["variant"], r["backend"], r["model"], r["workers"]))
+        key = (r["variant"], r["backend"], r["model"])
+        base = before.get((*key, 1)) or before.get((*key, r["workers"]))
         r["e2e_speedup_vs_before"] = r["e2e_vsps"] / base if base else None
     # the share of sampled frames skipped as repeats, by footage (the file name's prefix)
     kept_share: dict[str, dict[str, float]] = {}

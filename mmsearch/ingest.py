@@ -361,16 +361,20 @@ def _task(item: _Pending, encoders: dict[str, Any], config: IngestConfig) -> Dec
 
 
 def default_workers(encoders: Any) -> int:
-    """Decoder processes when none are asked for: one while encoding runs on the CPU, more beside a GPU.
+    """Decoder processes when none are asked for: two while encoding runs on the CPU (one on a single
+    core), more beside a GPU.
 
-    On the CPU the encoder is the slower stage and shares the cores with decoding, so a second
-    decoder only takes cores from it. A GPU encodes ViT-B-32 frames ~200x faster than 16 CPU cores
-    (benchmarks/encode.py), which leaves decoding the whole cost: one decoder per four cores
-    (FFmpeg already threads each one), at most 8 (see benchmarks/ingest.py --workers).
+    On a CPU the encoder and the decoders share the cores. One decoder process leaves them idle
+    whenever it waits on its pipe or its FFmpeg threads wait on each other: on 2 cores a second
+    decoder raised end-to-end throughput by 19% with torch fp32 ViT-B-32 and by 30% with the int8
+    tower (``benchmarks/ingest.py --workers 1,2``, README "Faster indexing on a CPU"). A GPU
+    encodes ViT-B-32 frames ~200x faster than 16 CPU cores (benchmarks/encode.py), which leaves
+    decoding the whole cost: one decoder per four cores (FFmpeg already threads each one), at
+    most 8.
     """
     on_gpu = any(getattr(getattr(e, "device", None), "type", "cpu") == "cuda" for e in encoders)
     if not on_gpu:
-        return 1
+        return min(2, usable_cores())
     return max(1, min(8, usable_cores() // 4))
 
 

@@ -227,7 +227,7 @@ def test_truncated_index_file_raises_corrupt_error(built, tmp_path):
         mmsearch.open_index(copy)
 
 
-def test_decoder_processes_default_to_one_on_cpu_and_scale_beside_a_gpu(monkeypatch) -> None:
+def test_decoder_processes_default_to_two_on_cpu_and_scale_beside_a_gpu(monkeypatch) -> None:
     from types import SimpleNamespace
 
     import torch
@@ -235,9 +235,9 @@ def test_decoder_processes_default_to_one_on_cpu_and_scale_beside_a_gpu(monkeypa
     from mmsearch.ingest import IngestConfig, default_workers
 
     on_cpu, on_gpu = SimpleNamespace(device=torch.device("cpu")), SimpleNamespace(device=torch.device("cuda"))
-    for cores, with_gpu in ((2, 1), (16, 4), (64, 8)):
+    for cores, on_cpu_only, with_gpu in ((1, 1, 1), (2, 2, 1), (16, 2, 4), (64, 2, 8)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
-        assert default_workers([on_cpu]) == 1  # the CPU encoder needs the cores more than a second decoder
+        assert default_workers([on_cpu]) == on_cpu_only  # a second decoder fills the cores the first leaves idle
         assert default_workers([on_cpu, on_gpu]) == with_gpu
     with pytest.raises(UsageError, match="--workers"):
         IngestConfig(workers=0)
