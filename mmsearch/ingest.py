@@ -366,8 +366,9 @@ def default_workers(encoders: Any) -> int:
 
     On a CPU the encoder and the decoders share the cores. One decoder process leaves them idle
     whenever it waits on its pipe or its FFmpeg threads wait on each other: on 2 cores a second
-    decoder raised end-to-end throughput by 19% with torch fp32 ViT-B-32 and by 30% with the int8
-    tower (``benchmarks/ingest.py --workers 1,2``, README "Faster indexing on a CPU"). A GPU
+    decoder raised end-to-end throughput by 6% and 19% (two runs) with torch fp32 ViT-B-32 and by
+    26% and 30% with the int8 tower (``benchmarks/ingest.py --workers 1,2``, README "Faster
+    indexing on a CPU"). A GPU
     encodes ViT-B-32 frames ~200x faster than 16 CPU cores (benchmarks/encode.py), which leaves
     decoding the whole cost: one decoder per four cores (FFmpeg already threads each one), at
     most 8.
