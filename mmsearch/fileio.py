@@ -26,7 +26,9 @@ def atomic_write(
     data before the rename (what a crash-safe index needs; the caller fsyncs the
     directory when the rename itself must survive a power cut). ``prefix`` names the
     temporary file (default ``.NAME.``), so that whoever cleans up after a crash can
-    find it; ``mode`` sets its permissions (``mkstemp`` creates 0600). On any error
+    find it; ``mode`` sets its permissions, by default those ``open(path, "w")`` would
+    give (0666 less the umask: ``mkstemp`` alone makes 0600, which kept an index from
+    anyone but its writer, a server running as another user included). On any error
     the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
@@ -35,8 +37,7 @@ def atomic_write(
     tmp = Path(name)
     try:
         write(tmp)
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, mode if mode is not None else 0o666 & ~current_umask())
         if fsync:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
@@ -45,6 +46,21 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the platform allows (Linux's
+    ``/proc/self/status``); else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def display_path(path: str) -> str:

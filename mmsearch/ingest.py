@@ -368,10 +368,9 @@ def default_workers(encoders: Any) -> int:
     whenever it waits on its pipe or its FFmpeg threads wait on each other: on 2 cores a second
     decoder raised end-to-end throughput by 6% and 19% (two runs) with torch fp32 ViT-B-32 and by
     26% and 30% with the int8 tower (``benchmarks/ingest.py --workers 1,2``, README "Faster
-    indexing on a CPU"). A GPU
-    encodes ViT-B-32 frames ~200x faster than 16 CPU cores (benchmarks/encode.py), which leaves
-    decoding the whole cost: one decoder per four cores (FFmpeg already threads each one), at
-    most 8.
+    indexing on a CPU"). A GPU encodes ViT-B-32 frames ~200x faster than 16 CPU cores
+    (benchmarks/encode.py), which leaves decoding the whole cost: one decoder per four cores
+    (FFmpeg already threads each one), at most 8.
     """
     on_gpu = any(getattr(getattr(e, "device", None), "type", "cpu") == "cuda" for e in encoders)
     if not on_gpu:

@@ -548,8 +548,8 @@ def write_address(root: Path, url: str, token: str | None) -> Path:
     """Record a running server in the index directory (readable by its owner only)."""
     record = {"url": url, "token": token, "pid": os.getpid(), "index": os.path.abspath(root)}
     target = root / ADDRESS_FILE
-    # mkstemp makes the file 0600: the token is its owner's only
-    atomic_write(target, lambda tmp: tmp.write_text(json.dumps(record)), suffix=".json", fsync=False)
+    # the token is its owner's only
+    atomic_write(target, lambda tmp: tmp.write_text(json.dumps(record)), suffix=".json", fsync=False, mode=0o600)
     return target
 
 

@@ -179,3 +179,27 @@ def test_every_commit_fsyncs_its_files_then_renames_the_manifest_then_fsyncs_the
         writer.close()
     # every kind of file a generation holds went through the check
     assert seen.get(".npy", 0) >= 6 and seen.get(".parquet", 0) >= 9 and seen.get(".faiss", 0) >= 2, seen
+
+
+def test_files_written_atomically_get_the_permissions_any_new_file_gets(tmp_path):
+    """mkstemp makes 0600: an index written through it could be read by its writer only (not by a
+    server running as another user). Every file takes the umask as open() would; a secret asks for 0600."""
+    from mmsearch.fileio import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        plain = tmp_path / "plain"
+        plain.write_text("x")
+        made = atomic_write(tmp_path / "made.json", lambda tmp: tmp.write_text("x"))
+        secret = atomic_write(tmp_path / "secret", lambda tmp: tmp.write_text("x"), mode=0o600)
+        writer = IndexWriter(tmp_path / "idx")
+        writer.ensure_space("visual", {"family": "test", "model": "m"}, 4, anchor="start")
+        writer.commit()
+        writer.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(made.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o640
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    index_files = [p for p in (tmp_path / "idx").rglob("*") if p.is_file() and p.name != ".lock"]
+    assert (tmp_path / "idx" / MANIFEST) in index_files
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in index_files} == {p.name: 0o640 for p in index_files}

@@ -174,10 +174,7 @@ def save_open_clip_checkpoint(model: Any, out_path: str | os.PathLike, *, half: 
     # (and in the sha256 an index records for its encoder).
     buf = io.BytesIO()
     torch.save({"state_dict": state}, buf)
-    umask = os.umask(0)
-    os.umask(umask)
-    # mkstemp makes 0600; a shipped asset should be readable
-    atomic_write(final, lambda tmp: tmp.write_bytes(buf.getvalue()), mode=0o666 & ~umask)
+    atomic_write(final, lambda tmp: tmp.write_bytes(buf.getvalue()))  # readable as any new file is
     return final
 
 
