@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .encoders.image_tower import check_image_runtime
 from .errors import UsageError
 from .media import DEFAULT_BACKEND, get_backend
 from .moments import MomentConfig
@@ -18,7 +19,6 @@ RECORDED_FIELDS = (
     "fps", "backend", "window", "stride", "audio_window", "audio_hop", "asr_model", "ocr_interval",
     "skip_similar", "skip_nonref", "image_runtime",
 )
-IMAGE_RUNTIMES = ("torch", "onnx-int8")
 # Recorded fields that must match between runs (changing them would mix incompatible segments).
 FIXED_FIELDS = ("fps", "window", "stride", "audio_window", "audio_hop")
 
@@ -61,8 +61,7 @@ class IngestConfig:
         MomentConfig(self.window, self.stride)  # validates
         if not self.ocr_interval > 0:
             raise UsageError(f"--ocr-interval must be positive, got {self.ocr_interval}")
-        if self.image_runtime not in IMAGE_RUNTIMES:
-            raise UsageError(f"--image-runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got {self.image_runtime!r}")
+        check_image_runtime(self.image_runtime)
         for name in ("audio_window", "audio_hop"):
             value = getattr(self, name)
             if value is not None and not value > 0:

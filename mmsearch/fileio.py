@@ -8,7 +8,7 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "default_index_dir", "display_path", "file_crc32", "index_dir"]
+__all__ = ["atomic_write", "cache_dir", "default_index_dir", "display_path", "file_crc32", "index_dir"]
 
 
 def atomic_write(
@@ -46,6 +46,13 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def cache_dir() -> Path:
+    """mmsearch's cache folder: ``$XDG_CACHE_HOME/mmsearch`` (``~/.cache/mmsearch`` without it), where
+    joined Whisper weights and built image towers are kept."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mmsearch"
 
 
 def current_umask() -> int:

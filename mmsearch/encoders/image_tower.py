@@ -38,14 +38,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import EncoderError, UsageError
-from ..fileio import file_crc32
+from ..fileio import cache_dir, file_crc32
 from .base import l2_normalize
 from .frozen import _quiet
 
 FORMAT = 1
 META = "tower.json"
 ONNX = "tower.onnx"
-RUNTIMES = ("onnx-int8",)
+RUNTIMES = ("onnx-int8",)  # towers this module builds
+IMAGE_RUNTIMES = ("torch", *RUNTIMES)  # what --image-runtime takes
 N_PROBES = 96
 MIN_COSINE = 0.99
 MIN_TOP1 = 0.99
@@ -91,14 +92,19 @@ class ImageTower:
 
 
 # ------------------------------------------------------------------------------------------ cache
+def check_image_runtime(runtime: str) -> str:
+    """``runtime`` if it is one of :data:`IMAGE_RUNTIMES`, else :class:`~mmsearch.errors.UsageError`."""
+    if runtime not in IMAGE_RUNTIMES:
+        raise UsageError(f"unknown image runtime {runtime!r}: --image-runtime takes {' or '.join(IMAGE_RUNTIMES)}")
+    return runtime
+
+
 def image_tower_dir(identity: dict[str, Any], *, runtime: str = "onnx-int8") -> Path:
     """Where the tower of an encoder of ``identity`` is cached:
-    ``$XDG_CACHE_HOME/mmsearch/image-towers/<key>-<runtime>`` (``~/.cache`` without XDG_CACHE_HOME,
-    the folder :mod:`mmsearch.speech` keeps Whisper in), ``<key>`` the first 16 hex digits of the
-    SHA-256 of ``json.dumps(identity, sort_keys=True, default=str)``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    ``image-towers/<key>-<runtime>`` in :func:`mmsearch.fileio.cache_dir` (where Whisper is kept too),
+    ``<key>`` the first 16 hex digits of the SHA-256 of ``json.dumps(identity, sort_keys=True, default=str)``."""
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
-    return Path(base) / "mmsearch" / "image-towers" / f"{key}-{runtime}"
+    return cache_dir() / "image-towers" / f"{key}-{runtime}"
 
 
 def image_tower_for(model: Any, identity: dict[str, Any], *, input_size: int, mean: tuple[float, ...] = OPENAI_MEAN,
@@ -135,7 +141,8 @@ def build_image_tower(model: Any, *, input_size: int, directory: str | os.PathLi
     import torch
 
     if runtime not in RUNTIMES:
-        raise UsageError(f"unknown image runtime {runtime!r}; choose one of torch, {', '.join(RUNTIMES)}")
+        check_image_runtime(runtime)  # names the choices
+        raise UsageError(f"{runtime!r} is the image runtime without a tower to build")
     visual = model.visual
     if next(visual.parameters()).dtype != torch.float32 or next(visual.parameters()).device.type != "cpu":
         raise EncoderError(f"the {runtime} image tower is built from an fp32 model on the CPU; {_FALLBACK}")
