@@ -122,7 +122,7 @@ def index(
     audio_hop: Annotated[Optional[float], typer.Option(help="Audio hop in seconds \\[default: half the window].")] = None,
     device: DeviceOpt = "auto",
     workers: Annotated[
-        Optional[int], typer.Option(help="Decoder processes \\[default: 1 when encoding on the CPU; beside a CUDA GPU one per 4 CPU cores, at most 8].")
+        Optional[int], typer.Option(help="Decoder processes \\[default: 2 when encoding on the CPU (1 on a single core); beside a CUDA GPU one per 4 CPU cores, at most 8].")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds a decoder may stall on one file before it is killed.")] = 120.0,
     commit_every: Annotated[float, typer.Option(help="Commit to the index at least every N seconds.")] = 30.0,
