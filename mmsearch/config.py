@@ -11,7 +11,7 @@ from .media import DEFAULT_BACKEND, get_backend
 from .moments import MomentConfig
 
 __all__ = [
-    "IngestConfig", "RECORDED_FIELDS", "audio_window_config", "check_recorded", "config_from_record", "config_record", "encoder_options",
+    "IngestConfig", "RECORDED_FIELDS", "audio_window_config", "changed_run_fields", "check_recorded", "config_from_record", "config_record", "encoder_options",
 ]
 
 # What an index remembers of how it was built: a later run and every query cut media the same way.
@@ -21,6 +21,8 @@ RECORDED_FIELDS = (
 )
 # Recorded fields that must match between runs (changing them would mix incompatible segments).
 FIXED_FIELDS = ("fps", "window", "stride", "audio_window", "audio_hop")
+# Recorded fields a later run may change: how files are decoded and encoded, not what a segment is.
+RUN_FIELDS = ("backend", "skip_similar", "skip_nonref", "image_runtime")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,13 @@ def check_recorded(record: dict[str, Any], config: IngestConfig, *, root: Any) -
                 f"the index at {root} was built with {key}={record[key]}, not {mine}; "
                 f"use the same value or a new --index directory"
             )
+
+
+def changed_run_fields(record: dict[str, Any], config: IngestConfig) -> dict[str, tuple[Any, Any]]:
+    """``{field: (recorded, asked)}`` for the :data:`RUN_FIELDS` that ``config`` sets otherwise than
+    the index's ``record`` (a run's choice, applied to the files it indexes; see the README)."""
+    return {key: (record[key], getattr(config, key)) for key in RUN_FIELDS
+            if key in record and record[key] != getattr(config, key)}
 
 
 def encoder_options(family: str, config: IngestConfig) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import IngestConfig, audio_window_config, check_recorded, config_from_record, config_record
+from .config import IngestConfig, audio_window_config, changed_run_fields, check_recorded, config_from_record, config_record
 from .decode_worker import AudioSpec, DecodeTask, DecodeWorker, usable_cores
 from .derive import Deriver, frame_segments, upgrade_index
 from .speech import DEFAULT_ASR_MODEL
@@ -200,6 +200,12 @@ def _index(
     ) as deriver:
         report.upgraded_from = writer.upgraded_from
         check_recorded(writer.config, config, root=writer.root)
+        for key, (recorded, asked) in changed_run_fields(writer.config, config).items():
+            note = (f"built with {key}={recorded}; this run indexes with {key}={asked} "
+                    "(files already indexed keep theirs; recorded for later runs)")
+            log.warning("%s: %s", writer.root, note)
+            report.notes.append((str(writer.root), note))
+            writer.record_config(key, asked)
         plan = _plan(files, roots, writer, wanted, config, report)
         notify("plan", {"total": len(plan), "unchanged": report.unchanged})
         needed = {s for item in plan for s in item.spaces} | {s for s in verify_encoders if writer.space_encoder(s)}

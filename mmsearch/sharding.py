@@ -141,6 +141,10 @@ class ShardedWriter:
     def space_encoder(self, space: str) -> dict[str, Any] | None:
         return self.shards[0].space_encoder(space)
 
+    def record_config(self, key: str, value: Any) -> None:
+        for w in self.shards:
+            w.record_config(key, value)
+
     def ensure_space(self, space: str, encoder: dict[str, Any], dim: int, *, anchor: str = "start") -> None:
         for w in self.shards:
             w.ensure_space(space, encoder, dim, anchor=anchor)

@@ -733,6 +733,12 @@ class IndexWriter:
         entry = self.spaces.get(space)
         return entry["encoder"] if entry else None
 
+    def record_config(self, key: str, value: Any) -> None:
+        """Set ``key`` of the index's recorded config (the manifest's ``config``) at the next commit."""
+        if self.config.get(key) != value:
+            self.config[key] = value
+            self.dirty = True
+
     def ensure_space(self, space: str, encoder: dict[str, Any], dim: int, *, anchor: str = "start") -> None:
         if anchor not in ANCHORS:
             raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")

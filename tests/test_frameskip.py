@@ -138,3 +138,22 @@ def test_skipping_non_reference_frames_keeps_a_long_held_last_picture(tmp_path) 
     want = [t for b in full.iter_frames(str(tmp_path / "vfr.mkv"), fps=1.0, short_side=None) for t in b.timestamps]
     got = [t for b in fast.iter_frames(str(tmp_path / "vfr.mkv"), fps=1.0, short_side=None) for t in b.timestamps]
     assert got == want == pytest.approx([0.0, 0.6, 2.4, pts[-1]])
+
+
+def test_a_later_run_may_change_the_run_choices_and_says_so(tmp_path, random_clip_checkpoint) -> None:
+    """--keep-similar (like --decode-all, --image-runtime, --backend) on an existing index: the run
+    says the index was built otherwise, indexes its new files its way, and the index records it."""
+    import json
+
+    root = tmp_path / "media"
+    write_video(root / "a.mp4", [(RED, 6.0)])
+    kw = dict(model="synth-clip", pretrained=str(random_clip_checkpoint), device="cpu", speech=False, ocr=False, audio=False)
+    first = mmsearch.index_paths([root], tmp_path / "idx", **kw)
+    assert first.frames == 1 and first.repeated_frames == 5
+    write_video(root / "b.mp4", [(GREEN, 6.0)])
+    second = mmsearch.index_paths([root], tmp_path / "idx", config=mmsearch.IngestConfig(skip_similar=False), **kw)
+    assert second.indexed == [str(root / "b.mp4")] and second.frames == 6 and second.repeated_frames == 0
+    assert [n for _, n in second.notes if "skip_similar=True" in n and "skip_similar=False" in n]  # the CLI prints notes
+    assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["config"]["skip_similar"] is False
+    third = mmsearch.index_paths([root], tmp_path / "idx", config=mmsearch.IngestConfig(skip_similar=False), **kw)
+    assert not [n for _, n in third.notes if "built with" in n]  # the recorded choice is now the run's: no word
