@@ -74,6 +74,7 @@ def test_query_by_sound_file_and_modality_all(audio_world, tmp_path):
     assert {r.modality for r in mixed} >= {"audio"} and {r.modality for r in mixed} & {"video", "image"}
 
 
+@pytest.mark.slow  # mmsearch query as a whole process
 def test_cli_audio_query_json(audio_world):
     import subprocess
     import sys

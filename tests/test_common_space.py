@@ -22,7 +22,8 @@ def paired_world(tmp_path_factory):
     config = paired_config(5, 6, max_size=(160, 120), event_seconds=(3.0, 7.0), gap_seconds=(1.0, 3.0), webm_probability=0.0)
     truth = generate_corpus(root / "media", videos=14, audio=0, seed=5, config=config)
     index_dir = root / "index"
-    mmsearch.index_paths([root / "media"], index_dir, model="synth-clip", device="cpu")
+    # the common space pairs pictures with sound: no speech or on-screen text needed (5 of 21 s here)
+    mmsearch.index_paths([root / "media"], index_dir, model="synth-clip", device="cpu", speech=False, ocr=False)
     return {"root": root, "truth": truth, "index": index_dir, "config": config}
 
 

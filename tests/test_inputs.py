@@ -304,6 +304,7 @@ def test_library_formats_are_indexed_and_the_rest_is_counted(tmp_path, random_cl
     assert again.indexed == [] and again.unchanged == 16  # nothing is re-decoded on the next run
 
 
+@pytest.mark.slow  # mmsearch index as a whole process
 def test_index_summary_counts_what_is_not_media(tmp_path, random_clip_checkpoint):
     media = tmp_path / "media"
     write_video(media / "a.mp4", [(RED, 1.0)])

@@ -32,6 +32,7 @@ def _positive(x: object) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow  # the script in a process of its own
 def test_shard_search_below_the_approximate_threshold_is_exact_for_every_shard_count(tmp_path: Path) -> None:
     out = tmp_path / "shard_search.json"
     stdout = _run("shard_search.py", "--media", "200", "--dim", "32", "--queries", "40", "--warmup", "3", "--json", str(out))

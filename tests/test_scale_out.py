@@ -189,6 +189,7 @@ def test_shard_counts_are_checked(world: dict, tmp_path: Path) -> None:
         open_index(index, device="cpu")
 
 
+@pytest.mark.slow  # mmsearch index and query as whole processes (16 s)
 def test_the_command_line_indexes_and_queries_a_sharded_index(world: dict, tmp_path: Path) -> None:
     index = tmp_path / "cli"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
