@@ -370,11 +370,10 @@ def default_workers(encoders: Any) -> int:
     """Decoder processes when none are asked for: two while encoding runs on the CPU (one on a single
     core), more beside a GPU.
 
-    On a CPU the encoder and the decoders share the cores. One decoder process leaves them idle
-    whenever it waits on its pipe or its FFmpeg threads wait on each other: on 2 cores a second
-    decoder raised end-to-end throughput by 6% and 19% (two runs) with torch fp32 ViT-B-32 and by
-    26% and 30% with the int8 tower (``benchmarks/ingest.py --workers 1,2``, README "Faster
-    indexing on a CPU"). A GPU encodes ViT-B-32 frames ~200x faster than 16 CPU cores
+    On a CPU the encoder and the decoders share the cores, and with one decoder process a run used
+    1.4-1.8 of 2 cores (ViT-B-32, torch fp32 or the int8 tower); a second decoder raised end-to-end
+    throughput by 6% and 19% (two runs) with torch fp32 and by 26% and 30% with the int8 tower
+    (``benchmarks/ingest.py --workers 1,2``, README "Faster indexing on a CPU"). A GPU encodes ViT-B-32 frames ~200x faster than 16 CPU cores
     (benchmarks/encode.py), which leaves decoding the whole cost: one decoder per four cores
     (FFmpeg already threads each one), at most 8.
     """
