@@ -203,8 +203,7 @@ def _index(
         for key, (recorded, asked) in changed_run_fields(writer.config, config).items():
             note = (f"built with {key}={recorded}; this run indexes with {key}={asked} "
                     "(files already indexed keep theirs; recorded for later runs)")
-            log.warning("%s: %s", writer.root, note)
-            report.notes.append((str(writer.root), note))
+            _note(report, str(writer.root), note)
             writer.record_config(key, asked)
         plan = _plan(files, roots, writer, wanted, config, report)
         notify("plan", {"total": len(plan), "unchanged": report.unchanged})
@@ -577,13 +576,19 @@ def _finish(deriver: Deriver | ShardedDeriver, report: IngestReport, item: _Pend
     if damage:
         report.damaged.append((item.path, damage))
     for note in notes:
-        report.notes.append((item.path, note))
-        log.warning("%s: %s", item.path, note)
+        _note(report, item.path, note)
     for stage, reason in stage_failures:  # recorded after the path, which clears old failures
         for path, st in [(item.path, item), *item.aliases]:
             writer.put_failure(_failure_row(path, st, stage, reason))
         report.partial.append((item.path, stage, reason))
         log.warning("%s: %s failed (indexed without it): %s", item.path, stage, reason)
+
+
+def _note(report: IngestReport, path: str, note: str) -> None:
+    """Something beside indexing a path that its user should read: kept in the report (the CLI prints
+    it) and logged."""
+    report.notes.append((path, note))
+    log.warning("%s: %s", path, note)
 
 
 def _damage(info: dict[str, Any]) -> str | None:

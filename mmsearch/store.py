@@ -781,7 +781,7 @@ class IndexWriter:
         """The query probes of ``space`` (:meth:`set_query_probes`), ``(m, dim)`` float32 memory-mapped
         read-only, or None. Probes given as a function are made and written now, for the next
         commit. The file never changes: it is mapped once, as shard files are."""
-        if space in self._probe_sources and not self.spaces.get(space, {}).get("query_probes"):
+        if space in self._probe_sources:  # only while none are written (writing them drops the source)
             self.set_query_probes(space, self._probe_sources.pop(space)())
         rel = self.spaces.get(space, {}).get("query_probes")
         if not rel:

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import EncoderError, UsageError
-from .image_tower import check_image_runtime
 from .base import (
     PACKAGED_PREFIX,
     EncoderSpec,
@@ -29,6 +28,7 @@ from .base import (
     resolve_device,
     resolve_weights,
 )
+from .image_tower import check_image_runtime
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
