@@ -100,6 +100,9 @@ def index(
     audio_model: Annotated[
         Optional[str], typer.Option("--audio-model", help="CLAP checkpoint id, local directory, or general | music \\[default: laion/larger_clap_general; an existing index keeps its own].")
     ] = None,
+    sound_tags: Annotated[
+        Optional[str], typer.Option("--sound-tags", help="Tag each window of sound with an Audio Spectrogram Transformer: audioset (MIT/ast-finetuned-audioset-10-10-0.4593), a hub id or directory, or synth-ast \\[default: none; an index with tags keeps its tagger].")
+    ] = None,
     speech: Annotated[bool, typer.Option("--speech/--no-speech", help="Index what is said: speech (Whisper) and subtitles.")] = True,
     ocr: Annotated[bool, typer.Option("--ocr/--no-ocr", help="Index text on screen (RapidOCR) in videos and images.")] = True,
     asr_model: Annotated[
@@ -160,7 +163,7 @@ def index(
     _interrupt_hint = "; the index keeps everything committed so far, run the same command to resume"
     try:
         report = index_paths(
-            paths, root, model=model, pretrained=pretrained, audio=audio, audio_model=audio_model,
+            paths, root, model=model, pretrained=pretrained, audio=audio, audio_model=audio_model, sound_tags=sound_tags,
             speech=speech, ocr=ocr, text_model=text_model, device=device, config=config, progress=progress,
             shards=shards, executor=executor, ray_address=ray_address,
         )
@@ -249,6 +252,10 @@ def query(
         Optional[list[str]], typer.Option("--language", help="Only media where this language is said (ISO 639-1: en, de; repeatable).",
                                           rich_help_panel=FILTER_HELP)
     ] = None,
+    tag: Annotated[
+        Optional[list[str]], typer.Option("--tag", help="Only moments whose sound was tagged so (mmsearch index --sound-tags; any case; repeatable).",
+                                          rich_help_panel=FILTER_HELP)
+    ] = None,
     local: Annotated[bool, typer.Option("--local", help="Search in this process even when a server for the index is running.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     device: DeviceOpt = "auto",
@@ -263,7 +270,7 @@ def query(
     if path is not None and path and not any(c in path for c in GLOB_CHARS):  # a prefix: absolute, as indexed paths are
         path = os.path.abspath(os.path.expanduser(path)) + ("/" if path.endswith(("/", os.sep)) else "")
     options = {"path": path, "kinds": kind, "min_duration": min_duration, "max_duration": max_duration,
-               "modified_after": modified_after, "modified_before": modified_before, "languages": language}
+               "modified_after": modified_after, "modified_before": modified_before, "languages": language, "tags": tag}
     where = media_filter(**options)
     if batch is not None:
         _query_batch(batch, index=index, modality=modality, k=k, videos=videos, exhaustive=exhaustive, device=device, where=where)
@@ -283,7 +290,7 @@ def query(
         params={"q": text, "k": k, "videos": videos, "modality": modality, "exhaustive": exhaustive,
                 "audio_weight": audio_weight if text is not None else None, "path": path, "kind": where.kinds or None,
                 "min_duration": min_duration, "max_duration": max_duration, "modified_after": where.modified_after,
-                "modified_before": where.modified_before, "language": where.languages or None},
+                "modified_before": where.modified_before, "language": where.languages or None, "tag": where.tags or None},
     )
     if answer is None:
         from mmsearch.api import open_index, query_answer
@@ -336,12 +343,16 @@ def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | No
     words = any(r.get("text") for r in results)
     if words:
         table.add_column("words", overflow="fold")
+    tagged = any(r.get("tags") for r in results)
+    if tagged:
+        table.add_column("sound tags", overflow="fold")
     for i, r in enumerate(results, 1):
         cells = [
             str(i), _plain(r["path"]), _clock(r["start"]), _clock(r["end"]), f"{r['score']:.3f}",
             "" if r.get("video_score") is None else f"{r['video_score']:.3f}", r["modality"],
         ]
-        table.add_row(*cells, *([_plain(r.get("text") or "")] if words else []))
+        tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in r.get("tags") or ())
+        table.add_row(*cells, *([_plain(r.get("text") or "")] if words else []), *([_plain(tags)] if tagged else []))
     console.print(table)
 
 
@@ -469,6 +480,11 @@ def info(
         highlight=False,
     )
     console.print("config: " + (", ".join(f"{k}={v}" for k, v in data["config"].items()) or "defaults"), highlight=False)
+    if data.get("sound_tags"):
+        tags = data["sound_tags"]
+        console.print(f"sound tags: {tags['tags']} from {tags['tagger'].get('model')} ({tags['tagger'].get('pretrained')}, "
+                      f"threshold {tags['tagger'].get('threshold')})" + (": " + ", ".join(f"{label} {n}" for label, n in tags["labels"].items())
+                                                                           if tags["labels"] else ""), highlight=False)
     if data.get("languages"):
         console.print("languages said: " + ", ".join(f"{lang} {n}" for lang, n in data["languages"].items()), highlight=False)
     for name, space in data["spaces"].items():
@@ -663,6 +679,9 @@ def demo(
             words = any(hit.get("text") for hit in row["hits"])
             if words:
                 table.add_column("words", justify="left")
+            tagged = any(hit.get("tags") for hit in row["hits"])
+            if tagged:
+                table.add_column("sound tags (synth-ast)", justify="left")
             for i, hit in enumerate(row["hits"], 1):
                 truth = hit["truth"]
                 verdict = (
@@ -671,7 +690,8 @@ def demo(
                     else ("[yellow]~[/] overlaps weakly" if truth and hit["iou"] > 0 else "[red]✗[/] no such event here")
                 )
                 cells = [str(i), Path(hit["path"]).name, f"{hit['start']:.1f}-{hit['end']:.1f}s", f"{hit['score']:.3f}", verdict]
-                table.add_row(*cells, *([_plain(hit.get("text") or "")] if words else []))
+                tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in hit.get("tags") or ())
+                table.add_row(*cells, *([_plain(hit.get("text") or "")] if words else []), *([_plain(tags)] if tagged else []))
                 if i == 1 and truth and hit["iou"] >= 0.5:
                     correct += 1
             console.print(table)

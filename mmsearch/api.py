@@ -32,7 +32,7 @@ from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image
 from .retrieval import Hit, LocalizeConfig, fuse_moments, search_fused, search_space
-from .spaces import AUDIO, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
+from .spaces import AUDIO, SOUND_TAGS, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
 from .sharding import open_deriver
 from .store import Snapshot, index_exists, open_snapshot, read_manifest, table_to_rows, verify_files
 
@@ -54,6 +54,7 @@ class SearchResult:
     moment_score: float | None = None
     text: str | None = None  # the words said or written in the moment, when that is what matched
     media_id: int | None = None  # the media item's id in this index (identical copies share one)
+    tags: list[dict[str, Any]] | None = None  # sound: the tags of its windows, [{"label", "score"}], most probable first
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``path`` is always valid Unicode (bytes that are not UTF-8 shown as ``\\xNN``);
@@ -78,6 +79,7 @@ def index_paths(
     pretrained: str | None = None,
     audio: bool = True,
     audio_model: str | None = None,
+    sound_tags: str | None = None,
     speech: bool = True,
     ocr: bool = True,
     asr_model: str | None = None,
@@ -99,6 +101,12 @@ def index_paths(
     ``general`` / ``music``; the default is ``laion/larger_clap_general`` for a new
     index (``synth-clap`` when the visual model is ``synth-clip``), the index's
     own model for an existing one.
+
+    ``sound_tags``: tag each window of sound with an Audio Spectrogram Transformer
+    (:mod:`mmsearch.encoders.ast`): ``audioset`` (``MIT/ast-finetuned-audioset-10-10-0.4593``), a hub
+    id or directory of an ``ASTForAudioClassification``, or the tiny ``synth-ast``. Without it, an
+    index that has tags keeps tagging with its own tagger. Files indexed before tags were asked for
+    keep none (a note says so). Raises :class:`UsageError` with ``audio=False``.
 
     What is said (``speech``: Whisper through faster-whisper, model ``asr_model``, default ``base``;
     and subtitles) and what is written on screen (``ocr``: RapidOCR) become spaces of words, embedded
@@ -136,6 +144,12 @@ def index_paths(
             audio_spec = resolve_spec(audio_model or default_audio, None, family="clap")
         encoders[AUDIO] = lambda: create_encoder(audio_spec, device=device)
         specs[AUDIO] = audio_spec
+        tag_spec = resolve_spec(sound_tags, None, family="ast") if sound_tags else _stored_tagger(root)
+        if tag_spec is not None:
+            encoders[SOUND_TAGS] = lambda: create_encoder(tag_spec, device=device)
+            specs[SOUND_TAGS] = tag_spec
+    elif sound_tags:
+        raise UsageError("--sound-tags tags the sound that is indexed: leave out --no-audio")
     if speech or ocr:
         text_spec = _stored_spec(root, SPEECH) or _stored_spec(root, TEXT) if text_model is None else None
         text_spec = text_spec or resolve_spec(text_model, None, family="sentence")
@@ -254,6 +268,7 @@ class Index:
         self._by_hash: dict[str, int] | None = None  # content hash -> media id, built on first use
         self._lexical: dict[str, Any] = {}  # space of words -> its BM25 index, built on first use
         self._towers: dict[str, Any] = {}  # space -> its frozen text tower (or None: none usable)
+        self._tags: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None  # built on first use
         search_device = _search_device(device)
         if search_device is not None:  # exact search and re-ranking with torch on the GPU (FAISS's GPU build is rarely there)
             for data in snapshot.spaces.values():
@@ -280,6 +295,7 @@ class Index:
             "failures": len(self.snapshot.failures),
             "damaged": len(self.snapshot.media) - self.snapshot.media.column("damage").null_count,  # path rows, as damaged()
             "languages": _counts(self.snapshot.media.column("language").to_pylist()),  # what is said, per path
+            **({"sound_tags": self._tag_summary()} if (m.get("tags") or {}).get("tagger") else {}),
             "config": m.get("config", {}),
             "spaces": {
                 name: {
@@ -312,6 +328,56 @@ class Index:
                     if encoder is not None and entry is not None and entry["encoder"]["identity"] == encoder.identity():
                         kept[space] = encoder
         return fresh
+
+    def _tag_windows(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """media id -> (starts, ends, labels, scores) of its tags, live media only (thread-safe, built once)."""
+        with self._encoder_lock:
+            if self._tags is None:
+                table = self.snapshot.tags
+                ids = table.column("media_id").to_numpy()
+                columns = [table.column(c).to_numpy(zero_copy_only=False) for c in ("start", "end", "label", "score")]
+                order = np.argsort(ids, kind="stable")
+                bounds = np.flatnonzero(np.diff(ids[order])) + 1
+                self._tags = {
+                    int(ids[rows[0]]): tuple(c[rows] for c in columns)  # type: ignore[misc]
+                    for rows in np.split(order, bounds) if len(rows) and int(ids[rows[0]]) in self._rows
+                }
+            return self._tags
+
+    def _tag_summary(self) -> dict[str, Any]:
+        """The index's sound tagger (identity), its tags of live media and how many windows carry each label."""
+        labels: dict[str, int] = {}
+        for _, _, names, _ in self._tag_windows().values():
+            for name in names.tolist():
+                labels[name] = labels.get(name, 0) + 1
+        return {"tagger": self.manifest["tags"]["tagger"]["identity"], "tags": sum(labels.values()),
+                "labels": dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))[:20])}
+
+    def tags_at(self, media_id: int, start: float, end: float, *, labels: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """The sound tags of a media item's windows overlapping ``[start, end)`` seconds (a still's
+        ``start == end`` matches windows holding it): each label once with its highest probability,
+        most probable first, at most :data:`mmsearch.encoders.ast.MAX_TAGS`; ``labels`` (any case) keeps
+        only those. Empty when the index has no tags."""
+        from .encoders.ast import MAX_TAGS
+
+        found = self._tag_windows().get(int(media_id))
+        if found is None:
+            return []
+        starts, ends, names, scores = found
+        hit = (starts < max(end, start + 1e-9)) & (ends > start)
+        if labels:
+            hit &= np.isin(np.char.lower(names.astype(str)), [t.lower() for t in labels])
+        best: dict[str, float] = {}
+        for name, score in zip(names[hit].tolist(), scores[hit].tolist()):
+            best[name] = max(best.get(name, 0.0), float(score))
+        ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_TAGS]
+        return [{"label": name, "score": round(score, 4)} for name, score in ranked]
+
+    def tagged_media(self, labels: tuple[str, ...]) -> np.ndarray:
+        """Sorted int64 ids of the live media with a window tagged with any of ``labels`` (any case)."""
+        wanted = [t.lower() for t in labels]
+        return np.asarray(sorted(m for m, (_, _, names, _) in self._tag_windows().items()
+                                 if np.isin(np.char.lower(names.astype(str)), wanted).any()), np.int64)
 
     def media_row(self, media_id: int) -> dict[str, Any] | None:
         """The stored row of a media item (path, kind, duration, size, mtime, language...), None if unknown."""
@@ -507,21 +573,33 @@ class Index:
         ``path`` is then a path that passes it.
         """
         check_query(text, k, videos)
+        where = _as_filter(where)
         allowed, paths = self._allowed(where)
-        found = self._search(text, image=image, audio=audio, modality=modality, k=k, videos=videos, exhaustive=exhaustive,
-                             localize=localize, audio_weight=audio_weight, allowed=allowed)
+        tags = where.tags if where is not None else ()
+        fetch = k
+        while True:  # a tag filter: moments tagged with one of them, looking further down until k are found
+            found = self._search(text, image=image, audio=audio, modality=modality, k=fetch, videos=max(videos, fetch // 2 if tags else 0),
+                                 exhaustive=exhaustive, localize=localize, audio_weight=audio_weight, allowed=allowed)
+            if not tags:
+                break
+            kept = [replace(r, tags=self.tags_at(r.media_id, r.start, r.end)) for r in found
+                    if r.media_id is not None and self.tags_at(r.media_id, r.start, r.end, labels=tags)]
+            if len(kept) >= k or len(found) < fetch or fetch >= MAX_TAG_FETCH:
+                found = kept[:k]
+                break
+            fetch = min(fetch * 4, MAX_TAG_FETCH)
         return self._with_paths(found, paths)
 
     def _allowed(self, where: MediaFilter | dict[str, Any] | None) -> tuple[np.ndarray | None, dict[int, str] | None]:
         """(sorted media ids, media id -> first matching path) of a filter (a :class:`MediaFilter`, or
         the keyword arguments of :func:`mmsearch.filters.media_filter`); (None, None) without one."""
-        if isinstance(where, dict):
-            from .filters import media_filter
-
-            where = media_filter(**where)
+        where = _as_filter(where)
         if where is None or where.empty:
             return None, None
-        return allowed_media(self.snapshot.media, where)
+        allowed, paths = allowed_media(self.snapshot.media, where)
+        if where.tags:  # media with a window tagged so
+            allowed = np.intersect1d(allowed, self.tagged_media(where.tags))
+        return allowed, paths
 
     @staticmethod
     def _with_paths(found: list[SearchResult], paths: dict[int, str] | None) -> list[SearchResult]:
@@ -773,7 +851,8 @@ class Index:
         if modality is not None and modality not in MODALITIES:
             raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
         spaces = self._text_query_spaces(modality)
-        if len(spaces) > 1 or spaces[0] in TEXT_SPACES:
+        where = _as_filter(where)
+        if len(spaces) > 1 or spaces[0] in TEXT_SPACES or (where is not None and where.tags):  # a tag filter looks further down
             return [
                 self.search(t, modality=modality, k=k, videos=videos, exhaustive=exhaustive, localize=localize, where=where)
                 for t in texts
@@ -858,10 +937,12 @@ class Index:
             moment_score=None if hit.moment_score is None else float(hit.moment_score),
             text=text,
             media_id=int(hit.media_id),
+            tags=self.tags_at(hit.media_id, hit.start, hit.end) or None if space == AUDIO and self.snapshot.tags.num_rows else None,
         )
 
 
 MAX_QUERY_SOUND_SECONDS = 120.0
+MAX_TAG_FETCH = 1000  # a tag filter looks at most this far down a search's ranking
 _MEDIA_OF = {VISUAL: "videos or images", AUDIO: "audio files or videos with sound", SPEECH: "videos or audio files with speech or subtitles", TEXT: "videos or images with text on screen"}
 VISUAL_MODALITY = "video"
 EXECUTORS = ("local", "ray")  # how `mmsearch index` decodes and embeds: here, or on a Ray cluster
@@ -906,6 +987,23 @@ def open_index(
     snapshot = open_snapshot(index_dir(root))
     override = resolve_spec(model, pretrained, family="clip") if (model or pretrained) else None
     return Index(snapshot, device=device, spec_override=override)
+
+
+def _as_filter(where: MediaFilter | dict[str, Any] | None) -> MediaFilter | None:
+    """A :class:`MediaFilter` from itself or the keyword arguments of :func:`mmsearch.filters.media_filter`."""
+    if isinstance(where, dict):
+        from .filters import media_filter
+
+        return media_filter(**where)
+    return where
+
+
+def _stored_tagger(root: Path) -> EncoderSpec | None:
+    """The spec of the sound tagger an index's tags come from, or None."""
+    if not index_exists(root):
+        return None
+    tagger = (read_manifest(root).get("tags") or {}).get("tagger")
+    return EncoderSpec(**tagger["spec"]) if tagger else None
 
 
 def _stored_spec(root: Path, space: str) -> EncoderSpec | None:

@@ -60,12 +60,13 @@ def run_demo(
 
     t0 = time.perf_counter()
     report = index_paths(
-        [corpus], index_dir, model="synth-clip", device=device, config=IngestConfig(commit_seconds=600), speech=words, ocr=words
+        [corpus], index_dir, model="synth-clip", sound_tags="synth-ast", device=device, config=IngestConfig(commit_seconds=600),
+        speech=words, ocr=words,
     )
     result.seconds["index"] = time.perf_counter() - t0
     log(
         f"indexed {len(report.indexed)} files ({report.frames} frames, {report.audio_windows} audio windows, "
-        f"{report.text_segments} sentences and lines of text) with synth-clip, synth-clap"
+        f"{report.text_segments} sentences and lines of text) with synth-clip, synth-clap, synth-ast"
         f"{', Whisper base, RapidOCR and all-MiniLM-L6-v2' if words else ''} into {index_dir}"
     )
 

@@ -167,7 +167,7 @@ def decode_file(row: dict[str, Any], *, memory_limit_mb: int, stall_timeout: flo
 class EmbedStage:
     """The embed stage (a Ray Data ``map_batches`` actor): builds the run's encoders once (one per
     distinct spec: the spaces of words share the sentence model) and turns decoded messages into
-    ``("embedded", space, starts, ends, vectors, texts)``; ``done``/``failed`` pass through.
+    ``("embedded", space, starts, ends, vectors, texts, tags)``; ``done``/``failed`` pass through.
     A subclass sets ``specs`` (the encoder of each space) and ``device``."""
 
     specs: dict[str, EncoderSpec] = {}

@@ -39,6 +39,9 @@ class MediaFilter:
     ``modified_before``: the file's modification time, seconds since the epoch, inclusive
     (:func:`media_filter` reads dates: a date alone as local time, its whole day for "before").
     ``languages``: ISO 639-1 codes of what is said (Whisper's detection, or the subtitles').
+    ``tags``: sound tags (labels of the index's sound tagger, any case): only moments during which a
+    window of sound was tagged with one of them (``mmsearch index --sound-tags``), so only media with
+    such a window; the search looks further down its ranking until ``k`` such moments are found.
     """
 
     path: str | None = None
@@ -48,6 +51,7 @@ class MediaFilter:
     modified_after: float | None = None
     modified_before: float | None = None
     languages: tuple[str, ...] = field(default=())
+    tags: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.kinds if k not in KINDS]
@@ -169,6 +173,7 @@ def media_filter(
     modified_after: str | float | None = None,
     modified_before: str | float | None = None,
     languages: str | list[str] | None = None,
+    tags: str | list[str] | None = None,
 ) -> MediaFilter:
     """A :class:`MediaFilter` from the options of ``mmsearch query`` and the parameters of
     ``/api/search``: kinds and languages as lists or comma-separated, dates as :func:`parse_time`
@@ -181,6 +186,8 @@ def media_filter(
         modified_after=parse_time(modified_after, name="modified-after"),
         modified_before=parse_time(modified_before, name="modified-before", end_of_day=True),
         languages=tuple(lang.lower() for lang in split_list(languages)),
+        # not comma-separated: AudioSet labels hold commas ("Male speech, man speaking")
+        tags=tuple(t.strip() for t in ([tags] if isinstance(tags, str) else tags or ()) if t.strip()),
     )
 
 

@@ -31,7 +31,7 @@ from .speech import DEFAULT_ASR_MODEL
 from .errors import EncoderMismatchError, UsageError
 from .media import discover, media_kind
 from .probes import PROBED_SPACES, probe_captions
-from .spaces import AUDIO, COMMON_AUDIO, COMMON_VISUAL, SPACES_BY_KIND, SPEECH, TEXT, TEXT_SPACES, VISUAL, anchor_of
+from .spaces import AUDIO, COMMON_AUDIO, COMMON_VISUAL, SOUND_TAGS, SPACES_BY_KIND, SPEECH, TEXT, TEXT_SPACES, VISUAL, anchor_of
 from .sharding import ShardedDeriver, ShardedWriter, open_deriver, open_sharded_writer
 from .store import IndexWriter, index_exists
 
@@ -94,16 +94,22 @@ class _Pending:
     # space -> (starts, ends, vectors) chunks; a frame's end is known once the next frame is
     buffers: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
     texts: dict[str, list[str]] = field(default_factory=dict)  # the words of a text space's segments
+    tags: list[list[tuple[str, float]]] = field(default_factory=list)  # sound tags of the audio windows, in their order
     aliases: list[tuple[str, os.stat_result]] = field(default_factory=list)  # same content, other paths
     sidecars: str | None = None  # the subtitle files beside a video, as read (see _sidecar_signature)
 
-    def add(self, space: str, starts: np.ndarray, ends: np.ndarray | None, vectors: np.ndarray, texts: list[str] | None = None) -> None:
+    def add(
+        self, space: str, starts: np.ndarray, ends: np.ndarray | None, vectors: np.ndarray, texts: list[str] | None = None,
+        tags: list[list[tuple[str, float]]] | None = None,
+    ) -> None:
         ss, es, vs = self.buffers.setdefault(space, ([], [], []))
         ss.append(np.asarray(starts, np.float64))
         es.append(np.asarray(ends if ends is not None else np.full(len(starts), np.nan), np.float64))
         vs.append(vectors)
         if texts is not None:
             self.texts.setdefault(space, []).extend(texts)
+        if tags is not None:
+            self.tags.extend(tags)
 
 
 EncoderFactories = dict[str, Callable[[], Any]]
@@ -121,6 +127,19 @@ class _Encoders(dict):
 
     def __missing__(self, space: str) -> Any:
         encoder = self.factories[space]()
+        if space == SOUND_TAGS:  # not a space: the index records the tagger its tags come from
+            record = _encoder_record(encoder)
+            stored = self.writer.tagger
+            if stored and stored["identity"] != record["identity"]:
+                have = stored["identity"]
+                raise EncoderMismatchError(
+                    f"the sound tags of the index at {self.writer.root} come from {have.get('model')} ({have.get('pretrained')}, "
+                    f"threshold {have.get('threshold')}), not {encoder.spec.model}: tags of different taggers cannot be mixed; "
+                    "leave out --sound-tags (the index keeps its tagger) or use a new --index directory"
+                )
+            self.writer.set_tagger(record)
+            self[space] = encoder
+            return encoder
         _check_encoder(self.writer, space, encoder)
         self.writer.ensure_space(space, _encoder_record(encoder), encoder.dim, anchor=anchor_of(space))
         if space in PROBED_SPACES and not self.writer.spaces[space].get("query_probes"):
@@ -212,6 +231,11 @@ def _index(
         for space in sorted(needed & wanted, key=lambda name: name != VISUAL):  # the visual encoder first
             if space not in TEXT_SPACES or space in verify_encoders:  # text spaces: when words arrive
                 built[space]
+        if SOUND_TAGS in wanted and not writer.tagger and report.unchanged:
+            _note(report, str(writer.root), f"sound tags start with this run: the {report.unchanged} file(s) indexed before keep none "
+                  "(index them into a new --index to tag them)")
+        if SOUND_TAGS in wanted and AUDIO in built:  # tags label the audio windows embedded in this run
+            built[SOUND_TAGS]
         if AUDIO in built:  # record the effective windows, so later runs and queries cut sound the same way
             window, hop = audio_window_config(built[AUDIO], config)
             writer.config.setdefault("audio_window", window)
@@ -483,24 +507,30 @@ def run_local(
             worker.stop()
 
 
-def embed_message(message: tuple, encoders: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarray | None, np.ndarray, list[str] | None]:
+Embedded = tuple[str, np.ndarray, "np.ndarray | None", np.ndarray, "list[str] | None", "list[list[tuple[str, float]]] | None"]
+
+
+def embed_message(message: tuple, encoders: dict[str, Any]) -> Embedded:
     """The segments a decoder message carries (``chunk``, ``audio`` or ``text``, see
     :func:`mmsearch.decode_worker.decode_into`), embedded: (space, starts in seconds, ends or None,
-    ``(n, dim)`` float32 vectors, the texts of a space of words or None)."""
+    ``(n, dim)`` float32 vectors, the texts of a space of words or None, the sound tags of audio
+    windows when ``encoders`` holds a tagger (:data:`~mmsearch.spaces.SOUND_TAGS`) or None)."""
     if message[0] == "chunk":  # a frame's segment ends at the next frame's pts (set in _finish)
         _, frames, timestamps = message
-        return VISUAL, timestamps, None, encoders[VISUAL].encode_images(frames), None
+        return VISUAL, timestamps, None, encoders[VISUAL].encode_images(frames), None, None
     if message[0] == "text":  # ("text", space, starts, ends, texts): sentences, subtitles, lines on screen
         _, space, starts, ends, texts = message
-        return space, starts, ends, encoders[space].encode_text(texts), texts
+        return space, starts, ends, encoders[space].encode_text(texts), texts, None
     _, clips, starts, ends = message  # ("audio", clips, starts, ends): each window is the segment [start, end)
-    return AUDIO, starts, ends, encoders[AUDIO].encode_audio(clips), None
+    encoder = encoders[AUDIO]
+    tags = encoders[SOUND_TAGS].tag(clips, sample_rate=encoder.sample_rate) if SOUND_TAGS in encoders else None
+    return AUDIO, starts, ends, encoder.encode_audio(clips), None, tags
 
 
-def add_embedded(item: _Pending, embedded: tuple, report: IngestReport) -> None:
+def add_embedded(item: _Pending, embedded: Embedded, report: IngestReport) -> None:
     """Keep a file's embedded segments (:func:`embed_message`) until the file is done; count them."""
-    space, starts, ends, vectors, texts = embedded
-    item.add(space, starts, ends, vectors, texts)
+    space, starts, ends, vectors, texts, tags = embedded
+    item.add(space, starts, ends, vectors, texts, tags)
     if space == VISUAL:
         report.frames += len(starts)
     elif space == AUDIO:
@@ -528,6 +558,8 @@ def _finish(deriver: Deriver | ShardedDeriver, report: IngestReport, item: _Pend
         if space in failed:
             continue
         starts, ends, vectors = np.concatenate(ss), np.concatenate(es), np.concatenate(vs)
+        if space == AUDIO and item.tags:
+            writer.add_tags(item.media_id, starts, ends, item.tags)
         if space in TEXT_SPACES and duration > 0:  # a cue past the end of the media (a sidecar's mistake) is left out
             keep = starts < duration
             if not keep.all():

@@ -171,10 +171,11 @@ def _where(
     modified_after: Annotated[str | None, Query(description="A date (2024-05-01, local time), a date-time or epoch seconds")] = None,
     modified_before: Annotated[str | None, Query(description="As modified_after; a date alone includes that day")] = None,
     language: Annotated[list[str] | None, Query(description="ISO 639-1 codes of what is said; repeat or comma-separate")] = None,
+    tag: Annotated[list[str] | None, Query(description="Sound tags (any case): only moments whose sound was tagged so; repeat")] = None,
 ) -> MediaFilter:
     """The filter query parameters every search takes (a FastAPI dependency), as a :class:`MediaFilter`."""
     return media_filter(path=path, kinds=kind, min_duration=min_duration, max_duration=max_duration,
-                        modified_after=modified_after, modified_before=modified_before, languages=language)
+                        modified_after=modified_after, modified_before=modified_before, languages=language, tags=tag)
 
 
 def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAPI:

@@ -155,6 +155,17 @@ class ShardedWriter:
         for w in self.shards:  # each shard's indexes are tuned on them
             w.set_query_probes(space, vectors)
 
+    def set_tagger(self, identity: dict[str, Any]) -> None:
+        for w in self.shards:
+            w.set_tagger(identity)
+
+    @property
+    def tagger(self) -> dict[str, Any] | None:
+        return self.shards[0].tagger
+
+    def add_tags(self, media_id: int, *args: Any) -> None:
+        self.shard(media_id).add_tags(media_id, *args)
+
     def hashes(self) -> dict[str, int]:
         return {h: m for w in self.shards for h, m in w.hashes().items()}
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 __all__ = [
     "ANCHORS", "AUDIO", "COMMON_AUDIO", "COMMON_SOURCES", "COMMON_VISUAL", "MEDIA_KINDS", "MediaKind", "Modality",
-    "SEGMENT_ANCHOR", "SPACES_BY_KIND", "SPEECH", "TEXT", "TEXT_SPACES", "TextSegment", "VISUAL", "anchor_of",
+    "SEGMENT_ANCHOR", "SOUND_TAGS", "SPACES_BY_KIND", "SPEECH", "TEXT", "TEXT_SPACES", "TextSegment", "VISUAL", "anchor_of",
 ]
 
 VISUAL = "visual"  # frames and images (CLIP)
@@ -24,6 +24,7 @@ SPEECH = "speech"  # what is said: speech (Whisper) and subtitles, as sentences 
 TEXT = "text"  # what is written on screen (OCR), as lines (issue #15)
 TEXT_SPACES = (SPEECH, TEXT)  # spaces whose segments carry their words
 COMMON_SOURCES = {COMMON_VISUAL: VISUAL, COMMON_AUDIO: AUDIO}  # a common space and the space it projects
+SOUND_TAGS = "tags"  # not a space: the sound tagger's key among a run's encoders; its tags label the audio space's windows
 
 MediaKind = Literal["video", "image", "audio"]
 MEDIA_KINDS: tuple[MediaKind, ...] = ("video", "image", "audio")

@@ -105,6 +105,8 @@ TEXT_SEGMENT_SCHEMA = SEGMENT_SCHEMA.append(pa.field("text", pa.string()))  # se
 MOMENT_SCHEMA = SEGMENT_SCHEMA
 MEDIA_VECTOR_SCHEMA = pa.schema([("media_id", pa.int64())])
 TABLE_SCHEMAS = {SEGMENTS: SEGMENT_SCHEMA, MOMENTS: MOMENT_SCHEMA, MEDIA: MEDIA_VECTOR_SCHEMA}
+# Sound tags (issue #19): one row a tag of a window [start, end) seconds, its label and probability.
+TAG_SCHEMA = SEGMENT_SCHEMA.append(pa.field("label", pa.string())).append(pa.field("score", pa.float32()))
 
 
 # -- small durable-write helpers ------------------------------------------------------------
@@ -294,6 +296,7 @@ class Snapshot:
     media: pa.Table
     failures: pa.Table
     spaces: dict[str, SpaceData]
+    tags: pa.Table = field(default_factory=TAG_SCHEMA.empty_table)  # sound tags (TAG_SCHEMA), removed media included
 
     @property
     def generation(self) -> int:
@@ -536,7 +539,13 @@ def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
             step=1.0 / float(manifest["config"]["fps"]) if (manifest.get("config") or {}).get("fps") else None,
             live=None if not len(tombstones) else np.setdiff1d(np.unique(media_rows.column("media_id").to_numpy()), tombstones),
         )
-    return Snapshot(root, manifest, media, failures, spaces)
+    return Snapshot(root, manifest, media, failures, spaces, _load_tags(root, manifest))
+
+
+def _load_tags(root: Path, manifest: dict[str, Any]) -> pa.Table:
+    """The sound tags of a generation (:data:`TAG_SCHEMA`), shards in manifest order."""
+    tables = [_read_table(root / rel) for rel in (manifest.get("tags") or {}).get("shards", [])]
+    return pa.concat_tables(tables) if tables else TAG_SCHEMA.empty_table()
 
 
 def merged_manifest(root: Path, manifests: list[dict[str, Any] | None]) -> dict[str, Any]:
@@ -576,6 +585,7 @@ def merged_manifest(root: Path, manifests: list[dict[str, Any] | None]) -> dict[
         "files": files,
         "counts": counts,
         "library_versions": first.get("library_versions", {}),
+        **({"tags": {"tagger": tagged[0]["tagger"]}} if (tagged := [m["tags"] for _, m in present if m.get("tags")]) else {}),
     }
 
 
@@ -608,7 +618,8 @@ def merge_snapshots(root: Path, shards: list[Snapshot | None]) -> Snapshot:
             step=first.step,
             live=np.concatenate([p.live_media_ids() for p in parts]).astype(np.int64),
         )
-    return Snapshot(root, manifest, media, failures, spaces)
+    tags = pa.concat_tables([s.tags for s in present])
+    return Snapshot(root, manifest, media, failures, spaces, tags)
 
 
 # -- write side ------------------------------------------------------------------------------
@@ -667,6 +678,7 @@ class IndexWriter:
             self.close()
             raise
         self._pending: dict[tuple[str, str], _Append] = {}
+        self._pending_tags: list[pa.Table] = []
         self._pending_indexes: dict[tuple[str, str], tuple[VectorIndex | None, PreparedFile | None]] = {}
         self._new_files: list[str] = []
         self._ids_cache: dict[str, np.ndarray] = {}  # shard rows file -> its media_id column (files never change)
@@ -868,8 +880,40 @@ class IndexWriter:
             pending.ends.append(np.asarray(ends, np.float64))
         self.dirty = True
 
+    def set_tagger(self, identity: dict[str, Any]) -> None:
+        """Record the sound tagger (its identity, :meth:`mmsearch.encoders.ast.SoundTagger.identity`) of the tags added."""
+        entry = self.manifest.setdefault("tags", {"shards": [], "next_shard": 0})
+        if entry.get("tagger") != identity:
+            entry["tagger"] = identity
+            self.dirty = True
+
+    @property
+    def tagger(self) -> dict[str, Any] | None:
+        """The identity of the sound tagger the index's tags come from, or None."""
+        return (self.manifest.get("tags") or {}).get("tagger")
+
+    def add_tags(self, media_id: int, starts: np.ndarray, ends: np.ndarray, tags: list[list[tuple[str, float]]]) -> None:
+        """One media item's sound tags at the next commit: window ``i`` is ``[starts[i], ends[i])`` seconds with the
+        ``(label, probability)`` pairs ``tags[i]``. Raises ValueError without :meth:`set_tagger` first."""
+        if not self.tagger:
+            raise ValueError("record the tagger (set_tagger) before adding tags")
+        rows = [(s, e, label, score) for s, e, pairs in zip(starts, ends, tags) for label, score in pairs]
+        if rows:
+            s, e, label, score = zip(*rows)
+            self._pending_tags.append(pa.table({"media_id": np.full(len(rows), media_id, np.int64), "start": s, "end": e,
+                                                "label": label, "score": score}, schema=TAG_SCHEMA))
+            self.dirty = True
+
     def flush(self) -> list[tuple[str, str]]:
         """Write the appended rows as new shards (not yet part of a generation); returns the (space, table) pairs written."""
+        if self._pending_tags:  # append-only shards, as a space's tables; removed media are left out when read
+            entry = self.manifest["tags"]
+            rel = f"{DATA}/tags-s{int(entry.get('next_shard', 0)):06d}.parquet"
+            _write_table(pa.concat_tables(self._pending_tags), str(self.root / rel))
+            entry["shards"].append(rel)
+            entry["next_shard"] = int(entry.get("next_shard", 0)) + 1
+            self._new_files.append(rel)
+            self._pending_tags = []
         written = []
         for (space, table), pending in self._pending.items():
             if not pending.vectors:
@@ -1040,7 +1084,7 @@ class IndexWriter:
         _write_table(rows_to_table(frows, FAILURE_SCHEMA), str(self.root / fail_rel))
         new_files = set(self._new_files) | {media_rel, fail_rel}
 
-        keep = set(new_files) | set(self.manifest.get("attachments", []))
+        keep = set(new_files) | set(self.manifest.get("attachments", [])) | set((self.manifest.get("tags") or {}).get("shards", []))
         for entry in self.spaces.values():
             for shards in entry["tables"].values():
                 for shard in shards:

@@ -135,3 +135,16 @@ def test_audio_throughput_benchmark_counts_the_windows_of_each_setting(tmp_path)
     for r in rows:
         assert r["audio_seconds"] == 12.0
         assert r["serial_bound_audio_s_per_s"] < min(r["decode_audio_s_per_s"], r["encode_audio_s_per_s"])
+
+
+def test_sound_tags_benchmark_scores_the_stored_tags_against_the_truth(tmp_path):
+    """benchmarks/sound_tags.py (issue #19): the tags synth-ast stores for an indexed corpus are scored
+    window by window against the ground truth; the tag filter returns moments of the class asked for."""
+    out = tmp_path / "tags.json"
+    _run("sound_tags.py", "--seeds", "2201", "--videos", "1", "--audio", "3", "--families", "default", "--speed-clips", "0",
+         "--json", str(out))
+    [q] = json.loads(out.read_text())["quality"]
+    assert q["family"] == "default" and q["windows"] > 30 and set(q["per_class_f1"]) == {"high tone", "low tone", "fast beat", "slow beat", "noise", "chord"}
+    assert q["f1"] >= 0.8  # a scorer that misaligned windows and truth, or a tagger of random weights, scores far lower
+    assert q["tag_filter"]["results"] > 0 and q["tag_filter"]["precision"] >= 0.8
+    assert q["index_seconds"]["tags"] > 0 and q["index_seconds"]["none"] > 0

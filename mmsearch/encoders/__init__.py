@@ -22,6 +22,7 @@ from .base import (
     packaged_asset,
     resolve_device,
 )
+from .ast import DEFAULT_TAGGER, TAGGER_ALIASES
 from .text import DEFAULT_TEXT_MODEL
 
 __all__ = [
@@ -54,26 +55,33 @@ PRESETS: dict[str, EncoderSpec] = {
     "synth-clap": EncoderSpec("clap", "synth-clap", PACKAGED_PREFIX + "synth-clap", {"window_seconds": 2.0, "hop_seconds": 1.0}),
     # The synthetic world puts shapes anywhere in wide frames: squash, do not centre-crop.
     "synth-clip": EncoderSpec("clip", "synth-clip", PACKAGED_PREFIX + "synth-clip.pt", {"image_resize_mode": "squash"}),
+    # The tiny AST trained on the world's six sound classes; trained to give a class the share of the
+    # window it fills, so 0.5 tags a class that fills half a window or more.
+    "synth-ast": EncoderSpec("ast", "synth-ast", PACKAGED_PREFIX + "synth-ast", {"threshold": 0.5}),
 }
 
 DEFAULT_MODELS = {
     "clip": ("ViT-B-32", "laion2b_s34b_b79k"),
     "clap": (DEFAULT_CLAP_MODEL, None),
     "sentence": (DEFAULT_TEXT_MODEL, None),  # what is said or written (issue #15)
+    "ast": (DEFAULT_TAGGER, None),  # sound tags (issue #19)
 }
+FLAGS = {"clip": "--model", "clap": "--audio-model", "sentence": "--text-model", "ast": "--sound-tags"}
 
 
 def resolve_spec(model: str | None, pretrained: str | None = None, *, family: str = "clip") -> EncoderSpec:
     """The spec for what a user typed: a preset name, or a model of ``family`` with its weights."""
     if model in PRESETS and pretrained is None:
         if PRESETS[model].family != family:
-            flag = "--audio-model" if PRESETS[model].family == "clap" else "--model"
+            flag = FLAGS[PRESETS[model].family]
             raise UsageError(f"{model} is a {PRESETS[model].family} model: pass it with {flag}")
         return PRESETS[model]
     default_model, default_tag = DEFAULT_MODELS[family]
     model = model or default_model
     if family == "clap":
         model = CLAP_ALIASES.get(model, model)  # "general", "music"
+    if family == "ast":
+        model = TAGGER_ALIASES.get(model, model)  # "audioset"
     if pretrained is None and family == "clip":
         pretrained = default_tag if model == default_model else _first_known_tag(family, model)
     return EncoderSpec(family, model, pretrained)
@@ -113,6 +121,13 @@ def _clap(spec: EncoderSpec, **options: Any) -> Encoder:
     from .clap import ClapEncoder
 
     return ClapEncoder(spec, **options)
+
+
+@register_family("ast")
+def _ast(spec: EncoderSpec, **options: Any) -> Any:
+    from .ast import SoundTagger
+
+    return SoundTagger(spec, **options)
 
 
 @register_family("sentence")

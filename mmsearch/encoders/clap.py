@@ -22,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -44,14 +45,14 @@ from .base import (
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
-def _offline_message(model: str, reason: str) -> str:
+def _offline_message(model: str, reason: str, kind: str = "CLAP", flag: str = "--audio-model", offline: str = "synth-clap") -> str:
     return (
-        f"Could not load the weights of CLAP model {model!r}: they are not in the local Hugging Face cache "
+        f"Could not load the weights of {kind} model {model!r}: they are not in the local Hugging Face cache "
         f"and could not be downloaded ({reason}). Connect to the internet once so transformers can fetch and "
         f"cache them, or download the model directory elsewhere (config.json, model.safetensors and the "
         f"processor files, e.g. `huggingface-cli download {model} --local-dir /path/to/dir`) and point "
-        f"--audio-model at it (`mmsearch index DIR --audio-model /path/to/dir`), or use the offline demo model "
-        "with `--audio-model synth-clap`."
+        f"{flag} at it (`mmsearch index DIR {flag} /path/to/dir`), or use the offline demo model "
+        f"with `{flag} {offline}`."
     )
 
 
@@ -66,13 +67,51 @@ def _cached_config(repo_id: str) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def _check_weights_reachable(repo_id: str) -> None:
-    """Fail at once, with the offline message, when a hub model is neither cached nor downloadable."""
+def _check_weights_reachable(repo_id: str, message: Callable[[str, str], str] = _offline_message) -> None:
+    """Fail at once, with the offline ``message(repo_id, reason)``, when a hub model is neither cached nor downloadable."""
     if _cached_config(repo_id):
         return
     if hub_offline():
-        raise EncoderError(_offline_message(repo_id, "HF_HUB_OFFLINE is set"))
-    require_reachable(hub_host(), lambda reason: _offline_message(repo_id, reason))
+        raise EncoderError(message(repo_id, "HF_HUB_OFFLINE is set"))
+    require_reachable(hub_host(), lambda reason: message(repo_id, reason))
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where a transformers model directory comes from: ``path`` to pass to ``from_pretrained``,
+    ``weights_id`` to record in an index (a packaged name or a local directory with the sha256 of its
+    weights, or the hub id), ``local`` (no download involved) and ``revision`` (the cached hub commit)."""
+
+    path: str
+    weights_id: str
+    local: bool
+    revision: str | None = None
+
+
+def hub_source(raw: str, *, flag: str, what: str, message: Callable[[str, str], str] = _offline_message) -> HubSource:
+    """Resolve a model a user named (a hub id, a local directory written by ``save_pretrained``,
+    ``mmsearch:<name>`` or a bare ``<name>`` shipped in ``mmsearch/assets``), as CLAP and AST load them.
+
+    Raises :class:`UsageError` for a path that does not exist (``flag`` and ``what`` name the option
+    and the directory expected) and :class:`EncoderError` (``message``) for a hub model that is
+    neither cached nor downloadable.
+    """
+    if "/" not in raw and not raw.startswith(PACKAGED_PREFIX) and _is_packaged_dir(raw):
+        raw = PACKAGED_PREFIX + raw  # a bare packaged name (``synth-clap``) means the shipped directory
+    source = resolve_weights(raw)
+    assert source is not None
+    if raw.startswith(PACKAGED_PREFIX):
+        return HubSource(source, raw + "@sha256:" + directory_sha256(source), True)
+    if os.path.isdir(source):
+        return HubSource(source, "sha256:" + directory_sha256(source), True)
+    if _looks_like_path(source):
+        raise UsageError(
+            f"{flag} {source}: no such directory (a {what} directory holds config.json, "
+            "model.safetensors and the processor files written by save_pretrained)"
+        )
+    _check_weights_reachable(source, message)
+    cached = _cached_config(source)  # .../snapshots/<commit>/config.json
+    return HubSource(source, source, False, os.path.basename(os.path.dirname(cached)) if cached else None)
 
 
 def directory_sha256(path: str) -> str:
@@ -179,30 +218,9 @@ class ClapEncoder:
         self.spec = spec
         self.device = resolve_device(device)
         self.batch_size = batch_size or (64 if self.device.type == "cuda" else 8)
-        raw = spec.pretrained or spec.model or DEFAULT_CLAP_MODEL
-        if "/" not in raw and not raw.startswith(PACKAGED_PREFIX) and _is_packaged_dir(raw):
-            raw = PACKAGED_PREFIX + raw  # a bare packaged name (``synth-clap``) means the shipped directory
-        source = resolve_weights(raw)
-        assert source is not None
-        self._revision: str | None = None
-        if raw.startswith(PACKAGED_PREFIX):
-            self._weights_id = raw + "@sha256:" + directory_sha256(source)
-            local = True
-        elif os.path.isdir(source):
-            self._weights_id = "sha256:" + directory_sha256(source)
-            local = True
-        elif _looks_like_path(source):
-            raise UsageError(
-                f"--audio-model {source}: no such directory (a CLAP model directory holds config.json, "
-                "model.safetensors and the processor files written by save_pretrained)"
-            )
-        else:
-            self._weights_id = source
-            local = False
-            _check_weights_reachable(source)
-            cached = _cached_config(source)
-            if cached:  # .../snapshots/<commit>/config.json
-                self._revision = os.path.basename(os.path.dirname(cached))
+        where = hub_source(spec.pretrained or spec.model or DEFAULT_CLAP_MODEL, flag="--audio-model", what="CLAP model")
+        source, local = where.path, where.local
+        self._weights_id, self._revision = where.weights_id, where.revision
         self.source = source
         try:
             from transformers import ClapModel, ClapProcessor

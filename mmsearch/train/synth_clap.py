@@ -351,7 +351,9 @@ def _pooled(output: Any) -> Any:
 
 
 def save_clap_directory(model: Any, processor: Any, out_dir: str | os.PathLike, *, info: dict | None = None) -> Path:
-    """``save_pretrained`` model and processor into a temp directory beside ``out_dir``, then swap it in."""
+    """``save_pretrained`` model and processor (or a feature extractor alone) into a temp directory beside
+    ``out_dir``, then swap it in; ``info`` goes to ``training.json``. Any transformers model directory
+    (CLAP, AST) is written this way."""
     final = Path(out_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
@@ -360,7 +362,8 @@ def save_clap_directory(model: Any, processor: Any, out_dir: str | os.PathLike, 
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         # transformers 4 reads the feature extractor from preprocessor_config.json, 5 from processor_config.json
-        processor.feature_extractor.save_pretrained(tmp)
+        if getattr(processor, "feature_extractor", None) is not None:
+            processor.feature_extractor.save_pretrained(tmp)
         _portable_tokenizer_config(tmp)
         if info is not None:
             (tmp / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -260,6 +260,8 @@
         el("span", { class: "score", title: "score (higher is better)", text: Number.isFinite(score) ? score.toFixed(3) : "–" }),
       ]),
       row.text ? el("div", { class: "words", title: row.text, text: `“${row.text}”` }) : null,
+      row.tags && row.tags.length ? el("div", { class: "tags", title: "sound tags (probability)" },
+        row.tags.map((t) => el("span", { class: "tag", text: `${t.label} ${Number(t.score).toFixed(2)}` }))) : null,
     ]);
     const node = el("article", {
       class: "result", tabindex: "0", role: "button",
