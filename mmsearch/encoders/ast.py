@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import EncoderError
 from .base import EncoderSpec, resolve_device
-from .clap import _offline_message, _quiet_loading, _short, _clean, hub_source, resample
+from .clap import _offline_message, _quiet_loading, _short, hub_source, prepared_clips
 
 DEFAULT_TAGGER = "MIT/ast-finetuned-audioset-10-10-0.4593"
 TAGGER_ALIASES = {"audioset": DEFAULT_TAGGER}  # what --sound-tags takes besides hub ids, directories and synth-ast
@@ -96,11 +96,9 @@ class SoundTagger:
         """Probabilities ``(N, len(labels))`` float32 in [0, 1] of mono clips (1-D float32 arrays)."""
         import torch
 
-        clips = [_clean(c) for c in clips]
+        clips = prepared_clips(clips, sample_rate, self.sample_rate)
         if not clips:
             return np.zeros((0, len(self.labels)), np.float32)
-        if sample_rate is not None and int(sample_rate) != self.sample_rate:
-            clips = [resample(c, int(sample_rate), self.sample_rate) for c in clips]
         out = []
         with torch.inference_mode():
             for start in range(0, len(clips), self.batch_size):

@@ -301,11 +301,9 @@ class ClapEncoder:
         """
         import torch
 
-        clips = [_clean(c) for c in clips]
+        clips = prepared_clips(clips, sample_rate, self.sample_rate)
         if not clips:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if sample_rate is not None and int(sample_rate) != self.sample_rate:
-            clips = [resample(c, int(sample_rate), self.sample_rate) for c in clips]
         out = []
         with torch.inference_mode():
             for start in range(0, len(clips), self.batch_size):
@@ -340,6 +338,15 @@ def _clean(clip: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
     return x
+
+
+def prepared_clips(clips: list[np.ndarray] | np.ndarray, sample_rate: int | None, model_rate: int) -> list[np.ndarray]:
+    """Mono clips as a model takes them: 1-D float32, non-finite samples replaced, resampled from
+    ``sample_rate`` (Hz; None: already at it) to ``model_rate``. Raises UsageError for an empty clip."""
+    out = [_clean(c) for c in clips]
+    if sample_rate is not None and int(sample_rate) != model_rate:
+        out = [resample(c, int(sample_rate), model_rate) for c in out]
+    return out
 
 
 def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
