@@ -995,6 +995,7 @@ class IndexWriter:
                     self._write_shard(space, table, rows.filter(pa.array(keep)), vectors)
         entry["tombstones"] = []
         entry["indexes"] = {}
+        self._compact_tags(dead)
         gone = self._gone()
         for other, other_entry in self.spaces.items():  # what the other spaces must still skip
             if other != space:
@@ -1002,6 +1003,19 @@ class IndexWriter:
         self._committed_ids = self.live_media_ids()
         self._drop_pending_indexes(space)
         self.dirty = True
+
+    def _compact_tags(self, dead: np.ndarray) -> None:
+        """Rewrite the sound tags without the rows of media ``dead``, as one shard (when any row goes)."""
+        entry = self.manifest.get("tags") or {}
+        if not entry.get("shards"):
+            return
+        table = pa.concat_tables([_read_table(self.root / rel) for rel in entry["shards"]])
+        keep = ~np.isin(table.column("media_id").to_numpy(), dead)
+        if keep.all():
+            return
+        entry["shards"] = []
+        if keep.any():
+            self._pending_tags.insert(0, table.filter(pa.array(keep)))  # written by the next flush, before newer tags
 
     def _drop_pending_indexes(self, space: str) -> None:
         for key in [k for k in self._pending_indexes if k[0] == space]:

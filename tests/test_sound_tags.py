@@ -107,9 +107,15 @@ def test_a_later_run_keeps_the_tagger_and_refuses_another(tagged: dict, tmp_path
     _sound(media / "tone.wav", [("low tone", 6.0)], seed=4)
     with pytest.raises(EncoderMismatchError, match="sound tags"):
         mmsearch.index_paths([media], index, sound_tags=str(other), speech=False, ocr=False, device="cpu", freeze_text=False)
-    # removed files lose their tags at search
+    # removed files lose their tags at search, and their rows when the audio space is compacted
+    beat = _media_id(mmsearch.open_index(index), "beat.wav")
     mmsearch.remove_paths([media / "beat.wav"], index)
-    assert mmsearch.open_index(index).tagged_media(("slow beat",)).size == 0
+    idx = mmsearch.open_index(index)
+    assert idx.tagged_media(("slow beat",)).size == 0
+    assert idx.info()["spaces"]["audio"]["removed_media"] == 0, "9 of 33 windows removed: over COMPACT_SHARE, compacted"
+    media_ids = set(idx.snapshot.tags.column("media_id").to_pylist())
+    assert beat not in media_ids and media_ids == {_media_id(idx, "chord_noise.wav"), _media_id(idx, "high.wav")}
+    verify_index(index)
 
 
 def test_sharded_index_keeps_tags_on_every_shard(tagged: dict, tmp_path: Path) -> None:
