@@ -73,7 +73,8 @@ def world(tmp_path_factory) -> dict:
     frame = picture_at(str(media / dropped["file"]), _midpoint(dropped))
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(frame)).save(buffer, format="PNG")
-    report = mmsearch.index_paths([media], root / "index", model="synth-clip", device="cpu", speech=False, ocr=False)
+    report = mmsearch.index_paths([media], root / "index", model="synth-clip", sound_tags="synth-ast", device="cpu",
+                                  speech=False, ocr=False)
     assert report.failed == [] and len(report.indexed) == 6
     return {"root": root, "media": media, "index": root / "index", "rows": rows, "target": target,
             "still": still, "still_event": still_event, "dropped": dropped, "dropped_png": buffer.getvalue()}
@@ -274,6 +275,24 @@ def test_sound_results_play_in_an_audio_element(page, server, world, shots):
              return p.readyState >= 1 && p.currentTime >= s - 0.05 && p.currentTime <= e + 0.05; }""", arg=[start, end])
     page.wait_for_selector("#strip[data-spaces='1']")  # the sound space only: the search was in sound
     page.screenshot(path=str(shots / "serve_page_sound.png"))
+
+    # sound tags (synth-ast): chips on the card, and a filter listing the index's labels
+    from mmsearch.synth.vocabulary import _audio_class
+
+    label = _audio_class(caption)
+    chips = page.locator(".result").first.locator(".tag").all_text_contents()
+    assert any(c.startswith(label + " ") for c in chips), chips
+    page.click("#filters summary")
+    assert label in page.eval_on_selector_all("#tag option", "os => os.map(o => o.value)")
+    with page.expect_response(lambda r: "/api/search" in r.url and parse_qs(urlparse(r.url).query).get("tag") == [label]) as answer:
+        page.select_option("#tag", label)
+    results = answer.value.json()["results"]
+    assert results and all(label in [t["label"] for t in r["tags"]] for r in results), results
+    page.wait_for_function(  # the page shows that answer: every card carries the chip
+        """(label) => { const cards = [...document.querySelectorAll('.result')];
+             return cards.length > 0 && cards.every(c => [...c.querySelectorAll('.tag')].some(t => t.textContent.startsWith(label + ' '))); }""",
+        arg=label)
+    assert parse_qs(urlparse(page.url).query)["tag"] == [label]
 
 
 def test_errors_and_empty_answers_are_shown(page, server):

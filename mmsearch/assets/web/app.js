@@ -17,11 +17,12 @@
   const fileInput = $("#file");
   const overlay = $("#drop-overlay");
 
-  const FILTERS = ["path", "min_duration", "max_duration", "modified_after", "modified_before", "language"];
+  const FILTERS = ["path", "min_duration", "max_duration", "modified_after", "modified_before", "language", "tag"];
   const FILTER_INPUT = {
     path: $("#path"), min_duration: $("#min-duration"), max_duration: $("#max-duration"),
-    modified_after: $("#modified-after"), modified_before: $("#modified-before"), language: $("#language"),
+    modified_after: $("#modified-after"), modified_before: $("#modified-before"), language: $("#language"), tag: $("#tag"),
   };
+  const CHOICES = new Set(["language", "tag"]);  // filters chosen from what the index holds (mmsearch info)
   const KIND_BOXES = [...document.querySelectorAll('input[name="kind"]')];
   const DEFAULT_K = 20;
   const AUDIO_EXT = new Set(["mp3", "m4a", "wav", "flac", "ogg", "oga", "opus", "aac", "wma", "aif", "aiff", "alac", "amr"]);
@@ -152,7 +153,7 @@
     for (const name of FILTERS) {
       const value = params.get(name) || "";
       const input = FILTER_INPUT[name];
-      if (name === "language" && value && ![...input.options].some((o) => o.value === value)) {
+      if (CHOICES.has(name) && value && ![...input.options].some((o) => o.value === value)) {
         input.append(el("option", { value, text: value }));
       }
       input.value = value;
@@ -615,6 +616,20 @@
     if (event.key === "Escape" && !viewer.hidden) closeViewer();
   });
   // ------------------------------------------------------------------ start
+  function fillChoices(select, counts, emptyTitle) {
+    // the values the index holds, most frequent first, each with its count; disabled when there are none
+    const chosen = select.value;
+    const values = Object.keys(counts).sort((a, b) => counts[b] - counts[a] || a.localeCompare(b));
+    for (const value of values) {
+      const option = [...select.options].find((o) => o.value === value);
+      if (!option) select.append(el("option", { value, text: `${value} (${counts[value]})` }));
+      else option.textContent = `${value} (${counts[value]})`;
+    }
+    select.value = chosen;
+    select.disabled = !values.length && !chosen;
+    if (select.disabled) select.title = emptyTitle;
+  }
+
   async function loadInfo() {
     try {
       const info = await getJSON("/api/info");
@@ -622,17 +637,8 @@
       const parts = ["video", "image", "audio"].filter((kind) => media[kind])
         .map((kind) => `${media[kind]} ${kind === "audio" ? "audio" : kind + (media[kind] === 1 ? "" : "s")}`);
       $("#index-info").textContent = parts.length ? `Index: ${parts.join(", ")}` : "The index is empty.";
-      const languages = info.languages || {};
-      const select = FILTER_INPUT.language;
-      const chosen = select.value;
-      const codes = Object.keys(languages).sort((a, b) => languages[b] - languages[a] || a.localeCompare(b));
-      for (const code of codes) {
-        if (![...select.options].some((o) => o.value === code)) select.append(el("option", { value: code, text: `${code} (${languages[code]})` }));
-        else [...select.options].find((o) => o.value === code).textContent = `${code} (${languages[code]})`;
-      }
-      select.value = chosen;
-      select.disabled = !codes.length && !chosen;
-      if (select.disabled) select.title = "No speech in this index has a known language.";
+      fillChoices(FILTER_INPUT.language, info.languages || {}, "No speech in this index has a known language.");
+      fillChoices(FILTER_INPUT.tag, (info.sound_tags || {}).labels || {}, "This index has no sound tags (mmsearch index --sound-tags).");
     } catch (err) {
       if (err.status === 401) setStatus(err.message, "error");
     }
