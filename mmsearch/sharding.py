@@ -155,9 +155,9 @@ class ShardedWriter:
         for w in self.shards:  # each shard's indexes are tuned on them
             w.set_query_probes(space, vectors)
 
-    def set_tagger(self, identity: dict[str, Any]) -> None:
+    def set_tagger(self, record: dict[str, Any]) -> None:
         for w in self.shards:
-            w.set_tagger(identity)
+            w.set_tagger(record)
 
     @property
     def tagger(self) -> dict[str, Any] | None:

@@ -880,16 +880,17 @@ class IndexWriter:
             pending.ends.append(np.asarray(ends, np.float64))
         self.dirty = True
 
-    def set_tagger(self, identity: dict[str, Any]) -> None:
-        """Record the sound tagger (its identity, :meth:`mmsearch.encoders.ast.SoundTagger.identity`) of the tags added."""
+    def set_tagger(self, record: dict[str, Any]) -> None:
+        """Record the sound tagger of the tags added: ``{"spec": ..., "identity": ...}`` as an encoder is
+        recorded (the identity is :meth:`mmsearch.encoders.ast.SoundTagger.identity`)."""
         entry = self.manifest.setdefault("tags", {"shards": [], "next_shard": 0})
-        if entry.get("tagger") != identity:
-            entry["tagger"] = identity
+        if entry.get("tagger") != record:
+            entry["tagger"] = record
             self.dirty = True
 
     @property
     def tagger(self) -> dict[str, Any] | None:
-        """The identity of the sound tagger the index's tags come from, or None."""
+        """The record (spec and identity) of the sound tagger the index's tags come from, or None."""
         return (self.manifest.get("tags") or {}).get("tagger")
 
     def add_tags(self, media_id: int, starts: np.ndarray, ends: np.ndarray, tags: list[list[tuple[str, float]]]) -> None:
