@@ -253,7 +253,7 @@ def query(
                                           rich_help_panel=FILTER_HELP)
     ] = None,
     tag: Annotated[
-        Optional[list[str]], typer.Option("--tag", help="Only moments whose sound was tagged so (mmsearch index --sound-tags; any case; repeatable).",
+        Optional[list[str]], typer.Option("--tag", help="Only moments where the sound is tagged so, cut to that stretch (mmsearch index --sound-tags; any case; repeatable).",
                                           rich_help_panel=FILTER_HELP)
     ] = None,
     local: Annotated[bool, typer.Option("--local", help="Search in this process even when a server for the index is running.")] = False,

@@ -373,6 +373,27 @@ class Index:
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_TAGS]
         return [{"label": name, "score": round(score, 4)} for name, score in ranked]
 
+    def tagged_span(self, media_id: int, start: float, end: float, labels: tuple[str, ...]) -> tuple[float, float] | None:
+        """The part of ``[start, end)`` seconds of a media item where its sound is tagged with one of
+        ``labels`` (any case): of the runs of overlapping or touching windows so tagged, the one that
+        overlaps the interval most, cut to it; None when no such window overlaps it."""
+        found = self._tag_windows().get(int(media_id))
+        if found is None:
+            return None
+        starts, ends, names, _ = found
+        hit = np.isin(np.char.lower(names.astype(str)), [t.lower() for t in labels]) & (starts < end) & (ends > start)
+        if not hit.any():
+            return None
+        windows = sorted(set(zip(starts[hit].tolist(), ends[hit].tolist())))
+        runs = [list(windows[0])]
+        for s, e in windows[1:]:
+            if s <= runs[-1][1]:
+                runs[-1][1] = max(runs[-1][1], e)
+            else:
+                runs.append([s, e])
+        s, e = max(runs, key=lambda run: min(run[1], end) - max(run[0], start))
+        return round(max(s, start), 3), round(min(e, end), 3)
+
     def tagged_media(self, labels: tuple[str, ...]) -> np.ndarray:
         """Sorted int64 ids of the live media with a window tagged with any of ``labels`` (any case)."""
         wanted = [t.lower() for t in labels]
@@ -577,13 +598,17 @@ class Index:
         allowed, paths = self._allowed(where)
         tags = where.tags if where is not None else ()
         fetch = k
-        while True:  # a tag filter: moments tagged with one of them, looking further down until k are found
+        while True:  # a tag filter: moments cut to where their sound is tagged so, looking further down until k are found
             found = self._search(text, image=image, audio=audio, modality=modality, k=fetch, videos=max(videos, fetch // 2 if tags else 0),
                                  exhaustive=exhaustive, localize=localize, audio_weight=audio_weight, allowed=allowed)
             if not tags:
                 break
-            kept = [replace(r, tags=self.tags_at(r.media_id, r.start, r.end)) for r in found
-                    if r.media_id is not None and self.tags_at(r.media_id, r.start, r.end, labels=tags)]
+            kept, seen = [], set()
+            for r in found:
+                span = self.tagged_span(r.media_id, r.start, r.end, tags) if r.media_id is not None else None
+                if span is not None and (r.media_id, *span) not in seen:
+                    seen.add((r.media_id, *span))
+                    kept.append(replace(r, start=span[0], end=span[1], tags=self.tags_at(r.media_id, *span)))
             if len(kept) >= k or len(found) < fetch or fetch >= MAX_TAG_FETCH:
                 found = kept[:k]
                 break

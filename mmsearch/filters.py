@@ -39,9 +39,10 @@ class MediaFilter:
     ``modified_before``: the file's modification time, seconds since the epoch, inclusive
     (:func:`media_filter` reads dates: a date alone as local time, its whole day for "before").
     ``languages``: ISO 639-1 codes of what is said (Whisper's detection, or the subtitles').
-    ``tags``: sound tags (labels of the index's sound tagger, any case): only moments during which a
-    window of sound was tagged with one of them (``mmsearch index --sound-tags``), so only media with
-    such a window; the search looks further down its ranking until ``k`` such moments are found.
+    ``tags``: sound tags (labels of the index's sound tagger, any case): only moments where a window of
+    sound is tagged with one of them (``mmsearch index --sound-tags``), cut to that stretch
+    (:meth:`mmsearch.api.Index.tagged_span`), so only media with such a window; the search looks
+    further down its ranking until ``k`` such moments are found.
     """
 
     path: str | None = None

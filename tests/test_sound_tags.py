@@ -81,9 +81,14 @@ def test_audio_results_carry_tags_and_the_tag_filter_keeps_only_tagged_moments(t
     assert noisy, "the noise half of chord_noise.wav is tagged noise"
     for r in noisy:
         assert Path(r.path).name == "chord_noise.wav"
-        assert r.end > 8.0, f"{r.start}-{r.end} s does not reach the noise (8-16 s)"
+        assert r.start >= 6.0, f"{r.start}-{r.end} s: cut to the windows tagged noise, it starts near the noise (8-16 s)"
         assert "noise" in [t["label"] for t in r.tags]
     assert idx.search("a chord", modality="audio", k=5, where={"tags": ["fast beat"]}) == []  # no window is a fast beat
+    # a moment is cut to the run of windows tagged so: noise fills 8-16 s of chord_noise.wav
+    both = _media_id(idx, "chord_noise.wav")
+    start, end = idx.tagged_span(both, 0.0, 16.0, ("noise",))
+    assert 6.0 <= start <= 8.0 and end == 16.0
+    assert idx.tagged_span(both, 0.0, 5.0, ("noise",)) is None and idx.tagged_span(both, 2.0, 5.0, ("chord",)) == (2.0, 5.0)
     # the JSON a user gets
     assert "tags" in results[0].to_dict()
 

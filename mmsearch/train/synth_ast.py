@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..encoders.clap import _quiet_loading
 from .contrastive import warmup_cosine
 from .synth_clap import SAMPLE_RATE, sample_training_window, save_clap_directory
 
@@ -139,7 +140,8 @@ def train_synth_ast(
     info = {"recipe": "python -m mmsearch.train.synth_ast", "steps": steps, "batch_size": batch_size, "seed": seed,
             "lr": lr, "weight_decay": weight_decay, "family": family,
             "final_loss": float(np.mean(history[-20:])) if history else None}
-    save_clap_directory(model, extractor, out_dir, info=info)
+    with _quiet_loading():
+        save_clap_directory(model, extractor, out_dir, info=info)
     return history
 
 
