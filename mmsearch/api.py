@@ -31,7 +31,7 @@ from .fileio import default_index_dir, display_path, index_dir  # noqa: F401 - p
 from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image
-from .retrieval import Hit, LocalizeConfig, fuse_moments, search_fused, search_space
+from .retrieval import SCORE_DECIMALS, Hit, LocalizeConfig, combined_score, fuse_moments, search_fused, search_space
 from .spaces import AUDIO, SOUND_TAGS, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
 from .sharding import open_deriver
 from .store import Snapshot, index_exists, open_snapshot, read_manifest, table_to_rows, verify_files
@@ -373,24 +373,36 @@ class Index:
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_TAGS]
         return [{"label": name, "score": round(score, 4)} for name, score in ranked]
 
-    def tagged_span(self, media_id: int, start: float, end: float, labels: tuple[str, ...]) -> tuple[float, float] | None:
-        """The part of ``[start, end)`` seconds of a media item where its sound is tagged with one of
-        ``labels`` (any case): of the runs of overlapping or touching windows so tagged, the one that
-        overlaps the interval most, cut to it; None when no such window overlaps it."""
+    def tagged_runs(self, media_id: int, labels: tuple[str, ...]) -> list[tuple[float, float]]:
+        """The stretches (seconds, in time order) of a media item where its sound is tagged with one of
+        ``labels`` (any case): each window so tagged stands for its middle half (a tag says the class
+        fills much of its window, and windows overlap their neighbours; the first and last window of the
+        media keep their outer edge), and overlapping or touching ones join into one stretch."""
         found = self._tag_windows().get(int(media_id))
         if found is None:
-            return None
+            return []
         starts, ends, names, _ = found
-        hit = np.isin(np.char.lower(names.astype(str)), [t.lower() for t in labels]) & (starts < end) & (ends > start)
-        if not hit.any():
-            return None
-        windows = sorted(set(zip(starts[hit].tolist(), ends[hit].tolist())))
-        runs = [list(windows[0])]
-        for s, e in windows[1:]:
-            if s <= runs[-1][1]:
+        hit = np.isin(np.char.lower(names.astype(str)), [t.lower() for t in labels])
+        quarter = (ends[hit] - starts[hit]) / 4
+        duration = float((self._rows.get(int(media_id)) or {}).get("duration") or ends.max())
+        # the media's own edges are not shared with a neighbouring window
+        cores = zip(np.where(starts[hit] <= 1e-3, starts[hit], starts[hit] + quarter).tolist(),
+                    np.where(ends[hit] >= duration - 1e-3, ends[hit], ends[hit] - quarter).tolist())
+        runs: list[list[float]] = []
+        for s, e in sorted(set(cores)):
+            if runs and s <= runs[-1][1]:
                 runs[-1][1] = max(runs[-1][1], e)
             else:
                 runs.append([s, e])
+        return [(round(s, 3), round(e, 3)) for s, e in runs]
+
+    def tagged_span(self, media_id: int, start: float, end: float, labels: tuple[str, ...]) -> tuple[float, float] | None:
+        """The part of ``[start, end)`` seconds of a media item where its sound is tagged with one of
+        ``labels``: of its :meth:`tagged_runs`, the one that overlaps the interval most, cut to it; None
+        when none overlaps it."""
+        runs = [(s, e) for s, e in self.tagged_runs(media_id, labels) if s < end and e > start]
+        if not runs:
+            return None
         s, e = max(runs, key=lambda run: min(run[1], end) - max(run[0], start))
         return round(max(s, start), 3), round(min(e, end), 3)
 
@@ -597,10 +609,14 @@ class Index:
         where = _as_filter(where)
         allowed, paths = self._allowed(where)
         tags = where.tags if where is not None else ()
+        if tags and allowed is not None:
+            runs = self._search_tagged(text, image=image, audio=audio, modality=modality, k=k, tags=tags, allowed=allowed)
+            if runs is not None:
+                return self._with_paths(runs, paths)
         fetch = k
-        while True:  # a tag filter: moments cut to where their sound is tagged so, looking further down until k are found
-            found = self._search(text, image=image, audio=audio, modality=modality, k=fetch, videos=max(videos, fetch // 2 if tags else 0),
-                                 exhaustive=exhaustive, localize=localize, audio_weight=audio_weight, allowed=allowed)
+        while True:  # a tag filter with words: moments cut to where their sound is tagged so, looking further down until k are found
+            found = self._search(text, image=image, audio=audio, modality=modality, k=fetch, videos=videos, exhaustive=exhaustive,
+                                 localize=localize, audio_weight=audio_weight, allowed=allowed)
             if not tags:
                 break
             kept, seen = [], set()
@@ -614,6 +630,38 @@ class Index:
                 break
             fetch = min(fetch * 4, MAX_TAG_FETCH)
         return self._with_paths(found, paths)
+
+    def _search_tagged(
+        self, text: str | None, *, image: Any, audio: Any, modality: str | None, k: int, tags: tuple[str, ...], allowed: np.ndarray
+    ) -> list[SearchResult] | None:
+        """A search with a tag filter in one space of vectors: the moments are the stretches where the
+        sound is tagged so (:meth:`tagged_runs`) in the media ``allowed``, each scored as a localized
+        moment is (its best segment's similarity to the query, combined with its media item's) in the
+        space the query searches: the pictures (a text without ``--modality``, or ``video``; an image),
+        the sound (``--modality audio``; a sound). None for a query this does not cover (spaces of
+        words, ``all``, the common space): the caller filters the moments it localizes instead."""
+        if modality not in (None, VISUAL_MODALITY, "audio") or (image is not None and modality == "audio") or (
+            audio is not None and modality == VISUAL_MODALITY
+        ):
+            return None
+        space = AUDIO if (audio is not None or modality == "audio") else VISUAL
+        data = self.snapshot.spaces.get(space)
+        if data is None:
+            return None
+        query = self.embed_queries(text=[text] if text is not None else None, images=[image] if image is not None else None,
+                                   audio=[audio] if audio is not None else None, space=space)[0]
+        ids, vectors = data.media_vectors(allowed.tolist())
+        hits = []
+        for media_id, media_score in zip(ids.tolist(), (vectors @ query).tolist()):
+            starts, ends, segments = data.segments_of(media_id)
+            similarity = segments @ query
+            for a, b in self.tagged_runs(media_id, tags):
+                inside = (starts < b) & (ends > a)
+                if inside.any():
+                    moment = float(similarity[inside].max())
+                    hits.append(Hit(media_id, a, b, combined_score(moment, media_score), media_score, moment))
+        hits.sort(key=lambda h: (-round(h.score, SCORE_DECIMALS), h.media_id, h.start))
+        return [replace(self._result(h, space), tags=self.tags_at(h.media_id, h.start, h.end)) for h in hits[:k]]
 
     def _allowed(self, where: MediaFilter | dict[str, Any] | None) -> tuple[np.ndarray | None, dict[int, str] | None]:
         """(sorted media ids, media id -> first matching path) of a filter (a :class:`MediaFilter`, or
@@ -669,6 +717,8 @@ class Index:
                 )
             if spaces[0] in TEXT_SPACES:
                 return self._search_words(spaces[0], text, k=k, allowed=allowed)
+            if modality == "all":  # every space the index has is one space (an index of sound only): that one
+                modality = "audio" if spaces[0] == AUDIO else VISUAL_MODALITY
         if modality is None:
             modality = "audio" if audio is not None else "video"
         if (image is not None and modality == "audio") or (audio is not None and modality == "video"):

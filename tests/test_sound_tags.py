@@ -84,6 +84,9 @@ def test_audio_results_carry_tags_and_the_tag_filter_keeps_only_tagged_moments(t
         assert r.start >= 6.0, f"{r.start}-{r.end} s: cut to the windows tagged noise, it starts near the noise (8-16 s)"
         assert "noise" in [t["label"] for t in r.tags]
     assert idx.search("a chord", modality="audio", k=5, where={"tags": ["fast beat"]}) == []  # no window is a fast beat
+    # --modality all: the moments localized for the query, each cut to its tagged stretch (or dropped)
+    fused = idx.search("a chord", modality="all", k=5, where={"tags": ["noise"]})
+    assert fused and all(Path(r.path).name == "chord_noise.wav" and r.start >= 6.0 for r in fused), fused
     # a moment is cut to the run of windows tagged so: noise fills 8-16 s of chord_noise.wav
     both = _media_id(idx, "chord_noise.wav")
     start, end = idx.tagged_span(both, 0.0, 16.0, ("noise",))
