@@ -197,7 +197,8 @@ def index(
     console.print(
         f"{summary}; {report.frames} frames"
         + (f" ({report.repeated_frames} repeated frames skipped)" if report.repeated_frames else "")
-        + f", {report.audio_windows} audio windows, {report.text_segments} text segments "
+        + f", {report.audio_windows} audio windows" + (f" ({report.sound_tags} sound tags)" if report.sound_tags else "")
+        + f", {report.text_segments} text segments "
         f"-> {root} (generation {report.generation})",
         highlight=False,
     )
@@ -482,7 +483,7 @@ def info(
     console.print("config: " + (", ".join(f"{k}={v}" for k, v in data["config"].items()) or "defaults"), highlight=False)
     if data.get("sound_tags"):
         tags = data["sound_tags"]
-        console.print(f"sound tags: {tags['tags']} from {tags['tagger'].get('model')} ({tags['tagger'].get('pretrained')}, "
+        console.print(f"sound tags: {tags['tags']} (window, label) pairs from {tags['tagger'].get('model')} ({tags['tagger'].get('pretrained')}, "
                       f"threshold {tags['tagger'].get('threshold')})" + (": " + ", ".join(f"{label} {n}" for label, n in tags["labels"].items())
                                                                            if tags["labels"] else ""), highlight=False)
     if data.get("languages"):

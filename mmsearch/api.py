@@ -171,6 +171,8 @@ def index_paths(
     explicit = [VISUAL] if (model is not None or pretrained is not None) else []
     if audio_model is not None:
         explicit.append(AUDIO)
+    if sound_tags:
+        explicit.append(SOUND_TAGS)
     if text_model is not None:
         explicit += [s for s in (SPEECH, TEXT) if s in encoders]
     built: dict[str, Any] = {}
@@ -609,6 +611,8 @@ class Index:
         where = _as_filter(where)
         allowed, paths = self._allowed(where)
         tags = where.tags if where is not None else ()
+        if tags and modality is None and text is not None:  # tags describe the sound: a text finds sound
+            modality = "audio"
         if tags and allowed is not None:
             runs = self._search_tagged(text, image=image, audio=audio, modality=modality, k=k, tags=tags, allowed=allowed)
             if runs is not None:
@@ -671,6 +675,13 @@ class Index:
             return None, None
         allowed, paths = allowed_media(self.snapshot.media, where)
         if where.tags:  # media with a window tagged so
+            known = {name.lower() for _, _, names, _ in self._tag_windows().values() for name in names.tolist()}
+            if not known & {t.lower() for t in where.tags}:
+                raise UsageError(
+                    f"no sound in the index at {self.root} is tagged {' or '.join(map(repr, where.tags))}"
+                    + (f"; its tags: {', '.join(sorted(known)[:30])}" if known else
+                       "; it has no sound tags (index with --sound-tags audioset, or synth-ast for the synthetic world)")
+                )
             allowed = np.intersect1d(allowed, self.tagged_media(where.tags))
         return allowed, paths
 

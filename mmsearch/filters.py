@@ -39,8 +39,8 @@ class MediaFilter:
     ``modified_before``: the file's modification time, seconds since the epoch, inclusive
     (:func:`media_filter` reads dates: a date alone as local time, its whole day for "before").
     ``languages``: ISO 639-1 codes of what is said (Whisper's detection, or the subtitles').
-    ``tags``: sound tags (labels of the index's sound tagger, any case): only moments where a window of
-    sound is tagged with one of them (``mmsearch index --sound-tags``), cut to that stretch
+    ``tags``: sound tags (labels of the index's sound tagger, any case; several: any of them): only
+    moments where a window of sound is tagged with one of them (``mmsearch index --sound-tags``), cut to that stretch
     (:meth:`mmsearch.api.Index.tagged_span`), so only media with such a window; the search looks
     further down its ranking until ``k`` such moments are found.
     """
@@ -187,9 +187,17 @@ def media_filter(
         modified_after=parse_time(modified_after, name="modified-after"),
         modified_before=parse_time(modified_before, name="modified-before", end_of_day=True),
         languages=tuple(lang.lower() for lang in split_list(languages)),
-        # not comma-separated: AudioSet labels hold commas ("Male speech, man speaking")
-        tags=tuple(t.strip() for t in ([tags] if isinstance(tags, str) else tags or ()) if t.strip()),
+        tags=_tags(tags),
     )
+
+
+def _tags(tags: str | list[str] | None) -> tuple[str, ...]:
+    """Sound-tag labels as given, not comma-separated (AudioSet labels hold commas: "Male speech, man
+    speaking"); UsageError for an empty one."""
+    given = [tags] if isinstance(tags, str) else list(tags or ())
+    if any(not t.strip() for t in given):
+        raise UsageError("an empty --tag: give a label of the index's sound tags (mmsearch info lists them)")
+    return tuple(t.strip() for t in given)
 
 
 QUOTES = '"\u201c\u201d'

@@ -52,6 +52,7 @@ class IngestReport:
     frames: int = 0
     repeated_frames: int = 0  # sampled frames left out as repeats of the last embedded one (mmsearch.frameskip)
     audio_windows: int = 0
+    sound_tags: int = 0  # (window, label) pairs the sound tagger gave
     no_audio: list[tuple[str, str]] = field(default_factory=list)  # videos without usable sound, and why
     damaged: list[tuple[str, str]] = field(default_factory=list)  # indexed for what decoded; what was lost
     partial: list[tuple[str, str, str]] = field(default_factory=list)  # indexed, but a stage of words failed: path, stage, reason
@@ -234,8 +235,8 @@ def _index(
         if SOUND_TAGS in wanted and not writer.tagger and report.unchanged:
             _note(report, str(writer.root), f"sound tags start with this run: the {report.unchanged} file(s) indexed before keep none "
                   "(index them into a new --index to tag them)")
-        if SOUND_TAGS in wanted and AUDIO in built:  # tags label the audio windows embedded in this run
-            built[SOUND_TAGS]
+        if SOUND_TAGS in wanted and (AUDIO in built or (SOUND_TAGS in verify_encoders and writer.tagger)):
+            built[SOUND_TAGS]  # tags label the audio windows embedded in this run; a tagger named is checked anyway
         if AUDIO in built:  # record the effective windows, so later runs and queries cut sound the same way
             window, hop = audio_window_config(built[AUDIO], config)
             writer.config.setdefault("audio_window", window)
@@ -535,6 +536,7 @@ def add_embedded(item: _Pending, embedded: Embedded, report: IngestReport) -> No
         report.frames += len(starts)
     elif space == AUDIO:
         report.audio_windows += len(starts)
+        report.sound_tags += sum(len(t) for t in tags or ())
     else:
         report.text_segments += len(starts)
 

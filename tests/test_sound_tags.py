@@ -40,6 +40,7 @@ def tagged(tmp_path_factory: pytest.TempPathFactory) -> dict:
     index = root / "index"
     report = mmsearch.index_paths([media], index, model="synth-clip", sound_tags="synth-ast", speech=False, ocr=False,
                                   device="cpu", freeze_text=False)
+    assert report.sound_tags >= report.audio_windows // 2 > 0
     return {"root": root, "media": media, "index": index, "events": events, "report": report}
 
 
@@ -83,7 +84,13 @@ def test_audio_results_carry_tags_and_the_tag_filter_keeps_only_tagged_moments(t
         assert Path(r.path).name == "chord_noise.wav"
         assert r.start >= 6.0, f"{r.start}-{r.end} s: cut to the windows tagged noise, it starts near the noise (8-16 s)"
         assert "noise" in [t["label"] for t in r.tags]
-    assert idx.search("a chord", modality="audio", k=5, where={"tags": ["fast beat"]}) == []  # no window is a fast beat
+    with pytest.raises(UsageError, match="its tags: chord, high tone, noise"):  # no window is a fast beat
+        idx.search("a chord", modality="audio", k=5, where={"tags": ["fast beat"]})
+    with pytest.raises(UsageError, match="empty --tag"):
+        idx.search("a chord", k=5, where={"tags": [" "]})
+    # a text without --modality: tags describe the sound, so the sound is searched
+    default = idx.search("a chord", k=3, where={"tags": ["chord"]})
+    assert default and all(r.modality == "audio" and Path(r.path).name == "chord_noise.wav" and r.end <= 9.0 for r in default)
     # --modality all: the moments localized for the query, each cut to its tagged stretch (or dropped)
     fused = idx.search("a chord", modality="all", k=5, where={"tags": ["noise"]})
     assert fused and all(Path(r.path).name == "chord_noise.wav" and r.start >= 6.0 for r in fused), fused
@@ -113,6 +120,9 @@ def test_a_later_run_keeps_the_tagger_and_refuses_another(tagged: dict, tmp_path
     other = tmp_path / "other-ast"
     _random_ast(other)
     _sound(media / "tone.wav", [("low tone", 6.0)], seed=4)
+    with pytest.raises(EncoderMismatchError, match="sound tags"):
+        mmsearch.index_paths([media], index, sound_tags=str(other), speech=False, ocr=False, device="cpu", freeze_text=False)
+    (media / "tone.wav").unlink()  # nothing to index: a tagger named is still checked
     with pytest.raises(EncoderMismatchError, match="sound tags"):
         mmsearch.index_paths([media], index, sound_tags=str(other), speech=False, ocr=False, device="cpu", freeze_text=False)
     # removed files lose their tags at search, and their rows when the audio space is compacted

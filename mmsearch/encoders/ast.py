@@ -54,7 +54,7 @@ class SoundTagger:
         self.device = resolve_device(device)
         self.batch_size = batch_size or (64 if self.device.type == "cuda" else 16)
         where = hub_source(spec.pretrained or spec.model or DEFAULT_TAGGER, flag="--sound-tags",
-                           what="AST model", message=_tagger_offline_message)
+                           what="an AST model", message=_tagger_offline_message)
         self._weights_id, self._revision, self.source = where.weights_id, where.revision, where.path
         try:
             from transformers import ASTFeatureExtractor, ASTForAudioClassification

@@ -92,8 +92,8 @@ def hub_source(raw: str, *, flag: str, what: str, message: Callable[[str, str], 
     """Resolve a model a user named (a hub id, a local directory written by ``save_pretrained``,
     ``mmsearch:<name>`` or a bare ``<name>`` shipped in ``mmsearch/assets``), as CLAP and AST load them.
 
-    Raises :class:`UsageError` for a path that does not exist (``flag`` and ``what`` name the option
-    and the directory expected) and :class:`EncoderError` (``message``) for a hub model that is
+    Raises :class:`UsageError` for a path that does not exist (``flag`` and ``what``, with its article,
+    name the option and the directory expected) and :class:`EncoderError` (``message``) for a hub model that is
     neither cached nor downloadable.
     """
     if "/" not in raw and not raw.startswith(PACKAGED_PREFIX) and _is_packaged_dir(raw):
@@ -106,7 +106,7 @@ def hub_source(raw: str, *, flag: str, what: str, message: Callable[[str, str], 
         return HubSource(source, "sha256:" + directory_sha256(source), True)
     if _looks_like_path(source):
         raise UsageError(
-            f"{flag} {source}: no such directory (a {what} directory holds config.json, "
+            f"{flag} {source}: no such directory ({what} directory holds config.json, "
             "model.safetensors and the processor files written by save_pretrained)"
         )
     _check_weights_reachable(source, message)
@@ -218,7 +218,7 @@ class ClapEncoder:
         self.spec = spec
         self.device = resolve_device(device)
         self.batch_size = batch_size or (64 if self.device.type == "cuda" else 8)
-        where = hub_source(spec.pretrained or spec.model or DEFAULT_CLAP_MODEL, flag="--audio-model", what="CLAP model")
+        where = hub_source(spec.pretrained or spec.model or DEFAULT_CLAP_MODEL, flag="--audio-model", what="a CLAP model")
         source, local = where.path, where.local
         self._weights_id, self._revision = where.weights_id, where.revision
         self.source = source
