@@ -254,7 +254,7 @@ def query(
                                           rich_help_panel=FILTER_HELP)
     ] = None,
     tag: Annotated[
-        Optional[list[str]], typer.Option("--tag", help="Only moments where the sound is tagged so, cut to that stretch (mmsearch index --sound-tags; any case; repeatable).",
+        Optional[list[str]], typer.Option("--tag", help="Only the stretches where the sound is tagged so (mmsearch index --sound-tags; any case; repeat for any of several); a text without --modality then searches the sound.",
                                           rich_help_panel=FILTER_HELP)
     ] = None,
     local: Annotated[bool, typer.Option("--local", help="Search in this process even when a server for the index is running.")] = False,

@@ -605,7 +605,10 @@ class Index:
 
         ``where`` (:class:`mmsearch.filters.MediaFilter`): only media that pass it, filtered inside
         every stage of the search, so ``k`` results come back whenever ``k`` moments match; a result's
-        ``path`` is then a path that passes it.
+        ``path`` is then a path that passes it. Its ``tags`` (sound tags) make a text without
+        ``modality`` search the sound; in one space of vectors the moments are then the tagged
+        stretches (:meth:`_search_tagged`), with words or ``all`` the moments found are cut to them.
+        Raises UsageError for a tag no window of the index carries.
         """
         check_query(text, k, videos)
         where = _as_filter(where)

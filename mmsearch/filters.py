@@ -40,9 +40,9 @@ class MediaFilter:
     (:func:`media_filter` reads dates: a date alone as local time, its whole day for "before").
     ``languages``: ISO 639-1 codes of what is said (Whisper's detection, or the subtitles').
     ``tags``: sound tags (labels of the index's sound tagger, any case; several: any of them): only
-    moments where a window of sound is tagged with one of them (``mmsearch index --sound-tags``), cut to that stretch
-    (:meth:`mmsearch.api.Index.tagged_span`), so only media with such a window; the search looks
-    further down its ranking until ``k`` such moments are found.
+    the stretches where the sound is tagged with one of them (``mmsearch index --sound-tags``;
+    :meth:`mmsearch.api.Index.tagged_runs`), so only media with such a window; how each search
+    kind finds them: :meth:`mmsearch.api.Index.search`.
     """
 
     path: str | None = None
