@@ -332,7 +332,11 @@ class Index:
         return fresh
 
     def _tag_windows(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """media id -> (starts, ends, labels, scores) of its tags, live media only (thread-safe, built once)."""
+        """media id -> (starts, ends, labels, scores) of its tags, live media only (thread-safe, built once).
+
+        A tag's stretch is the middle half of its window (seconds): a tag says its class fills much of
+        the window, and windows overlap their neighbours by half (the default hop), so the middle halves
+        tile the sound; the media's first and last window keep their outer edge."""
         with self._encoder_lock:
             if self._tags is None:
                 table = self.snapshot.tags
@@ -340,10 +344,16 @@ class Index:
                 columns = [table.column(c).to_numpy(zero_copy_only=False) for c in ("start", "end", "label", "score")]
                 order = np.argsort(ids, kind="stable")
                 bounds = np.flatnonzero(np.diff(ids[order])) + 1
-                self._tags = {
-                    int(ids[rows[0]]): tuple(c[rows] for c in columns)  # type: ignore[misc]
-                    for rows in np.split(order, bounds) if len(rows) and int(ids[rows[0]]) in self._rows
-                }
+                self._tags = {}
+                for rows in np.split(order, bounds):
+                    media_id = int(ids[rows[0]]) if len(rows) else -1
+                    if media_id not in self._rows:
+                        continue
+                    starts, ends, names, scores = (c[rows] for c in columns)
+                    quarter = (ends - starts) / 4
+                    duration = float(self._rows[media_id].get("duration") or ends.max())
+                    self._tags[media_id] = (np.where(starts <= 1e-3, starts, starts + quarter),
+                                            np.where(ends >= duration - 1e-3, ends, ends - quarter), names, scores)
             return self._tags
 
     def _tag_summary(self) -> dict[str, Any]:
@@ -356,8 +366,8 @@ class Index:
                 "labels": dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))[:20])}
 
     def tags_at(self, media_id: int, start: float, end: float, *, labels: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        """The sound tags of a media item's windows overlapping ``[start, end)`` seconds (a still's
-        ``start == end`` matches windows holding it): each label once with its highest probability,
+        """The sound tags of a media item whose stretches (:meth:`_tag_windows`) overlap ``[start, end)``
+        seconds (``start == end``: those holding that second): each label once with its highest probability,
         most probable first, at most :data:`mmsearch.encoders.ast.MAX_TAGS`; ``labels`` (any case) keeps
         only those. Empty when the index has no tags."""
         from .encoders.ast import MAX_TAGS
@@ -377,21 +387,15 @@ class Index:
 
     def tagged_runs(self, media_id: int, labels: tuple[str, ...]) -> list[tuple[float, float]]:
         """The stretches (seconds, in time order) of a media item where its sound is tagged with one of
-        ``labels`` (any case): each window so tagged stands for its middle half (a tag says the class
-        fills much of its window, and windows overlap their neighbours; the first and last window of the
-        media keep their outer edge), and overlapping or touching ones join into one stretch."""
+        ``labels`` (any case): the stretches of its tags (:meth:`_tag_windows`, each window's middle
+        half), overlapping or touching ones joined into one."""
         found = self._tag_windows().get(int(media_id))
         if found is None:
             return []
         starts, ends, names, _ = found
         hit = np.isin(np.char.lower(names.astype(str)), [t.lower() for t in labels])
-        quarter = (ends[hit] - starts[hit]) / 4
-        duration = float((self._rows.get(int(media_id)) or {}).get("duration") or ends.max())
-        # the media's own edges are not shared with a neighbouring window
-        cores = zip(np.where(starts[hit] <= 1e-3, starts[hit], starts[hit] + quarter).tolist(),
-                    np.where(ends[hit] >= duration - 1e-3, ends[hit], ends[hit] - quarter).tolist())
         runs: list[list[float]] = []
-        for s, e in sorted(set(cores)):
+        for s, e in sorted(set(zip(starts[hit].tolist(), ends[hit].tolist()))):
             if runs and s <= runs[-1][1]:
                 runs[-1][1] = max(runs[-1][1], e)
             else:
