@@ -59,6 +59,7 @@ def _truth(gt: list[dict], file: str, starts: np.ndarray, ends: np.ndarray, clas
 
 def quality(work: Path, seeds: list[int], videos: int, audio: int, family: str) -> dict[str, Any]:
     from mmsearch.api import index_paths, open_index
+    from mmsearch.errors import UsageError
     from mmsearch.synth import AUDIO_CLASSES, SynthConfig, generate_corpus, load_ground_truth
     from mmsearch.synth.vocabulary import _audio_class
     from mmsearch.train.synth_ast import PRESENT_SHARE, f1_scores
@@ -98,7 +99,11 @@ def quality(work: Path, seeds: list[int], videos: int, audio: int, family: str) 
             probs.append(p)
             covers.append(cover)
         for cls in classes:
-            for hit in idx.search("a sound", modality="audio", k=3, where={"tags": [cls]}):
+            try:
+                hits = idx.search("a sound", modality="audio", k=3, where={"tags": [cls]})
+            except UsageError:  # no window of this corpus is tagged so
+                continue
+            for hit in hits:
                 file = os.path.relpath(hit.path, corpus)
                 events = [r for r in gt if r["file"] == file and r["modality"] == "audio" and _audio_class(r["caption"]) == cls]
                 filter_total += 1
