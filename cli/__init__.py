@@ -671,6 +671,7 @@ def demo(
                 continue
             asked += 1
             flag = f" --modality {row['modality']}" if row["modality"] != "video" else ""
+            flag += f" --tag {row['tag']!r}" if row.get("tag") else ""
             table = Table(title=f"mmsearch query {row['query']!r}{flag}", title_justify="left")
             table.add_column("#", justify="right")
             table.add_column("file")

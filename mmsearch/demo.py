@@ -16,6 +16,7 @@ from .api import index_paths, open_index
 from .evaluation import best_event
 from .config import IngestConfig
 from .synth import SynthConfig, generate_corpus
+from .synth.vocabulary import _audio_class
 
 DEMO_SEED = 2026  # not a training seed of the shipped models
 
@@ -70,18 +71,22 @@ def run_demo(
         f"{', Whisper base, RapidOCR and all-MiniLM-L6-v2' if words else ''} into {index_dir}"
     )
 
+    sound: tuple[str, ...] = ()
     if queries is None:  # the captions the corpus has, in order of appearance: four visual, three sound
         visual = tuple(dict.fromkeys(r["caption"] for r in truth if r["modality"] == "video"))[:4]
         sound = tuple(dict.fromkeys(r["caption"] for r in truth if r["modality"] == "audio"))[:3]
         queries = tuple((q, "video") for q in visual) + tuple((q, "audio") for q in sound)
         if words:
             queries += tuple((r["caption"], r["modality"]) for r in truth if r["modality"] in ("speech", "text"))
+    asked: list[tuple[str, str, str | None]] = [(q, m, None) for q, m in queries]
+    if sound:  # the first sound again, with the tag filter: only where synth-ast heard it
+        asked.append((sound[0], "audio", _audio_class(sound[0])))
     t0 = time.perf_counter()
     idx = open_index(index_dir, device=device)
-    for query, modality in queries:
-        hits = idx.search(query, modality=modality, k=3)
+    for query, modality, tag in asked:
+        hits = idx.search(query, modality=modality, k=3, where={"tags": [tag]} if tag else None)
         present = any(r["caption"] == query for r in truth)
-        row: dict[str, Any] = {"query": query, "modality": modality, "in_corpus": present, "hits": []}
+        row: dict[str, Any] = {"query": query, "modality": modality, "in_corpus": present, "hits": [], "tag": tag}
         for hit in hits:
             event, iou = best_event(hit.path, hit.start, hit.end, query, truth, modality=modality)
             row["hits"].append({**hit.to_dict(), "truth": event, "iou": iou})
