@@ -40,6 +40,7 @@ import fcntl
 import functools
 import json
 import os
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -475,9 +476,18 @@ def _read_path_table(path: Path, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
+# numpy reads a .npy header with ast.literal_eval, and CPython 3.11's AST constructor keeps its
+# recursion depth in state shared by all threads: two threads parsing at once can fail with
+# "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905). Readers (a
+# server's threads) and a writer open shards concurrently, so the header is read under one lock
+# (memory-mapping only reads the header: the lock is held for microseconds).
+_NPY_HEADER_LOCK = threading.Lock()
+
+
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, mmap_mode="r")
+        with _NPY_HEADER_LOCK:
+            return np.load(path, mmap_mode="r")
     except (ValueError, OSError) as exc:
         raise IndexCorruptError(path, f"cannot be read ({exc})") from None
 
