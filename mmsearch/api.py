@@ -331,8 +331,9 @@ class Index:
                         kept[space] = encoder
         return fresh
 
-    def _tag_windows(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """media id -> (starts, ends, labels, scores) of its tags, live media only (thread-safe, built once).
+    def _tag_windows(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """media id -> (starts, ends, labels, scores, labels lower-cased) of its tags, live media only
+        (thread-safe, built once).
 
         A tag's stretch is the middle half of its window (seconds): a tag says its class fills much of
         the window, and windows overlap their neighbours by half (the default hop), so the middle halves
@@ -353,13 +354,19 @@ class Index:
                     quarter = (ends - starts) / 4
                     duration = float(self._rows[media_id].get("duration") or ends.max())
                     self._tags[media_id] = (np.where(starts <= 1e-3, starts, starts + quarter),
-                                            np.where(ends >= duration - 1e-3, ends, ends - quarter), names, scores)
+                                            np.where(ends >= duration - 1e-3, ends, ends - quarter), names, scores,
+                                            np.char.lower(names.astype(str)))
             return self._tags
+
+    @staticmethod
+    def _labelled(lowered: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+        """Which tags (their lower-cased labels, :meth:`_tag_windows`) carry one of ``labels``, any case."""
+        return np.isin(lowered, [t.lower() for t in labels])
 
     def _tag_summary(self) -> dict[str, Any]:
         """The index's sound tagger (identity), its tags of live media and how many windows carry each label."""
         labels: dict[str, int] = {}
-        for _, _, names, _ in self._tag_windows().values():
+        for _, _, names, _, _ in self._tag_windows().values():
             for name in names.tolist():
                 labels[name] = labels.get(name, 0) + 1
         return {"tagger": self.manifest["tags"]["tagger"]["identity"], "tags": sum(labels.values()),
@@ -375,10 +382,10 @@ class Index:
         found = self._tag_windows().get(int(media_id))
         if found is None:
             return []
-        starts, ends, names, scores = found
+        starts, ends, names, scores, lowered = found
         hit = (starts < max(end, start + 1e-9)) & (ends > start)
         if labels:
-            hit &= np.isin(np.char.lower(names.astype(str)), [t.lower() for t in labels])
+            hit &= self._labelled(lowered, labels)
         best: dict[str, float] = {}
         for name, score in zip(names[hit].tolist(), scores[hit].tolist()):
             best[name] = max(best.get(name, 0.0), float(score))
@@ -392,8 +399,8 @@ class Index:
         found = self._tag_windows().get(int(media_id))
         if found is None:
             return []
-        starts, ends, names, _ = found
-        hit = np.isin(np.char.lower(names.astype(str)), [t.lower() for t in labels])
+        starts, ends, _, _, lowered = found
+        hit = self._labelled(lowered, labels)
         runs: list[list[float]] = []
         for s, e in sorted(set(zip(starts[hit].tolist(), ends[hit].tolist()))):
             if runs and s <= runs[-1][1]:
@@ -414,9 +421,7 @@ class Index:
 
     def tagged_media(self, labels: tuple[str, ...]) -> np.ndarray:
         """Sorted int64 ids of the live media with a window tagged with any of ``labels`` (any case)."""
-        wanted = [t.lower() for t in labels]
-        return np.asarray(sorted(m for m, (_, _, names, _) in self._tag_windows().items()
-                                 if np.isin(np.char.lower(names.astype(str)), wanted).any()), np.int64)
+        return np.asarray(sorted(m for m, found in self._tag_windows().items() if self._labelled(found[4], labels).any()), np.int64)
 
     def media_row(self, media_id: int) -> dict[str, Any] | None:
         """The stored row of a media item (path, kind, duration, size, mtime, language...), None if unknown."""
@@ -672,7 +677,7 @@ class Index:
                     moment = float(similarity[inside].max())
                     hits.append(Hit(media_id, a, b, combined_score(moment, media_score), media_score, moment))
         hits.sort(key=lambda h: (-round(h.score, SCORE_DECIMALS), h.media_id, h.start))
-        return [replace(self._result(h, space), tags=self.tags_at(h.media_id, h.start, h.end)) for h in hits[:k]]
+        return [self._result(h, space, tagged=True) for h in hits[:k]]
 
     def _allowed(self, where: MediaFilter | dict[str, Any] | None) -> tuple[np.ndarray | None, dict[int, str] | None]:
         """(sorted media ids, media id -> first matching path) of a filter (a :class:`MediaFilter`, or
@@ -682,7 +687,7 @@ class Index:
             return None, None
         allowed, paths = allowed_media(self.snapshot.media, where)
         if where.tags:  # media with a window tagged so
-            known = {name.lower() for _, _, names, _ in self._tag_windows().values() for name in names.tolist()}
+            known = {name for found in self._tag_windows().values() for name in found[4].tolist()}
             if not known & {t.lower() for t in where.tags}:
                 raise UsageError(
                     f"no sound in the index at {self.root} is tagged {' or '.join(map(repr, where.tags))}"
@@ -1013,7 +1018,8 @@ class Index:
         """path -> media id of every indexed path (identical copies share one id)."""
         return {r["path"]: int(r["media_id"]) for r in table_to_rows(self.snapshot.media)}
 
-    def _result(self, hit: Any, space: str, text: str | None = None) -> SearchResult:
+    def _result(self, hit: Any, space: str, text: str | None = None, *, tagged: bool = False) -> SearchResult:
+        """``hit`` as a result; with the sound tags of its stretch when it is sound, or ``tagged`` (a tag filter's)."""
         row = self._rows[hit.media_id]
         modality: Modality
         if space in TEXT_SPACES:
@@ -1030,7 +1036,7 @@ class Index:
             moment_score=None if hit.moment_score is None else float(hit.moment_score),
             text=text,
             media_id=int(hit.media_id),
-            tags=self.tags_at(hit.media_id, hit.start, hit.end) or None if space == AUDIO and self.snapshot.tags.num_rows else None,
+            tags=self.tags_at(hit.media_id, hit.start, hit.end) or None if (tagged or space == AUDIO) and self.snapshot.tags.num_rows else None,
         )
 
 

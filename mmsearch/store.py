@@ -1020,7 +1020,7 @@ class IndexWriter:
         entry = self.manifest.get("tags") or {}
         if not entry.get("shards"):
             return
-        table = pa.concat_tables([_read_table(self.root / rel) for rel in entry["shards"]])
+        table = _load_tags(self.root, self.manifest)
         keep = ~np.isin(table.column("media_id").to_numpy(), dead)
         if keep.all():
             return
