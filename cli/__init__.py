@@ -105,6 +105,9 @@ def index(
     ] = None,
     speech: Annotated[bool, typer.Option("--speech/--no-speech", help="Index what is said: speech (Whisper) and subtitles.")] = True,
     ocr: Annotated[bool, typer.Option("--ocr/--no-ocr", help="Index text on screen (RapidOCR) in videos and images.")] = True,
+    captions: Annotated[
+        Optional[str], typer.Option("--captions", help="Caption each moment window (its middle frame) and each image with CoCa: coca (coca_ViT-B-32, mscoco_finetuned_laion2b_s13b_b90k), an open_clip coca_* model, NAME:CHECKPOINT, or synth-coca; searchable with --modality caption \\[default: none; an index with captions keeps its captioner].")
+    ] = None,
     asr_model: Annotated[
         Optional[str], typer.Option("--asr-model", help="faster-whisper model name (base, small, large-v3) or directory \\[default: base].")
     ] = None,
@@ -164,7 +167,7 @@ def index(
     try:
         report = index_paths(
             paths, root, model=model, pretrained=pretrained, audio=audio, audio_model=audio_model, sound_tags=sound_tags,
-            speech=speech, ocr=ocr, text_model=text_model, device=device, config=config, progress=progress,
+            speech=speech, ocr=ocr, captions=captions, text_model=text_model, device=device, config=config, progress=progress,
             shards=shards, executor=executor, ray_address=ray_address,
         )
     finally:
@@ -220,7 +223,7 @@ def query(
     audio: Annotated[Optional[Path], typer.Option("--audio", help="Query by an example sound file.")] = None,
     modality: Annotated[
         Optional[str],
-        typer.Option("--modality", help="What to find: video | audio | speech (what is said, subtitles too) | text (written on screen) | all "
+        typer.Option("--modality", help="What to find: video | audio | speech (what is said, subtitles too) | text (written on screen) | caption (what a captioner said is seen, index --captions) | all "
                      "\\[default: for text, pictures and words fused per moment; video for images, audio for sound]."),
     ] = None,
     batch: Annotated[
@@ -347,14 +350,24 @@ def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | No
     tagged = any(r.get("tags") for r in results)
     if tagged:
         table.add_column("sound tags", overflow="fold")
+    captioned = any(r.get("caption") for r in results)
+    if captioned:
+        table.add_column("caption", overflow="fold")
     for i, r in enumerate(results, 1):
         cells = [
             str(i), _plain(r["path"]), _clock(r["start"]), _clock(r["end"]), f"{r['score']:.3f}",
             "" if r.get("video_score") is None else f"{r['video_score']:.3f}", r["modality"],
         ]
-        tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in r.get("tags") or ())
-        table.add_row(*cells, *([_plain(r.get("text") or "")] if words else []), *([_plain(tags)] if tagged else []))
+        table.add_row(*cells, *_described(r, words=words, tagged=tagged, captioned=captioned))
     console.print(table)
+
+
+def _described(result: dict[str, Any], *, words: bool, tagged: bool, captioned: bool) -> list[str]:
+    """A result's cells after the usual ones: the words that matched, its sound tags, its caption (each when its column
+    is shown; a caption that is the words that matched, a result of the caption space, as a ditto mark)."""
+    tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in result.get("tags") or ())
+    return ([_plain(result.get("text") or "")] if words else []) + ([_plain(tags)] if tagged else []) \
+        + ([_plain(result.get("caption") or "") if result.get("caption") != result.get("text") else "〃"] if captioned else [])
 
 
 def _query_batch(
@@ -493,6 +506,7 @@ def info(
         console.print(
             f"space [bold]{name}[/]: {enc.get('model')} ({enc.get('pretrained')}), dim {enc.get('dim')}; "
             + {"speech": f"{space['frames']} sentences and subtitles", "text": f"{space['frames']} lines on screen",
+               "caption": f"{space['frames']} captions",
                "audio": f"{space['frames']} sound windows"}.get(name, f"{space['frames']} frames")
             + f", {space['moments']} moments; index {_describe_indexes(space)}"
             + (f"; {space['moments_exact']} newest moments searched exactly until the index takes them" if space["moments_exact"] else "")
@@ -684,6 +698,9 @@ def demo(
             tagged = any(hit.get("tags") for hit in row["hits"])
             if tagged:
                 table.add_column("sound tags (synth-ast)", justify="left")
+            captioned = any(hit.get("caption") for hit in row["hits"])
+            if captioned:
+                table.add_column("caption (synth-coca)", justify="left")
             for i, hit in enumerate(row["hits"], 1):
                 truth = hit["truth"]
                 verdict = (
@@ -692,8 +709,7 @@ def demo(
                     else ("[yellow]~[/] overlaps weakly" if truth and hit["iou"] > 0 else "[red]✗[/] no such event here")
                 )
                 cells = [str(i), Path(hit["path"]).name, f"{hit['start']:.1f}-{hit['end']:.1f}s", f"{hit['score']:.3f}", verdict]
-                tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in hit.get("tags") or ())
-                table.add_row(*cells, *([_plain(hit.get("text") or "")] if words else []), *([_plain(tags)] if tagged else []))
+                table.add_row(*cells, *_described(hit, words=words, tagged=tagged, captioned=captioned))
                 if i == 1 and truth and hit["iou"] >= 0.5:
                     correct += 1
             console.print(table)

@@ -32,7 +32,7 @@ from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image
 from .retrieval import SCORE_DECIMALS, Hit, LocalizeConfig, combined_score, fuse_moments, search_fused, search_space
-from .spaces import AUDIO, SOUND_TAGS, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
+from .spaces import AUDIO, CAPTION, SOUND_TAGS, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
 from .sharding import open_deriver
 from .store import Snapshot, index_exists, open_snapshot, read_manifest, table_to_rows, verify_files
 
@@ -55,6 +55,7 @@ class SearchResult:
     text: str | None = None  # the words said or written in the moment, when that is what matched
     media_id: int | None = None  # the media item's id in this index (identical copies share one)
     tags: list[dict[str, Any]] | None = None  # sound: the tags of its windows, [{"label", "score"}], most probable first
+    caption: str | None = None  # pictures: what the captioner said is seen in the moment (an index with captions)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``path`` is always valid Unicode (bytes that are not UTF-8 shown as ``\\xNN``);
@@ -82,6 +83,7 @@ def index_paths(
     sound_tags: str | None = None,
     speech: bool = True,
     ocr: bool = True,
+    captions: str | None = None,
     asr_model: str | None = None,
     text_model: str | None = None,
     device: str = "auto",
@@ -111,6 +113,13 @@ def index_paths(
     What is said (``speech``: Whisper through faster-whisper, model ``asr_model``, default ``base``;
     and subtitles) and what is written on screen (``ocr``: RapidOCR) become spaces of words, embedded
     with ``text_model`` (a sentence-transformers name or directory, default all-MiniLM-L6-v2).
+
+    ``captions``: caption each moment window of videos (its middle frame) and each image with a CoCa
+    captioner (:mod:`mmsearch.encoders.coca`): ``coca`` (``coca_ViT-B-32``,
+    ``mscoco_finetuned_laion2b_s13b_b90k``), an open_clip CoCa name, ``NAME:PRETRAINED`` (a tag or
+    a checkpoint file) or the tiny ``synth-coca``; the captions become the ``caption`` space of words.
+    Recorded in the index: later runs keep captioning with it (a file indexed before is captioned
+    then). Raises :class:`UsageError` for a name that is not a CoCa or a checkpoint that is not there.
 
     ``freeze_text``: afterwards, freeze the text towers queries use (:func:`freeze_text_towers`), so a
     query in a fresh process answers in a fraction of the time.
@@ -150,31 +159,38 @@ def index_paths(
             specs[SOUND_TAGS] = tag_spec
     elif sound_tags:
         raise UsageError("--sound-tags tags the sound that is indexed: leave out --no-audio")
-    if speech or ocr:
-        text_spec = _stored_spec(root, SPEECH) or _stored_spec(root, TEXT) if text_model is None else None
+    if config is None:
+        config = ingest_config(root, asr_model=asr_model)
+    elif asr_model is not None:
+        config = replace(config, asr_model=asr_model)
+    if captions is not None:
+        from .captions import check_captioner
+
+        config = replace(config, captions=check_captioner(captions))
+    elif config.captions is None and index_exists(root):  # a config given without captions: the index keeps its captioner
+        config = replace(config, captions=ingest_config(root).captions)
+    if speech or ocr or config.captions:
+        stored = (_stored_spec(root, s) for s in TEXT_SPACES)
+        text_spec = next((spec for spec in stored if spec is not None), None) if text_model is None else None
         text_spec = text_spec or resolve_spec(text_model, None, family="sentence")
-        shared: list[Any] = []  # one sentence encoder for both spaces of words
+        shared: list[Any] = []  # one sentence encoder for every space of words
 
         def sentence_encoder() -> Any:
             if not shared:
                 shared.append(create_encoder(text_spec, device=device))
             return shared[0]
 
-        for space, wanted in ((SPEECH, speech), (TEXT, ocr)):
+        for space, wanted in ((SPEECH, speech), (TEXT, ocr), (CAPTION, bool(config.captions))):
             if wanted:
                 encoders[space] = sentence_encoder
                 specs[space] = text_spec
-    if config is None:
-        config = ingest_config(root, asr_model=asr_model)
-    elif asr_model is not None:
-        config = replace(config, asr_model=asr_model)
     explicit = [VISUAL] if (model is not None or pretrained is not None) else []
     if audio_model is not None:
         explicit.append(AUDIO)
     if sound_tags:
         explicit.append(SOUND_TAGS)
     if text_model is not None:
-        explicit += [s for s in (SPEECH, TEXT) if s in encoders]
+        explicit += [s for s in TEXT_SPACES if s in encoders]
     built: dict[str, Any] = {}
 
     def keep(space: str, factory: Any) -> Any:
@@ -391,6 +407,26 @@ class Index:
             best[name] = max(best.get(name, 0.0), float(score))
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_TAGS]
         return [{"label": name, "score": round(score, 4)} for name, score in ranked]
+
+    def caption_at(self, media_id: int, start: float, end: float) -> str | None:
+        """The caption of the moment ``[start, end)`` seconds of a media item: of its caption segments
+        (:mod:`mmsearch.captions`), the one overlapping the moment most (the nearest centre among equals;
+        ``start == end``: one holding that second). None when the index has no captions or none is there."""
+        space = self.snapshot.spaces.get(CAPTION)
+        rows = space.segment_row_ids(media_id) if space is not None else ()
+        if not len(rows):
+            return None
+        starts, ends = space.segment_bounds(rows)
+        if end > start:
+            overlap = np.minimum(ends, end) - np.maximum(starts, start)
+        else:  # an image, or one second of a video
+            overlap = np.where((starts <= start) & (ends >= start), 0.0, -1.0)
+        if overlap.max() < 0 or (end > start and overlap.max() <= 0):
+            return None
+        distance = np.abs((starts + ends) - (start + end)) / 2
+        best = int(np.lexsort((distance, -overlap))[0])
+        texts = space.texts_of(media_id) or []
+        return texts[best] if best < len(texts) else None
 
     def tagged_runs(self, media_id: int, labels: tuple[str, ...]) -> list[tuple[float, float]]:
         """The stretches (seconds, in time order) of a media item where its sound is tagged with one of
@@ -772,10 +808,10 @@ class Index:
             if space in TEXT_SPACES and space not in have:
                 raise UsageError(
                     f"the index at {self.root} has no {space} space: {_MEDIA_OF[space]} were indexed"
-                    + (" with --no-speech" if space == SPEECH else " with --no-ocr") + " or hold none"
+                    + {SPEECH: " with --no-speech", TEXT: " with --no-ocr", CAPTION: " without --captions"}[space] + " or hold none"
                 )
             return [space]
-        wanted = (VISUAL, AUDIO, SPEECH, TEXT) if modality == "all" else (VISUAL, SPEECH, TEXT)
+        wanted = (VISUAL, AUDIO, *TEXT_SPACES) if modality == "all" else (VISUAL, *TEXT_SPACES)
         return [s for s in wanted if s in have] or [VISUAL]
 
     def _lexical_index(self, space: str) -> Any:
@@ -1037,15 +1073,17 @@ class Index:
             text=text,
             media_id=int(hit.media_id),
             tags=self.tags_at(hit.media_id, hit.start, hit.end) or None if (tagged or space == AUDIO) and self.snapshot.tags.num_rows else None,
+            caption=self.caption_at(hit.media_id, hit.start, hit.end) if space != AUDIO else None,
         )
 
 
 MAX_QUERY_SOUND_SECONDS = 120.0
 MAX_TAG_FETCH = 1000  # a tag filter looks at most this far down a search's ranking
-_MEDIA_OF = {VISUAL: "videos or images", AUDIO: "audio files or videos with sound", SPEECH: "videos or audio files with speech or subtitles", TEXT: "videos or images with text on screen"}
+_MEDIA_OF = {VISUAL: "videos or images", AUDIO: "audio files or videos with sound", SPEECH: "videos or audio files with speech or subtitles",
+             TEXT: "videos or images with text on screen", CAPTION: "videos or images"}
 VISUAL_MODALITY = "video"
 EXECUTORS = ("local", "ray")  # how `mmsearch index` decodes and embeds: here, or on a Ray cluster
-MODALITIES = ("video", "audio", "speech", "text", "all")
+MODALITIES = ("video", "audio", "speech", "text", "caption", "all")
 
 
 def _search_device(device: str) -> str | None:
@@ -1168,7 +1206,7 @@ def freeze_text_towers(index: str | os.PathLike | None = None, *, encoders: dict
     spaces = read_manifest(root).get("spaces", {})
     done: dict[str, bool] = {}
     wanted: set[Path] = set()
-    for space in (VISUAL, SPEECH, TEXT):
+    for space in (VISUAL, *TEXT_SPACES):
         if space not in spaces:
             continue
         identity = spaces[space]["encoder"]["identity"]

@@ -17,12 +17,12 @@ __all__ = [
 # What an index remembers of how it was built: a later run and every query cut media the same way.
 RECORDED_FIELDS = (
     "fps", "backend", "window", "stride", "audio_window", "audio_hop", "asr_model", "ocr_interval",
-    "skip_similar", "skip_nonref", "image_runtime",
+    "skip_similar", "skip_nonref", "image_runtime", "captions",
 )
 # Recorded fields that must match between runs (changing them would mix incompatible segments).
 FIXED_FIELDS = ("fps", "window", "stride", "audio_window", "audio_hop")
 # Recorded fields a later run may change: how files are decoded and encoded, not what a segment is.
-RUN_FIELDS = ("backend", "skip_similar", "skip_nonref", "image_runtime")
+RUN_FIELDS = ("backend", "skip_similar", "skip_nonref", "image_runtime", "captions")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class IngestConfig:
     skip_similar: bool = True  # skip sampled frames that repeat the last embedded one (mmsearch.frameskip)
     skip_nonref: bool = True  # PyAV: decode no frame that no other frame refers to (FFmpeg's skip_frame=NONREF)
     image_runtime: str = "torch"  # the CLIP image tower on a CPU: "torch" (fp32) or "onnx-int8" (ONNX Runtime, int8)
+    captions: str | None = None  # the CoCa captioner of the caption space (mmsearch.captions); None: no captions
 
     def __post_init__(self) -> None:
         if not self.fps > 0:

@@ -62,7 +62,9 @@ class DecodeTask:
     audio: AudioSpec | None = None  # decode sound (videos, audio files)
     speech: str | None = None  # transcribe with this faster-whisper model (name or directory); also reads subtitles
     ocr_interval: float | None = None  # read on-screen text every this many seconds (videos, images)
-    asr_device: str = "cpu"
+    captions: str | None = None  # caption frames with this CoCa (mmsearch.captions.captioner_spec); None: no captions
+    caption_stride: float = 2.0  # seconds between the frames captioned (the moment windows' stride)
+    asr_device: str = "cpu"  # where the decoder's models run (Whisper, the captioner): "cuda" beside a GPU encoder
     skip_similar: bool = False  # leave out sampled frames that repeat the last one sent (mmsearch.frameskip)
     skip_nonref: bool = False  # PyAV decodes no non-reference frame (FFmpeg's skip_frame=NONREF)
 
@@ -215,9 +217,9 @@ def _send_audio(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
 
 
 def _send_words(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
-    """Speech and subtitles (the speech space), then on-screen text (the text space); a failure of
-    one costs only its words and is recorded in ``info["stage_failures"]``."""
-    from .spaces import SPEECH, TEXT
+    """Speech and subtitles (the speech space), on-screen text (the text space), then captions (the
+    caption space); a failure of one costs only its words and is recorded in ``info["stage_failures"]``."""
+    from .spaces import CAPTION, SPEECH, TEXT
 
     failures: list[tuple[str, str]] = []
     kind = info["kind"]
@@ -266,6 +268,26 @@ def _send_words(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
                     decoder=Animation() if task.kind == "image" else get_backend(task.backend, skip_nonref=task.skip_nonref),
                 ))
         attempt("ocr", read_text)
+    if task.captions and kind in ("video", "image"):
+        def write_captions() -> None:
+            from . import captions
+
+            def load() -> Any:
+                import torch
+
+                torch.set_num_threads(1)  # beside the encoder and the other decoders (see the README)
+                return captions.load_captioner(task.captions, device=task.asr_device)
+
+            captioner = _model(("captions", task.captions, task.asr_device), load)
+            if kind == "image":
+                send(CAPTION, captions.caption_image(task.path, captioner))
+            else:
+                send(CAPTION, captions.caption_video(
+                    task.path, captioner, stride=task.caption_stride, duration=info.get("video_end") or None,
+                    on_frame=lambda: conn.send(("alive",)),
+                    decoder=Animation() if task.kind == "image" else get_backend(task.backend, skip_nonref=task.skip_nonref),
+                ))
+        attempt("captions", write_captions)
     if failures:
         info["stage_failures"] = failures
 

@@ -31,7 +31,7 @@ from .speech import DEFAULT_ASR_MODEL
 from .errors import EncoderMismatchError, UsageError
 from .media import discover, media_kind
 from .probes import PROBED_SPACES, probe_captions
-from .spaces import AUDIO, COMMON_AUDIO, COMMON_VISUAL, SOUND_TAGS, SPACES_BY_KIND, SPEECH, TEXT, TEXT_SPACES, VISUAL, anchor_of
+from .spaces import AUDIO, CAPTION, COMMON_AUDIO, COMMON_VISUAL, SOUND_TAGS, SPACES_BY_KIND, SPEECH, TEXT, TEXT_SPACES, VISUAL, anchor_of
 from .sharding import ShardedDeriver, ShardedWriter, open_deriver, open_sharded_writer
 from .store import IndexWriter, index_exists
 
@@ -114,7 +114,8 @@ class _Pending:
 
 
 EncoderFactories = dict[str, Callable[[], Any]]
-WORD_STAGES = ("speech", "subtitles", "ocr")  # stages whose failure costs a file its words only
+WORD_STAGES = ("speech", "subtitles", "ocr", "captions")  # stages whose failure costs a file its words only
+STAGE_SPACE = {"speech": SPEECH, "subtitles": SPEECH, "ocr": TEXT, "captions": CAPTION}  # the space of words of each
 
 
 class _Encoders(dict):
@@ -242,6 +243,8 @@ def _index(
             writer.config.setdefault("audio_window", window)
             writer.config.setdefault("audio_hop", hop)
             config = replace(config, audio_window=float(writer.config["audio_window"]), audio_hop=float(writer.config["audio_hop"]))
+        if config.captions and writer.config.get("captions") is None:  # captions asked of an index without: recorded, later runs keep them
+            writer.record_config("captions", config.captions)
         if SPEECH in wanted:  # the index remembers which Whisper heard its words
             writer.config.setdefault("asr_model", config.asr_model or DEFAULT_ASR_MODEL)
         heads = _load_heads(writer)
@@ -376,6 +379,8 @@ def _task(item: _Pending, encoders: dict[str, Any], config: IngestConfig) -> Dec
     return DecodeTask(
         speech=(config.asr_model or DEFAULT_ASR_MODEL) if SPEECH in item.spaces else None,
         ocr_interval=config.ocr_interval if TEXT in item.spaces else None,
+        captions=config.captions if CAPTION in item.spaces else None,
+        caption_stride=config.stride,
         asr_device="cuda" if getattr(device, "type", None) == "cuda" else "cpu",
         path=item.path,
         kind=item.kind,
@@ -554,7 +559,7 @@ def _finish(deriver: Deriver | ShardedDeriver, report: IngestReport, item: _Pend
     video_end = float(info.get("video_end") or 0.0) or duration
     stage_failures = list(info.get("stage_failures") or ())
     # a space of words whose stage failed is left undone (its other words too), so the next run tries it again
-    failed = {SPEECH if stage in ("speech", "subtitles") else TEXT for stage, _ in stage_failures}  # WORD_STAGES
+    failed = {STAGE_SPACE[stage] for stage, _ in stage_failures}
     notes = list(info.get("notes") or ())
     for space, (ss, es, vs) in item.buffers.items():
         if space in failed:

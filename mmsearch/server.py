@@ -74,7 +74,7 @@ CONTENT_TYPES = {
     ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif", ".heic": "image/heic",
     ".avif": "image/avif", ".tif": "image/tiff", ".tiff": "image/tiff", ".bmp": "image/bmp",
 }
-Modality = Literal["video", "audio", "speech", "text", "all"]
+Modality = Literal["video", "audio", "speech", "text", "caption", "all"]
 
 
 def is_loopback(host: str) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
-    "ANCHORS", "AUDIO", "COMMON_AUDIO", "COMMON_SOURCES", "COMMON_VISUAL", "MEDIA_KINDS", "MediaKind", "Modality",
+    "ANCHORS", "AUDIO", "CAPTION", "COMMON_AUDIO", "COMMON_SOURCES", "COMMON_VISUAL", "MEDIA_KINDS", "MediaKind", "Modality",
     "SEGMENT_ANCHOR", "SOUND_TAGS", "SPACES_BY_KIND", "SPEECH", "TEXT", "TEXT_SPACES", "TextSegment", "VISUAL", "anchor_of",
 ]
 
@@ -22,22 +22,23 @@ COMMON_VISUAL = "common-visual"  # frames projected into the learnt common space
 COMMON_AUDIO = "common-audio"  # sound windows projected into the learnt common space
 SPEECH = "speech"  # what is said: speech (Whisper) and subtitles, as sentences (issue #15)
 TEXT = "text"  # what is written on screen (OCR), as lines (issue #15)
-TEXT_SPACES = (SPEECH, TEXT)  # spaces whose segments carry their words
+CAPTION = "caption"  # what a captioner says is seen (CoCa), one caption per moment window (issue #19)
+TEXT_SPACES = (SPEECH, TEXT, CAPTION)  # spaces whose segments carry their words
 COMMON_SOURCES = {COMMON_VISUAL: VISUAL, COMMON_AUDIO: AUDIO}  # a common space and the space it projects
 SOUND_TAGS = "tags"  # not a space: the sound tagger's key among a run's encoders; its tags label the audio space's windows
 
 MediaKind = Literal["video", "image", "audio"]
 MEDIA_KINDS: tuple[MediaKind, ...] = ("video", "image", "audio")
 SPACES_BY_KIND: dict[str, tuple[str, ...]] = {
-    "video": (VISUAL, AUDIO, SPEECH, TEXT), "image": (VISUAL, TEXT), "audio": (AUDIO, SPEECH),
+    "video": (VISUAL, AUDIO, SPEECH, TEXT, CAPTION), "image": (VISUAL, TEXT, CAPTION), "audio": (AUDIO, SPEECH),
 }
 
-Modality = Literal["video", "image", "audio", "speech", "text"]  # what a search result is (what matched)
+Modality = Literal["video", "image", "audio", "speech", "text", "caption"]  # what a search result is (what matched)
 
 # Where a segment's score sits on a similarity-over-time curve: a frame at the moment its
 # picture appears (its pts, the segment's start), a window of sound at its centre.
 ANCHORS = ("start", "centre")
-SEGMENT_ANCHOR = {VISUAL: "start", AUDIO: "centre", SPEECH: "start", TEXT: "start"}
+SEGMENT_ANCHOR = {VISUAL: "start", AUDIO: "centre", SPEECH: "start", TEXT: "start", CAPTION: "centre"}
 
 
 def anchor_of(space: str) -> str:
@@ -49,8 +50,8 @@ def anchor_of(space: str) -> str:
 class TextSegment:
     """Words said or written over ``[start, end)`` seconds from the start of the media (as a player shows it).
 
-    ``source``: ``"speech"`` (Whisper), ``"subtitles"`` (a subtitle stream or a sidecar file) or
-    ``"ocr"`` (text on screen). ``language``: an ISO 639 code when known (Whisper's detection, a
+    ``source``: ``"speech"`` (Whisper), ``"subtitles"`` (a subtitle stream or a sidecar file),
+    ``"ocr"`` (text on screen) or ``"caption"`` (a captioner's description of the frames). ``language``: an ISO 639 code when known (Whisper's detection, a
     subtitle stream's tag or a sidecar's name such as ``film.en.srt``), else None.
     """
 

@@ -12,6 +12,7 @@ set, the page after a click is also copied to ``benchmarks/results/serve_page.pn
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import shutil
@@ -83,6 +84,13 @@ def world(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def server(world):
     """``mmsearch serve`` on a free loopback port, in a thread; its base URL."""
+    with _serving(world["index"]) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(index: Path):
+    """``mmsearch serve`` of ``index`` on a free loopback port, in a thread; its base URL."""
     import uvicorn
 
     from mmsearch.server import ServeConfig, create_app
@@ -91,7 +99,7 @@ def server(world):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(ServeConfig(index=world["index"], port=port, device="cpu"))
+    app = create_app(ServeConfig(index=index, port=port, device="cpu"))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, name="mmsearch-test-server", daemon=True)
     thread.start()
@@ -308,3 +316,27 @@ def test_errors_and_empty_answers_are_shown(page, server):
         status=401, content_type="application/json", body='{"detail": "a token is required"}'))
     _search(page, "a blue circle")
     assert "open the address mmsearch serve printed" in page.text_content("#status.error")
+
+
+def test_cards_show_the_caption_of_their_moment(page, tmp_path):
+    """An index with captions (synth-coca): a picture card carries the caption of its moment, and the
+    modality switch searches the captions, whose cards show the caption as the words that matched."""
+    import mmsearch
+    from mmsearch.synth import SynthConfig, generate_corpus
+
+    config = SynthConfig(max_size=(320, 180), events_per_video=(2, 2), event_seconds=(4.0, 6.0), webm_probability=0.0)
+    rows = [r for r in generate_corpus(tmp_path / "media", videos=1, audio=0, seed=SEED + 7, config=config) if r["modality"] == "video"]
+    mmsearch.index_paths([tmp_path / "media"], tmp_path / "index", model="synth-clip", audio=False, speech=False, ocr=False,
+                         captions="synth-coca", device="cpu")
+    target = rows[0]
+    with _serving(tmp_path / "index") as url:
+        page.goto(url + "/?modality=video&q=" + target["caption"].replace(" ", "+"))
+        page.wait_for_selector(".result")
+        card = page.locator(".result").first
+        assert card.get_attribute("data-modality") == "video"
+        assert card.locator(".caption").text_content() == target["caption"]  # what synth-coca said the moment shows
+        assert "caption" in page.eval_on_selector_all("#modality option", "os => os.map(o => o.value)")
+        page.select_option("#modality", "caption")
+        page.wait_for_selector(".result[data-modality='caption']")
+        card = page.locator(".result").first
+        assert card.locator(".words").text_content() == f"“{target['caption']}”" and card.locator(".caption").count() == 0

@@ -23,6 +23,7 @@ from .base import (
     resolve_device,
 )
 from .ast import DEFAULT_TAGGER, TAGGER_ALIASES
+from .coca import CAPTIONER_ALIASES, DEFAULT_CAPTIONER
 from .text import DEFAULT_TEXT_MODEL
 
 __all__ = [
@@ -58,6 +59,8 @@ PRESETS: dict[str, EncoderSpec] = {
     # The tiny AST trained on the world's six sound classes; trained to give a class the share of the
     # window it fills, so 0.5 tags a class that fills half a window or more.
     "synth-ast": EncoderSpec("ast", "synth-ast", PACKAGED_PREFIX + "synth-ast", {"threshold": 0.5}),
+    # The tiny CoCa trained to caption the world's frames (mmsearch.train.synth_coca); squashed as synth-clip.
+    "synth-coca": EncoderSpec("coca", "synth-coca", PACKAGED_PREFIX + "synth-coca.pt", {"image_resize_mode": "squash"}),
 }
 
 DEFAULT_MODELS = {
@@ -65,8 +68,9 @@ DEFAULT_MODELS = {
     "clap": (DEFAULT_CLAP_MODEL, None),
     "sentence": (DEFAULT_TEXT_MODEL, None),  # what is said or written (issue #15)
     "ast": (DEFAULT_TAGGER, None),  # sound tags (issue #19)
+    "coca": DEFAULT_CAPTIONER,  # moment captions (issue #19)
 }
-FLAGS = {"clip": "--model", "clap": "--audio-model", "sentence": "--text-model", "ast": "--sound-tags"}
+FLAGS = {"clip": "--model", "clap": "--audio-model", "sentence": "--text-model", "ast": "--sound-tags", "coca": "--captions"}
 
 
 def resolve_spec(model: str | None, pretrained: str | None = None, *, family: str = "clip") -> EncoderSpec:
@@ -82,13 +86,15 @@ def resolve_spec(model: str | None, pretrained: str | None = None, *, family: st
         model = CLAP_ALIASES.get(model, model)  # "general", "music"
     if family == "ast":
         model = TAGGER_ALIASES.get(model, model)  # "audioset"
-    if pretrained is None and family == "clip":
+    if family == "coca" and model in CAPTIONER_ALIASES:  # "coca"
+        model, pretrained = CAPTIONER_ALIASES[model]
+    if pretrained is None and family in ("clip", "coca"):
         pretrained = default_tag if model == default_model else _first_known_tag(family, model)
     return EncoderSpec(family, model, pretrained)
 
 
 def _first_known_tag(family: str, model: str) -> str | None:
-    if family != "clip":
+    if family not in ("clip", "coca"):
         return None
     import open_clip
 
@@ -105,6 +111,8 @@ def _first_known_tag(family: str, model: str) -> str | None:
         raise EncoderError(
             f"open_clip has no pretrained weights for {model!r}; pass --pretrained FILE with a checkpoint"
         )
+    if family == "coca":  # the weights fine-tuned to write captions, when open_clip has them
+        tags = sorted(tags, key=lambda tag: not tag.startswith("mscoco_finetuned"))
     return tags[0]
 
 
@@ -135,6 +143,13 @@ def _sentence(spec: EncoderSpec, **options: Any) -> Encoder:
     from .text import SentenceEncoder
 
     return SentenceEncoder(spec, **options)
+
+
+@register_family("coca")
+def _coca(spec: EncoderSpec, **options: Any) -> Any:
+    from .coca import Captioner
+
+    return Captioner(spec, **options)
 
 
 @register_family("clip")

@@ -45,7 +45,7 @@ def register_packaged_configs() -> None:
 
     assets = resources.files("mmsearch") / "assets"
     for entry in assets.iterdir():
-        if entry.name.endswith(".json") and entry.name.startswith("synth-clip"):
+        if entry.name.endswith(".json") and entry.name.startswith("synth-"):
             with resources.as_file(entry) as path:
                 open_clip.add_model_config(path)
     _registered_configs = True

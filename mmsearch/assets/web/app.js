@@ -27,9 +27,9 @@
   const DEFAULT_K = 20;
   const AUDIO_EXT = new Set(["mp3", "m4a", "wav", "flac", "ogg", "oga", "opus", "aac", "wma", "aif", "aiff", "alac", "amr"]);
   const IMAGE_EXT = new Set(["jpg", "jpeg", "png", "webp", "gif", "heic", "heif", "avif", "tif", "tiff", "bmp"]);
-  const SPACE_LABEL = { visual: "pictures", audio: "sound", speech: "speech", text: "on-screen text" };
-  const SPACE_ORDER = ["visual", "audio", "speech", "text"];
-  const MODALITY_LABEL = { video: "picture", image: "image", audio: "sound", speech: "speech", text: "text" };
+  const SPACE_LABEL = { visual: "pictures", audio: "sound", speech: "speech", text: "on-screen text", caption: "captions" };
+  const SPACE_ORDER = ["visual", "audio", "speech", "text", "caption"];
+  const MODALITY_LABEL = { video: "picture", image: "image", audio: "sound", speech: "speech", text: "text", caption: "caption" };
 
   // what is shown now: the last answer, how it was asked, the selected result and its timeline
   const state = { answer: null, textQuery: null, modality: "", example: null, selected: null, timeline: null, stopAt: null };
@@ -261,6 +261,7 @@
         el("span", { class: "score", title: "score (higher is better)", text: Number.isFinite(score) ? score.toFixed(3) : "–" }),
       ]),
       row.text ? el("div", { class: "words", title: row.text, text: `“${row.text}”` }) : null,
+      row.caption && row.caption !== row.text ? el("div", { class: "caption", title: "caption: what the captioner says is seen", text: row.caption }) : null,
       row.tags && row.tags.length ? el("div", { class: "tags", title: "sound tags (probability)" },
         row.tags.map((t) => el("span", { class: "tag", text: `${t.label} ${Number(t.score).toFixed(2)}` }))) : null,
     ]);

@@ -1,0 +1,120 @@
+"""The caption stage: what a captioner says is seen, as segments of the ``caption`` space of words (issue #19).
+
+A video's frames are read every ``stride`` seconds (the moment windows' stride: with the default
+4 s windows and 2 s stride each frame read is the middle frame of one moment window) and
+captioned by a CoCa (:class:`mmsearch.encoders.coca.Captioner`). A caption stands for the stride
+around its frame, ``[t - stride/2, t + stride/2)`` within the media, and frames in a row that get
+the same caption become one segment, so a query for the words finds the whole stretch. An image
+gets one caption at ``[0, 0]``. Times are seconds from the start of the media as a player shows it
+(the decoder's timestamps). The stage runs in the decoder process, as OCR does
+(:mod:`mmsearch.decode_worker`): a captioner failing costs a file its captions only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .errors import UsageError
+from .spaces import TextSegment
+
+__all__ = ["SOURCE", "caption_image", "caption_video", "captioner_spec", "check_captioner", "load_captioner"]
+
+SOURCE = "caption"
+
+
+def captioner_spec(name: str) -> Any:
+    """The :class:`~mmsearch.encoders.base.EncoderSpec` of what ``--captions`` names: ``coca``,
+    ``synth-coca``, an open_clip CoCa model name, or ``NAME:PRETRAINED`` (a pretrained tag or a
+    checkpoint file). Raises :class:`UsageError` for another kind of model."""
+    from .encoders import resolve_spec
+
+    model, _, pretrained = str(name).partition(":")
+    if not model:
+        raise UsageError("--captions takes a captioner: coca, synth-coca, an open_clip coca_* model or NAME:CHECKPOINT")
+    return resolve_spec(model, pretrained or None, family="coca")
+
+
+def check_captioner(name: str) -> str:
+    """``name`` when it names a CoCa whose weights could be loaded (an open_clip CoCa config, a
+    checkpoint file that exists); raises :class:`UsageError` otherwise, before any file is read."""
+    import open_clip
+
+    from .encoders.base import resolve_weights
+    from .encoders.clip import register_packaged_configs
+
+    spec = captioner_spec(name)
+    register_packaged_configs()
+    config = open_clip.get_model_config(spec.model) or {}
+    if "multimodal_cfg" not in config:
+        raise UsageError(f"--captions {name}: {spec.model} is not a CoCa model (it writes no captions); "
+                         "use coca, synth-coca or an open_clip coca_* model")
+    pretrained = resolve_weights(spec.pretrained) or ""
+    if (os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))) and not os.path.isfile(pretrained):
+        raise UsageError(f"--captions {name}: no such checkpoint file {pretrained}")
+    return str(name)
+
+
+def load_captioner(name: str, *, device: str = "cpu") -> Any:
+    """The :class:`~mmsearch.encoders.coca.Captioner` that ``name`` names (see :func:`captioner_spec`)."""
+    from .encoders import create_encoder
+
+    return create_encoder(captioner_spec(name), device=device)
+
+
+def _segments(found: list[tuple[float, str]], *, stride: float, end: float) -> list[TextSegment]:
+    """Frames' captions ``(t, caption)`` in time order -> segments: each the stride around its frame,
+    runs of one caption merged, clipped to ``[0, end]`` (``end`` <= 0: not clipped at the end)."""
+    out: list[TextSegment] = []
+    half = stride / 2
+    for t, text in found:
+        start, stop = max(0.0, t - half), t + half
+        if end > 0:
+            stop = min(stop, end)
+        if not text or stop <= start:
+            continue
+        if out and out[-1].text == text and start <= out[-1].end + 1e-6:
+            out[-1] = TextSegment(out[-1].start, stop, text, SOURCE)
+        else:
+            out.append(TextSegment(start, stop, text, SOURCE))
+    return out
+
+
+def caption_video(
+    path: str | os.PathLike,
+    captioner: Any,
+    *,
+    stride: float,
+    decoder: Any,
+    duration: float | None = None,
+    on_frame: Callable[[], Any] | None = None,
+    batch_size: int = 8,
+) -> list[TextSegment]:
+    """The captions of a video's frames every ``stride`` seconds, as segments (see the module).
+
+    ``decoder``: a backend of :func:`mmsearch.media.get_backend` (or :class:`mmsearch.media.Animation`
+    for an animated image); frames are decoded with their short side at the captioner's input size.
+    ``duration``: where the last caption ends (default the decoder's ``video_end``). Raises
+    :class:`UsageError` for a non-positive ``stride``, and what the decoder raises
+    (:class:`~mmsearch.errors.DecodeError`, :class:`~mmsearch.errors.NoVideoError`).
+    """
+    if not stride > 0:
+        raise UsageError(f"the caption stride must be positive seconds, got {stride}")
+    found: list[tuple[float, str]] = []
+    for batch in decoder.iter_frames(os.fspath(path), fps=1.0 / stride, short_side=captioner.input_size, chunk_size=batch_size):
+        texts = captioner.caption(list(batch.frames))
+        found.extend((float(t), text) for t, text in zip(batch.timestamps, texts))
+        if on_frame is not None:
+            on_frame()
+    end = duration if duration is not None else float(getattr(decoder, "video_end", 0.0) or 0.0)
+    return _segments(sorted(found, key=lambda f: f[0]), stride=stride, end=end)
+
+
+def caption_image(path: str | os.PathLike, captioner: Any) -> list[TextSegment]:
+    """The caption of a still image as one segment at ``[0, 0]``; raises
+    :class:`~mmsearch.errors.DecodeError` naming a file that cannot be read."""
+    from .media import load_image
+
+    text = captioner.caption([load_image(path)])[0]
+    return [TextSegment(0.0, 0.0, text, SOURCE)] if text else []

@@ -1,0 +1,197 @@
+"""Moment captions (issue #19): the CoCa captioner, its tiny trained version, the caption space of words."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mmsearch
+from mmsearch.errors import EncoderError, UsageError
+
+SEED = 3101  # an evaluation seed (>= 1000), not a training stream
+
+
+@pytest.fixture(scope="module")
+def captioned(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from mmsearch.synth import SynthConfig, generate_corpus
+
+    root = tmp_path_factory.mktemp("captions")
+    media = root / "media"
+    truth = generate_corpus(media, videos=3, audio=0, seed=SEED,
+                            config=SynthConfig(max_size=(480, 270), events_per_video=(2, 3), event_seconds=(4.0, 8.0)))
+    index = root / "index"
+    report = mmsearch.index_paths([media], index, model="synth-clip", audio=False, speech=False, ocr=False,
+                                  captions="synth-coca", device="cpu", freeze_text=False)
+    assert not report.failed and not report.partial
+    return {"root": root, "media": media, "index": index, "truth": truth, "report": report}
+
+
+def _events(truth: list[dict], name: str) -> list[dict]:
+    return [r for r in truth if r["modality"] == "video" and Path(r["file"]).name == name]
+
+
+def _shape_at(truth: list[dict], name: str, t: float) -> str | None:
+    """The caption of the event shown at second ``t`` of file ``name`` (None: background)."""
+    return next((r["caption"] for r in _events(truth, name) if r["start"] <= t < r["end"]), None)
+
+
+def test_stored_captions_name_the_shape_on_screen(captioned: dict) -> None:
+    from mmsearch.train.synth_coca import GAP_CAPTION
+
+    idx = mmsearch.open_index(captioned["index"])
+    assert idx.info()["config"]["captions"] == "synth-coca"
+    space = idx.snapshot.spaces["caption"]
+    right = total = 0
+    for media_id, row in idx._rows.items():
+        starts, ends, _ = space.segments_of(media_id)
+        texts = space.texts_of(media_id)
+        assert len(texts) == len(starts) > 0 and np.all(np.diff(starts) > 0)  # runs of one caption merged, in time order
+        assert all(a != b for a, b in zip(texts, texts[1:]))
+        for start, end, text in zip(starts, ends, texts):
+            middle = (start + end) / 2
+            want = _shape_at(captioned["truth"], Path(row["path"]).name, middle)
+            if want is None and text != GAP_CAPTION and not any(
+                    _shape_at(captioned["truth"], Path(row["path"]).name, t) for t in (start, end - 1e-3)):
+                continue  # a segment that only touches an event at its edges
+            total += 1
+            right += text == (want or GAP_CAPTION)
+    assert total >= 10 and right >= 0.8 * total, (right, total)
+
+
+def test_caption_query_finds_the_moment_and_results_carry_captions(captioned: dict) -> None:
+    truth = captioned["truth"]
+    idx = mmsearch.open_index(captioned["index"])
+    shown = sorted({r["caption"] for r in truth if r["modality"] == "video"})
+    found = 0
+    for query in shown:
+        hits = idx.search(query, modality="caption", k=1)
+        assert hits and hits[0].modality == "caption" and hits[0].caption == hits[0].text
+        hit = hits[0]
+        found += any(r["caption"] == query and min(r["end"], hit.end) > max(r["start"], hit.start)
+                     for r in _events(truth, Path(hit.path).name))
+    assert found >= 0.8 * len(shown), (found, len(shown))
+    # a picture result carries the caption of its moment, naming what the moment shows
+    query = shown[0]
+    pictures = idx.search(query, modality="video", k=3)
+    named = [h for h in pictures if h.caption is not None]
+    assert named and all(isinstance(h.caption, str) for h in named)
+    top = pictures[0]
+    assert top.caption == idx.caption_at(top.media_id, top.start, top.end)
+    assert _shape_at(truth, Path(top.path).name, (top.start + top.end) / 2) == top.caption == query
+
+
+def test_captions_are_kept_by_later_runs_and_added_to_an_index_without_them(captioned: dict, tmp_path: Path) -> None:
+    from mmsearch.synth import SynthConfig, generate_corpus
+
+    media = tmp_path / "media"
+    generate_corpus(media, videos=1, audio=0, seed=SEED + 1, config=SynthConfig(max_size=(320, 180), events_per_video=(2, 2)))
+    index = tmp_path / "index"
+    mmsearch.index_paths([media], index, model="synth-clip", audio=False, speech=False, ocr=False, device="cpu", freeze_text=False)
+    assert "caption" not in mmsearch.open_index(index).snapshot.spaces
+    report = mmsearch.index_paths([media], index, audio=False, speech=False, ocr=False, captions="synth-coca", device="cpu",
+                                  freeze_text=False)  # the file indexed before is captioned now, its frames kept
+    assert report.frames == 0 and report.text_segments > 0
+    generate_corpus(tmp_path / "more", videos=1, audio=0, seed=SEED + 2, config=SynthConfig(max_size=(320, 180)))
+    made = next((tmp_path / "more").glob("video_000.*"))
+    made.rename(media / f"later{made.suffix}")
+    later = mmsearch.index_paths([media], index, audio=False, speech=False, ocr=False, device="cpu", freeze_text=False)
+    assert later.frames > 0 and later.text_segments > 0  # no --captions: the index keeps captioning
+    idx = mmsearch.open_index(index)
+    assert len(idx.snapshot.spaces["caption"].live_media_ids()) == 2
+
+
+def test_a_captioner_that_fails_costs_a_file_its_captions_only(tmp_path: Path) -> None:
+    from mmsearch.synth import SynthConfig, generate_corpus
+
+    media = tmp_path / "media"
+    generate_corpus(media, videos=1, audio=0, seed=SEED + 3, config=SynthConfig(max_size=(320, 180)))
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    report = mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", audio=False, speech=False, ocr=False,
+                                  captions=f"synth-coca:{broken}", device="cpu", freeze_text=False)
+    assert report.frames > 0 and not report.failed
+    assert [stage for _, stage, _ in report.partial] == ["captions"]
+    assert "caption" not in mmsearch.open_index(tmp_path / "index").snapshot.spaces
+
+
+def test_captions_that_cannot_be_written_are_refused_before_any_file_is_read(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="not a CoCa"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="ViT-B-32", device="cpu")
+    with pytest.raises(UsageError, match="synth-clip is a clip model"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="synth-clip", device="cpu")
+    with pytest.raises(UsageError, match="no such checkpoint"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="synth-coca:/no/such/file.pt", device="cpu")
+
+
+def test_a_caption_query_on_an_index_without_captions_says_how_to_get_them(tmp_path: Path) -> None:
+    from mmsearch.synth import SynthConfig, generate_corpus
+
+    generate_corpus(tmp_path / "m", videos=1, audio=0, seed=SEED + 4, config=SynthConfig(max_size=(160, 120)))
+    mmsearch.index_paths([tmp_path / "m"], tmp_path / "i", model="synth-clip", audio=False, speech=False, ocr=False, device="cpu",
+                         freeze_text=False)
+    with pytest.raises(UsageError, match="no caption space.*without --captions"):
+        mmsearch.open_index(tmp_path / "i").search("a red circle", modality="caption")
+
+
+def test_caption_segments_merge_runs_and_stay_inside_the_media() -> None:
+    from mmsearch.captions import _segments
+
+    found = [(0.0, "a red circle"), (2.0, "a red circle"), (4.0, "an empty background"), (6.0, "a red circle"), (8.0, "")]
+    got = [(s.start, s.end, s.text) for s in _segments(found, stride=2.0, end=7.5)]
+    assert got == [(0.0, 3.0, "a red circle"), (3.0, 5.0, "an empty background"), (5.0, 7.0, "a red circle")]
+
+
+def test_shipped_synth_coca_captions_fresh_frames() -> None:
+    from mmsearch.encoders import create_encoder, resolve_spec
+    from mmsearch.train.synth_coca import caption_accuracy
+
+    captioner = create_encoder(resolve_spec("synth-coca", family="coca"), device="cpu")
+    score = caption_accuracy(captioner, seed=11, per_caption=4, family="train")
+    assert score["names_colour_and_shape"] >= 0.9 and score["background_right"] >= 0.75, score
+
+
+@pytest.mark.slow
+def test_captioner_loads_a_saved_coca_checkpoint_as_users_do(tmp_path: Path) -> None:
+    """open_clip's coca_ViT-B-32 architecture, random weights, saved as a checkpoint file and loaded
+    by the path `--captions coca_ViT-B-32:FILE` takes; greedy decoding stops at the token limit."""
+    import open_clip
+    import torch
+
+    from mmsearch.captions import load_captioner
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("coca_ViT-B-32")
+    path = tmp_path / "coca.pt"
+    torch.save({"state_dict": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}}, path)
+    captioner = load_captioner(f"coca_ViT-B-32:{path}", device="cpu")
+    assert captioner.identity()["family"] == "coca" and captioner.identity()["pretrained"].startswith("sha256:")
+    assert captioner.input_size == 224
+    captioner.max_tokens = 5
+    frames = np.random.default_rng(0).integers(0, 255, (2, 240, 320, 3), dtype=np.uint8)
+    said = captioner.caption(frames)
+    assert len(said) == 2 and all(isinstance(s, str) for s in said)
+    assert all(len(open_clip.get_tokenizer("coca_ViT-B-32")([s])[0].nonzero()) <= 5 + 2 for s in said)
+    with pytest.raises(EncoderError, match="not a CoCa"):
+        from mmsearch.encoders.base import EncoderSpec
+        from mmsearch.encoders.coca import Captioner
+
+        Captioner(EncoderSpec("coca", "synth-clip", "mmsearch:synth-clip.pt"), device="cpu")
+
+
+def test_cli_caption_query_json_and_table(captioned: dict) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    query = next(r["caption"] for r in captioned["truth"] if r["modality"] == "video")
+    out = CliRunner().invoke(app, ["query", query, "--modality", "caption", "--index", str(captioned["index"]), "--local", "--json", "-k", "2"])
+    assert out.exit_code == 0, out.output
+    results = json.loads(out.stdout)["results"]
+    assert results and results[0]["modality"] == "caption" and results[0]["caption"] == results[0]["text"]
+    table = CliRunner().invoke(app, ["query", query, "--modality", "video", "--index", str(captioned["index"]), "--local"])
+    assert table.exit_code == 0 and "caption" in table.stdout
+    shown = CliRunner().invoke(app, ["info", "--index", str(captioned["index"])])
+    assert "captions=synth-coca" in shown.stdout and "space caption" in shown.stdout
