@@ -260,6 +260,8 @@ def query(
         Optional[list[str]], typer.Option("--tag", help="Only the stretches where the sound is tagged so (mmsearch index --sound-tags; any case; repeat for any of several); a text without --modality then searches the sound.",
                                           rich_help_panel=FILTER_HELP)
     ] = None,
+    rerank: Annotated[bool, typer.Option("--rerank", help="Score the best 20 moments again with an image-text matcher whose words attend to the picture (BLIP ITM; slower, better at which colour goes with which thing).")] = False,
+    rerank_model: Annotated[Optional[str], typer.Option("--rerank-model", help="The --rerank matcher: blip (Salesforce/blip-itm-base-coco), a BLIP hub id or directory, or synth-itm \\[default: synth-itm for a synth-clip index, else blip].")] = None,
     local: Annotated[bool, typer.Option("--local", help="Search in this process even when a server for the index is running.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     device: DeviceOpt = "auto",
@@ -288,13 +290,18 @@ def query(
         if value is not None and not value.is_file():
             raise UsageError(f"{flag} {value}: no such file")
     check_query(text, k, videos)
+    if rerank_model is not None and not rerank:
+        raise UsageError("--rerank-model names the matcher of --rerank: add --rerank")
+    if rerank and text is None:
+        raise UsageError("--rerank re-scores the moments a text finds: give a query text")
     example = image or audio
-    answer = None if local else _remote_query(
+    answer = None if local or rerank_model is not None else _remote_query(  # a server re-ranks with its default matcher only
         _index_dir(index), text=text, upload=example, example="image" if image is not None else "audio" if audio is not None else None,
         params={"q": text, "k": k, "videos": videos, "modality": modality, "exhaustive": exhaustive,
                 "audio_weight": audio_weight if text is not None else None, "path": path, "kind": where.kinds or None,
                 "min_duration": min_duration, "max_duration": max_duration, "modified_after": where.modified_after,
-                "modified_before": where.modified_before, "language": where.languages or None, "tag": where.tags or None},
+                "modified_before": where.modified_before, "language": where.languages or None, "tag": where.tags or None,
+                "rerank": rerank or None},
     )
     if answer is None:
         from mmsearch.api import open_index, query_answer
@@ -302,10 +309,10 @@ def query(
         idx = open_index(_index_dir(index), device=device)
         results = idx.search(  # type: ignore[arg-type]
             text, image=image, audio=audio, modality=modality, k=k, videos=videos, exhaustive=exhaustive,
-            audio_weight=audio_weight, where=where,
+            audio_weight=audio_weight, where=where, rerank=rerank, rerank_model=rerank_model,
         )
         answer = query_answer(idx, results, text=text, image=image and str(image), audio=audio and str(audio), modality=modality,
-                              k=k, videos=videos, exhaustive=exhaustive, where=where)
+                              k=k, videos=videos, exhaustive=exhaustive, where=where, rerank=rerank)
     if example is not None:  # the file as given here, not as uploaded
         answer["query"]["image" if image is not None else "audio"] = str(example.absolute())
     if as_json:
@@ -650,13 +657,20 @@ def synth(
     ] = 0,
     max_width: Annotated[int, typer.Option(help="Largest frame width (the world allows up to 1280).")] = 1280,
     max_height: Annotated[int, typer.Option(help="Largest frame height (the world allows up to 720).")] = 720,
+    together: Annotated[
+        float, typer.Option("--together", help="Probability that a shape shares the screen with a second one (issue #19's harder world for --rerank).")
+    ] = 0.0,
 ) -> None:
     """Generate a synthetic corpus with known ground truth (coloured shapes, tones and beats)."""
+    from dataclasses import replace
+
     from mmsearch.synth import SynthConfig, generate_corpus, paired_config
 
-    config = SynthConfig(max_size=(max_width, max_height))
+    if not 0.0 <= together <= 1.0:
+        raise UsageError(f"--together is a probability between 0 and 1, got {together}")
+    config = SynthConfig(max_size=(max_width, max_height), companion_probability=together)
     if paired:
-        config = paired_config(seed, paired, max_size=(max_width, max_height))
+        config = replace(paired_config(seed, paired, max_size=(max_width, max_height)), companion_probability=together)
     rows = generate_corpus(out_dir, videos=videos, audio=audio, seed=seed, config=config)
     console.print(f"wrote {videos} videos, {audio} audio files and {len(rows)} ground-truth events to {out_dir}", highlight=False)
 

@@ -25,7 +25,7 @@ from .common_space import HeadConfig, TrainSpaceReport, train_space  # noqa: F40
 from .config import IngestConfig, audio_window_config, config_from_record, encoder_options
 from .encoders import EncoderSpec, create_encoder, resolve_spec
 from .encoders.frozen import FrozenTextTower
-from .errors import EncoderMismatchError, UsageError
+from .errors import EncoderMismatchError, MMSearchError, UsageError
 from .filters import MediaFilter, allowed_media, check_query
 from .fileio import default_index_dir, display_path, index_dir  # noqa: F401 - part of the facade
 from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
@@ -56,6 +56,7 @@ class SearchResult:
     media_id: int | None = None  # the media item's id in this index (identical copies share one)
     tags: list[dict[str, Any]] | None = None  # sound: the tags of its windows, [{"label", "score"}], most probable first
     caption: str | None = None  # pictures: what the captioner said is seen in the moment (an index with captions)
+    match_score: float | None = None  # --rerank: the image-text matcher's probability that the query shows in the moment
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``path`` is always valid Unicode (bytes that are not UTF-8 shown as ``\\xNN``);
@@ -166,7 +167,7 @@ def index_paths(
     if captions is not None:
         from .captions import check_captioner
 
-        config = replace(config, captions=check_captioner(captions))
+        config = replace(config, captions=check_captioner(captions, load=True))  # named here: its weights load, or one line says why
     elif config.captions is None and index_exists(root):  # a config given without captions: the index keeps its captioner
         config = replace(config, captions=ingest_config(root).captions)
     if speech or ocr or config.captions:
@@ -628,18 +629,21 @@ class Index:
         *,
         image: str | os.PathLike | None = None,
         audio: str | os.PathLike | None = None,
-        modality: Literal["video", "audio", "speech", "text", "all"] | None = None,
+        modality: Literal["video", "audio", "speech", "text", "caption", "all"] | None = None,
         k: int = 10,
         videos: int = 20,
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
         audio_weight: float = 0.5,
         where: MediaFilter | dict[str, Any] | None = None,
+        rerank: bool = False,
+        rerank_model: str | None = None,
     ) -> list[SearchResult]:
         """The best ``k`` moments for a text, an example image or a sound file, best first.
 
         ``modality`` picks what to find: ``video`` (frames and images), ``audio`` (sound),
         ``speech`` (what is said: speech and subtitles), ``text`` (what is written on screen),
+        ``caption`` (what a captioner said is seen: an index built with ``captions``),
         ``all`` (text only: every space, fused per moment, the audio score counting
         ``audio_weight`` and each other space ``1 - audio_weight``). Without it, a text query
         searches the pictures and every space of words the index has, fused per moment in the way
@@ -654,7 +658,18 @@ class Index:
         ``modality`` search the sound; in one space of vectors the moments are then the tagged
         stretches (:meth:`_search_tagged`), with words or ``all`` the moments found are cut to them.
         Raises UsageError for a tag no window of the index carries.
+
+        ``rerank`` (a text query): the best :data:`RERANK_DEPTH` moments (or ``k``, if more) are scored
+        again by an image-text matcher whose words attend to the picture's patches (:meth:`rerank`;
+        ``rerank_model``: ``blip``, a BLIP hub id or directory, or ``synth-itm``; default ``synth-itm``
+        for an index built with ``synth-clip``, else ``blip``), and the best ``k`` of them returned.
         """
+        if rerank:
+            if text is None:
+                raise UsageError("--rerank re-scores the moments a text finds: give a query text")
+            found = self.search(text, image=image, audio=audio, modality=modality, k=max(k, RERANK_DEPTH), videos=videos,
+                                exhaustive=exhaustive, localize=localize, audio_weight=audio_weight, where=where)
+            return self.rerank(text, found, model=rerank_model)[:k]
         check_query(text, k, videos)
         where = _as_filter(where)
         allowed, paths = self._allowed(where)
@@ -740,6 +755,54 @@ class Index:
             return found
         return [replace(r, path=paths.get(r.media_id, r.path)) if r.media_id is not None else r for r in found]
 
+    def matcher(self, model: str | None = None) -> Any:
+        """The image-text matcher :meth:`rerank` uses (built once per model, on first use; thread-safe): ``model``
+        as ``--rerank-model`` takes it, default ``synth-itm`` for an index built with ``synth-clip``, else ``blip``."""
+        from .encoders import resolve_spec
+
+        if model is None:
+            model = "synth-itm" if self.manifest["spaces"].get(VISUAL, {}).get("encoder", {}).get("spec", {}).get("model") == "synth-clip" else "blip"
+        with self._encoder_lock:
+            key = f"rerank:{model}"
+            if key not in self._encoders:
+                self._encoders[key] = create_encoder(resolve_spec(model, None, family="blip-itm"), device=self.device)
+            return self._encoders[key]
+
+    def rerank(self, text: str, found: list[SearchResult], *, model: str | None = None) -> list[SearchResult]:
+        """``found`` scored again with an image-text matcher (:class:`mmsearch.encoders.itm.ImageTextMatcher`,
+        BLIP's ITM head: the query's words cross-attend to the patches of the picture on screen at the
+        middle of each moment, as ViLBERT and VL-BERT's co-attention does), best first.
+
+        A moment's new ``score`` is :data:`RERANK_WEIGHT` times the matcher's probability
+        (``match_score``) plus the rest times its retrieval score scaled to [0, 1] over ``found`` (min-max);
+        moments of sound have no picture and count as probability 0.5. Raises
+        :class:`~mmsearch.errors.EncoderError` when the matcher cannot be loaded.
+        """
+        from .media import picture_at
+
+        if not found:
+            return []
+        matcher = self.matcher(model)
+        probability: list[float | None] = [None] * len(found)
+        frames, rows = [], []
+        for i, r in enumerate(found):
+            row = self._rows.get(int(r.media_id)) if r.media_id is not None else None
+            if row is None or row["kind"] == "audio" or r.modality == "audio":
+                continue
+            try:
+                frames.append(picture_at(r.path, (r.start + r.end) / 2, short_side=matcher.input_size))
+                rows.append(i)
+            except (MMSearchError, OSError):  # the file changed or went since it was indexed: its retrieval score stands alone
+                continue
+        for i, p in zip(rows, matcher.match(frames, text).tolist() if frames else []):
+            probability[i] = float(p)
+        scores = np.asarray([r.score for r in found], np.float64)
+        span = float(scores.max() - scores.min())
+        scaled = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+        out = [replace(r, score=float(RERANK_WEIGHT * (0.5 if p is None else p) + (1 - RERANK_WEIGHT) * s), match_score=p)
+               for r, p, s in zip(found, probability, scaled)]
+        return sorted(out, key=lambda r: -r.score)
+
     def _search(
         self,
         text: str | None,
@@ -809,6 +872,7 @@ class Index:
                 raise UsageError(
                     f"the index at {self.root} has no {space} space: {_MEDIA_OF[space]} were indexed"
                     + {SPEECH: " with --no-speech", TEXT: " with --no-ocr", CAPTION: " without --captions"}[space] + " or hold none"
+                    + (" (or their captions failed: mmsearch info --failures)" if space == CAPTION else "")
                 )
             return [space]
         wanted = (VISUAL, AUDIO, *TEXT_SPACES) if modality == "all" else (VISUAL, *TEXT_SPACES)
@@ -1078,6 +1142,8 @@ class Index:
 
 
 MAX_QUERY_SOUND_SECONDS = 120.0
+RERANK_DEPTH = 20  # --rerank scores again the best this many moments
+RERANK_WEIGHT = 0.7  # of the matcher's probability in a re-ranked score; the rest: the retrieval score scaled to [0, 1]
 MAX_TAG_FETCH = 1000  # a tag filter looks at most this far down a search's ranking
 _MEDIA_OF = {VISUAL: "videos or images", AUDIO: "audio files or videos with sound", SPEECH: "videos or audio files with speech or subtitles",
              TEXT: "videos or images with text on screen", CAPTION: "videos or images"}
@@ -1162,6 +1228,7 @@ def query_answer(
     videos: int = 20,
     exhaustive: bool = False,
     where: MediaFilter | None = None,
+    rerank: bool = False,
 ) -> dict[str, Any]:
     """The answer to one query as ``mmsearch query --json`` prints it and ``mmsearch serve`` returns it:
     ``{"query": {...}, "results": [SearchResult.to_dict(), ...]}``; paths absolute, the index's too."""
@@ -1177,6 +1244,8 @@ def query_answer(
     }
     if where is not None and not where.empty:
         query["filter"] = where.to_dict()
+    if rerank:
+        query["rerank"] = True
     return {"query": query, "results": [r.to_dict() for r in results]}
 
 

@@ -24,35 +24,61 @@ __all__ = ["SOURCE", "caption_image", "caption_video", "captioner_spec", "check_
 SOURCE = "caption"
 
 
+_WHAT = "--captions takes coca, synth-coca, an open_clip CoCa ({names}) or NAME:CHECKPOINT"
+
+
+def _coca_names() -> str:
+    import open_clip
+
+    return ", ".join(n for n in open_clip.list_models() if "coca" in n.lower())
+
+
 def captioner_spec(name: str) -> Any:
     """The :class:`~mmsearch.encoders.base.EncoderSpec` of what ``--captions`` names: ``coca``,
     ``synth-coca``, an open_clip CoCa model name, or ``NAME:PRETRAINED`` (a pretrained tag or a
-    checkpoint file). Raises :class:`UsageError` for another kind of model."""
+    checkpoint file). Raises :class:`UsageError` for a name that is no CoCa."""
     from .encoders import resolve_spec
+    from .errors import EncoderError
 
     model, _, pretrained = str(name).partition(":")
-    if not model:
-        raise UsageError("--captions takes a captioner: coca, synth-coca, an open_clip coca_* model or NAME:CHECKPOINT")
-    return resolve_spec(model, pretrained or None, family="coca")
+    if not model.strip():
+        raise UsageError(_WHAT.format(names=_coca_names()))
+    try:
+        return resolve_spec(model, pretrained or None, family="coca")
+    except EncoderError:  # open_clip knows no such model
+        raise UsageError(f"--captions {name}: no such captioner; " + _WHAT.format(names=_coca_names())) from None
 
 
-def check_captioner(name: str) -> str:
+def check_captioner(name: str, *, load: bool = False) -> str:
     """``name`` when it names a CoCa whose weights could be loaded (an open_clip CoCa config, a
-    checkpoint file that exists); raises :class:`UsageError` otherwise, before any file is read."""
+    checkpoint file that exists; with ``load``, weights that load, which downloads them once);
+    raises :class:`UsageError` otherwise (:class:`~mmsearch.errors.EncoderError` for weights that
+    cannot be loaded), in one line, before any file is read."""
     import open_clip
 
     from .encoders.base import resolve_weights
     from .encoders.clip import register_packaged_configs
+    from .errors import EncoderError
 
     spec = captioner_spec(name)
     register_packaged_configs()
     config = open_clip.get_model_config(spec.model) or {}
     if "multimodal_cfg" not in config:
         raise UsageError(f"--captions {name}: {spec.model} is not a CoCa model (it writes no captions); "
-                         "use coca, synth-coca or an open_clip coca_* model")
+                         + _WHAT.format(names=_coca_names()))
     pretrained = resolve_weights(spec.pretrained) or ""
     if (os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))) and not os.path.isfile(pretrained):
         raise UsageError(f"--captions {name}: no such checkpoint file {pretrained}")
+    if load:
+        try:
+            load_captioner(name, device="cpu")
+        except EncoderError as exc:
+            reason = str(exc).split(". ")[0].replace("CLIP", "open_clip")[:240]
+            raise EncoderError(
+                f"--captions {name}: {reason}; connect to the internet "
+                f"once so open_clip can download them, or give a checkpoint file with --captions {spec.model}:/path/to/file, "
+                "or use --captions synth-coca offline"
+            ) from None
     return str(name)
 
 
@@ -65,7 +91,8 @@ def load_captioner(name: str, *, device: str = "cpu") -> Any:
 
 def _segments(found: list[tuple[float, str]], *, stride: float, end: float) -> list[TextSegment]:
     """Frames' captions ``(t, caption)`` in time order -> segments: each the stride around its frame,
-    runs of one caption merged, clipped to ``[0, end]`` (``end`` <= 0: not clipped at the end)."""
+    runs of one caption merged, clipped to ``[0, end]`` (``end`` <= 0: not clipped at the end); the
+    last frame's caption lasts to ``end`` when that is less than a stride past it."""
     out: list[TextSegment] = []
     half = stride / 2
     for t, text in found:
@@ -78,6 +105,8 @@ def _segments(found: list[tuple[float, str]], *, stride: float, end: float) -> l
             out[-1] = TextSegment(out[-1].start, stop, text, SOURCE)
         else:
             out.append(TextSegment(start, stop, text, SOURCE))
+    if out and found and found[-1][1] == out[-1].text and out[-1].end < end <= out[-1].end + stride:
+        out[-1] = TextSegment(out[-1].start, end, out[-1].text, SOURCE)  # the last frame read stands until the end
     return out
 
 

@@ -264,8 +264,7 @@ def _send_words(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
                 send(TEXT, ocr.ocr_video(
                     task.path, backend=task.backend, interval=float(task.ocr_interval or ocr.OCR_INTERVAL), engine=engine,
                     duration=info.get("video_end") or None, on_frame=lambda: conn.send(("alive",)),
-                    # an animated GIF, WebP or PNG; else the video's own decoder, with its settings
-                    decoder=Animation() if task.kind == "image" else get_backend(task.backend, skip_nonref=task.skip_nonref),
+                    decoder=_frame_decoder(task),
                 ))
         attempt("ocr", read_text)
     if task.captions and kind in ("video", "image"):
@@ -284,12 +283,17 @@ def _send_words(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
             else:
                 send(CAPTION, captions.caption_video(
                     task.path, captioner, stride=task.caption_stride, duration=info.get("video_end") or None,
-                    on_frame=lambda: conn.send(("alive",)),
-                    decoder=Animation() if task.kind == "image" else get_backend(task.backend, skip_nonref=task.skip_nonref),
+                    on_frame=lambda: conn.send(("alive",)), decoder=_frame_decoder(task),
                 ))
         attempt("captions", write_captions)
     if failures:
         info["stage_failures"] = failures
+
+
+def _frame_decoder(task: DecodeTask) -> Any:
+    """What reads a file's frames again for its words (OCR, captions): an animated GIF, WebP or PNG
+    (a file planned as an image that turned out to move), else the video's own decoder, with its settings."""
+    return Animation() if task.kind == "image" else get_backend(task.backend, skip_nonref=task.skip_nonref)
 
 
 def _transcribe(conn: Connection, task: DecodeTask, info: dict[str, Any], send: Any) -> None:

@@ -232,18 +232,22 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
         modality: Modality | None = None,
         exhaustive: bool = False,
         audio_weight: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
+        rerank: bool = False,
         response: Response = None,  # type: ignore[assignment]  # FastAPI's: for the Server-Timing header
     ) -> dict[str, Any]:
         """Moments matching a text, best first: the JSON of ``mmsearch query --json`` with URLs. The
-        ``Server-Timing`` header says how long the request waited for a turn and how long it searched."""
+        ``Server-Timing`` header says how long the request waited for a turn and how long it searched.
+        ``rerank``: the best moments scored again by the index's default image-text matcher (:meth:`Index.rerank`)."""
         idx = holder.get()
         queued = time.perf_counter()
         with searching:
             started = time.perf_counter()
-            results = idx.search(q, modality=modality, k=k, videos=videos, exhaustive=exhaustive, audio_weight=audio_weight, where=where)
+            results = idx.search(q, modality=modality, k=k, videos=videos, exhaustive=exhaustive, audio_weight=audio_weight, where=where,
+                                 rerank=rerank)
         response.headers["Server-Timing"] = (f"wait;dur={(started - queued) * 1000:.1f}, "
                                              f"search;dur={(time.perf_counter() - started) * 1000:.1f}")
-        answer = query_answer(idx, results, text=q, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where)
+        answer = query_answer(idx, results, text=q, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where,
+                              rerank=rerank)
         return _with_urls(answer, results)
 
     @app.post("/api/search")

@@ -161,3 +161,14 @@ def test_captions_benchmark_scores_the_stored_captions_against_the_truth(tmp_pat
     assert q["stored_segments_right"] >= 0.7 and q["top_moment_caption_names_query"] >= 0.6
     assert set(q["query"]) == {"caption", "video"} and q["query"]["caption"]["p_at_1"] >= 0.5
     assert q["index_seconds"]["captions"] > 0 and q["index_seconds"]["none"] > 0
+
+
+def test_rerank_benchmark_measures_plain_and_reranked_side_by_side(tmp_path):
+    """benchmarks/rerank.py (issue #19): the same queries plain and with --rerank on a world where shapes appear together."""
+    out = tmp_path / "rerank.json"
+    _run("rerank.py", "--seeds", "2501", "--videos", "2", "--settings", "together", "--no-speed", "--json", str(out))
+    [q] = json.loads(out.read_text())["quality"]
+    assert q["setting"] == "together" and q["companion_probability"] > 0 and q["queries"] >= 3
+    for name in ("plain", "rerank"):
+        assert 0.0 <= q[name]["p_at_1"] <= 1.0 and 0.0 <= q[name]["mean_iou"] <= 1.0 and q[name]["median_query_s"] > 0
+    assert q["rerank"]["median_query_s"] > q["plain"]["median_query_s"]  # the matcher's work is measured, not skipped

@@ -106,15 +106,23 @@ def test_captions_are_kept_by_later_runs_and_added_to_an_index_without_them(capt
 def test_a_captioner_that_fails_costs_a_file_its_captions_only(tmp_path: Path) -> None:
     from mmsearch.synth import SynthConfig, generate_corpus
 
-    media = tmp_path / "media"
-    generate_corpus(media, videos=1, audio=0, seed=SEED + 3, config=SynthConfig(max_size=(320, 180)))
-    broken = tmp_path / "broken.pt"
-    broken.write_bytes(b"not a checkpoint")
-    report = mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", audio=False, speech=False, ocr=False,
-                                  captions=f"synth-coca:{broken}", device="cpu", freeze_text=False)
-    assert report.frames > 0 and not report.failed
+    from mmsearch.encoders import packaged_asset
+
+    weights = tmp_path / "coca.pt"  # the index's captioner: a checkpoint file that later goes bad
+    weights.write_bytes(Path(packaged_asset("synth-coca.pt")).read_bytes())
+    generate_corpus(tmp_path / "first", videos=1, audio=0, seed=SEED + 3, config=SynthConfig(max_size=(320, 180)))
+    index = tmp_path / "index"
+    mmsearch.index_paths([tmp_path / "first"], index, model="synth-clip", audio=False, speech=False, ocr=False,
+                         captions=f"synth-coca:{weights}", device="cpu", freeze_text=False)
+    captioned = len(mmsearch.open_index(index).snapshot.spaces["caption"].live_media_ids())
+    weights.write_bytes(b"not a checkpoint")
+    generate_corpus(tmp_path / "second", videos=1, audio=0, seed=SEED + 5, config=SynthConfig(max_size=(320, 180)))
+    report = mmsearch.index_paths([tmp_path / "first", tmp_path / "second"], index, audio=False, speech=False, ocr=False,
+                                  device="cpu", freeze_text=False)
+    assert report.frames > 0 and not report.failed and len(report.indexed) == 1
     assert [stage for _, stage, _ in report.partial] == ["captions"]
-    assert "caption" not in mmsearch.open_index(tmp_path / "index").snapshot.spaces
+    idx = mmsearch.open_index(index)
+    assert captioned == 1 and len(idx.snapshot.spaces["caption"].live_media_ids()) == 1 and len(idx._rows) == 2
 
 
 def test_captions_that_cannot_be_written_are_refused_before_any_file_is_read(tmp_path: Path) -> None:
@@ -124,6 +132,15 @@ def test_captions_that_cannot_be_written_are_refused_before_any_file_is_read(tmp
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="synth-clip", device="cpu")
     with pytest.raises(UsageError, match="no such checkpoint"):
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="synth-coca:/no/such/file.pt", device="cpu")
+    with pytest.raises(UsageError, match="no such captioner.*coca_ViT-B-32"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="foo", device="cpu")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(EncoderError, match="--captions synth-coca:.*synth-coca offline"):  # named: loaded once before any file is read
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=f"synth-coca:{broken}", device="cpu")
+    with pytest.raises(EncoderError, match="--captions coca: .*HF_HUB_OFFLINE.*coca_ViT-B-32:/path/to/file"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="coca", device="cpu")
+    assert not (tmp_path / "i").exists()
 
 
 def test_a_caption_query_on_an_index_without_captions_says_how_to_get_them(tmp_path: Path) -> None:
@@ -142,6 +159,8 @@ def test_caption_segments_merge_runs_and_stay_inside_the_media() -> None:
     found = [(0.0, "a red circle"), (2.0, "a red circle"), (4.0, "an empty background"), (6.0, "a red circle"), (8.0, "")]
     got = [(s.start, s.end, s.text) for s in _segments(found, stride=2.0, end=7.5)]
     assert got == [(0.0, 3.0, "a red circle"), (3.0, 5.0, "an empty background"), (5.0, 7.0, "a red circle")]
+    tail = [(s.start, s.end) for s in _segments([(0.0, "a"), (2.0, "a")], stride=2.0, end=3.6)]
+    assert tail == [(0.0, 3.6)]  # the last frame read stands until the end, when that is within a stride
 
 
 def test_shipped_synth_coca_captions_fresh_frames() -> None:

@@ -24,6 +24,7 @@ from .base import (
 )
 from .ast import DEFAULT_TAGGER, TAGGER_ALIASES
 from .coca import CAPTIONER_ALIASES, DEFAULT_CAPTIONER
+from .itm import DEFAULT_MATCHER, MATCHER_ALIASES
 from .text import DEFAULT_TEXT_MODEL
 
 __all__ = [
@@ -61,6 +62,8 @@ PRESETS: dict[str, EncoderSpec] = {
     "synth-ast": EncoderSpec("ast", "synth-ast", PACKAGED_PREFIX + "synth-ast", {"threshold": 0.5}),
     # The tiny CoCa trained to caption the world's frames (mmsearch.train.synth_coca); squashed as synth-clip.
     "synth-coca": EncoderSpec("coca", "synth-coca", PACKAGED_PREFIX + "synth-coca.pt", {"image_resize_mode": "squash"}),
+    # The tiny BLIP image-text matcher trained on the world's frames of one and two shapes (mmsearch.train.synth_itm).
+    "synth-itm": EncoderSpec("blip-itm", "synth-itm", PACKAGED_PREFIX + "synth-itm"),
 }
 
 DEFAULT_MODELS = {
@@ -69,8 +72,9 @@ DEFAULT_MODELS = {
     "sentence": (DEFAULT_TEXT_MODEL, None),  # what is said or written (issue #15)
     "ast": (DEFAULT_TAGGER, None),  # sound tags (issue #19)
     "coca": DEFAULT_CAPTIONER,  # moment captions (issue #19)
+    "blip-itm": (DEFAULT_MATCHER, None),  # cross-attention re-ranking (issue #19)
 }
-FLAGS = {"clip": "--model", "clap": "--audio-model", "sentence": "--text-model", "ast": "--sound-tags", "coca": "--captions"}
+FLAGS = {"clip": "--model", "clap": "--audio-model", "sentence": "--text-model", "ast": "--sound-tags", "coca": "--captions", "blip-itm": "--rerank-model"}
 
 
 def resolve_spec(model: str | None, pretrained: str | None = None, *, family: str = "clip") -> EncoderSpec:
@@ -86,6 +90,8 @@ def resolve_spec(model: str | None, pretrained: str | None = None, *, family: st
         model = CLAP_ALIASES.get(model, model)  # "general", "music"
     if family == "ast":
         model = TAGGER_ALIASES.get(model, model)  # "audioset"
+    if family == "blip-itm":
+        model = MATCHER_ALIASES.get(model, model)  # "blip"
     if family == "coca" and model in CAPTIONER_ALIASES:  # "coca"
         model, pretrained = CAPTIONER_ALIASES[model]
     if pretrained is None and family in ("clip", "coca"):
@@ -150,6 +156,13 @@ def _coca(spec: EncoderSpec, **options: Any) -> Any:
     from .coca import Captioner
 
     return Captioner(spec, **options)
+
+
+@register_family("blip-itm")
+def _blip_itm(spec: EncoderSpec, **options: Any) -> Any:
+    from .itm import ImageTextMatcher
+
+    return ImageTextMatcher(spec, **options)
 
 
 @register_family("clip")

@@ -76,6 +76,9 @@ class SynthConfig:
     noise_sigma: float = 4.0  # gaussian background noise, in 8-bit RGB units
     max_drift: float = 0.15  # max shape displacement over an event, fraction of frame size
     family: Family = "default"  # variation family of sounds, shapes and backgrounds (synth.families)
+    # issue #19's harder setting: with this probability a visual event shares the screen with a second
+    # shape of another caption (its own ground-truth row); the two keep to the frame's two halves
+    companion_probability: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _TUPLE_FIELDS:  # accept lists (e.g. from JSON/CLI) but store tuples
@@ -103,6 +106,7 @@ class SynthConfig:
         _check_range("events_per_audio", self.events_per_audio, lo=1, integer=True)
         _check_prob("audio_in_video_probability", self.audio_in_video_probability)
         _check_prob("webm_probability", self.webm_probability)
+        _check_prob("companion_probability", self.companion_probability)
         _check_range("sample_rate_range", self.sample_rate_range, lo=1, integer=True)
         if not _sample_rates("mp4", self.sample_rate_range):
             raise UsageError(

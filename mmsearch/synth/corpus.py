@@ -169,6 +169,7 @@ class _VideoPlan:
     sample_rate: int | None
     audio_events: tuple[_Segment, ...]  # in samples (pairing: rounded from frame times)
     audio_rows: tuple[tuple[float, float, str], ...]
+    companions: tuple[tuple[str, _ShapeTrack] | None, ...] = ()  # per event: a second shape on screen with it
 
 
 def _plan_video(rng: np.random.Generator, cfg: SynthConfig, webm_ok: bool) -> _VideoPlan:
@@ -203,9 +204,23 @@ def _plan_video(rng: np.random.Generator, cfg: SynthConfig, webm_ok: bool) -> _V
         else:
             audio_events = _plan_fill(rng, sample_rate, total, cfg.used_audio_captions, cfg)
             audio_rows = [(ev.start / sample_rate, ev.end / sample_rate, ev.caption) for ev in audio_events]
+    companions: list[tuple[str, _ShapeTrack] | None] = []
+    if cfg.companion_probability > 0:  # drawn last, so corpora without companions stay as they were
+        pool = cfg.used_visual_captions
+        new_tracks = list(tracks)
+        for k, ev in enumerate(events):
+            others = [c for c in pool if c != ev.caption]
+            if not others or rng.random() >= cfg.companion_probability:
+                companions.append(None)
+                continue
+            caption = others[int(rng.integers(len(others)))]
+            halves = [(0.0, 0.5), (0.5, 1.0)][:: 1 if rng.random() < 0.5 else -1]
+            new_tracks[k] = _plan_shape(rng, ev.caption, width, height, cfg.max_drift, cfg.family, halves[0])
+            companions.append((caption, _plan_shape(rng, caption, width, height, cfg.max_drift, cfg.family, halves[1])))
+        tracks = tuple(new_tracks)
     return _VideoPlan(
         width, height, fps, n_frames, container, background, tuple(events), tracks,
-        sample_rate, tuple(audio_events), tuple(audio_rows),
+        sample_rate, tuple(audio_events), tuple(audio_rows), tuple(companions),
     )
 
 
@@ -218,10 +233,12 @@ def _write_video(path: Path, plan: _VideoPlan, rng: np.random.Generator, cfg: Sy
         bank = render_family_background(rng, w, h, _NOISE_BANK, family=cfg.family)
     yuv_bank = [_rgb_frame_to_yuv420p(f) for f in bank]
     del bank
-    shape_yuv = []
-    for tr in plan.tracks:
+    def yuv_of(tr: _ShapeTrack) -> tuple[int, int, int]:
         y, u, v = _rgb_to_yuv(np.asarray(tr.rgb, dtype=np.float32))
-        shape_yuv.append((int(_to_u8(y)), int(_to_u8(u)), int(_to_u8(v))))
+        return int(_to_u8(y)), int(_to_u8(u)), int(_to_u8(v))
+
+    shape_yuv = [yuv_of(tr) for tr in plan.tracks]
+    companion_yuv = [yuv_of(c[1]) if c else None for c in plan.companions]
     audio = None
     if plan.sample_rate is not None:
         total = int(round(plan.n_frames / fps * plan.sample_rate))
@@ -254,6 +271,8 @@ def _write_video(path: Path, plan: _VideoPlan, rng: np.random.Generator, cfg: Sy
                 n = ev.end - ev.start
                 progress = (i - ev.start) / (n - 1) if n > 1 else 0.0
                 _draw_yuv(buf, h, w, plan.tracks[k], shape_yuv[k], progress)
+                if k < len(plan.companions) and plan.companions[k] is not None:
+                    _draw_yuv(buf, h, w, plan.companions[k][1], companion_yuv[k], progress)
             else:
                 buf = yuv_bank[i % _NOISE_BANK]
             frame = av.VideoFrame.from_ndarray(buf, format="yuv420p")
@@ -352,9 +371,12 @@ def generate_corpus(
         final = out / f"video_{i:0{width_v}d}.{plan.container}"
         _atomic_write(final, lambda tmp: _write_video(tmp, plan, rng, config))
         _remove_stale_siblings(final, _VIDEO_CONTAINERS)
-        for ev in plan.events:
+        for k, ev in enumerate(plan.events):
             rows.append(dict(file=final.name, modality="video", start=ev.start / plan.fps,
                              end=ev.end / plan.fps, caption=ev.caption))
+            if k < len(plan.companions) and plan.companions[k] is not None:  # a second shape on screen: an event too
+                rows.append(dict(file=final.name, modality="video", start=ev.start / plan.fps,
+                                 end=ev.end / plan.fps, caption=plan.companions[k][0]))
         for start, end, cap in plan.audio_rows:
             rows.append(dict(file=final.name, modality="audio", start=start, end=end, caption=cap))
 

@@ -145,8 +145,11 @@ def _family_colour(rng: np.random.Generator, colour: str, family: str) -> tuple[
 
 
 def _plan_shape(
-    rng: np.random.Generator, caption: str, width: int, height: int, max_drift: float = 0.15, family: str = "default"
+    rng: np.random.Generator, caption: str, width: int, height: int, max_drift: float = 0.15, family: str = "default",
+    region: tuple[float, float] = (0.0, 1.0),
 ) -> _ShapeTrack:
+    """A shape's track; ``region`` (fractions of the width) keeps it, drift included, within those columns
+    (two shapes in the two halves never overlap)."""
     colour, shape = parse_visual_caption(caption)
     if family == "default":
         rgb = _jitter_colour(rng, colour)
@@ -154,11 +157,12 @@ def _plan_shape(
     else:
         rgb = _family_colour(rng, colour, family)
         frac = fam.draw_band(rng, fam.SHAPE_SIZE_BANDS[family])
-    size = float(min(frac * height, width - 2, height - 2))
-    xmax, ymax = width - size, height - size
-    x0, y0 = rng.uniform(0, xmax), rng.uniform(0, ymax)
+    left, right = region[0] * width, region[1] * width
+    size = float(min(frac * height, right - left - 2, height - 2))
+    xmin, xmax, ymax = left, right - size, height - size
+    x0, y0 = rng.uniform(xmin, xmax), rng.uniform(0, ymax)
     dx, dy = rng.uniform(-max_drift, max_drift) * width, rng.uniform(-max_drift, max_drift) * height
-    x1, y1 = float(np.clip(x0 + dx, 0, xmax)), float(np.clip(y0 + dy, 0, ymax))
+    x1, y1 = float(np.clip(x0 + dx, xmin, xmax)), float(np.clip(y0 + dy, 0, ymax))
     return _ShapeTrack(shape, rgb, size, (float(x0), float(y0)), (x1, y1))
 
 
@@ -179,12 +183,14 @@ def render_visual_event(
     *,
     max_drift: float = 0.15,
     family: fam.Family = "default",
+    region: tuple[float, float] = (0.0, 1.0),
 ) -> np.ndarray:
     """Render a visual event as uint8 ``(n_frames, H, W, 3)`` with the shape drifting slowly.
 
     ``background``: None (random dark colour + noise, or the family's background), an
     RGB colour (plus noise), or an array ``(H, W, 3)`` / ``(n_frames, H, W, 3)`` used as
-    is. ``family`` (:mod:`mmsearch.synth.families`) sets the shape's size and shade.
+    is. ``family`` (:mod:`mmsearch.synth.families`) sets the shape's size and shade;
+    ``region`` (fractions of the width) the columns the shape stays in.
     """
     family = fam.check_family(family)  # type: ignore[assignment]
     parse_visual_caption(caption)
@@ -205,7 +211,7 @@ def render_visual_event(
     else:
         colour = random_background_colour(rng) if background is None else _as_rgb(background)
         frames = _noise_frames(rng, colour, width, height, n_frames, 4.0)
-    track = _plan_shape(rng, caption, width, height, max_drift, family)
+    track = _plan_shape(rng, caption, width, height, max_drift, family, region)
     for i in range(n_frames):
         _draw_rgb(frames[i], track, i / (n_frames - 1) if n_frames > 1 else 0.0)
     return frames

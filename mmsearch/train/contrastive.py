@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 
-__all__ = ["Groups", "ProgressFn", "info_nce_loss", "positive_mask", "train_contrastive", "warmup_cosine"]
+__all__ = ["Groups", "ProgressFn", "info_nce_loss", "positive_mask", "step_logger", "train_contrastive", "warmup_cosine"]
 
 Groups = Any  # None | 1-D ints (shared by both sides) | (groups_a, groups_b) | a 2-D (Na, Nb) weight tensor
 ProgressFn = Callable[[int, float, float], None]  # (step, loss, logit scale)
@@ -214,3 +214,23 @@ def train_contrastive(
         if progress is not None:
             progress(step, value, float(scale.detach() if isinstance(scale, torch.Tensor) else scale))
     return history
+
+
+def step_logger(steps: int, log_every: int, names: tuple[str, ...]) -> Callable[..., None]:
+    """A ``progress(step, *values)`` callback for training loops: every ``log_every`` steps (and at the
+    last) it prints the step, the mean of each named value since the last line, and the seconds so far."""
+    import time
+
+    t0 = time.time()
+    recent: list[tuple[float, ...]] = []
+
+    def report(step: int, *values: float) -> None:
+        recent.append(values)
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            means = [sum(v) / len(recent) for v in zip(*recent)]
+            recent.clear()
+            shown = "  ".join(f"{name} {mean:.4f}" for name, mean in zip(names, means))
+            print(f"step {step + 1}/{steps}  {shown}  {time.time() - t0:.0f}s", flush=True)
+
+    return report
+

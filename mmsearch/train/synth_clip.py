@@ -59,13 +59,14 @@ def _world_size(rng: np.random.Generator) -> tuple[int, int]:
 
 def render_training_frames(
     rng: np.random.Generator,
-    captions: Sequence[str | None],
+    captions: Sequence[str | tuple[str, str] | None],
     *,
     max_render_short: int = 200,
     max_noise_sigma: float = 3.0,
     family: str = "train",
 ) -> list[np.ndarray]:
-    """One decoded-looking frame per caption (None = background only, a gap between events).
+    """One decoded-looking frame per caption (None = background only, a gap between events; a pair of
+    captions = two shapes on screen together, one in each half of the frame).
 
     A video size is drawn as the synthetic world draws it; the frame is rendered at
     that size or, to keep training cheap, at a reduced size whose short side is at
@@ -100,8 +101,12 @@ def render_training_frames(
             img[:] = random_background_colour(rng)
         else:
             img = render_family_background(rng, rw, rh, 1, family=family)[0]
-        if cap is not None:
+        if isinstance(cap, str):
             img = render_visual_event(rng, cap, rw, rh, 1, img, family=family)[0]
+        elif cap:  # shapes on screen together: each in its own half of the frame, in a random order
+            halves = [(0.0, 0.5), (0.5, 1.0)][:: 1 if rng.random() < 0.5 else -1]
+            for one, region in zip(cap, halves):
+                img = render_visual_event(rng, one, rw, rh, 1, img, family=family, region=region)[0]
         tw, th = scaled_size(w, h, INPUT_SIZE)
         if (rw, rh) != (tw, th):
             img = np.array(Image.fromarray(img).resize((tw, th), Image.Resampling.BILINEAR))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .contrastive import warmup_cosine
+from .contrastive import step_logger, warmup_cosine
 from .synth_clip import save_open_clip_checkpoint, synth_clip_batches
 
 __all__ = ["GAP_CAPTION", "SYNTH_COCA", "caption_accuracy", "main", "train_synth_coca"]
@@ -155,15 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.out:
         parser.error("give --out CHECKPOINT to train, or --eval CHECKPOINT")
     t0 = time.time()
-    recent: list[tuple[float, float]] = []
-
-    def report(step: int, contrastive: float, captioning: float) -> None:
-        recent.append((contrastive, captioning))
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            c, k = (sum(v) / len(recent) for v in zip(*recent))
-            recent.clear()
-            print(f"step {step + 1}/{args.steps}  contrastive {c:.4f}  caption {k:.4f}  {time.time() - t0:.0f}s", flush=True)
-
+    report = step_logger(args.steps, args.log_every, ("contrastive", "caption"))
     train_synth_coca(args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr, progress=report)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB) in {time.time() - t0:.0f}s")
     return 0
