@@ -279,6 +279,8 @@ def query(
                "modified_after": modified_after, "modified_before": modified_before, "languages": language, "tags": tag}
     where = media_filter(**options)
     if batch is not None:
+        if rerank:
+            raise UsageError("--rerank is for one query at a time, not --batch")
         _query_batch(batch, index=index, modality=modality, k=k, videos=videos, exhaustive=exhaustive, device=device, where=where)
         return
     given = [q for q in (text, image, audio) if q is not None]

@@ -47,7 +47,9 @@ def test_index_then_query_by_frame_json(video_corpus, random_clip_checkpoint, tm
     again_json = json.loads(run("query", "--image", str(tmp_path / "frame.png"), "--json", "-k", "3", "--index", relative).stdout)
     assert again_json["query"]["index"] == os.path.abspath(index_dir) and again_json["results"] == payload["results"]
     top = payload["results"][0]
-    assert set(top) == {"path", "start", "end", "score", "video_score", "modality", "moment_score", "text", "media_id", "tags", "caption"}
+    assert set(top) == {"path", "start", "end", "score", "video_score", "modality", "moment_score", "text", "media_id", "tags", "caption",
+                        "match_score"}
+    assert top["match_score"] is None  # the matcher's probability comes with --rerank only
     assert top["tags"] is None  # sound tags come with sound results of an index that has them
     assert top["caption"] is None  # captions come with results of an index that has them
     assert top["path"] == str(video_corpus["root"] / "b.mp4") and os.path.isabs(top["path"])

@@ -136,6 +136,10 @@ def test_cli_rerank_json_and_its_errors(together: dict) -> None:
     assert answer["query"]["rerank"] is True and all(r["match_score"] is not None for r in answer["results"])
     bad = CliRunner().invoke(app, ["query", caption, "--rerank-model", "synth-itm", "--index", str(together["index"]), "--local"])
     assert isinstance(bad.exception, UsageError) and "add --rerank" in str(bad.exception)
+    queries = together["index"].parent / "queries.txt"
+    queries.write_text(caption + "\n")
+    batch = CliRunner().invoke(app, ["query", "--batch", str(queries), "--rerank", "--index", str(together["index"]), "--local"])
+    assert isinstance(batch.exception, UsageError) and "--batch" in str(batch.exception)
 
 
 def test_server_reranks_when_asked(together: dict) -> None:

@@ -83,7 +83,7 @@ class Captioner(ClipEncoder):
         self.max_tokens = int(max_tokens)
 
     def identity(self) -> dict[str, Any]:
-        """What makes two captioners write the same captions (recorded in the index)."""
+        """What makes two captioners write the same captions (the index records the captioner by the name given)."""
         return {**super().identity(), "family": "coca", "decoding": "greedy", "max_tokens": self.max_tokens}
 
     def caption(self, frames: np.ndarray | list[np.ndarray]) -> list[str]:
