@@ -362,12 +362,16 @@ def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | No
     captioned = any(r.get("caption") for r in results)
     if captioned:
         table.add_column("caption", overflow="fold")
+    matched = answer["query"].get("rerank")
+    if matched:
+        table.add_column("match", justify="right", no_wrap=True)  # --rerank: the matcher's probability
     for i, r in enumerate(results, 1):
         cells = [
             str(i), _plain(r["path"]), _clock(r["start"]), _clock(r["end"]), f"{r['score']:.3f}",
             "" if r.get("video_score") is None else f"{r['video_score']:.3f}", r["modality"],
         ]
-        table.add_row(*cells, *_described(r, words=words, tagged=tagged, captioned=captioned))
+        match = ["–" if r.get("match_score") is None else f"{r['match_score']:.3f}"] if matched else []
+        table.add_row(*cells, *_described(r, words=words, tagged=tagged, captioned=captioned), *match)
     console.print(table)
 
 

@@ -134,6 +134,8 @@ def test_cli_rerank_json_and_its_errors(together: dict) -> None:
     assert out.exit_code == 0, out.output
     answer = json.loads(out.stdout)
     assert answer["query"]["rerank"] is True and all(r["match_score"] is not None for r in answer["results"])
+    table = CliRunner().invoke(app, ["query", caption, "--rerank", "--index", str(together["index"]), "--local", "-k", "2"])
+    assert table.exit_code == 0 and "match" in table.stdout
     bad = CliRunner().invoke(app, ["query", caption, "--rerank-model", "synth-itm", "--index", str(together["index"]), "--local"])
     assert isinstance(bad.exception, UsageError) and "add --rerank" in str(bad.exception)
     queries = together["index"].parent / "queries.txt"

@@ -26,6 +26,7 @@ from .visual import (
     _ShapeTrack,
     _to_u8,
     random_background_colour,
+    random_halves,
     render_family_background,
 )
 from .vocabulary import (
@@ -214,7 +215,7 @@ def _plan_video(rng: np.random.Generator, cfg: SynthConfig, webm_ok: bool) -> _V
                 companions.append(None)
                 continue
             caption = others[int(rng.integers(len(others)))]
-            halves = [(0.0, 0.5), (0.5, 1.0)][:: 1 if rng.random() < 0.5 else -1]
+            halves = random_halves(rng)
             new_tracks[k] = _plan_shape(rng, ev.caption, width, height, cfg.max_drift, cfg.family, halves[0])
             companions.append((caption, _plan_shape(rng, caption, width, height, cfg.max_drift, cfg.family, halves[1])))
         tracks = tuple(new_tracks)

@@ -166,6 +166,12 @@ def _plan_shape(
     return _ShapeTrack(shape, rgb, size, (float(x0), float(y0)), (x1, y1))
 
 
+def random_halves(rng: np.random.Generator) -> list[tuple[float, float]]:
+    """The frame's left and right halves (fractions of its width), in a random order: where two shapes
+    shown together go (``region`` of :func:`render_visual_event`)."""
+    return [(0.0, 0.5), (0.5, 1.0)][:: 1 if rng.random() < 0.5 else -1]
+
+
 def _draw_rgb(frame: np.ndarray, track: _ShapeTrack, progress: float) -> None:
     h, w = frame.shape[:2]
     x, y = track.xy(progress)

@@ -85,6 +85,7 @@ def render_training_frames(
 
     from ..media import scaled_size
     from ..synth import degrade_image, random_background_colour, render_family_background, render_visual_event
+    from ..synth.visual import random_halves
     from ..synth.families import check_family
 
     check_family(family)
@@ -104,8 +105,7 @@ def render_training_frames(
         if isinstance(cap, str):
             img = render_visual_event(rng, cap, rw, rh, 1, img, family=family)[0]
         elif cap:  # shapes on screen together: each in its own half of the frame, in a random order
-            halves = [(0.0, 0.5), (0.5, 1.0)][:: 1 if rng.random() < 0.5 else -1]
-            for one, region in zip(cap, halves):
+            for one, region in zip(cap, random_halves(rng)):
                 img = render_visual_event(rng, one, rw, rh, 1, img, family=family, region=region)[0]
         tw, th = scaled_size(w, h, INPUT_SIZE)
         if (rw, rh) != (tw, th):
