@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import EncoderError
 from .base import EncoderSpec, resolve_device
-from .clap import _offline_message, _quiet_loading, _short, hub_source, prepared_clips
+from .clap import _offline_message, hub_source, load_pretrained, prepared_clips
 
 DEFAULT_TAGGER = "MIT/ast-finetuned-audioset-10-10-0.4593"
 TAGGER_ALIASES = {"audioset": DEFAULT_TAGGER}  # what --sound-tags takes besides hub ids, directories and synth-ast
@@ -56,18 +56,10 @@ class SoundTagger:
         where = hub_source(spec.pretrained or spec.model or DEFAULT_TAGGER, flag="--sound-tags",
                            what="an AST model", message=_tagger_offline_message)
         self._weights_id, self._revision, self.source = where.weights_id, where.revision, where.path
-        try:
-            from transformers import ASTFeatureExtractor, ASTForAudioClassification
-
-            with _quiet_loading():
-                self.feature_extractor = ASTFeatureExtractor.from_pretrained(where.path)
-                model = ASTForAudioClassification.from_pretrained(where.path)
-        except Exception as exc:  # download, cache or file failure: one clear paragraph
-            if not where.local:
-                raise EncoderError(_tagger_offline_message(where.path, _short(exc))) from None
-            raise EncoderError(f"could not load the AST model in {where.path}: {_short(exc)}") from None
-        if getattr(model.config, "model_type", None) != "audio-spectrogram-transformer":
-            raise EncoderError(f"{where.path} is a {model.config.model_type!r} model, not an Audio Spectrogram Transformer")
+        self.feature_extractor, model = load_pretrained(
+            where, "ASTFeatureExtractor", "ASTForAudioClassification", what="the AST model",
+            model_type="audio-spectrogram-transformer", expected="an Audio Spectrogram Transformer", message=_tagger_offline_message,
+        )
         self._dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.model = model.eval().to(self.device, self._dtype)
         self.labels: list[str] = [str(model.config.id2label[i]) for i in range(int(model.config.num_labels))]

@@ -129,6 +129,32 @@ def directory_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def load_pretrained(
+    where: HubSource, processor_class: str, model_class: str, *, what: str, model_type: str, expected: str,
+    message: Callable[[str, str], str] = _offline_message,
+) -> tuple[Any, Any]:
+    """``(processor, model)``: transformers' ``processor_class`` and ``model_class`` (names in
+    ``transformers``) loaded with ``from_pretrained`` from ``where`` (:func:`hub_source`), as CLAP,
+    AST and BLIP load. Raises :class:`EncoderError`: ``message`` for a hub model that could not be
+    fetched, "could not load {what} in ..." for a local one, "... not {expected}" for a model whose
+    ``model_type`` is not ``model_type``."""
+    try:
+        import transformers
+
+        with _quiet_loading():
+            processor = getattr(transformers, processor_class).from_pretrained(where.path)
+            model = getattr(transformers, model_class).from_pretrained(where.path)
+    except EncoderError:
+        raise
+    except Exception as exc:  # download, cache or file failure: one clear paragraph
+        if not where.local:
+            raise EncoderError(message(where.path, _short(exc))) from None
+        raise EncoderError(f"could not load {what} in {where.path}: {_short(exc)}") from None
+    if getattr(model.config, "model_type", None) != model_type:
+        raise EncoderError(f"{where.path} is a {model.config.model_type!r} model, not {expected}")
+    return processor, model
+
+
 @contextlib.contextmanager
 def _quiet_loading() -> Iterator[None]:
     """No progress bars while weights load (the CLI draws its own)."""
@@ -219,23 +245,9 @@ class ClapEncoder:
         self.device = resolve_device(device)
         self.batch_size = batch_size or (64 if self.device.type == "cuda" else 8)
         where = hub_source(spec.pretrained or spec.model or DEFAULT_CLAP_MODEL, flag="--audio-model", what="a CLAP model")
-        source, local = where.path, where.local
-        self._weights_id, self._revision = where.weights_id, where.revision
-        self.source = source
-        try:
-            from transformers import ClapModel, ClapProcessor
-
-            with _quiet_loading():
-                processor = ClapProcessor.from_pretrained(source)
-                model = ClapModel.from_pretrained(source)
-        except EncoderError:
-            raise
-        except Exception as exc:  # download, cache or file failure: one clear paragraph
-            if not local:
-                raise EncoderError(_offline_message(source, _short(exc))) from None
-            raise EncoderError(f"could not load the CLAP model in {source}: {_short(exc)}") from None
-        if getattr(model.config, "model_type", None) != "clap":
-            raise EncoderError(f"{source} is a {model.config.model_type!r} model, not a CLAP model")
+        self._weights_id, self._revision, self.source = where.weights_id, where.revision, where.path
+        processor, model = load_pretrained(where, "ClapProcessor", "ClapModel", what="the CLAP model", model_type="clap",
+                                           expected="a CLAP model")
         self._dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         model.eval().to(self.device, self._dtype)
         self.model = model

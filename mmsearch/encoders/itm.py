@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EncoderError
 from .base import EncoderSpec, resolve_device
-from .clap import _quiet_loading, _short, hub_source
+from .clap import hub_source, load_pretrained
 from .clip import preprocess_frames
 
 __all__ = ["DEFAULT_MATCHER", "ImageTextMatcher", "MATCHER_ALIASES"]
@@ -61,18 +60,10 @@ class ImageTextMatcher:
         where = hub_source(spec.pretrained or spec.model or DEFAULT_MATCHER, flag="--rerank-model",
                            what="a BLIP image-text matching model", message=_matcher_offline_message)
         self._weights_id, self._revision, self.source = where.weights_id, where.revision, where.path
-        try:
-            from transformers import BlipForImageTextRetrieval, BlipProcessor
-
-            with _quiet_loading():
-                self.processor = BlipProcessor.from_pretrained(where.path)
-                model = BlipForImageTextRetrieval.from_pretrained(where.path)
-        except Exception as exc:  # download, cache or file failure: one clear paragraph
-            if not where.local:
-                raise EncoderError(_matcher_offline_message(where.path, _short(exc))) from None
-            raise EncoderError(f"could not load the BLIP matching model in {where.path}: {_short(exc)}") from None
-        if getattr(model.config, "model_type", None) != "blip":
-            raise EncoderError(f"{where.path} is a {model.config.model_type!r} model, not BLIP")
+        self.processor, model = load_pretrained(
+            where, "BlipProcessor", "BlipForImageTextRetrieval", what="the BLIP matching model", model_type="blip",
+            expected="BLIP", message=_matcher_offline_message,
+        )
         self._dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.model = model.eval().to(self.device, self._dtype)
         ip = self.processor.image_processor
