@@ -144,6 +144,10 @@ def test_bad_local_paths(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="no such directory"):
         ClapEncoder(EncoderSpec("clap", str(tmp_path / "nowhere")), device="cpu")
+    weights = tmp_path / "model.safetensors"  # a file where a model directory belongs
+    weights.write_bytes(b"x")
+    with pytest.raises(UsageError, match="model.safetensors: a file, not a model directory"):
+        ClapEncoder(EncoderSpec("clap", str(weights)), device="cpu")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(EncoderError, match="no weights file"):

@@ -105,8 +105,9 @@ def hub_source(raw: str, *, flag: str, what: str, message: Callable[[str, str], 
     if os.path.isdir(source):
         return HubSource(source, "sha256:" + directory_sha256(source), True)
     if _looks_like_path(source):
+        found = "a file, not a model directory" if os.path.exists(source) else "no such directory"
         raise UsageError(
-            f"{flag} {source}: no such directory ({what} directory holds config.json, "
+            f"{flag} {source}: {found} ({what} directory holds config.json, "
             "model.safetensors and the processor files written by save_pretrained)"
         )
     _check_weights_reachable(source, message)
