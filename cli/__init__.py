@@ -106,7 +106,7 @@ def index(
     speech: Annotated[bool, typer.Option("--speech/--no-speech", help="Index what is said: speech (Whisper) and subtitles.")] = True,
     ocr: Annotated[bool, typer.Option("--ocr/--no-ocr", help="Index text on screen (RapidOCR) in videos and images.")] = True,
     captions: Annotated[
-        Optional[str], typer.Option("--captions", help="Caption each moment window (its middle frame) and each image with CoCa: coca (coca_ViT-B-32, mscoco_finetuned_laion2b_s13b_b90k), an open_clip coca_* model, NAME:CHECKPOINT, or synth-coca; searchable with --modality caption \\[default: none; an index with captions keeps its captioner].")
+        Optional[str], typer.Option("--captions", help="Caption each moment window (its middle frame) and each image: CoCa (coca = coca_ViT-B-32 mscoco_finetuned_laion2b_s13b_b90k, an open_clip coca_* model, NAME:CHECKPOINT, synth-coca) or BLIP (blip = Salesforce/blip-image-captioning-base, a BLIP captioning hub id or save_pretrained directory, synth-blip); searchable with --modality caption \\[default: none; an index with captions keeps its captioner].")
     ] = None,
     asr_model: Annotated[
         Optional[str], typer.Option("--asr-model", help="faster-whisper model name (base, small, large-v3) or directory \\[default: base].")

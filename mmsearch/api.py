@@ -116,11 +116,13 @@ def index_paths(
     with ``text_model`` (a sentence-transformers name or directory, default all-MiniLM-L6-v2).
 
     ``captions``: caption each moment window of videos (its middle frame) and each image with a CoCa
-    captioner (:mod:`mmsearch.encoders.coca`): ``coca`` (``coca_ViT-B-32``,
-    ``mscoco_finetuned_laion2b_s13b_b90k``), an open_clip CoCa name, ``NAME:PRETRAINED`` (a tag or
-    a checkpoint file) or the tiny ``synth-coca``; the captions become the ``caption`` space of words.
-    Recorded in the index: later runs keep captioning with it (a file indexed before is captioned
-    then). Raises :class:`UsageError` for a name that is not a CoCa or a checkpoint that is not there.
+    (:mod:`mmsearch.encoders.coca`): ``coca`` (``coca_ViT-B-32``, ``mscoco_finetuned_laion2b_s13b_b90k``),
+    an open_clip CoCa name, ``NAME:PRETRAINED`` (a tag or a checkpoint file) or the tiny ``synth-coca``;
+    or with a BLIP captioner (:class:`mmsearch.encoders.blip.BlipCaptioner`): ``blip``
+    (``Salesforce/blip-image-captioning-base``), a hub id or ``save_pretrained`` directory, or the tiny
+    ``synth-blip``. The captions become the ``caption`` space of words. Recorded in the index: later
+    runs keep captioning with it (a file indexed before is captioned then). Raises :class:`UsageError`
+    for a name that is no captioner or a checkpoint or directory that is not there.
 
     ``freeze_text``: afterwards, freeze the text towers queries use (:func:`freeze_text_towers`), so a
     query in a fresh process answers in a fraction of the time.
@@ -769,7 +771,7 @@ class Index:
             return self._encoders[key]
 
     def rerank(self, text: str, found: list[SearchResult], *, model: str | None = None) -> list[SearchResult]:
-        """``found`` scored again with an image-text matcher (:class:`mmsearch.encoders.itm.ImageTextMatcher`,
+        """``found`` scored again with an image-text matcher (:class:`mmsearch.encoders.blip.ImageTextMatcher`,
         BLIP's ITM head: the query's words cross-attend to the patches of the picture on screen at the
         middle of each moment, as ViLBERT and VL-BERT's co-attention does), best first.
 

@@ -2,7 +2,8 @@
 
 A video's frames are read every ``stride`` seconds (the moment windows' stride: with the default
 4 s windows and 2 s stride each frame read is the middle frame of one moment window) and
-captioned by a CoCa (:class:`mmsearch.encoders.coca.Captioner`). A caption stands for the stride
+captioned by a CoCa (:class:`mmsearch.encoders.coca.Captioner`) or a BLIP captioner
+(:class:`mmsearch.encoders.blip.BlipCaptioner`). A caption stands for the stride
 around its frame, ``[t - stride/2, t + stride/2)`` within the media, and frames in a row that get
 the same caption become one segment, so a query for the words finds the whole stretch. An image
 gets one caption at ``[0, 0]``. Times are seconds from the start of the media as a player shows it
@@ -24,7 +25,9 @@ __all__ = ["SOURCE", "caption_image", "caption_video", "captioner_spec", "check_
 SOURCE = "caption"
 
 
-_WHAT = "--captions takes coca, synth-coca, an open_clip CoCa ({names}) or NAME:CHECKPOINT"
+_WHAT = ("--captions takes coca, synth-coca, an open_clip CoCa ({names}) or NAME:CHECKPOINT; "
+         "or blip, synth-blip, a BLIP captioning model's hub id or directory")
+_CAPTION_FAMILIES = ("coca", "blip-caption")
 
 
 def _coca_names() -> str:
@@ -33,16 +36,32 @@ def _coca_names() -> str:
     return ", ".join(n for n in open_clip.list_models() if "coca" in n.lower())
 
 
+def _names_blip(name: str) -> bool:
+    """Whether ``--captions NAME`` names a BLIP captioner: ``blip``, a hub id (``org/name``) or a directory.
+    ``NAME:PRETRAINED`` and open_clip model names are CoCa."""
+    from .encoders.blip import BLIP_CAPTIONER_ALIASES
+
+    if name in BLIP_CAPTIONER_ALIASES or os.path.isdir(os.path.expanduser(name)):
+        return True
+    return ":" not in name and ("/" in name or os.sep in name or name.startswith(("~", ".")))
+
+
 def captioner_spec(name: str) -> Any:
-    """The :class:`~mmsearch.encoders.base.EncoderSpec` of what ``--captions`` names: ``coca``,
-    ``synth-coca``, an open_clip CoCa model name, or ``NAME:PRETRAINED`` (a pretrained tag or a
-    checkpoint file). Raises :class:`UsageError` for a name that is no CoCa."""
-    from .encoders import resolve_spec
+    """The :class:`~mmsearch.encoders.base.EncoderSpec` of what ``--captions`` names: a CoCa
+    (``coca``, ``synth-coca``, an open_clip CoCa model name, or ``NAME:PRETRAINED`` with a pretrained
+    tag or a checkpoint file) or a BLIP captioner (``blip``, ``synth-blip``, a hub id or a directory
+    written by ``save_pretrained``). Raises :class:`UsageError` for a name that is no captioner."""
+    from .encoders import PRESETS, resolve_spec
     from .errors import EncoderError
 
-    model, _, pretrained = str(name).partition(":")
+    name = str(name)
+    model, _, pretrained = name.partition(":")
     if not model.strip():
         raise UsageError(_WHAT.format(names=_coca_names()))
+    if name in PRESETS and PRESETS[name].family in _CAPTION_FAMILIES:
+        return PRESETS[name]
+    if _names_blip(name):
+        return resolve_spec(name, family="blip-caption")
     try:
         return resolve_spec(model, pretrained or None, family="coca")
     except EncoderError:  # open_clip knows no such model
@@ -50,25 +69,41 @@ def captioner_spec(name: str) -> Any:
 
 
 def check_captioner(name: str, *, load: bool = False) -> str:
-    """``name`` when it names a CoCa whose weights could be loaded (an open_clip CoCa config, a
-    checkpoint file that exists; with ``load``, weights that load, which downloads them once);
-    raises :class:`UsageError` otherwise (:class:`~mmsearch.errors.EncoderError` for weights that
-    cannot be loaded), in one line, before any file is read."""
+    """``name`` (a directory or checkpoint file in it made absolute) when it names a captioner whose weights could be loaded (a CoCa: an open_clip CoCa
+    config, a checkpoint file that exists; a BLIP: a directory that exists or a hub id; with ``load``,
+    weights that load, which downloads them once); raises :class:`UsageError` otherwise
+    (:class:`~mmsearch.errors.EncoderError` for weights that cannot be loaded), in one line, before
+    any file is read."""
     import open_clip
 
-    from .encoders.base import resolve_weights
+    from .encoders.base import PACKAGED_PREFIX, resolve_weights
     from .encoders.clip import register_packaged_configs
     from .errors import EncoderError
 
     spec = captioner_spec(name)
+    if spec.family == "blip-caption":  # the path checks and the offline message are hub_source's
+        if os.path.isdir(os.path.expanduser(name)):  # recorded in the index: found from any directory later runs start in
+            name = os.path.abspath(os.path.expanduser(name))
+        if load:
+            load_captioner(name, device="cpu")
+        else:
+            from .encoders.blip import BlipCaptioner
+            from .encoders.clap import hub_source
+
+            hub_source(spec.pretrained or spec.model, flag=BlipCaptioner.flag, what=f"a {BlipCaptioner.what}",
+                       message=BlipCaptioner.offline_message)
+        return name
     register_packaged_configs()
     config = open_clip.get_model_config(spec.model) or {}
     if "multimodal_cfg" not in config:
         raise UsageError(f"--captions {name}: {spec.model} is not a CoCa model (it writes no captions); "
                          + _WHAT.format(names=_coca_names()))
     pretrained = resolve_weights(spec.pretrained) or ""
-    if (os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))) and not os.path.isfile(pretrained):
-        raise UsageError(f"--captions {name}: no such checkpoint file {pretrained}")
+    if os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        if not os.path.isfile(pretrained):
+            raise UsageError(f"--captions {name}: no such checkpoint file {pretrained}")
+        if ":" in name and not spec.pretrained.startswith(PACKAGED_PREFIX):  # a file the user named: recorded in the index
+            name = f"{spec.model}:{os.path.abspath(pretrained)}"
     if load:
         try:
             load_captioner(name, device="cpu")
@@ -79,11 +114,13 @@ def check_captioner(name: str, *, load: bool = False) -> str:
                 f"once so open_clip can download them, or give a checkpoint file with --captions {spec.model}:/path/to/file, "
                 "or use --captions synth-coca offline"
             ) from None
-    return str(name)
+    return name
 
 
 def load_captioner(name: str, *, device: str = "cpu") -> Any:
-    """The :class:`~mmsearch.encoders.coca.Captioner` that ``name`` names (see :func:`captioner_spec`)."""
+    """The captioner that ``name`` names (see :func:`captioner_spec`): a
+    :class:`~mmsearch.encoders.coca.Captioner` or a :class:`~mmsearch.encoders.blip.BlipCaptioner`;
+    both have ``caption(frames) -> list[str]`` and ``input_size``."""
     from .encoders import create_encoder
 
     return create_encoder(captioner_spec(name), device=device)

@@ -49,7 +49,7 @@ class IngestConfig:
     skip_similar: bool = True  # skip sampled frames that repeat the last embedded one (mmsearch.frameskip)
     skip_nonref: bool = True  # PyAV: decode no frame that no other frame refers to (FFmpeg's skip_frame=NONREF)
     image_runtime: str = "torch"  # the CLIP image tower on a CPU: "torch" (fp32) or "onnx-int8" (ONNX Runtime, int8)
-    captions: str | None = None  # the CoCa captioner of the caption space (mmsearch.captions); None: no captions
+    captions: str | None = None  # the captioner of the caption space, CoCa or BLIP (mmsearch.captions); None: no captions
 
     def __post_init__(self) -> None:
         if not self.fps > 0:

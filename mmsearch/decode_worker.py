@@ -62,7 +62,7 @@ class DecodeTask:
     audio: AudioSpec | None = None  # decode sound (videos, audio files)
     speech: str | None = None  # transcribe with this faster-whisper model (name or directory); also reads subtitles
     ocr_interval: float | None = None  # read on-screen text every this many seconds (videos, images)
-    captions: str | None = None  # caption frames with this CoCa (mmsearch.captions.captioner_spec); None: no captions
+    captions: str | None = None  # caption frames with this captioner (mmsearch.captions.captioner_spec); None: no captions
     caption_stride: float = 2.0  # seconds between the frames captioned (the moment windows' stride)
     asr_device: str = "cpu"  # where the decoder's models run (Whisper, the captioner): "cuda" beside a GPU encoder
     skip_similar: bool = False  # leave out sampled frames that repeat the last one sent (mmsearch.frameskip)

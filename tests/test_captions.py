@@ -214,3 +214,91 @@ def test_cli_caption_query_json_and_table(captioned: dict) -> None:
     assert table.exit_code == 0 and "caption" in table.stdout
     shown = CliRunner().invoke(app, ["info", "--index", str(captioned["index"])])
     assert "captions=synth-coca" in shown.stdout and "space caption" in shown.stdout
+
+
+def _tiny_blip(directory: Path, head: str = "BlipForConditionalGeneration") -> Path:
+    """BLIP's layout made small, random weights, written by save_pretrained as a user's model directory is."""
+    import torch
+
+    from mmsearch.train.synth_itm import build_model, save_model_dir
+
+    torch.manual_seed(0)
+    model, processor = build_model(32, head=head, positions=32)
+    return save_model_dir(model, processor, directory)
+
+
+def test_blip_captioner_loads_a_saved_directory_as_users_do(tmp_path: Path) -> None:
+    """transformers' BlipForConditionalGeneration, random weights saved with save_pretrained, loaded by the
+    path `--captions DIR` takes; a BLIP saved with the other head is refused by both flags."""
+
+    from mmsearch.captions import check_captioner, load_captioner
+    from mmsearch.encoders import EncoderSpec, create_encoder
+
+    directory = _tiny_blip(tmp_path / "blip-cap")
+    assert check_captioner(str(directory), load=True) == str(directory)
+    captioner = load_captioner(str(directory), device="cpu")
+    identity = captioner.identity()
+    assert identity["family"] == "blip-caption" and identity["pretrained"].startswith("sha256:") and captioner.input_size == 64
+    captioner.max_tokens = 5
+    rng = np.random.default_rng(0)
+    said = captioner.caption([rng.integers(0, 255, (90, 160, 3), dtype=np.uint8), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)])
+    assert len(said) == 2 and all(isinstance(s, str) for s in said)
+    assert all(len(captioner.processor.tokenizer(s, add_special_tokens=False)["input_ids"]) <= 5 for s in said)
+    longest = captioner.caption(rng.integers(0, 255, (2, 90, 160, 3), dtype=np.uint8), stop_at_end=False)
+    assert all(len(captioner.processor.tokenizer(s, add_special_tokens=False)["input_ids"]) >= 4 for s in longest), longest
+    matcher_dir = _tiny_blip(tmp_path / "blip-itm", head="BlipForImageTextRetrieval")
+    with pytest.raises(EncoderError, match="--captions .*saved as BlipForImageTextRetrieval, an image-text matcher"):
+        load_captioner(str(matcher_dir), device="cpu")
+    with pytest.raises(EncoderError, match="--rerank-model .*saved as BlipForConditionalGeneration, a captioner"):
+        create_encoder(EncoderSpec("blip-itm", str(directory)), device="cpu")
+
+
+def test_blip_captions_that_cannot_be_loaded_are_refused_before_any_file_is_read(tmp_path: Path) -> None:
+    with pytest.raises(EncoderError, match="BLIP model 'Salesforce/blip-image-captioning-base'.*--captions synth-blip"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="blip", device="cpu")
+    with pytest.raises(UsageError, match="--captions /no/such/dir: no such directory"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="/no/such/dir", device="cpu")
+    with pytest.raises(UsageError, match="synth-itm is a blip-itm model: pass it with --rerank-model"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="synth-itm", device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EncoderError, match="empty: no weights file"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=str(tmp_path / "empty"), device="cpu")
+    broken = _tiny_blip(tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(EncoderError, match="could not load the BLIP captioning model in .*broken"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=str(broken), device="cpu")
+    assert not (tmp_path / "i").exists()
+
+
+def test_shipped_synth_blip_captions_fresh_frames() -> None:
+    from mmsearch.captions import load_captioner
+    from mmsearch.train.synth_coca import caption_accuracy
+
+    captioner = load_captioner("synth-blip", device="cpu")
+    assert type(captioner).__name__ == "BlipCaptioner"
+    score = caption_accuracy(captioner, seed=11, per_caption=4, family="train")
+    assert score["names_colour_and_shape"] >= 0.9 and score["background_right"] >= 0.75, score
+
+
+def test_cli_indexes_with_blip_captions_and_finds_the_moment_by_its_words(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+    from mmsearch.synth import SynthConfig, generate_corpus
+
+    truth = generate_corpus(tmp_path / "media", videos=2, audio=0, seed=SEED + 6,
+                            config=SynthConfig(max_size=(320, 180), events_per_video=(2, 2), event_seconds=(4.0, 8.0)))
+    index = tmp_path / "index"
+    made = CliRunner().invoke(app, ["index", str(tmp_path / "media"), "--index", str(index), "--model", "synth-clip", "--no-audio",
+                                    "--no-speech", "--no-ocr", "--captions", "synth-blip", "--device", "cpu"])
+    assert made.exit_code == 0, made.output
+    assert "captions=synth-blip" in CliRunner().invoke(app, ["info", "--index", str(index)]).stdout
+    shown = sorted({r["caption"] for r in truth if r["modality"] == "video"})
+    found = 0
+    for query in shown:
+        out = CliRunner().invoke(app, ["query", query, "--modality", "caption", "--index", str(index), "--local", "--json", "-k", "1"])
+        assert out.exit_code == 0, out.output
+        hit = json.loads(out.stdout)["results"][0]
+        found += hit["caption"] == query and any(
+            r["caption"] == query and min(r["end"], hit["end"]) > max(r["start"], hit["start"]) for r in _events(truth, Path(hit["path"]).name))
+    assert found >= 0.75 * len(shown), (found, shown)

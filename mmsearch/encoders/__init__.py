@@ -24,7 +24,7 @@ from .base import (
 )
 from .ast import DEFAULT_TAGGER, TAGGER_ALIASES
 from .coca import CAPTIONER_ALIASES, DEFAULT_CAPTIONER
-from .itm import DEFAULT_MATCHER, MATCHER_ALIASES
+from .blip import BLIP_CAPTIONER_ALIASES, DEFAULT_BLIP_CAPTIONER, DEFAULT_MATCHER, MATCHER_ALIASES
 from .text import DEFAULT_TEXT_MODEL
 
 __all__ = [
@@ -64,6 +64,8 @@ PRESETS: dict[str, EncoderSpec] = {
     "synth-coca": EncoderSpec("coca", "synth-coca", PACKAGED_PREFIX + "synth-coca.pt", {"image_resize_mode": "squash"}),
     # The tiny BLIP image-text matcher trained on the world's frames of one and two shapes (mmsearch.train.synth_itm).
     "synth-itm": EncoderSpec("blip-itm", "synth-itm", PACKAGED_PREFIX + "synth-itm"),
+    # The tiny BLIP captioner trained to caption the world's frames (mmsearch.train.synth_blip).
+    "synth-blip": EncoderSpec("blip-caption", "synth-blip", PACKAGED_PREFIX + "synth-blip"),
 }
 
 DEFAULT_MODELS = {
@@ -73,8 +75,10 @@ DEFAULT_MODELS = {
     "ast": (DEFAULT_TAGGER, None),  # sound tags (issue #19)
     "coca": DEFAULT_CAPTIONER,  # moment captions (issue #19)
     "blip-itm": (DEFAULT_MATCHER, None),  # cross-attention re-ranking (issue #19)
+    "blip-caption": (DEFAULT_BLIP_CAPTIONER, None),  # moment captions by BLIP (issue #19)
 }
-FLAGS = {"clip": "--model", "clap": "--audio-model", "sentence": "--text-model", "ast": "--sound-tags", "coca": "--captions", "blip-itm": "--rerank-model"}
+FLAGS = {"clip": "--model", "clap": "--audio-model", "sentence": "--text-model", "ast": "--sound-tags", "coca": "--captions", "blip-itm": "--rerank-model",
+         "blip-caption": "--captions"}
 
 
 def resolve_spec(model: str | None, pretrained: str | None = None, *, family: str = "clip") -> EncoderSpec:
@@ -92,6 +96,8 @@ def resolve_spec(model: str | None, pretrained: str | None = None, *, family: st
         model = TAGGER_ALIASES.get(model, model)  # "audioset"
     if family == "blip-itm":
         model = MATCHER_ALIASES.get(model, model)  # "blip"
+    if family == "blip-caption":
+        model = BLIP_CAPTIONER_ALIASES.get(model, model)  # "blip"
     if family == "coca" and model in CAPTIONER_ALIASES:  # "coca"
         model, pretrained = CAPTIONER_ALIASES[model]
     if pretrained is None and family in ("clip", "coca"):
@@ -160,9 +166,16 @@ def _coca(spec: EncoderSpec, **options: Any) -> Any:
 
 @register_family("blip-itm")
 def _blip_itm(spec: EncoderSpec, **options: Any) -> Any:
-    from .itm import ImageTextMatcher
+    from .blip import ImageTextMatcher
 
     return ImageTextMatcher(spec, **options)
+
+
+@register_family("blip-caption")
+def _blip_caption(spec: EncoderSpec, **options: Any) -> Any:
+    from .blip import BlipCaptioner
+
+    return BlipCaptioner(spec, **options)
 
 
 @register_family("clip")

@@ -42,7 +42,7 @@ import numpy as np
 
 from .contrastive import step_logger, warmup_cosine
 
-__all__ = ["SYNTH_ITM", "WORDS", "build_model", "draw_pairs", "main", "match_accuracy", "train_synth_itm"]
+__all__ = ["SYNTH_ITM", "WORDS", "build_model", "draw_pairs", "main", "match_accuracy", "save_model_dir", "train_synth_itm"]
 
 SYNTH_ITM = "synth-itm"
 WORDS = ("a", "an", "the", "and", "with", "of", "on", "empty", "background", "shape",
@@ -51,23 +51,25 @@ _SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _TRAIN_STREAM, _EVAL_STREAM = 7_700_960, 7_700_961
 
 
-def build_model(width: int = 64) -> tuple[Any, Any]:
-    """A random-weight tiny ``BlipForImageTextRetrieval`` (vision and text towers of ``width``) and its ``BlipProcessor``."""
+def build_model(width: int = 64, *, head: str = "BlipForImageTextRetrieval", positions: int = 16) -> tuple[Any, Any]:
+    """A random-weight tiny BLIP (vision and text towers of ``width``; ``head``: the transformers class,
+    ``BlipForImageTextRetrieval`` or ``BlipForConditionalGeneration``; ``positions``: the text's longest
+    sequence in tokens) and its ``BlipProcessor``, over a WordPiece vocabulary of :data:`WORDS`."""
     import open_clip
-    from transformers import (BertTokenizerFast, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor, BlipProcessor,
-                              BlipTextConfig, BlipVisionConfig)
+    import transformers
+    from transformers import BertTokenizerFast, BlipConfig, BlipImageProcessor, BlipProcessor, BlipTextConfig, BlipVisionConfig
 
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(_SPECIAL + WORDS)}, do_lower_case=True, model_max_length=16)
     image_processor = BlipImageProcessor(size={"height": 64, "width": 64}, image_mean=list(open_clip.OPENAI_DATASET_MEAN),
                                          image_std=list(open_clip.OPENAI_DATASET_STD))
     processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     text = BlipTextConfig(vocab_size=len(_SPECIAL) + len(WORDS), hidden_size=width, encoder_hidden_size=width, intermediate_size=4 * width,
-                          projection_dim=64, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=16,
+                          projection_dim=64, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=positions,
                           pad_token_id=0, bos_token_id=2, sep_token_id=3, eos_token_id=3)
     vision = BlipVisionConfig(hidden_size=width, intermediate_size=4 * width, projection_dim=64, num_hidden_layers=4, num_attention_heads=4,
                               image_size=64, patch_size=8)
     config = BlipConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=64)
-    return BlipForImageTextRetrieval(config), processor
+    return getattr(transformers, head)(config), processor
 
 
 def draw_pairs(
@@ -171,10 +173,7 @@ def train_synth_itm(
     after every step."""
     import torch
 
-    from ..fileio import atomic_write
-
     torch.manual_seed(seed)
-    staging = Path(tempfile.mkdtemp(prefix="synth-itm-"))
     model, processor = build_model(width)
     if init is not None:  # go on training a matcher written before (a warm restart of the schedule)
         from transformers import BlipForImageTextRetrieval, BlipProcessor
@@ -206,14 +205,25 @@ def train_synth_itm(
         if progress is not None:
             progress(step, history[-1], float((logits.argmax(-1) == target).float().mean()))
     model.eval()
+    save_model_dir(model, processor, out_dir)
+    return history
+
+
+def save_model_dir(model: Any, processor: Any, out_dir: str | os.PathLike) -> Path:
+    """``model`` and ``processor`` written by their ``save_pretrained`` into ``out_dir``, each file under
+    a temporary name and then renamed (never half-written)."""
+    from ..fileio import atomic_write
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    for name in sorted(os.listdir(staging)):  # each file by a temp name and a rename: never half-written
-        data = (staging / name).read_bytes()
-        atomic_write(out / name, lambda tmp, data=data: tmp.write_bytes(data))
-    return history
+    with tempfile.TemporaryDirectory(prefix="synth-blip-") as tmp:
+        staging = Path(tmp)
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        for name in sorted(os.listdir(staging)):
+            data = (staging / name).read_bytes()
+            atomic_write(out / name, lambda path, data=data: path.write_bytes(data))
+    return out
 
 
 def match_accuracy(matcher: Any, *, seed: int, n: int, family: str) -> dict[str, Any]:
