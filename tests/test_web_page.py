@@ -340,3 +340,27 @@ def test_cards_show_the_caption_of_their_moment(page, tmp_path):
         page.wait_for_selector(".result[data-modality='caption']")
         card = page.locator(".result").first
         assert card.locator(".words").text_content() == f"“{target['caption']}”" and card.locator(".caption").count() == 0
+
+
+def test_rerank_switch_scores_the_best_moments_again_and_travels_in_the_url(page, server, world, shots):
+    """The Re-rank switch asks the server for `rerank=true` (synth-itm, the matcher of a synth-clip index):
+    each card shows the matcher's probability, the same as the API's; switched off, the plain answer returns."""
+    import json
+    from urllib.request import urlopen
+
+    caption = world["target"]["caption"]
+    with page.expect_request(lambda r: "/api/search" in r.url and "rerank=true" in r.url) as asked:
+        page.goto(server + "/?q=" + caption.replace(" ", "+") + "&rerank=true&k=5")
+    page.wait_for_selector(".result .match")
+    assert page.is_checked("#rerank") and page.is_visible("#rerank")  # the filters open to show the switch
+    shown = page.eval_on_selector_all(".result .match", "els => els.map(e => e.textContent)")
+    answer = json.loads(urlopen(asked.value.url).read())
+    assert answer["results"] and all(r["match_score"] is not None for r in answer["results"] if r["modality"] == "video")
+    assert shown == [f"match {r['match_score']:.2f}" for r in answer["results"] if r["match_score"] is not None], (shown, answer)
+    assert "re-ranked" in page.text_content("#status")
+    page.screenshot(path=str(shots / "serve_page_rerank.png"))
+    with page.expect_request(lambda r: "/api/search" in r.url and "rerank" not in r.url):
+        page.uncheck("#rerank")
+    page.wait_for_selector(".result")
+    page.wait_for_function("() => !document.querySelector('#status').textContent.includes('re-ranked')")
+    assert page.locator(".result .match").count() == 0 and "rerank" not in parse_qs(urlparse(page.url).query)

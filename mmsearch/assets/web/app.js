@@ -8,6 +8,7 @@
   const q = $("#q");
   const modality = $("#modality");
   const k = $("#k");
+  const rerank = $("#rerank");
   const statusLine = $("#status");
   const results = $("#results");
   const viewer = $("#viewer");
@@ -137,6 +138,7 @@
     const text = q.value.trim();
     if (text && !state.example) params.set("q", text);
     if (modality.value) params.set("modality", modality.value);
+    if (rerank.checked) params.set("rerank", "true");
     for (const [key, value] of filterParams()) {
       if (key === "k" && value === String(DEFAULT_K)) continue;
       params.append(key, value);
@@ -161,7 +163,8 @@
     const kinds = params.getAll("kind");
     for (const box of KIND_BOXES) box.checked = kinds.includes(box.value);
     k.value = params.get("k") || String(DEFAULT_K);
-    if (countFilters()) $("#filters").open = true;
+    rerank.checked = params.get("rerank") === "true";
+    if (countFilters() || rerank.checked) $("#filters").open = true;
   }
 
   // ------------------------------------------------------------------ searching
@@ -176,8 +179,9 @@
     const params = filterParams();
     params.set("q", text);
     if (modality.value) params.set("modality", modality.value);
+    if (rerank.checked) params.set("rerank", "true");  // only a text query: the matcher reads words against pictures
     await runSearch(`/api/search?${params}`, {}, { textQuery: text, modality: modality.value, example: null },
-      `“${text}”`);
+      rerank.checked ? `“${text}” (re-ranked by the matcher)` : `“${text}”`);
   }
 
   async function searchExample(file) {
@@ -259,6 +263,9 @@
       el("div", { class: "meta" }, [
         el("span", { class: "range", text: still ? "image" : span(row.start, row.end) }),
         el("span", { class: "score", title: "score (higher is better)", text: Number.isFinite(score) ? score.toFixed(3) : "–" }),
+        row.match_score === null || row.match_score === undefined ? null
+          : el("span", { class: "match", title: "re-ranking: the matcher's probability that the words describe this moment's picture",
+            text: `match ${Number(row.match_score).toFixed(2)}` }),
       ]),
       row.text ? el("div", { class: "words", title: row.text, text: `“${row.text}”` }) : null,
       row.caption && row.caption !== row.text ? el("div", { class: "caption", title: "caption: what the captioner says is seen", text: row.caption }) : null,
@@ -607,6 +614,7 @@
   for (const box of KIND_BOXES) box.addEventListener("change", rerun);
   for (const name of FILTERS) FILTER_INPUT[name].addEventListener("change", rerun);
   k.addEventListener("change", rerun);
+  rerank.addEventListener("change", rerun);
   $("#clear-filters").addEventListener("click", () => {
     for (const name of FILTERS) FILTER_INPUT[name].value = "";
     for (const box of KIND_BOXES) box.checked = false;
