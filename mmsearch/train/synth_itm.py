@@ -216,7 +216,7 @@ def save_model_dir(model: Any, processor: Any, out_dir: str | os.PathLike) -> Pa
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="synth-blip-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mmsearch-model-") as tmp:
         staging = Path(tmp)
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
