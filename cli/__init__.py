@@ -380,7 +380,8 @@ def _described(result: dict[str, Any], *, words: bool, tagged: bool, captioned: 
     is shown; a caption that is the words that matched, a result of the caption space, as a ditto mark)."""
     tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in result.get("tags") or ())
     return ([_plain(result.get("text") or "")] if words else []) + ([_plain(tags)] if tagged else []) \
-        + ([_plain(result.get("caption") or "") if result.get("caption") != result.get("text") else "〃"] if captioned else [])
+        + (["〃" if result.get("caption") is not None and result.get("caption") == result.get("text")
+            else _plain(result.get("caption") or "")] if captioned else [])
 
 
 def _query_batch(

@@ -55,9 +55,12 @@ def captioner_spec(name: str) -> Any:
     from .errors import EncoderError
 
     name = str(name)
-    model, _, pretrained = name.partition(":")
+    model, sep, pretrained = name.partition(":")
     if not model.strip():
         raise UsageError(_WHAT.format(names=_coca_names()))
+    if sep and not pretrained.strip():
+        raise UsageError(f"--captions {name}: nothing after ':' (NAME:CHECKPOINT names an open_clip CoCa and its pretrained tag "
+                         "or checkpoint file); " + _WHAT.format(names=_coca_names()))
     if name in PRESETS and PRESETS[name].family in _CAPTION_FAMILIES:
         return PRESETS[name]
     if _names_blip(name):
@@ -109,6 +112,9 @@ def check_captioner(name: str, *, load: bool = False) -> str:
             load_captioner(name, device="cpu")
         except EncoderError as exc:
             reason = str(exc).split(". ")[0].replace("CLIP", "open_clip")[:240]
+            if os.path.isfile(pretrained):  # the file is there: it is not a checkpoint of this model
+                raise EncoderError(f"--captions {name}: not a checkpoint of {spec.model} ({reason}); give one, or a BLIP "
+                                   "captioner's directory as --captions DIR, or use --captions synth-coca offline") from None
             raise EncoderError(
                 f"--captions {name}: {reason}; connect to the internet "
                 f"once so open_clip can download them, or give a checkpoint file with --captions {spec.model}:/path/to/file, "

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .avutil import quiet_ffmpeg
-from .errors import DecodeError, MediaError, NoVideoError
+from .errors import DecodeError, MediaError, MMSearchError, NoVideoError
 from .frameskip import FrameSkipper
 from .media import Animation, get_backend, image_batch, is_animation, open_image
 
@@ -236,6 +236,8 @@ def _send_words(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
             raise
         except MediaError as exc:
             failures.append((stage, exc.reason))
+        except MMSearchError as exc:  # our own one-line message (a model gone since the index recorded it): as it is
+            failures.append((stage, str(exc)[:300]))
         except Exception as exc:  # noqa: BLE001 - a model or decoder failing costs this stage only
             failures.append((stage, f"{type(exc).__name__}: {exc}"[:300]))
 

@@ -467,6 +467,18 @@ def overlaps(a: Hit, b: Hit) -> bool:
     return a.media_id == b.media_id and (min(a.end, b.end) > max(a.start, b.start) or a.start == b.start)
 
 
+def covered_share(words: Hit, picture: Hit) -> float:
+    """The share of a segment of words (``words``) that lies within ``picture``'s moment, in [0, 1]:
+    seconds of overlap over the segment's seconds (a segment of no length, an image's: 1 when the two
+    overlap). How much of what the words say a picture moment can claim, and the reverse."""
+    if not overlaps(words, picture):
+        return 0.0
+    length = words.end - words.start
+    if length <= 0:
+        return 1.0
+    return float(np.clip((min(words.end, picture.end) - max(words.start, picture.start)) / length, 0.0, 1.0))
+
+
 def fuse_moments(
     pictures: list[Hit],
     words: list[tuple[str, list[tuple[Hit, str]], tuple[float, float, int]]],
@@ -488,7 +500,10 @@ def fuse_moments(
     the best of many unrelated lines never counts). A picture moment scores its z plus ``weight``
     times the best evidence of the words said or written within it (when the words give more, the moment
     is the seconds of those words, not the whole stretch of similar pictures); a segment of words
-    scores ``weight`` times its z plus the best z of the picture moments it overlaps. Overlapping
+    scores ``weight`` times its z plus the best z of the picture moments it overlaps. Both count in
+    proportion to the share of the segment of words within the picture moment
+    (:func:`covered_share`), so a caption or sentence that touches a moment for half a second
+    claims little of it. Overlapping
     moments of one media item are one: the better scored is kept. Without words (none indexed,
     none above the gate) the order is the pictures' own, so a query about what is seen ranks as
     the visual search does.
@@ -504,14 +519,14 @@ def fuse_moments(
 
     fused: list[tuple[float, int, Hit, str | None, str | None]] = []
     for i, (hit, zi) in enumerate(zip(pictures, z)):
-        best = max((w for w in said if overlaps(w[1], hit)), key=lambda w: w[3], default=None)
-        bonus = best[3] if best else 0.0
+        claims = [(w, w[3] * covered_share(w[1], hit)) for w in said if overlaps(w[1], hit)]
+        best, bonus = max(claims, key=lambda c: c[1], default=(None, 0.0))
         if best and bonus > zi:  # the words say more than the picture: the moment is where they are said
             fused.append((float(zi) + bonus, i, replace(hit, start=best[1].start, end=best[1].end), best[0], best[2]))
         else:
             fused.append((float(zi) + bonus, i, hit, None, best[2] if best else None))
     for j, (space, hit, text, evidence) in enumerate(said):
-        seen = max((float(zi) for h, zi in zip(pictures, z) if overlaps(h, hit)), default=0.0)
+        seen = max((float(zi) * covered_share(hit, h) for h, zi in zip(pictures, z) if overlaps(h, hit)), default=0.0)
         fused.append((evidence + max(0.0, seen), len(pictures) + j, hit, space, text))
     fused.sort(key=lambda f: (-round(f[0], SCORE_DECIMALS), f[1]))
     out: list[tuple[Hit, str | None, str | None]] = []

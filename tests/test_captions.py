@@ -227,7 +227,7 @@ def _tiny_blip(directory: Path, head: str = "BlipForConditionalGeneration") -> P
     return save_model_dir(model, processor, directory)
 
 
-def test_blip_captioner_loads_a_saved_directory_as_users_do(tmp_path: Path) -> None:
+def test_blip_captioner_loads_a_saved_directory_as_users_do(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     """transformers' BlipForConditionalGeneration, random weights saved with save_pretrained, loaded by the
     path `--captions DIR` takes; a BLIP saved with the other head is refused by both flags."""
 
@@ -247,8 +247,10 @@ def test_blip_captioner_loads_a_saved_directory_as_users_do(tmp_path: Path) -> N
     longest = captioner.caption(rng.integers(0, 255, (2, 90, 160, 3), dtype=np.uint8), stop_at_end=False)
     assert all(len(captioner.processor.tokenizer(s, add_special_tokens=False)["input_ids"]) >= 4 for s in longest), longest
     matcher_dir = _tiny_blip(tmp_path / "blip-itm", head="BlipForImageTextRetrieval")
+    capfd.readouterr()
     with pytest.raises(EncoderError, match="--captions .*saved as BlipForImageTextRetrieval, an image-text matcher"):
         load_captioner(str(matcher_dir), device="cpu")
+    assert capfd.readouterr().err == ""  # refused from its config, before transformers reports the weights it could not place
     with pytest.raises(EncoderError, match="--rerank-model .*saved as BlipForConditionalGeneration, a captioner"):
         create_encoder(EncoderSpec("blip-itm", str(directory)), device="cpu")
 
@@ -261,8 +263,16 @@ def test_blip_captions_that_cannot_be_loaded_are_refused_before_any_file_is_read
     with pytest.raises(UsageError, match="synth-itm is a blip-itm model: pass it with --rerank-model"):
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="synth-itm", device="cpu")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(EncoderError, match="empty: no weights file"):
+    with pytest.raises(EncoderError, match="empty: no weights file .* in this directory; give the directory a model's save_pretrained wrote"):
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=str(tmp_path / "empty"), device="cpu")
+    unconfigured = _tiny_blip(tmp_path / "unconfigured")
+    (unconfigured / "config.json").unlink()
+    with pytest.raises(EncoderError, match="could not load the BLIP captioning model in .*unconfigured.*config.json"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=str(unconfigured), device="cpu")
+    bert = _tiny_blip(tmp_path / "bert")
+    (bert / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(EncoderError, match="bert is a 'bert' model, not BLIP"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=str(bert), device="cpu")
     broken = _tiny_blip(tmp_path / "broken")
     (broken / "model.safetensors").write_bytes(b"not weights")
     with pytest.raises(EncoderError, match="could not load the BLIP captioning model in .*broken"):

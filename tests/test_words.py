@@ -195,6 +195,22 @@ def test_fusion_keeps_the_pictures_order_without_words_and_lets_strong_words_lea
     assert sum(h.media_id == 3 for h, _, _ in fused) == 1  # the segment inside it is the same moment
 
 
+
+def test_fusion_gives_a_segment_of_words_only_the_share_of_a_picture_moment_it_covers():
+    """A caption that touches a strong picture moment for half a second (31-44.7 s against 17.5-31.5 s)
+    does not borrow that moment's score: the two moments that show the query lead, not the neighbour
+    whose words say almost as much (both capped as "as good as it gets")."""
+    from mmsearch.retrieval import Hit, covered_share, fuse_moments
+
+    pictures = [Hit(1, 17.5, 31.5, 0.90, 0.9), Hit(2, 3.0, 11.0, 0.80, 0.8), Hit(1, 31.5, 44.5, 0.30, 0.9),
+                *[Hit(10 + m, 0.0, 4.0, 0.25, 0.2) for m in range(5)]]
+    captions = [(Hit(1, 17.0, 31.0, 1.0, None, 1.0), "a green circle"), (Hit(1, 31.0, 44.7, 0.85, None, 0.85), "a white circle"),
+                (Hit(2, 3.0, 11.0, 1.0, None, 1.0), "a green circle")]
+    fused = fuse_moments(pictures, [("caption", captions, (0.5, 0.2, 3))], k=3)
+    assert [(h.media_id, text) for h, _, text in fused][:2] == [(1, "a green circle"), (2, "a green circle")], fused
+    assert covered_share(captions[1][0], pictures[0]) == pytest.approx(0.5 / 13.7)
+    assert covered_share(Hit(3, 0.0, 0.0, 1.0, None), Hit(3, 0.0, 0.0, 1.0, None)) == 1.0  # an image's caption and picture
+
 def _one_talking_video(folder: Path, name: str = "a.mp4", seconds: float = 6.0) -> Path:
     from mmsearch.synth.talking import Voice, write_talking_video
 

@@ -86,7 +86,8 @@ def resolve_spec(model: str | None, pretrained: str | None = None, *, family: st
     if model in PRESETS and pretrained is None:
         if PRESETS[model].family != family:
             flag = FLAGS[PRESETS[model].family]
-            raise UsageError(f"{model} is a {PRESETS[model].family} model: pass it with {flag}")
+            family = PRESETS[model].family
+            raise UsageError(f"{model} is {'an' if family[0] in 'aeiou' else 'a'} {family} model: pass it with {flag}")
         return PRESETS[model]
     default_model, default_tag = DEFAULT_MODELS[family]
     model = model or default_model

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import EncoderError
 from .base import EncoderSpec, resolve_device
-from .clap import hub_source, load_pretrained
+from .clap import _offline_message, hub_source, load_pretrained
 from .clip import preprocess_frames
 
 __all__ = ["BLIP_CAPTIONER_ALIASES", "BlipCaptioner", "DEFAULT_BLIP_CAPTIONER", "DEFAULT_MATCHER", "ImageTextMatcher", "MATCHER_ALIASES"]
@@ -64,14 +64,8 @@ class _Blip:
         self._weights_id, self._revision, self.source = where.weights_id, where.revision, where.path
         self.processor, model = load_pretrained(
             where, "BlipProcessor", self.model_class, what=f"the {self.what}", model_type="blip",
-            expected="BLIP", message=self.offline_message,
+            expected="BLIP", message=self.offline_message, check=lambda config: self._check_head(config, where.path),
         )
-        saved_as = [a for a in (getattr(model.config, "architectures", None) or []) if a.startswith("Blip")]
-        if saved_as and self.model_class not in saved_as:  # e.g. a matcher's directory given to --captions
-            other = {"BlipForImageTextRetrieval": "an image-text matcher (--rerank-model)",
-                     "BlipForConditionalGeneration": "a captioner (--captions)"}.get(saved_as[0], saved_as[0])
-            raise EncoderError(f"{self.flag} {where.path}: this BLIP model was saved as {saved_as[0]}, {other}, "
-                               f"not a {self.what}; its {self.model_class} weights would be random")
         self._dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.model = model.eval().to(self.device, self._dtype)
         ip = self.processor.image_processor
@@ -81,13 +75,16 @@ class _Blip:
     @classmethod
     def offline_message(cls, model: str, reason: str) -> str:
         """What to do when hub weights are neither cached nor downloadable (one paragraph)."""
-        return (
-            f"Could not load the weights of BLIP model {model!r}: they are not in the local Hugging Face cache "
-            f"and could not be downloaded ({reason}). Connect to the internet once so transformers can fetch and "
-            f"cache them, or download the model directory elsewhere (`huggingface-cli download {model} --local-dir "
-            f"/path/to/dir`) and point {cls.flag} at it ({cls.flag} /path/to/dir), "
-            f"or use the offline demo model with `{cls.flag} {cls.offline_model}`."
-        )
+        return _offline_message(model, reason, kind="BLIP", flag=cls.flag, offline=cls.offline_model)
+
+    def _check_head(self, config: Any, path: str) -> None:
+        """Refuse, before its weights load, a BLIP saved with another head (its weights for this one would be random)."""
+        saved_as = [a for a in (getattr(config, "architectures", None) or []) if a.startswith("Blip")]
+        if saved_as and self.model_class not in saved_as:  # e.g. a matcher's directory given to --captions
+            other = {"BlipForImageTextRetrieval": "an image-text matcher (--rerank-model)",
+                     "BlipForConditionalGeneration": "a captioner (--captions)"}.get(saved_as[0], saved_as[0])
+            raise EncoderError(f"{self.flag} {path}: this BLIP model was saved as {saved_as[0]}, {other}, "
+                               f"not a {self.what}; its {self.model_class} weights would be random")
 
     def identity(self) -> dict[str, Any]:
         """What makes two models of this head give the same output."""

@@ -50,8 +50,8 @@ def _offline_message(model: str, reason: str, kind: str = "CLAP", flag: str = "-
         f"Could not load the weights of {kind} model {model!r}: they are not in the local Hugging Face cache "
         f"and could not be downloaded ({reason}). Connect to the internet once so transformers can fetch and "
         f"cache them, or download the model directory elsewhere (config.json, model.safetensors and the "
-        f"processor files, e.g. `huggingface-cli download {model} --local-dir /path/to/dir`) and point "
-        f"{flag} at it (`mmsearch index DIR {flag} /path/to/dir`), or use the offline demo model "
+        f"processor files, e.g. `hf download {model} --local-dir /path/to/dir`) and point "
+        f"{flag} at it (`{flag} /path/to/dir`), or use the offline demo model "
         f"with `{flag} {offline}`."
     )
 
@@ -121,7 +121,8 @@ def directory_sha256(path: str) -> str:
         name for name in os.listdir(path) if name.endswith(WEIGHT_SUFFIXES) and os.path.isfile(os.path.join(path, name))
     )
     if not files:
-        raise EncoderError(f"{path}: no weights file (model.safetensors or pytorch_model.bin) in this directory")
+        raise EncoderError(f"{path}: no weights file (model.safetensors or pytorch_model.bin) in this directory; give the "
+                           "directory a model's save_pretrained wrote (config.json, weights and processor files)")
     if len(files) == 1:
         return file_sha256(os.path.join(path, files[0]))
     digest = hashlib.sha256()
@@ -132,27 +133,32 @@ def directory_sha256(path: str) -> str:
 
 def load_pretrained(
     where: HubSource, processor_class: str, model_class: str, *, what: str, model_type: str, expected: str,
-    message: Callable[[str, str], str] = _offline_message,
+    message: Callable[[str, str], str] = _offline_message, check: Callable[[Any], None] | None = None,
 ) -> tuple[Any, Any]:
     """``(processor, model)``: transformers' ``processor_class`` and ``model_class`` (names in
     ``transformers``) loaded with ``from_pretrained`` from ``where`` (:func:`hub_source`), as CLAP,
-    AST and BLIP load. Raises :class:`EncoderError`: ``message`` for a hub model that could not be
-    fetched, "could not load {what} in ..." for a local one, "... not {expected}" for a model whose
-    ``model_type`` is not ``model_type``."""
-    try:
-        import transformers
+    AST and BLIP load. The config is read first: "... not {expected}" for a model whose ``model_type``
+    is not ``model_type``, and ``check(config)`` may refuse it too (raising :class:`EncoderError`),
+    before any weights load. Raises :class:`EncoderError`: ``message`` for a hub model that could not
+    be fetched, "could not load {what} in ..." for a local one."""
+    import transformers
 
-        with _quiet_loading():
-            processor = getattr(transformers, processor_class).from_pretrained(where.path)
-            model = getattr(transformers, model_class).from_pretrained(where.path)
-    except EncoderError:
-        raise
-    except Exception as exc:  # download, cache or file failure: one clear paragraph
-        if not where.local:
-            raise EncoderError(message(where.path, _short(exc))) from None
-        raise EncoderError(f"could not load {what} in {where.path}: {_short(exc)}") from None
-    if getattr(model.config, "model_type", None) != model_type:
-        raise EncoderError(f"{where.path} is a {model.config.model_type!r} model, not {expected}")
+    def fetch(load: Callable[[], Any]) -> Any:
+        try:
+            with _quiet_loading():
+                return load()
+        except Exception as exc:  # download, cache or file failure: one clear paragraph
+            if not where.local:
+                raise EncoderError(message(where.path, _short(exc))) from None
+            raise EncoderError(f"could not load {what} in {where.path}: {_short(exc)}") from None
+
+    config = fetch(lambda: transformers.AutoConfig.from_pretrained(where.path))
+    if getattr(config, "model_type", None) != model_type:
+        raise EncoderError(f"{where.path} is a {getattr(config, 'model_type', None)!r} model, not {expected}")
+    if check is not None:
+        check(config)
+    processor = fetch(lambda: getattr(transformers, processor_class).from_pretrained(where.path))
+    model = fetch(lambda: getattr(transformers, model_class).from_pretrained(where.path, config=config))
     return processor, model
 
 
@@ -410,6 +416,12 @@ def _looks_like_path(value: str) -> bool:
     )
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException, limit: int = 240) -> str:
+    """The first line of an error, cut after a sentence (or a word) within ``limit`` characters."""
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    line = text[0] if text else type(exc).__name__
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    end = cut.rfind(". ")
+    return cut[: end + 1] if end > limit // 3 else cut[: cut.rfind(" ")] + " ..."
