@@ -72,9 +72,10 @@ def captioner_spec(name: str) -> Any:
 
 
 def check_captioner(name: str, *, load: bool = False) -> str:
-    """``name`` (a directory or checkpoint file in it made absolute) when it names a captioner whose weights could be loaded (a CoCa: an open_clip CoCa
-    config, a checkpoint file that exists; a BLIP: a directory that exists or a hub id; with ``load``,
-    weights that load, which downloads them once); raises :class:`UsageError` otherwise
+    """``name`` (a directory or checkpoint file in it made absolute, as the index records it) when it
+    names a captioner whose weights could be loaded (a CoCa: an open_clip CoCa config, a checkpoint
+    file that exists; a BLIP: a directory that exists or a hub id; with ``load``, weights that load,
+    which downloads them once); raises :class:`UsageError` otherwise
     (:class:`~mmsearch.errors.EncoderError` for weights that cannot be loaded), in one line, before
     any file is read."""
     import open_clip

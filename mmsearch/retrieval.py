@@ -467,16 +467,16 @@ def overlaps(a: Hit, b: Hit) -> bool:
     return a.media_id == b.media_id and (min(a.end, b.end) > max(a.start, b.start) or a.start == b.start)
 
 
-def covered_share(words: Hit, picture: Hit) -> float:
-    """The share of a segment of words (``words``) that lies within ``picture``'s moment, in [0, 1]:
-    seconds of overlap over the segment's seconds (a segment of no length, an image's: 1 when the two
-    overlap). How much of what the words say a picture moment can claim, and the reverse."""
-    if not overlaps(words, picture):
+def overlap_coefficient(a: Hit, b: Hit) -> float:
+    """How much two moments of one media item share, in [0, 1]: seconds of overlap over the seconds of
+    the shorter (the Szymkiewicz-Simpson overlap coefficient of two intervals; 1 when one lies within
+    the other, 0 when they do not overlap; a moment of no length, an image's, gives 1 when they overlap)."""
+    if not overlaps(a, b):
         return 0.0
-    length = words.end - words.start
-    if length <= 0:
+    shorter = min(a.end - a.start, b.end - b.start)
+    if shorter <= 0:
         return 1.0
-    return float(np.clip((min(words.end, picture.end) - max(words.start, picture.start)) / length, 0.0, 1.0))
+    return float(np.clip((min(a.end, b.end) - max(a.start, b.start)) / shorter, 0.0, 1.0))
 
 
 def fuse_moments(
@@ -501,9 +501,9 @@ def fuse_moments(
     times the best evidence of the words said or written within it (when the words give more, the moment
     is the seconds of those words, not the whole stretch of similar pictures); a segment of words
     scores ``weight`` times its z plus the best z of the picture moments it overlaps. Both count in
-    proportion to the share of the segment of words within the picture moment
-    (:func:`covered_share`), so a caption or sentence that touches a moment for half a second
-    claims little of it. Overlapping
+    proportion to how much the two share (:func:`overlap_coefficient`: a moment within a caption's
+    stretch, or a sentence within a moment, fully; a caption that touches a moment for half a second
+    of its 14, little). Overlapping
     moments of one media item are one: the better scored is kept. Without words (none indexed,
     none above the gate) the order is the pictures' own, so a query about what is seen ranks as
     the visual search does.
@@ -519,14 +519,14 @@ def fuse_moments(
 
     fused: list[tuple[float, int, Hit, str | None, str | None]] = []
     for i, (hit, zi) in enumerate(zip(pictures, z)):
-        claims = [(w, w[3] * covered_share(w[1], hit)) for w in said if overlaps(w[1], hit)]
+        claims = [(w, w[3] * overlap_coefficient(w[1], hit)) for w in said if overlaps(w[1], hit)]
         best, bonus = max(claims, key=lambda c: c[1], default=(None, 0.0))
         if best and bonus > zi:  # the words say more than the picture: the moment is where they are said
             fused.append((float(zi) + bonus, i, replace(hit, start=best[1].start, end=best[1].end), best[0], best[2]))
         else:
             fused.append((float(zi) + bonus, i, hit, None, best[2] if best else None))
     for j, (space, hit, text, evidence) in enumerate(said):
-        seen = max((float(zi) * covered_share(hit, h) for h, zi in zip(pictures, z) if overlaps(h, hit)), default=0.0)
+        seen = max((float(zi) * overlap_coefficient(hit, h) for h, zi in zip(pictures, z) if overlaps(h, hit)), default=0.0)
         fused.append((evidence + max(0.0, seen), len(pictures) + j, hit, space, text))
     fused.sort(key=lambda f: (-round(f[0], SCORE_DECIMALS), f[1]))
     out: list[tuple[Hit, str | None, str | None]] = []

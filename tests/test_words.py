@@ -200,7 +200,7 @@ def test_fusion_gives_a_segment_of_words_only_the_share_of_a_picture_moment_it_c
     """A caption that touches a strong picture moment for half a second (31-44.7 s against 17.5-31.5 s)
     does not borrow that moment's score: the two moments that show the query lead, not the neighbour
     whose words say almost as much (both capped as "as good as it gets")."""
-    from mmsearch.retrieval import Hit, covered_share, fuse_moments
+    from mmsearch.retrieval import Hit, fuse_moments, overlap_coefficient
 
     pictures = [Hit(1, 17.5, 31.5, 0.90, 0.9), Hit(2, 3.0, 11.0, 0.80, 0.8), Hit(1, 31.5, 44.5, 0.30, 0.9),
                 *[Hit(10 + m, 0.0, 4.0, 0.25, 0.2) for m in range(5)]]
@@ -208,8 +208,9 @@ def test_fusion_gives_a_segment_of_words_only_the_share_of_a_picture_moment_it_c
                 (Hit(2, 3.0, 11.0, 1.0, None, 1.0), "a green circle")]
     fused = fuse_moments(pictures, [("caption", captions, (0.5, 0.2, 3))], k=3)
     assert [(h.media_id, text) for h, _, text in fused][:2] == [(1, "a green circle"), (2, "a green circle")], fused
-    assert covered_share(captions[1][0], pictures[0]) == pytest.approx(0.5 / 13.7)
-    assert covered_share(Hit(3, 0.0, 0.0, 1.0, None), Hit(3, 0.0, 0.0, 1.0, None)) == 1.0  # an image's caption and picture
+    assert overlap_coefficient(captions[1][0], pictures[0]) == pytest.approx(0.5 / 13.7)
+    assert overlap_coefficient(Hit(1, 20.0, 24.0, 0.9, None), captions[0][0]) == 1.0  # a window within a caption's stretch
+    assert overlap_coefficient(Hit(3, 0.0, 0.0, 1.0, None), Hit(3, 0.0, 0.0, 1.0, None)) == 1.0  # an image's caption and picture
 
 def _one_talking_video(folder: Path, name: str = "a.mp4", seconds: float = 6.0) -> Path:
     from mmsearch.synth.talking import Voice, write_talking_video
