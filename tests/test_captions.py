@@ -248,7 +248,8 @@ def test_blip_captioner_loads_a_saved_directory_as_users_do(tmp_path: Path, capf
     assert all(len(captioner.processor.tokenizer(s, add_special_tokens=False)["input_ids"]) >= 4 for s in longest), longest
     matcher_dir = _tiny_blip(tmp_path / "blip-itm", head="BlipForImageTextRetrieval")
     capfd.readouterr()
-    with pytest.raises(EncoderError, match="--captions .*saved as BlipForImageTextRetrieval, an image-text matcher"):
+    with pytest.raises(EncoderError, match="--captions .*saved as BlipForImageTextRetrieval, an image-text matcher.*Give --captions a BLIP "
+                                           "captioning model \\(blip, synth-blip offline"):
         load_captioner(str(matcher_dir), device="cpu")
     assert capfd.readouterr().err == ""  # refused from its config, before transformers reports the weights it could not place
     with pytest.raises(EncoderError, match="--rerank-model .*saved as BlipForConditionalGeneration, a captioner"):
@@ -267,11 +268,16 @@ def test_blip_captions_that_cannot_be_loaded_are_refused_before_any_file_is_read
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=str(tmp_path / "empty"), device="cpu")
     unconfigured = _tiny_blip(tmp_path / "unconfigured")
     (unconfigured / "config.json").unlink()
-    with pytest.raises(EncoderError, match="could not load the BLIP captioning model in .*unconfigured.*config.json"):
+    with pytest.raises(EncoderError, match="could not load the BLIP captioning model in .*unconfigured: no config.json there; give"):
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=str(unconfigured), device="cpu")
+    unprocessed = _tiny_blip(tmp_path / "unprocessed")
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json"):
+        (unprocessed / name).unlink()
+    with pytest.raises(EncoderError, match="could not load the BLIP captioning model's processor .*files BlipProcessor.save_pretrained writes"):
+        mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=str(unprocessed), device="cpu")
     bert = _tiny_blip(tmp_path / "bert")
     (bert / "config.json").write_text('{"model_type": "bert"}')
-    with pytest.raises(EncoderError, match="bert is a 'bert' model, not BLIP"):
+    with pytest.raises(EncoderError, match="bert is a 'bert' model, not BLIP; give the directory a model's save_pretrained wrote"):
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=str(bert), device="cpu")
     broken = _tiny_blip(tmp_path / "broken")
     (broken / "model.safetensors").write_bytes(b"not weights")

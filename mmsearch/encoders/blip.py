@@ -84,7 +84,8 @@ class _Blip:
             other = {"BlipForImageTextRetrieval": "an image-text matcher (--rerank-model)",
                      "BlipForConditionalGeneration": "a captioner (--captions)"}.get(saved_as[0], saved_as[0])
             raise EncoderError(f"{self.flag} {path}: this BLIP model was saved as {saved_as[0]}, {other}, "
-                               f"not a {self.what}; its {self.model_class} weights would be random")
+                               f"not a {self.what}; its {self.model_class} weights would be random. Give {self.flag} "
+                               f"a {self.what} (blip, {self.offline_model} offline, or such a directory)")
 
     def identity(self) -> dict[str, Any]:
         """What makes two models of this head give the same output."""

@@ -143,21 +143,26 @@ def load_pretrained(
     be fetched, "could not load {what} in ..." for a local one."""
     import transformers
 
-    def fetch(load: Callable[[], Any]) -> Any:
+    whole = "give the directory a model's save_pretrained wrote (config.json, weights and processor files)"
+
+    def fetch(load: Callable[[], Any], part: str = "") -> Any:
         try:
             with _quiet_loading():
                 return load()
         except Exception as exc:  # download, cache or file failure: one clear paragraph
             if not where.local:
                 raise EncoderError(message(where.path, _short(exc))) from None
-            raise EncoderError(f"could not load {what} in {where.path}: {_short(exc)}") from None
+            raise EncoderError(f"could not load {what}{part} in {where.path}: {_short(exc)}") from None
 
+    if where.local and not os.path.isfile(os.path.join(where.path, "config.json")):
+        raise EncoderError(f"could not load {what} in {where.path}: no config.json there; {whole}")
     config = fetch(lambda: transformers.AutoConfig.from_pretrained(where.path))
     if getattr(config, "model_type", None) != model_type:
-        raise EncoderError(f"{where.path} is a {getattr(config, 'model_type', None)!r} model, not {expected}")
+        raise EncoderError(f"{where.path} is a {getattr(config, 'model_type', None)!r} model, not {expected}; {whole}")
     if check is not None:
         check(config)
-    processor = fetch(lambda: getattr(transformers, processor_class).from_pretrained(where.path))
+    processor = fetch(lambda: getattr(transformers, processor_class).from_pretrained(where.path),
+                      f"'s processor (the tokenizer and preprocessor files {processor_class}.save_pretrained writes; missing?)")
     model = fetch(lambda: getattr(transformers, model_class).from_pretrained(where.path, config=config))
     return processor, model
 
