@@ -170,3 +170,22 @@ def test_usage_errors_and_interrupts_are_one_line_with_the_right_exit_code(tmp_p
     with pytest.raises(SystemExit) as exited:
         cli.main()
     assert exited.value.code == 130 and "interrupted" in capsys.readouterr().err
+
+
+def test_exit_status_tells_a_usage_error_from_a_failure(tmp_path):
+    """As the README's "Exit status" says: 2 for a name of the wrong kind, 1 for weights that cannot be
+    loaded; one line on stderr either way, and no index is started."""
+    (tmp_path / "media").mkdir()
+    wrong_kind = run("index", str(tmp_path / "media"), "--index", str(tmp_path / "i"), "--model", "synth-clip",
+                     "--captions", "synth-itm", check=False)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "blip"}')
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    unloadable = run("index", str(tmp_path / "media"), "--index", str(tmp_path / "i"), "--model", "synth-clip",
+                     "--captions", str(broken), check=False)
+    assert wrong_kind.returncode == 2 and "pass it with --rerank-model" in wrong_kind.stderr, wrong_kind.stderr
+    assert unloadable.returncode == 1 and "could not load the BLIP captioning model" in unloadable.stderr, unloadable.stderr
+    for proc in (wrong_kind, unloadable):
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "i").exists()
