@@ -154,7 +154,7 @@ class BlipCaptioner(_Blip):
     def __init__(self, spec: EncoderSpec, *, device: Any = "auto", batch_size: int | None = None, max_tokens: int | None = None) -> None:
         from .coca import MAX_CAPTION_TOKENS
 
-        super().__init__(spec, device=device, batch_size=batch_size or 16)
+        super().__init__(spec, device=device, batch_size=batch_size)
         self.max_tokens = int(max_tokens or MAX_CAPTION_TOKENS)
 
     def identity(self) -> dict[str, Any]:
