@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 
-__all__ = ["Groups", "ProgressFn", "info_nce_loss", "positive_mask", "step_logger", "train_contrastive", "warmup_cosine"]
+__all__ = ["AdamWCosine", "Groups", "ProgressFn", "info_nce_loss", "positive_mask", "step_logger", "train_contrastive", "warmup_cosine"]
 
 Groups = Any  # None | 1-D ints (shared by both sides) | (groups_a, groups_b) | a 2-D (Na, Nb) weight tensor
 ProgressFn = Callable[[int, float, float], None]  # (step, loss, logit scale)
@@ -126,6 +126,35 @@ def warmup_cosine(optimizer: Any, *, steps: int, warmup: int, min_lr_ratio: floa
     ramp = LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1)
     return SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
 
+
+
+class AdamWCosine:
+    """The optimizer the tiny models' recipes share (synth-coca, synth-itm, synth-blip, synth-ast): AdamW
+    over every parameter of ``model`` with :func:`warmup_cosine` (``warmup`` steps, default a twentieth
+    of ``steps`` and at least 1; decay to ``min_lr_ratio`` of ``lr``). :meth:`step` takes one loss:
+    gradients cleared, back-propagated, clipped to ``max_grad_norm`` (when given), one optimizer and one
+    schedule step; it returns the loss as a float."""
+
+    def __init__(self, model: Any, *, lr: float, weight_decay: float, steps: int, warmup: int | None = None,
+                 min_lr_ratio: float = 0.05, max_grad_norm: float | None = None) -> None:
+        import torch
+
+        self.params = list(model.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay)
+        self.schedule = warmup_cosine(self.optimizer, steps=steps, warmup=max(1, steps // 20) if warmup is None else warmup,
+                                      min_lr_ratio=min_lr_ratio)
+        self.max_grad_norm = max_grad_norm
+
+    def step(self, loss: Any) -> float:
+        import torch
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        self.schedule.step()
+        return float(loss.detach())
 
 def train_contrastive(
     encode_a: Callable[[Any], Any],

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..encoders.clap import _quiet_loading
-from .contrastive import warmup_cosine
+from .contrastive import AdamWCosine
 from .synth_clap import SAMPLE_RATE, sample_training_window, save_clap_directory
 
 __all__ = ["SYNTH_AST", "FEATURE_EXTRACTOR", "MODEL_CONFIG", "PRESENT_SHARE", "build_feature_extractor", "build_config",
@@ -120,20 +120,14 @@ def train_synth_ast(
     extractor = build_feature_extractor()
     model = ASTForAudioClassification(build_config())
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = warmup_cosine(optimizer, steps=steps, warmup=min(100, steps // 10), min_lr_ratio=0.05)
+    optimizer = AdamWCosine(model, lr=lr, weight_decay=weight_decay, steps=steps, warmup=min(100, steps // 10), max_grad_norm=1.0)
     batches = _batches(np.random.default_rng(np.random.SeedSequence([seed, _TRAIN_STREAM])), batch_size, extractor, family)
     history: list[float] = []
     for step in range(steps):
         feats, target = next(batches)
         logits = model(input_values=feats).logits
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        history.append(float(loss.detach()))
+        history.append(optimizer.step(loss))
         if progress is not None:
             progress(step, history[-1])
     model.eval()

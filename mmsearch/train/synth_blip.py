@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .contrastive import step_logger, warmup_cosine
+from .contrastive import AdamWCosine, step_logger
 
 __all__ = ["SYNTH_BLIP", "main", "train_synth_blip"]
 
@@ -84,8 +84,7 @@ def train_synth_blip(
 
         model.vision_model.load_state_dict(BlipForImageTextRetrieval.from_pretrained(init_vision).vision_model.state_dict())
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = warmup_cosine(optimizer, steps=steps, warmup=max(1, steps // 20), min_lr_ratio=0.05)
+    optimizer = AdamWCosine(model, lr=lr, weight_decay=weight_decay, steps=steps)
     rng = np.random.default_rng(np.random.SeedSequence([seed, _TRAIN_STREAM]))
     n_gaps = int(round(gap_fraction * batch_size))
     history: list[float] = []
@@ -95,11 +94,7 @@ def train_synth_blip(
         tokens = processor.tokenizer(texts + [GAP_CAPTION] * n_gaps, return_tensors="pt", padding=True)
         labels = tokens["input_ids"].masked_fill(tokens["attention_mask"] == 0, -100)
         out = model(pixel_values=pixels, input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], labels=labels)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
-        schedule.step()
-        history.append(float(out.loss.detach()))
+        history.append(optimizer.step(out.loss))
         if progress is not None:
             predicted, wanted = out.logits[:, :-1].argmax(-1), labels[:, 1:]
             right = (predicted == wanted)[wanted != -100]

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .contrastive import step_logger, warmup_cosine
+from .contrastive import AdamWCosine, step_logger
 from .synth_clip import save_open_clip_checkpoint, synth_clip_batches
 
 __all__ = ["GAP_CAPTION", "SYNTH_COCA", "caption_accuracy", "main", "train_synth_coca"]
@@ -75,8 +75,7 @@ def train_synth_coca(
     model.train()
     tokenizer = open_clip.get_tokenizer(SYNTH_COCA)
     loss_fn = CoCaLoss(caption_loss_weight=caption_loss_weight, clip_loss_weight=clip_loss_weight, pad_id=model.pad_id)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = warmup_cosine(optimizer, steps=steps, warmup=max(1, steps // 20), min_lr_ratio=0.05)
+    optimizer = AdamWCosine(model, lr=lr, weight_decay=weight_decay, steps=steps)
     batches = synth_clip_batches(seed, batch_size, gap_fraction=gap_fraction, family=family)
     history: list[float] = []
     for step in range(steps):
@@ -85,12 +84,7 @@ def train_synth_coca(
         out = model(images, tokenizer(texts))
         contrastive, captioning = loss_fn(out["image_features"], out["text_features"], out["logits"], out["labels"],
                                           out["logit_scale"])
-        loss = contrastive + captioning
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        history.append(float(loss.detach()))
+        history.append(optimizer.step(contrastive + captioning))
         if progress is not None:
             progress(step, float(contrastive.detach()), float(captioning.detach()))
     model.eval()

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .contrastive import step_logger, warmup_cosine
+from .contrastive import AdamWCosine, step_logger
 
 __all__ = ["SYNTH_ITM", "WORDS", "build_model", "draw_pairs", "main", "match_accuracy", "save_model_dir", "train_synth_itm"]
 
@@ -180,8 +180,7 @@ def train_synth_itm(
 
         model, processor = BlipForImageTextRetrieval.from_pretrained(init), BlipProcessor.from_pretrained(init)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = warmup_cosine(optimizer, steps=steps, warmup=max(1, steps // 20), min_lr_ratio=0.05)
+    optimizer = AdamWCosine(model, lr=lr, weight_decay=weight_decay, steps=steps)
     rng = np.random.default_rng(np.random.SeedSequence([seed, _TRAIN_STREAM]))
     from ..synth import VISUAL_CAPTIONS
 
@@ -197,11 +196,7 @@ def train_synth_itm(
         logits = model.itm_head(question[:, 0, :])
         target = torch.tensor(labels)
         loss = torch.nn.functional.cross_entropy(logits, target) + itc_weight * _itc_loss(model, patches, captions, owner, texts, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        history.append(float(loss.detach()))
+        history.append(optimizer.step(loss))
         if progress is not None:
             progress(step, history[-1], float((logits.argmax(-1) == target).float().mean()))
     model.eval()
