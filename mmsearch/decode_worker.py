@@ -358,7 +358,9 @@ class DecodeWorker:
     def __init__(self, memory_limit_mb: int) -> None:
         parent, child = socket.socketpair()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mmsearch.decode_worker", str(child.fileno()), str(memory_limit_mb)],
+            # -P: the current directory is not put first on the import path, so a folder named mmsearch
+            # there (a clone's root, seen from the folder it sits in) cannot shadow the installed package
+            [sys.executable, "-P", "-m", "mmsearch.decode_worker", str(child.fileno()), str(memory_limit_mb)],
             pass_fds=(child.fileno(),),
             stdin=subprocess.DEVNULL,
             env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},

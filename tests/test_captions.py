@@ -281,7 +281,7 @@ def test_blip_captions_that_cannot_be_loaded_are_refused_before_any_file_is_read
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=str(bert), device="cpu")
     broken = _tiny_blip(tmp_path / "broken")
     (broken / "model.safetensors").write_bytes(b"not weights")
-    with pytest.raises(EncoderError, match="could not load the BLIP captioning model in .*broken"):
+    with pytest.raises(EncoderError, match="could not load the BLIP captioning model in .*broken: .*damaged or incomplete: save or copy"):
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions=str(broken), device="cpu")
     assert not (tmp_path / "i").exists()
 
@@ -338,3 +338,18 @@ def test_synth_blip_recipe_trains_and_writes_a_directory_users_load(tmp_path: Pa
     assert type(captioner).__name__ == "BlipCaptioner" and captioner.input_size == 64
     assert all(isinstance(s, str) for s in captioner.caption(np.zeros((2, 64, 64, 3), np.uint8)))
     assert not list(staging.glob("mmsearch-model-*")), list(staging.iterdir())  # the staged files went away with their folder
+
+
+def test_decoders_find_the_installed_package_from_a_folder_holding_one_named_mmsearch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from the folder a clone sits in (a folder ``mmsearch`` without ``__init__.py`` beside the
+    current directory), the decoder processes still import the installed package: the captioner's
+    shipped weights are found, so every file gets its captions."""
+    from mmsearch.synth import SynthConfig, generate_corpus
+
+    (tmp_path / "mmsearch").mkdir()  # what `git clone .../mmsearch` leaves in the current directory
+    generate_corpus(tmp_path / "media", videos=1, audio=0, seed=SEED + 8, config=SynthConfig(max_size=(320, 180)))
+    monkeypatch.chdir(tmp_path)
+    report = mmsearch.index_paths(["media"], "index", model="synth-clip", audio=False, speech=False, ocr=False,
+                                  captions="synth-coca", device="cpu", freeze_text=False)
+    assert report.partial == [] and report.text_segments > 0, report.partial
+    assert mmsearch.open_index(tmp_path / "index").snapshot.spaces["caption"].live_media_ids().size == 1

@@ -152,7 +152,8 @@ def load_pretrained(
         except Exception as exc:  # download, cache or file failure: one clear paragraph
             if not where.local:
                 raise EncoderError(message(where.path, _short(exc))) from None
-            raise EncoderError(f"could not load {what}{part} in {where.path}: {_short(exc)}") from None
+            raise EncoderError(f"could not load {what}{part} in {where.path}: {_short(exc)}; its files may be damaged or "
+                               "incomplete: save or copy the model directory again, or give another") from None
 
     if where.local and not os.path.isfile(os.path.join(where.path, "config.json")):
         raise EncoderError(f"could not load {what} in {where.path}: no config.json there; {whole}")
