@@ -9,15 +9,41 @@ from pathlib import Path
 from typing import Any
 
 
-def cpu_model() -> str | None:
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")  # what int8 and fp32 kernels use
+
+
+def cpu_identity() -> dict[str, Any]:
+    """The CPU as /proc/cpuinfo names it: ``model_name``, ``family``, ``model``, ``stepping`` and the
+    :data:`ISA_FLAGS` it has. A cloud "AMD EPYC" may be one generation or another: ViT-B-32's int8
+    image tower in benchmarks/ingest.py encoded 1.7x as many frames per second (torch fp32: 1.3x)
+    on a family-26 EPYC with AVX-512 VNNI (2026-12-01) as in an earlier session on a machine also
+    named only "AMD EPYC", so figures from different sessions compare only where these agree."""
+    info: dict[str, Any] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key, value = key.strip().lower(), value.strip()
+                if not key and info:
+                    break  # the first processor's block is enough
+                if key == "model name":
+                    info["model_name"] = value
+                elif key in ("cpu family", "model", "stepping"):
+                    info[key.replace("cpu ", "")] = int(value) if value.isdigit() else value
+                elif key == "flags":
+                    info["isa"] = [f for f in ISA_FLAGS if f in value.split()]
     except OSError:
         pass
-    return platform.processor() or None
+    info.setdefault("model_name", platform.processor() or None)
+    return info
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name with its family and model numbers ("AMD EPYC (family 26, model 2)")."""
+    cpu = cpu_identity()
+    if "family" not in cpu:
+        return cpu.get("model_name")
+    return f"{cpu.get('model_name')} (family {cpu['family']}, model {cpu.get('model')})"
 
 
 def machine_info() -> dict[str, Any]:
@@ -27,6 +53,7 @@ def machine_info() -> dict[str, Any]:
         "machine": platform.machine(),
         "python": platform.python_version(),
         "processor": cpu_model(),
+        "cpu": cpu_identity(),
         "cpu_count": os.cpu_count(),
     }
     try:
@@ -101,18 +128,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# ingest settings measured side by side (issue #18): (skip_similar, skip_nonref, image_runtime)
-SETTINGS: dict[str, tuple[bool, bool, str]] = {
-    "before": (False, False, "torch"),  # every sampled frame embedded, every frame decoded, torch fp32
-    "skip-similar": (True, False, "torch"),
-    "skip-nonref": (False, True, "torch"),
-    "onnx-int8": (False, False, "onnx-int8"),
-    "default": (True, True, "torch"),  # mmsearch's defaults today
-    "all": (True, True, "onnx-int8"),
+# ingest settings measured side by side (issue #18): IngestConfig fields. decoder_threads 0 is
+# FFmpeg's choice (cores + 1 threads in every decoder process, as before they were shared out),
+# None today's default (the cores shared among the decoder processes, mmsearch.ingest.decoder_threads).
+_BEFORE: dict[str, Any] = {"skip_similar": False, "skip_nonref": False, "skip_loop_filter": False, "image_runtime": "torch", "decoder_threads": 0}
+_DEFAULT: dict[str, Any] = {**_BEFORE, "skip_similar": True, "skip_nonref": True, "decoder_threads": None}
+SETTINGS: dict[str, dict[str, Any]] = {
+    "before": _BEFORE,  # every sampled frame embedded, every frame decoded, torch fp32, FFmpeg's threads
+    "skip-similar": {**_BEFORE, "skip_similar": True},
+    "skip-nonref": {**_BEFORE, "skip_nonref": True},
+    "skip-loop-filter": {**_BEFORE, "skip_loop_filter": True},
+    "shared-threads": {**_BEFORE, "decoder_threads": None},
+    "onnx-int8": {**_BEFORE, "image_runtime": "onnx-int8"},
+    "default-ffmpeg-threads": {**_DEFAULT, "decoder_threads": 0},  # the default before decoder threads were shared out
+    "default": _DEFAULT,  # mmsearch's defaults today
+    "all-ffmpeg-threads": {**_DEFAULT, "image_runtime": "onnx-int8", "decoder_threads": 0},
+    "all": {**_DEFAULT, "image_runtime": "onnx-int8"},  # the defaults and the int8 tower
+    "fastest": {**_DEFAULT, "image_runtime": "onnx-int8", "skip_loop_filter": True},  # every option
 }
+DECODER_FIELDS = ("skip_similar", "skip_nonref", "skip_loop_filter", "decoder_threads")  # what decode-only depends on
 
 
 def setting_options(setting: str) -> dict[str, Any]:
     """The IngestConfig fields of a named setting (:data:`SETTINGS`)."""
-    similar, nonref, runtime = SETTINGS[setting]
-    return {"skip_similar": similar, "skip_nonref": nonref, "image_runtime": runtime}
+    return dict(SETTINGS[setting])
+
+
+def decoder_settings(setting: str) -> tuple[Any, ...]:
+    """The values of :data:`DECODER_FIELDS` in a named setting: what its decoded frames depend on."""
+    return tuple(SETTINGS[setting][name] for name in DECODER_FIELDS)

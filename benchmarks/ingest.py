@@ -42,7 +42,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -51,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import SETTINGS, setting_options  # noqa: E402  (benchmarks/ on sys.path as the script's folder)
+from _common import DECODER_FIELDS, SETTINGS, decoder_settings, setting_options  # noqa: E402  (benchmarks/ on sys.path as the script's folder)
 
 REAL_CLIP = Path("/work/shared/media/decord/flipping_a_pancake.mkv")
 MODELS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -298,17 +297,27 @@ class DecodeResult:
     batches: list[Any] = field(default_factory=list)  # the FrameBatch objects, for encode-only
 
 
+def make_backend(backend_name: str, decoder: tuple[Any, ...]) -> Any:
+    """The video decoder a lone decoder process gets for ``decoder`` (:func:`decoder_settings`)."""
+    from mmsearch.ingest import decoder_threads
+    from mmsearch.media import get_backend
+
+    opts = dict(zip(DECODER_FIELDS, decoder))
+    threads = decoder_threads(1) if opts["decoder_threads"] is None else opts["decoder_threads"]
+    return get_backend(backend_name, skip_nonref=opts["skip_nonref"], skip_loop_filter=opts["skip_loop_filter"], threads=threads)
+
+
 def measure_decode(backend_name: str, files: list[Path], fps: float, short_side: int, chunk: int, keep: bool,
-                   skip_nonref: bool = False, skip_similar: bool = False) -> DecodeResult:
-    """Decode as a decoder worker does: ``skip_nonref`` in the decoder, ``skip_similar`` (the
-    frame-skip filter, its cost counted) on what it gives; ``frames`` counts the frames kept."""
+                   decoder: tuple[Any, ...]) -> DecodeResult:
+    """Decode as a lone decoder worker does with ``decoder`` (:func:`decoder_settings`): skip_similar (the
+    frame-skip filter, its cost counted) on what the decoder gives; ``frames`` counts the frames kept."""
     from mmsearch.frameskip import FrameSkipper
-    from mmsearch.media import FrameBatch, get_backend
+    from mmsearch.media import FrameBatch
 
     res = DecodeResult()
     for path in files:
-        backend = get_backend(backend_name, skip_nonref=skip_nonref)
-        skipper = FrameSkipper() if skip_similar else None
+        backend = make_backend(backend_name, decoder)
+        skipper = FrameSkipper() if decoder[0] else None
         t0 = time.perf_counter()
         backend.probe(str(path))
         t1 = time.perf_counter()
@@ -329,10 +338,8 @@ def measure_decode(backend_name: str, files: list[Path], fps: float, short_side:
     return res
 
 
-def warm_decode(backend_name: str, path: Path, fps: float, short_side: int, chunk: int, skip_nonref: bool = False) -> None:
-    from mmsearch.media import get_backend
-
-    backend = get_backend(backend_name, skip_nonref=skip_nonref)
+def warm_decode(backend_name: str, path: Path, fps: float, short_side: int, chunk: int, decoder: tuple[Any, ...]) -> None:
+    backend = make_backend(backend_name, decoder)
     backend.probe(str(path))
     for _ in backend.iter_frames(str(path), fps=fps, short_side=short_side, chunk_size=chunk):
         pass
@@ -415,6 +422,19 @@ def measure_end_to_end(ingest: Any, enc: Any, backend: str, files: list[Path], a
             "unaccounted_s": wall - sum(timings.values()), "timeline_summary": summary, "timeline": events}
 
 
+def _key(*parts: Any) -> str:
+    """A JSON key from a measurement's parts ("decode/pyav/224/True/True/False/None")."""
+    return "/".join(map(str, parts))
+
+
+def _describe(decoder: tuple[Any, ...]) -> str:
+    """The decoder settings (:func:`decoder_settings`) in words, for the log."""
+    o = dict(zip(DECODER_FIELDS, decoder))
+    threads = {None: "shared", 0: "FFmpeg's"}.get(o["decoder_threads"], o["decoder_threads"])
+    return (f"skip similar {o['skip_similar']}, skip non-reference {o['skip_nonref']}, "
+            f"skip loop filter {o['skip_loop_filter']}, decoder threads {threads}")
+
+
 def footage_kind(name: str) -> str:
     """Which footage a benchmark file is (:data:`FOOTAGE`), from its name; "real" for the real clip."""
     prefix = name.split("_")[0]
@@ -454,10 +474,13 @@ def log(msg: str) -> None:
 
 
 def machine_info() -> dict[str, Any]:
+    """``_common.machine_info`` with the decoding and threading details this benchmark depends on."""
     import av
     import numpy
     import open_clip
     import torch
+
+    from _common import machine_info as common_machine_info
 
     try:
         import decord
@@ -465,22 +488,9 @@ def machine_info() -> dict[str, Any]:
         decord_version = decord.__version__
     except Exception as exc:  # noqa: BLE001
         decord_version = f"unavailable ({exc})"
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
+        **common_machine_info(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch_interop_threads": torch.get_num_interop_threads(),
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ},
         "versions": {
@@ -596,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu: dict[str, dict[str, float]] = {}
     try:
         # -- models (load time reported, never counted) ---------------------------------------
-        runtimes = sorted({SETTINGS[st][2] for st in args.settings})
+        runtimes = sorted({SETTINGS[st]["image_runtime"] for st in args.settings})
         encoders: dict[tuple[str, str], Any] = {}
         loads: dict[str, dict[str, Any]] = {}
         for key in args.models:
@@ -607,50 +617,49 @@ def main(argv: list[str] | None = None) -> int:
                 loads[f"{key}/{rt}"] = {"load_s": load_s, "weights": weights, "input_size": enc.input_size, "dim": enc.dim,
                                         "image_runtime": getattr(enc, "image_runtime", "torch")}
         sides = sorted({enc.input_size for enc in encoders.values()})
-        # decode-only depends on the decoder settings only: (skip_similar, skip_nonref)
-        decoders = sorted({SETTINGS[st][:2] for st in args.settings})
+        # decode-only depends on the decoder settings only (DECODER_FIELDS)
+        decoders = list(dict.fromkeys(decoder_settings(st) for st in args.settings))
 
         # -- decode-only: each backend at each short side the models want ------------------------
-        decode: dict[tuple[str, int, bool, bool], DecodeResult] = {}
+        decode: dict[tuple[Any, ...], DecodeResult] = {}  # (backend, short side, *decoder settings)
         for side in sides:
             for b in args.backends:
-                for similar, nonref in decoders:
-                    warm_decode(b, warm, args.fps, side, args.chunk, nonref)
-                    decode[(b, side, similar, nonref)], cpu[f"decode/{b}/{side}/{similar:d}{nonref:d}"] = quiet_run(
-                        f"decode-only {b} @ short side {side}, skip similar {similar}, skip non-reference {nonref}",
-                        lambda b=b, side=side, similar=similar, nonref=nonref: measure_decode(
-                            b, files, args.fps, side, args.chunk, keep=(b == args.backends[0]), skip_nonref=nonref, skip_similar=similar),
+                for dec in decoders:
+                    warm_decode(b, warm, args.fps, side, args.chunk, dec)
+                    decode[(b, side, *dec)], cpu[_key("decode", b, side, *dec)] = quiet_run(
+                        f"decode-only {b} @ short side {side}, " + _describe(dec),
+                        lambda b=b, side=side, dec=dec: measure_decode(b, files, args.fps, side, args.chunk, keep=(b == args.backends[0]), decoder=dec),
                         args,
                     )
 
-        save_partial(args, {"decode": {f"{b}/{s}/{si:d}{nr:d}": {"frames": d.frames, "seconds": d.seconds, "probe_seconds": d.probe_seconds}
-                                       for (b, s, si, nr), d in decode.items()}, "cpu": cpu})
+        save_partial(args, {"decode": {_key(*k): {"frames": d.frames, "seconds": d.seconds, "probe_seconds": d.probe_seconds}
+                                       for k, d in decode.items()}, "cpu": cpu})
 
         # -- encode-only: on the first backend's frames, chunk by chunk ----------------------------
-        encode: dict[tuple[str, str, bool, bool], tuple[int, float]] = {}
+        encode: dict[tuple[Any, ...], tuple[int, float]] = {}  # (model, runtime, *decoder settings)
         for st in args.settings:
-            similar, nonref, rt = SETTINGS[st]
+            dec, rt = decoder_settings(st), SETTINGS[st]["image_runtime"]
             for key in args.models:
                 enc = encoders[(key, rt)]
-                ekey = (key, rt, similar, nonref)
+                ekey = (key, rt, *dec)
                 if ekey in encode:
                     continue
-                batches = decode[(args.backends[0], enc.input_size, similar, nonref)].batches
+                batches = decode[(args.backends[0], enc.input_size, *dec)].batches
                 for b in batches[:2]:  # warm-up: first calls build oneDNN primitives
                     enc.encode_images(b.frames)
-                encode[ekey], cpu["encode/" + "/".join(map(str, ekey))] = quiet_run(
-                    f"encode-only {key} ({rt}) on the frames of skip similar {similar}, skip non-reference {nonref}",
+                encode[ekey], cpu[_key("encode", *ekey)] = quiet_run(
+                    f"encode-only {key} ({rt}) on the frames of " + _describe(dec),
                     lambda enc=enc, batches=batches: measure_encode(enc, batches), args)
         for res in decode.values():
             res.batches = []
-        save_partial(args, {"encode": {"/".join(map(str, k)): v for k, v in encode.items()}, "cpu": cpu})
+        save_partial(args, {"encode": {_key(*k): v for k, v in encode.items()}, "cpu": cpu})
 
         # -- end-to-end ------------------------------------------------------------------------
         e2e: dict[tuple[str, str, str, str, int], dict[str, Any]] = {}
         for variant, ingest in variants:
             for st in args.settings:
                 for key in args.models:
-                    enc = encoders[(key, SETTINGS[st][2])]
+                    enc = encoders[(key, SETTINGS[st]["image_runtime"])]
                     for b in args.backends:
                         cfg = ingest.IngestConfig(fps=args.fps, backend=b, chunk_frames=args.chunk, workers=1, **setting_options(st))
                         # warm-up: a 2 s clip into a throwaway index, same code path
@@ -667,22 +676,20 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for (variant, st, b, key, w), r in e2e.items():
-        similar, nonref, rt = SETTINGS[st]
+        dec, rt = decoder_settings(st), SETTINGS[st]["image_runtime"]
         ecpu = cpu[f"e2e/{variant}/{st}/{b}/{key}/{w}"]
         side = encoders[(key, rt)].input_size
-        dkey = f"decode/{b}/{side}/{similar:d}{nonref:d}"
-        d = decode[(b, side, similar, nonref)]
-        ekey = (key, rt, similar, nonref)
+        d = decode[(b, side, *dec)]
+        ekey = (key, rt, *dec)
         n_enc, enc_s = encode[ekey]
-        dcpu, encpu = cpu[dkey], cpu["encode/" + "/".join(map(str, ekey))]
+        dcpu, encpu = cpu[_key("decode", b, side, *dec)], cpu[_key("encode", *ekey)]
         decode_fps = d.frames / d.seconds
         encode_fps = n_enc / enc_s if n_enc else float("inf")
         serial_s = d.seconds + enc_s  # one after the other, no overlap
         e2e_fps = r["frames"] / r["wall_s"]
         bg = max(dcpu["background_cores"], encpu["background_cores"], ecpu["background_cores"])
         rows.append({
-            "backend": b, "model": key, "variant": variant, "setting": st, "skip_similar": similar, "skip_nonref": nonref,
-            "image_runtime": rt, "workers": w, "short_side": side,
+            "backend": b, "model": key, "variant": variant, "setting": st, **setting_options(st), "workers": w, "short_side": side,
             "frames": r["frames"], "repeated_frames": r.get("repeated_frames", 0), "decode_frames": d.frames,
             "sampled_frames": sum(p["sampled"] for p in d.per_file),
             "decode_s": d.seconds, "probe_s": d.probe_seconds, "decode_fps": decode_fps,
@@ -714,14 +721,15 @@ def main(argv: list[str] | None = None) -> int:
         r["e2e_speedup_vs_before"] = r["e2e_vsps"] / base if base else None
     # the share of sampled frames skipped as repeats, by footage (the file name's prefix)
     kept_share: dict[str, dict[str, float]] = {}
-    for (b, side, similar, nonref), d in decode.items():
-        if similar and b == args.backends[0]:
+    for (b, side, *dec), d in decode.items():
+        opts = dict(zip(DECODER_FIELDS, dec))
+        if opts["skip_similar"] and b == args.backends[0]:
             by_kind: dict[str, list[int]] = {}
             for p in d.per_file:
                 kind = footage_kind(p["file"])
                 kept, sampled = by_kind.setdefault(kind, [0, 0])
                 by_kind[kind] = [kept + p["frames"], sampled + p["sampled"]]
-            kept_share[f"{side}/nonref{nonref:d}"] = {k: 1 - kept / sampled for k, (kept, sampled) in by_kind.items()}
+            kept_share[_key(side, *dec)] = {k: 1 - kept / sampled for k, (kept, sampled) in by_kind.items()}
 
     title = (f"ingest throughput: {len(files)} files, {total_video_s:.0f} video-s, sampling {args.fps:g} fps, "
              f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, encoders on {args.device}"
@@ -731,9 +739,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, title)
     for key, l in loads.items():
         print(f"model load {key}: {l['load_s']:.2f} s ({l['weights']}, input {l['input_size']})")
-    for (b, side, similar, nonref), d in decode.items():
+    for (b, side, *dec), d in decode.items():
         per = ", ".join(f"{p['file']} {p['frames'] / p['decode_s']:.1f} f/s" for p in d.per_file)
-        print(f"decode {b} @{side} skip similar {similar} non-reference {nonref}: probe {d.probe_seconds:.2f} s total "
+        print(f"decode {b} @{side} {_describe(tuple(dec))}: probe {d.probe_seconds:.2f} s total "
               f"(not in decode f/s); per file: {per}")
     for where, shares in kept_share.items():
         print(f"sampled frames skipped as repeats ({where}): " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
@@ -757,11 +765,11 @@ def main(argv: list[str] | None = None) -> int:
             "args": {k: v for k, v in vars(args).items()}, "machine": machine_info(), "files": infos,
             "total_video_seconds": total_video_s, "model_load": loads,
             "settings": {st: setting_options(st) for st in args.settings},
-            "decode": [{"backend": b, "short_side": s, "skip_similar": si, "skip_nonref": nr, "frames": d.frames,
+            "decode": [{"backend": b, "short_side": s, **dict(zip(DECODER_FIELDS, dec)), "frames": d.frames,
                         "seconds": d.seconds, "probe_seconds": d.probe_seconds, "fps": d.frames / d.seconds, "per_file": d.per_file}
-                       for (b, s, si, nr), d in decode.items()],
-            "encode": [{"model": k, "image_runtime": rt, "skip_similar": si, "skip_nonref": nr, "frames": n, "seconds": sec,
-                        "fps": n / sec if sec else None} for (k, rt, si, nr), (n, sec) in encode.items()],
+                       for (b, s, *dec), d in decode.items()],
+            "encode": [{"model": k, "image_runtime": rt, **dict(zip(DECODER_FIELDS, dec)), "frames": n, "seconds": sec,
+                        "fps": n / sec if sec else None} for (k, rt, *dec), (n, sec) in encode.items()],
             "skipped_share": kept_share,
             "rows": rows, "cpu": cpu, "flagged": flagged, "wall_seconds": elapsed,
         }

@@ -17,12 +17,12 @@ __all__ = [
 # What an index remembers of how it was built: a later run and every query cut media the same way.
 RECORDED_FIELDS = (
     "fps", "backend", "window", "stride", "audio_window", "audio_hop", "asr_model", "ocr_interval",
-    "skip_similar", "skip_nonref", "image_runtime", "captions",
+    "skip_similar", "skip_nonref", "skip_loop_filter", "image_runtime", "captions",
 )
 # Recorded fields that must match between runs (changing them would mix incompatible segments).
 FIXED_FIELDS = ("fps", "window", "stride", "audio_window", "audio_hop")
 # Recorded fields a later run may change: how files are decoded and encoded, not what a segment is.
-RUN_FIELDS = ("backend", "skip_similar", "skip_nonref", "image_runtime", "captions")
+RUN_FIELDS = ("backend", "skip_similar", "skip_nonref", "skip_loop_filter", "image_runtime", "captions")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class IngestConfig:
     stride: float = 2.0
     chunk_frames: int = 32
     workers: int | None = None  # decoder processes; None: default_workers() for the encoders' device
+    decoder_threads: int | None = None  # video decoding threads per decoder process; None: the cores shared out (ingest.decoder_threads), 0: FFmpeg's choice
     stall_timeout: float = 120.0  # seconds without progress from a decoder before it is killed
     memory_limit_mb: int = 8192  # address-space ceiling of a decoder process
     commit_seconds: float = 30.0  # commit at least this often
@@ -48,6 +49,7 @@ class IngestConfig:
     # faster indexing on a CPU (issue #18): see the README's "Faster indexing on a CPU"
     skip_similar: bool = True  # skip sampled frames that repeat the last embedded one (mmsearch.frameskip)
     skip_nonref: bool = True  # PyAV: decode no frame that no other frame refers to (FFmpeg's skip_frame=NONREF)
+    skip_loop_filter: bool = False  # PyAV: no in-loop deblocking (FFmpeg's skip_loop_filter=all): cheaper, slightly blockier
     image_runtime: str = "torch"  # the CLIP image tower on a CPU: "torch" (fp32) or "onnx-int8" (ONNX Runtime, int8)
     captions: str | None = None  # the captioner of the caption space, CoCa or BLIP (mmsearch.captions); None: no captions
 
@@ -58,6 +60,8 @@ class IngestConfig:
             raise UsageError(f"--latency-ms must be positive, got {self.latency_ms}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
+        if self.decoder_threads is not None and self.decoder_threads < 0:
+            raise UsageError(f"--decoder-threads must be 0 (FFmpeg's choice) or more, got {self.decoder_threads}")
         if self.max_memory_mb is not None and self.max_memory_mb <= 0:
             raise UsageError(f"--max-memory must be a positive number of MB, got {self.max_memory_mb}")
         get_backend(self.backend)  # validates the name

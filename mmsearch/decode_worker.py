@@ -67,6 +67,8 @@ class DecodeTask:
     asr_device: str = "cpu"  # where the decoder's models run (Whisper, the captioner): "cuda" beside a GPU encoder
     skip_similar: bool = False  # leave out sampled frames that repeat the last one sent (mmsearch.frameskip)
     skip_nonref: bool = False  # PyAV decodes no non-reference frame (FFmpeg's skip_frame=NONREF)
+    skip_loop_filter: bool = False  # PyAV skips in-loop deblocking (FFmpeg's skip_loop_filter=all)
+    decoder_threads: int = 0  # the video decoder's threads; 0: the decoder's choice (FFmpeg: cores + 1)
 
 
 def usable_cores() -> int:
@@ -150,10 +152,15 @@ def _send_image(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
 
 
 def _send_video(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> None:
-    backend = get_backend(task.backend, skip_nonref=task.skip_nonref)
+    backend = _video_backend(task)
     probe = backend.probe(task.path)
     info.update(duration=probe.duration, width=probe.width, height=probe.height)
     _send_frames(conn, task, info, backend)
+
+
+def _video_backend(task: DecodeTask) -> Any:
+    """The task's video decoder with its settings."""
+    return get_backend(task.backend, skip_nonref=task.skip_nonref, skip_loop_filter=task.skip_loop_filter, threads=task.decoder_threads)
 
 
 def _send_frames(conn: Connection, task: DecodeTask, info: dict[str, Any], decoder: Any) -> None:
@@ -295,7 +302,7 @@ def _send_words(conn: Connection, task: DecodeTask, info: dict[str, Any]) -> Non
 def _frame_decoder(task: DecodeTask) -> Any:
     """What reads a file's frames again for its words (OCR, captions): an animated GIF, WebP or PNG
     (a file planned as an image that turned out to move), else the video's own decoder, with its settings."""
-    return Animation() if task.kind == "image" else get_backend(task.backend, skip_nonref=task.skip_nonref)
+    return Animation() if task.kind == "image" else _video_backend(task)
 
 
 def _transcribe(conn: Connection, task: DecodeTask, info: dict[str, Any], send: Any) -> None:

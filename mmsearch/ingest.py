@@ -368,7 +368,9 @@ def _plan(
     return plan
 
 
-def _task(item: _Pending, encoders: dict[str, Any], config: IngestConfig) -> DecodeTask:
+def _task(item: _Pending, encoders: dict[str, Any], config: IngestConfig, threads: int = 0) -> DecodeTask:
+    """What a decoder process is asked to do for ``item``; ``threads``: the video decoder's threads
+    unless ``config.decoder_threads`` says (0: the decoder's choice)."""
     visual = encoders.get(VISUAL) if VISUAL in item.spaces else None
     audio = encoders.get(AUDIO) if AUDIO in item.spaces else None
     audio_spec = None
@@ -390,6 +392,8 @@ def _task(item: _Pending, encoders: dict[str, Any], config: IngestConfig) -> Dec
         chunk_frames=config.chunk_frames,
         skip_similar=config.skip_similar,
         skip_nonref=config.skip_nonref,
+        skip_loop_filter=config.skip_loop_filter,
+        decoder_threads=threads if config.decoder_threads is None else config.decoder_threads,
         visual=visual is not None,
         audio=audio_spec,
     )
@@ -404,12 +408,24 @@ def default_workers(encoders: Any) -> int:
     throughput by 6% and 19% (two runs) with torch fp32 and by 26% and 30% with the int8 tower
     (``benchmarks/ingest.py --workers 1,2``, README "Faster indexing on a CPU"). A GPU encodes ViT-B-32 frames ~200x faster than 16 CPU cores
     (benchmarks/encode.py), which leaves decoding the whole cost: one decoder per four cores
-    (FFmpeg already threads each one), at most 8.
+    (each decodes with four threads, :func:`decoder_threads`), at most 8.
     """
     on_gpu = any(getattr(getattr(e, "device", None), "type", "cpu") == "cuda" for e in encoders)
     if not on_gpu:
         return min(2, usable_cores())
     return max(1, min(8, usable_cores() // 4))
+
+
+def decoder_threads(processes: int) -> int:
+    """Video decoding threads of each of ``processes`` decoder processes: the usable cores shared
+    out, at least one.
+
+    FFmpeg's own choice is cores + 1 threads in every process: on a CPU that also encodes, the
+    decoders' threads then compete with each other and with the encoder. Shared out, two decoder
+    processes on 2 cores indexed 4-10% more video-seconds per second than with FFmpeg's threads
+    with the torch image tower and 10-27% more with the int8 one (``benchmarks/ingest.py``, three
+    runs; README, "Faster indexing on a CPU"), with the same pictures."""
+    return max(1, usable_cores() // max(1, processes))
 
 
 def _recipe_chooser(config: IngestConfig, shards: int = 1) -> Callable[[int, int], Any]:
@@ -450,6 +466,7 @@ def run_local(
     writer = deriver.writer
     count = max(1, min(config.workers or default_workers(encoders.values()), len(plan)))  # no idle processes
     workers = [DecodeWorker(config.memory_limit_mb) for _ in range(count)]
+    threads = decoder_threads(count)
     queue = list(reversed(plan))
     active: dict[int, _Pending] = {}
     last_commit = time.monotonic()
@@ -458,7 +475,7 @@ def run_local(
             for i, worker in enumerate(workers):
                 if i not in active and queue:
                     item = queue.pop()
-                    worker.start(_task(item, encoders, config))
+                    worker.start(_task(item, encoders, config, threads))
                     active[i] = item
                     notify("start", {"path": item.path})
             t0 = time.perf_counter()

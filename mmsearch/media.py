@@ -314,14 +314,20 @@ class PyAVBackend:
     lost_seconds = 0.0
     decoded_frames = 0  # pictures the decoder returned (all of them, or fewer with skip_nonref)
 
-    def __init__(self, *, skip_nonref: bool = False) -> None:
+    def __init__(self, *, skip_nonref: bool = False, skip_loop_filter: bool = False, threads: int = 0) -> None:
         # skip_nonref: a frame no other frame refers to (most B-frames) is not decoded unless it
         # may be the one on screen at a sampling target: FFmpeg's skip_frame is NONREF for a
         # packet whose pts p has no target in [p, the largest pts demuxed so far), since a
         # frame with a pts in (p, that largest pts] is shown before any later target. The
         # frames sampled are those a full decode samples; where the stream ends is still read
         # from every packet.
-        self.skip_nonref = skip_nonref
+        # skip_loop_filter: FFmpeg's skip_loop_filter=all, no in-loop deblocking (H.264, HEVC,
+        # VP8/9...): decoding costs less, pictures are slightly blockier, and the difference
+        # carries through predicted frames up to the next keyframe.
+        # threads: FFmpeg's decoding threads (thread_count); 0 lets FFmpeg choose (cores + 1).
+        if threads < 0:
+            raise UsageError(f"decoder threads must be 0 (FFmpeg's choice) or more, got {threads}")
+        self.skip_nonref, self.skip_loop_filter, self.threads = skip_nonref, skip_loop_filter, threads
 
     def _open(self, path: str):  # noqa: ANN202 - av types are untyped
         import av
@@ -360,6 +366,10 @@ class PyAVBackend:
         with container:
             vs = self._picture_stream(path, container)
             vs.thread_type = "AUTO"
+            if self.threads:
+                vs.codec_context.thread_count = self.threads
+            if self.skip_loop_filter:
+                vs.codec_context.options = {**vs.codec_context.options, "skip_loop_filter": "all"}
             origin = container_start(container)
             expected_end = _finite(stream_end(container, vs, stated_only=True))
             nominal_step = 1.0 / float(vs.average_rate) if vs.average_rate else 0.0
@@ -443,6 +453,12 @@ class DecordBackend:
     video_end = 0.0
     lost_seconds = 0.0
 
+    def __init__(self, *, threads: int = 0) -> None:
+        # threads: decord's num_threads for decoding (0: its choice)
+        if threads < 0:
+            raise UsageError(f"decoder threads must be 0 (the decoder's choice) or more, got {threads}")
+        self.threads = threads
+
     def _reader(self, path: str, short_side: int | None):  # noqa: ANN202
         import decord
 
@@ -458,7 +474,7 @@ class DecordBackend:
         tw, th = scaled_size(w, h, short_side)
         del probe
         try:
-            return decord.VideoReader(path, width=tw, height=th, num_threads=0)
+            return decord.VideoReader(path, width=tw, height=th, num_threads=self.threads)
         except Exception as exc:
             raise DecodeError(path, f"cannot open video ({exc})") from None
 
@@ -530,13 +546,18 @@ BACKENDS: dict[str, type[VideoBackend]] = {"pyav": PyAVBackend, "decord": Decord
 DEFAULT_BACKEND = "pyav"
 
 
-def get_backend(name: str, *, skip_nonref: bool = False) -> VideoBackend:
-    """A video decoder by name (``pyav``, ``decord``); ``skip_nonref`` (PyAV only): see :class:`PyAVBackend`."""
+def get_backend(name: str, *, skip_nonref: bool = False, skip_loop_filter: bool = False, threads: int = 0) -> VideoBackend:
+    """A video decoder by name (``pyav``, ``decord``). ``skip_nonref`` and ``skip_loop_filter``
+    (PyAV only) and ``threads`` (decoding threads, 0: the decoder's choice): see :class:`PyAVBackend`.
+
+    Raises :class:`UsageError` for an unknown name or negative ``threads``."""
     try:
         backend = BACKENDS[name]
     except KeyError:
         raise UsageError(f"unknown decoder backend {name!r}; choose one of {sorted(BACKENDS)}") from None
-    return backend(skip_nonref=skip_nonref) if backend is PyAVBackend else backend()
+    if backend is PyAVBackend:
+        return PyAVBackend(skip_nonref=skip_nonref, skip_loop_filter=skip_loop_filter, threads=threads)
+    return backend(threads=threads)
 
 
 _HEIF_REGISTERED = False

@@ -175,3 +175,17 @@ def test_rerank_benchmark_measures_plain_and_reranked_side_by_side(tmp_path):
     for name in ("plain", "rerank"):
         assert 0.0 <= q[name]["p_at_1"] <= 1.0 and 0.0 <= q[name]["mean_iou"] <= 1.0 and q[name]["median_query_s"] > 0
     assert q["rerank"]["median_query_s"] > q["plain"]["median_query_s"]  # the matcher's work is measured, not skipped
+
+
+def test_decode_fidelity_benchmark_compares_the_same_frames_with_and_without_the_loop_filter(tmp_path):
+    """benchmarks/decode_fidelity.py (issue #18): every sampled frame twice, deblocked and not; a busy
+    shot's pictures differ (finite PSNR: a script that decoded both ways alike would report none)
+    and their embeddings agree as the bars ask."""
+    out = tmp_path / "fidelity.json"
+    _run("decode_fidelity.py", "--videos", "1", "--seconds", "4", "--footage", "busy,slides", "--models", "synth-clip",
+         "--no-real", "--media-dir", str(tmp_path / "media"), "--json", str(out))
+    model = json.loads(out.read_text())["models"]["synth-clip"]
+    files = {r["file"]: r for r in model["files"]}
+    assert set(files) == {"bench_000.mp4", "slides_000.mp4"} and all(r["frames"] == 4 for r in files.values())
+    assert 25 < files["bench_000.mp4"]["psnr_min"] < 60
+    assert model["frames"] == 8 and 0.99 <= model["cosine_min"] < 1.0 and model["top1_agreement"] >= 0.99 and model["passes"]

@@ -157,3 +157,86 @@ def test_a_later_run_may_change_the_run_choices_and_says_so(tmp_path, random_cli
     assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["config"]["skip_similar"] is False
     third = mmsearch.index_paths([root], tmp_path / "idx", config=mmsearch.IngestConfig(skip_similar=False), **kw)
     assert not [n for _, n in third.notes if "built with" in n]  # the recorded choice is now the run's: no word
+
+
+def _textured_video(path: Path, frames: int = 45, fps: int = 15) -> None:
+    """H.264 at a high CRF (so the in-loop deblocking filter has block edges to smooth): a
+    textured pattern that pans, keyframe only at the start, B-frames."""
+    import av
+
+    rng = np.random.default_rng(3)
+    texture = np.clip(128 + 60 * rng.standard_normal((160, 280, 3)), 0, 255).astype(np.uint8)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "38", "bf": "3", "g": "300"}
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(texture[i : i + 96, 2 * i : 2 * i + 160]), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _decode(backend, path: Path) -> tuple[list[float], np.ndarray]:  # noqa: ANN001
+    batches = list(backend.iter_frames(str(path), fps=1.0, short_side=None))
+    return [t for b in batches for t in b.timestamps], np.concatenate([b.frames for b in batches])
+
+
+def test_one_decoding_thread_gives_the_pictures_of_ffmpegs_threads(tmp_path) -> None:
+    """Decoder threads (shared out among the decoder processes) change what decoding costs, not what it gives."""
+    path = tmp_path / "textured.mp4"
+    _textured_video(path)
+    want_t, want = _decode(get_backend("pyav", skip_nonref=True), path)
+    got_t, got = _decode(get_backend("pyav", skip_nonref=True, threads=1), path)
+    assert got_t == want_t == pytest.approx([0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(mmsearch.UsageError, match="decoder threads"):
+        get_backend("pyav", threads=-1)
+    with pytest.raises(mmsearch.UsageError, match="--decoder-threads"):
+        mmsearch.IngestConfig(decoder_threads=-1)
+
+
+def test_skipping_the_loop_filter_gives_the_same_times_and_nearly_the_same_pictures(tmp_path) -> None:
+    """--skip-loop-filter (FFmpeg's skip_loop_filter=all): the same frames at the same seconds, not
+    deblocked (so not identical), and close to the deblocked pictures (PSNR >= 30 dB here, at CRF 38
+    up to two seconds after the only keyframe)."""
+    path = tmp_path / "textured.mp4"
+    _textured_video(path)
+    want_t, want = _decode(get_backend("pyav", skip_nonref=True), path)
+    fast = get_backend("pyav", skip_nonref=True, skip_loop_filter=True)
+    got_t, got = _decode(fast, path)
+    assert got_t == want_t and fast.video_end == pytest.approx(3.0)
+    mse = ((got.astype(np.float64) - want) ** 2).reshape(len(got), -1).mean(axis=1)
+    assert (mse > 0).all()  # no picture deblocked (35-39 dB here when written)
+    psnr = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12))
+    assert psnr.min() >= 30
+
+
+def test_decoder_processes_share_the_cores_out(tmp_path, monkeypatch, random_clip_checkpoint) -> None:
+    """Each decoder process gets the usable cores divided among the processes (at least one);
+    --decoder-threads overrides, and --skip-loop-filter reaches the decoder and the manifest."""
+    import json
+
+    from mmsearch import ingest
+    from mmsearch.api import ingest_config
+
+    monkeypatch.setattr(ingest, "usable_cores", lambda: 2)
+    assert [ingest.decoder_threads(n) for n in (1, 2, 3)] == [2, 1, 1]
+    monkeypatch.setattr(ingest, "usable_cores", lambda: 16)
+    assert ingest.decoder_threads(4) == 4
+    root = tmp_path / "media"
+    for name, colour in (("a.mp4", RED), ("b.mp4", BLUE)):
+        write_video(root / name, [(colour, 3.0)])
+    started = []
+    start = ingest.DecodeWorker.start
+    monkeypatch.setattr(ingest.DecodeWorker, "start", lambda self, task: (started.append(task), start(self, task))[1])
+    kw = dict(model="synth-clip", pretrained=str(random_clip_checkpoint), device="cpu", speech=False, ocr=False, audio=False)
+    mmsearch.index_paths([root], tmp_path / "idx", config=mmsearch.IngestConfig(workers=2, skip_loop_filter=True), **kw)
+    assert sorted((Path(t.path).name, t.decoder_threads, t.skip_loop_filter) for t in started) == [("a.mp4", 8, True), ("b.mp4", 8, True)]
+    assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["config"]["skip_loop_filter"] is True
+    write_video(root / "c.mp4", [(GREEN, 3.0)])
+    started.clear()
+    mmsearch.index_paths([root], tmp_path / "idx", config=ingest_config(tmp_path / "idx", decoder_threads=0), **kw)
+    assert [(Path(t.path).name, t.decoder_threads, t.skip_loop_filter) for t in started] == [("c.mp4", 0, True)]  # the recorded choice, as the CLI reads it

@@ -196,3 +196,26 @@ def test_an_unknown_image_runtime_is_a_usage_error(runtime) -> None:
 
     with pytest.raises(UsageError, match="image runtime"):
         ClipEncoder(PRESETS["synth-clip"], device="cpu", image_runtime=runtime)
+
+
+def test_agreement_forgives_a_swap_among_near_ties_only_when_asked() -> None:
+    """Three takes of one still shot (near-identical) and two other scenes: a candidate whose nearest
+    take is another take agrees within a tie of 0.001, not strictly; one whose nearest row is
+    another scene disagrees either way."""
+    from mmsearch.encoders.image_tower import agreement
+
+    rng = np.random.default_rng(0)
+    shot, u1, u2 = rng.standard_normal((3, 64))
+    v, w = rng.standard_normal((2, 64))
+    others = np.vstack([0.5 * v + w, v])  # scene 3's nearest row is scene 4 (cosine ~0.45), far from the shot
+
+    def takes(e1: float, e2: float) -> np.ndarray:
+        return np.vstack([shot, shot + e1 * u1, shot + e2 * u2])
+
+    ref = np.vstack([takes(0.01, 0.02), others]).astype(np.float32)  # take 0's nearest: take 1
+    swapped = np.vstack([takes(0.02, 0.01), others]).astype(np.float32)  # now take 2
+    strict, tied = agreement(ref, swapped), agreement(ref, swapped, tie=1e-3)
+    assert strict["top1"] == pytest.approx(0.8) and tied["top1"] == 1.0
+    far = ref.copy()
+    far[3] = shot + 0.05 * rng.standard_normal(64)  # scene 3 now looks like the shot: its nearest row is a take
+    assert agreement(ref, far, tie=1e-3)["top1"] < 1.0

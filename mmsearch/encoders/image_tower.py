@@ -216,16 +216,22 @@ def _export_int8(visual: Any, input_size: int, tmp: Path) -> None:
         fp32.unlink(missing_ok=True)
 
 
-def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+def agreement(reference: np.ndarray, candidate: np.ndarray, *, tie: float = 0.0) -> dict[str, float]:
     """How well ``candidate`` (N, dim) vectors stand in for ``reference`` ones, both L2-normalised
     first: the lowest row-wise cosine, and the share of rows whose nearest other row is the same by
-    both (``top1``)."""
+    both (``top1``). With ``tie`` > 0 a row also agrees when the candidates' nearest other row is,
+    by the reference vectors, within ``tie`` cosine of the reference's nearest (frames of a still
+    shot are near-identical, and which of them is nearest is a coin toss)."""
     a, b = l2_normalize(reference), l2_normalize(candidate)
     n = len(a)
     cosine = np.sum(a * b, axis=1)
     sim_a, sim_b = a @ a.T - 2 * np.eye(n, dtype=np.float32), b @ b.T - 2 * np.eye(n, dtype=np.float32)
+    rows, near_a, near_b = np.arange(n), sim_a.argmax(1), sim_b.argmax(1)
+    same = near_a == near_b
+    if tie > 0:
+        same |= sim_a[rows, near_b] >= sim_a[rows, near_a] - tie
     return {"min_cosine": round(float(cosine.min()), 6), "mean_cosine": round(float(cosine.mean()), 6),
-            "top1": round(float(np.mean(sim_a.argmax(1) == sim_b.argmax(1))), 6)}
+            "top1": round(float(np.mean(same)), 6)}
 
 
 def probe_pixels(size: int, mean: tuple[float, ...] = OPENAI_MEAN, std: tuple[float, ...] = OPENAI_STD,
