@@ -12,9 +12,13 @@ Each segment of a text space (a sentence, a subtitle, a line on screen) has a se
 A segment's score is ``(1 - LEXICAL_WEIGHT) * semantic + LEXICAL_WEIGHT * lexical``. Candidates
 are the union of the best segments of each (the moment index for the semantic side, BM25 for the
 lexical side). Words in double quotes are a phrase the segment must hold (case and punctuation
-aside; a phrase may run on into the next segment of the same media): word for word, or, for a
-phrase of five words or more, with one word in five wrong, since a transcript mishears words
-(Whisper base heard "reversed" for "rehearsed" here); an exact match scores above an approximate one.
+aside; a phrase may run on into the next segment of the same media): word for word, or
+approximately, since a transcript mishears words (Whisper base heard "reversed" for "rehearsed"
+and "the maker sells fresh dread" for "the baker sells fresh bread" here). Approximately means a
+word may be a near miss, within Elasticsearch's ``fuzziness: AUTO`` of the quoted one (optimal
+string alignment distance, transpositions counting one edit: none for words of 1-2 letters, one
+for 3-5, two for longer; rapidfuzz computes it), and, for a phrase of five words or more, one
+word in five may be wrong altogether. An exact match scores above an approximate one.
 
 The lexical index is built from the committed words of a snapshot (the ``text`` column of the
 space's segments) when the first query needs it, so it always belongs to the generation being
@@ -34,6 +38,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from rapidfuzz.distance import OSA
 
 from .retrieval import Hit, overlaps
 from .store import SpaceData
@@ -134,8 +139,8 @@ class LexicalIndex:
 
     def rows_with(self, phrases: list[str], media_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows holding every phrase, alone or run on into the next row of the same media, word for word
-        or with one word in five wrong (a transcript's misheard word): (rows, True where every phrase
-        is word for word). Only rows BM25 ranks among the best for the phrase's words are checked."""
+        or approximately (near misses, and one word in five wrong: see the module): (rows, True where
+        every phrase is word for word). Only rows BM25 ranks among the best for the phrase's words are checked."""
         found: dict[int, bool] = {}
         for p_i, phrase in enumerate(phrases):
             target = phrase.split()
@@ -151,38 +156,56 @@ class LexicalIndex:
             for r in sorted(candidates):
                 words = words_of(self.texts[r])
                 following = words_of(self.texts[r + 1]) if r + 1 < self.n and media_ids[r + 1] == media_ids[r] else []
-                errors = _phrase_errors(target, words, following)
-                if errors <= allowed:
-                    matched[r] = errors == 0
+                wrong, near = _phrase_errors(target, words, following)
+                if wrong <= allowed:
+                    matched[r] = wrong == near == 0
             found = matched if p_i == 0 else {r: exact and matched[r] for r, exact in found.items() if r in matched}
         rows = np.asarray(sorted(found), np.int64)
         return rows, np.asarray([found[int(r)] for r in rows], bool)
 
 
-def _phrase_errors(target: list[str], words: list[str], following: list[str]) -> int:
-    """Fewest word edits between ``target`` and a stretch of ``words`` that starts in ``words`` (and may
-    run on into ``following``): semi-global alignment, free to start and end anywhere."""
+def fuzziness(word: str) -> int:
+    """Edits a word of a quoted phrase may be away from the word heard and still be a near miss:
+    Elasticsearch's ``AUTO`` (0 for 1-2 characters, 1 for 3-5, 2 for more)."""
+    return 0 if len(word) <= 2 else 1 if len(word) <= 5 else 2
+
+
+def _word_cost(wanted: str, heard: str, wrong: int) -> int:
+    """0 for the same word, 1 for a near miss (:func:`fuzziness`), ``wrong`` for another word."""
+    if wanted == heard:
+        return 0
+    limit = fuzziness(wanted)
+    return 1 if limit and OSA.distance(wanted, heard, score_cutoff=limit) <= limit else wrong
+
+
+def _phrase_errors(target: list[str], words: list[str], following: list[str]) -> tuple[int, int]:
+    """(words wrong, near misses) of the best alignment of ``target`` with a stretch of ``words``
+    that starts in ``words`` (and may run on into ``following``): semi-global alignment, free to
+    start and end anywhere; a word wrong, left out or added costs more than every near miss
+    together, so the alignment has the fewest words wrong, then the fewest near misses."""
     text = words + following
-    if not text:
-        return len(target)
-    best = len(target)
     n = len(target)
-    # prev[j]: edits aligning target[:i] to a stretch ending at text[j-1] (any start)
+    wrong = n + 1  # the cost of one word wrong: more than n near misses
+    if not text:
+        return n, 0
+    best = n * wrong
+    # prev[j]: cost of aligning target[:i] to a stretch ending at text[j-1] (any start)
     prev = np.zeros(len(text) + 1, np.int64)
     starts = np.arange(len(text) + 1)
     for i in range(1, n + 1):
         cur = np.empty_like(prev)
-        cur[0] = i
+        cur[0] = i * wrong
         cur_start = np.empty_like(starts)
         cur_start[0] = 0
         for j in range(1, len(text) + 1):
-            options = ((prev[j - 1] + (target[i - 1] != text[j - 1]), starts[j - 1]), (prev[j] + 1, starts[j]), (cur[j - 1] + 1, cur_start[j - 1]))
+            options = ((prev[j - 1] + _word_cost(target[i - 1], text[j - 1], wrong), starts[j - 1]),
+                       (prev[j] + wrong, starts[j]), (cur[j - 1] + wrong, cur_start[j - 1]))
             cur[j], cur_start[j] = min(options)
         prev, starts = cur, cur_start
     for j in range(1, len(text) + 1):
         if starts[j] < len(words) and prev[j] < best:
             best = int(prev[j])
-    return best
+    return divmod(best, wrong)
 
 
 @dataclass

@@ -177,6 +177,25 @@ def test_a_quoted_phrase_may_run_on_into_the_next_segment():
     assert lexical.rows_with(["the story about the"], media)[0].tolist() == [0]  # four words: exact only
 
 
+def test_a_quoted_phrase_finds_what_was_misheard_as_a_near_miss():
+    """Whisper base heard "the maker sells fresh dread and remorning" for "the baker sells fresh
+    bread every morning": near misses (Elasticsearch's AUTO fuzziness) match, as approximate, and
+    rank below the words themselves; words further off, or of two letters, do not."""
+    from mmsearch.textsearch import fuzziness
+
+    texts = ["The maker sells fresh dread and remorning.", "the baker sells fresh bread", "an old clock on the wall"]
+    media = np.array([1, 2, 3])
+    lexical = LexicalIndex(texts)
+    assert [fuzziness(w) for w in ("on", "old", "bread", "morning")] == [0, 1, 1, 2]
+    rows, exact = lexical.rows_with(["baker sells fresh bread every"], media)  # two near misses, one word wrong
+    assert rows.tolist() == [0, 1] and exact.tolist() == [False, False]
+    rows, exact = lexical.rows_with(["sells fresh bread"], media)  # three words: near misses only
+    assert rows.tolist() == [0, 1] and exact.tolist() == [False, True]
+    assert lexical.rows_with(["sells fresh breakfast"], media)[0].tolist() == []  # "bread" is 4 edits away
+    assert lexical.rows_with(["in old clock"], media)[0].tolist() == []  # "in"/"an": two letters, no fuzziness
+    assert lexical.rows_with(["all clock on"], media)[0].tolist() == []  # "all"/"old": 2 edits, 3 letters allow 1
+
+
 def test_fusion_keeps_the_pictures_order_without_words_and_lets_strong_words_lead():
     from mmsearch.retrieval import WORDS_GATE, Hit, fuse_moments
 
