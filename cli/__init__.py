@@ -6,6 +6,7 @@ be fetched) print one clear message and exit non-zero, never a stack trace.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -326,8 +327,9 @@ def query(
         answer["query"]["image" if image is not None else "audio"] = str(example.absolute())
     if as_json:
         sys.stdout.write(_json_line(answer))
-        return
-    _print_results(answer, text=text, image=image, audio=audio)
+    else:
+        _print_results(answer, text=text, image=image, audio=audio)
+    _warn_gone(answer["results"])
 
 
 def _remote_query(
@@ -345,6 +347,20 @@ def _remote_query(
     if answer is not None:
         logging.getLogger("mmsearch").info("answered by the server at %s", server["url"])
     return answer
+
+
+def _warn_gone(results: list[dict[str, Any]]) -> None:
+    """One line on stderr when results name files that are no longer where they were indexed."""
+    gone = list(dict.fromkeys(r["path"] for r in results if not os.path.lexists(_real_path(r))))
+    if gone:
+        which = _plain(gone[0]) + (f" and {len(gone) - 1} more" if len(gone) > 1 else "")
+        err_console.print(f"note: {which} {'is' if len(gone) == 1 else 'are'} gone since indexing (moved or deleted); "
+                          "run mmsearch index on their folder again to update the index", markup=False, highlight=False, soft_wrap=True)
+
+
+def _real_path(result: dict[str, Any]) -> str | bytes:
+    """A result's file name as the file system has it (``path_bytes`` where the name is not UTF-8)."""
+    return base64.b64decode(result["path_bytes"]) if result.get("path_bytes") else result["path"]
 
 
 def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | None, audio: Path | None) -> None:

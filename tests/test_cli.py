@@ -189,3 +189,22 @@ def test_exit_status_tells_a_usage_error_from_a_failure(tmp_path):
     for proc in (wrong_kind, unloadable):
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "i").exists()
+
+
+def test_a_result_whose_file_is_gone_since_indexing_says_so(tmp_path):
+    """A file deleted after indexing is still in the index until the next run: a query that returns it
+    says so in one line on stderr (stdout stays one JSON object), and says nothing while every file is there."""
+    root = tmp_path / "media"
+    write_video(root / "red.mp4", [(RED, 3.0)])
+    write_video(root / "blue.mp4", [(BLUE, 3.0)])
+    env = {"MMSEARCH_INDEX": str(tmp_path / "idx")}
+    run("index", str(root), "--model", "synth-clip", "--device", "cpu", "--no-speech", "--no-ocr", "--no-audio", "-q", env=env)
+    before = run("query", "a red square", "--json", "-k", "2", env=env)
+    assert "gone since indexing" not in before.stderr
+    (root / "red.mp4").unlink()
+    after = run("query", "a red square", "--json", "-k", "2", env=env)
+    assert [Path(r["path"]).name for r in json.loads(after.stdout)["results"]] == ["red.mp4", "blue.mp4"]
+    [line] = [x for x in after.stderr.splitlines() if "gone since indexing" in x]
+    assert str(root / "red.mp4") in line and "blue.mp4" not in line and "mmsearch index" in line
+    table = run("query", "a red square", "-k", "2", env=env)
+    assert "gone since indexing" in table.stderr and "red.mp4" in table.stdout
