@@ -650,10 +650,16 @@ def _note(report: IngestReport, path: str, note: str) -> None:
 def _damage(info: dict[str, Any]) -> str | None:
     """What a damaged file lost, in words (None when it decoded whole)."""
     parts = []
-    for prefix, what in (("", "pictures"), ("audio_", "sound")):
+    for prefix, what, end in (("", "pictures", "video_end"), ("audio_", "sound", "audio_end")):
         errors = int(info.get(f"{prefix}damaged_packets") or 0)
-        if errors:
-            parts.append(f"{what}: {errors} decoding error(s), about {float(info.get(f'{prefix}lost_seconds') or 0.0):.1f} s lost")
+        if not errors:
+            continue
+        lost = float(info.get(f"{prefix}lost_seconds") or 0.0)
+        if lost >= 0.05:
+            parts.append(f"{what}: {errors} decoding error(s), about {lost:.1f} s lost")
+        else:  # a cut file that does not say where it should end (WebM, MKV): what decoded is what is known
+            until = f", decoded up to {float(info[end]):.1f} s" if info.get(end) else ""
+            parts.append(f"{what}: {errors} decoding error(s){until} (how much is lost is unknown)")
     return "; ".join(parts) or None
 
 

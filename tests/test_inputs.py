@@ -347,6 +347,33 @@ def test_damaged_file_is_recorded_with_what_it_lost(tmp_path, random_clip_checkp
     assert "damaged " + str(media / "damaged.mkv") in out.stdout and "fine.mp4" not in out.stdout
 
 
+def test_a_cut_webm_says_how_far_it_decoded_not_that_nothing_was_lost(tmp_path, random_clip_checkpoint):
+    """A WebM written as a live stream (as browsers' MediaRecorder writes it: no duration, no cues),
+    cut short, does not say where its pictures should end: the damage is recorded as how far it
+    decoded, not as "about 0.0 s lost"."""
+    import av
+
+    clean = tmp_path / "clean.webm"
+    with av.open(str(clean), "w", format="webm", options={"live": "1"}) as out:
+        stream = out.add_stream("libvpx", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(200):  # 20 s
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), RED if i < 100 else BLUE, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    media = tmp_path / "media"
+    media.mkdir()
+    data = clean.read_bytes()
+    (media / "cut.webm").write_bytes(data[: len(data) * 2 // 5])
+    report = mmsearch.index_paths([media], tmp_path / "index", model="synth-clip", pretrained=str(random_clip_checkpoint),
+                                  audio=False, speech=False, ocr=False, device="cpu")
+    [(path, damage)] = report.damaged
+    assert Path(path).name == "cut.webm" and "0.0 s lost" not in damage, damage
+    until = float(damage.split("decoded up to ")[1].split(" s")[0])
+    assert 4.0 <= until <= 12.0 and "unknown" in damage  # about 40 % of the 20 s
+
+
 @pytest.mark.parametrize("backend", ["pyav", "decord"])
 def test_damaged_sound_is_recorded_and_keeps_its_times(tmp_path, backend):
     from mmsearch.audio import AudioDamage, iter_audio_windows
