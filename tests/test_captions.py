@@ -128,7 +128,7 @@ def test_a_captioner_that_fails_costs_a_file_its_captions_only(tmp_path: Path) -
 def test_captions_that_cannot_be_written_are_refused_before_any_file_is_read(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not a CoCa"):
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="ViT-B-32", device="cpu")
-    with pytest.raises(UsageError, match="synth-clip is a clip model"):
+    with pytest.raises(UsageError, match=r"synth-clip is a CLIP image-text model, not a captioner \(CoCa or BLIP\) \(--captions\): pass it with --model"):
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="synth-clip", device="cpu")
     with pytest.raises(UsageError, match="no such checkpoint"):
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="synth-coca:/no/such/file.pt", device="cpu")
@@ -261,7 +261,7 @@ def test_blip_captions_that_cannot_be_loaded_are_refused_before_any_file_is_read
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="blip", device="cpu")
     with pytest.raises(UsageError, match="--captions /no/such/dir: no such directory"):
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="/no/such/dir", device="cpu")
-    with pytest.raises(UsageError, match="synth-itm is a blip-itm model: pass it with --rerank-model"):
+    with pytest.raises(UsageError, match=r"synth-itm is a BLIP image-text matcher, not a captioner \(CoCa or BLIP\) \(--captions\): pass it with --rerank-model"):
         mmsearch.index_paths([tmp_path], tmp_path / "i", model="synth-clip", captions="synth-itm", device="cpu")
     (tmp_path / "empty").mkdir()
     with pytest.raises(EncoderError, match="empty: no weights file .* in this directory; give the directory a model's save_pretrained wrote"):

@@ -81,13 +81,24 @@ FLAGS = {"clip": "--model", "clap": "--audio-model", "sentence": "--text-model",
          "blip-caption": "--captions"}
 
 
+KINDS = {  # what a model of each family is, in words
+    "clip": "CLIP image-text model", "clap": "CLAP sound-text model", "sentence": "sentence model", "ast": "sound tagger",
+    "coca": "CoCa captioner", "blip-itm": "BLIP image-text matcher", "blip-caption": "BLIP captioner",
+}
+
+
+def _article(noun: str) -> str:
+    return f"{'an' if noun[0].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def resolve_spec(model: str | None, pretrained: str | None = None, *, family: str = "clip") -> EncoderSpec:
     """The spec for what a user typed: a preset name, or a model of ``family`` with its weights."""
     if model in PRESETS and pretrained is None:
         if PRESETS[model].family != family:
-            flag = FLAGS[PRESETS[model].family]
-            family = PRESETS[model].family
-            raise UsageError(f"{model} is {'an' if family[0] in 'aeiou' else 'a'} {family} model: pass it with {flag}")
+            given = PRESETS[model].family
+            wanted = "captioner (CoCa or BLIP)" if FLAGS[family] == "--captions" else KINDS[family]
+            raise UsageError(f"{model} is {_article(KINDS[given])}, not {_article(wanted)} ({FLAGS[family]}): "
+                             f"pass it with {FLAGS[given]}")
         return PRESETS[model]
     default_model, default_tag = DEFAULT_MODELS[family]
     model = model or default_model
