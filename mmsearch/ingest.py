@@ -657,7 +657,7 @@ def _damage(info: dict[str, Any]) -> str | None:
         lost = float(info.get(f"{prefix}lost_seconds") or 0.0)
         if lost >= 0.05:
             parts.append(f"{what}: {errors} decoding error(s), about {lost:.1f} s lost")
-        else:  # a cut file that does not say where it should end (WebM, MKV): what decoded is what is known
+        else:  # a cut file that does not say where it should end (a WebM written live): what decoded is what is known
             until = f", decoded up to {float(info[end]):.1f} s" if info.get(end) else ""
             parts.append(f"{what}: {errors} decoding error(s){until} (how much is lost is unknown)")
     return "; ".join(parts) or None
