@@ -240,3 +240,6 @@ def test_decoder_processes_share_the_cores_out(tmp_path, monkeypatch, random_cli
     started.clear()
     mmsearch.index_paths([root], tmp_path / "idx", config=ingest_config(tmp_path / "idx", decoder_threads=0), **kw)
     assert [(Path(t.path).name, t.decoder_threads, t.skip_loop_filter) for t in started] == [("c.mp4", 0, True)]  # the recorded choice, as the CLI reads it
+    write_video(root / "d.mp4", [(YELLOW, 3.0)])
+    decord = mmsearch.index_paths([root], tmp_path / "idx", config=ingest_config(tmp_path / "idx", backend="decord"), **kw)
+    assert [n for _, n in decord.notes if "--skip-loop-filter applies to PyAV only: --backend decord" in n]
