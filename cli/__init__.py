@@ -355,7 +355,7 @@ def _warn_gone(results: list[dict[str, Any]]) -> None:
     if gone:
         which = _plain(gone[0]) + (f" and {len(gone) - 1} more" if len(gone) > 1 else "")
         err_console.print(f"note: {which} {'is' if len(gone) == 1 else 'are'} gone since indexing (moved or deleted); "
-                          "run mmsearch index on their folder again to update the index", markup=False, highlight=False, soft_wrap=True)
+                          f"run mmsearch index on {'its' if len(gone) == 1 else 'their'} folder again to update the index", markup=False, highlight=False, soft_wrap=True)
 
 
 def _real_path(result: dict[str, Any]) -> str | bytes:
@@ -545,7 +545,7 @@ def info(
             + {"speech": f"{space['frames']} sentences and subtitles", "text": f"{space['frames']} lines on screen",
                "caption": f"{space['frames']} captions",
                "audio": f"{space['frames']} sound windows"}.get(name, f"{space['frames']} frames")
-            + f", {space['moments']} moments; index {_describe_indexes(space)}"
+            + f", {space['moments']} moment{'' if space['moments'] == 1 else 's'}; index {_describe_indexes(space)}"
             + (f"; {space['moments_exact']} newest moments searched exactly until the index takes them" if space["moments_exact"] else "")
             + (f"; {space['removed_media']} removed or replaced media skipped until compaction" if space["removed_media"] else ""),
             highlight=False, soft_wrap=True,  # one line per space, however long: the terminal wraps it, grep finds it

@@ -19,6 +19,10 @@ RECORDED_FIELDS = (
     "fps", "backend", "window", "stride", "audio_window", "audio_hop", "asr_model", "ocr_interval",
     "skip_similar", "skip_nonref", "skip_loop_filter", "image_runtime", "captions",
 )
+# Decoding threads of one decoder process at most: each thread reserves its stack and frame buffers
+# in the decoder's address space (IngestConfig.memory_limit_mb), and 1000 threads made every video
+# fail to open; more threads than cores buy nothing.
+MAX_DECODER_THREADS = 64
 # Recorded fields that must match between runs (changing them would mix incompatible segments).
 FIXED_FIELDS = ("fps", "window", "stride", "audio_window", "audio_hop")
 # Recorded fields a later run may change: how files are decoded and encoded, not what a segment is.
@@ -60,8 +64,9 @@ class IngestConfig:
             raise UsageError(f"--latency-ms must be positive, got {self.latency_ms}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
-        if self.decoder_threads is not None and self.decoder_threads < 0:
-            raise UsageError(f"--decoder-threads must be 0 (FFmpeg's choice) or more, got {self.decoder_threads}")
+        if self.decoder_threads is not None and not 0 <= self.decoder_threads <= MAX_DECODER_THREADS:
+            raise UsageError(f"--decoder-threads must be 0 (FFmpeg's choice) to {MAX_DECODER_THREADS}, got {self.decoder_threads} "
+                             "(more threads than cores buy no speed)")
         if self.max_memory_mb is not None and self.max_memory_mb <= 0:
             raise UsageError(f"--max-memory must be a positive number of MB, got {self.max_memory_mb}")
         get_backend(self.backend)  # validates the name

@@ -12,6 +12,7 @@ never sits in memory whole.
 from __future__ import annotations
 
 import math
+import re
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -476,7 +477,7 @@ class DecordBackend:
         try:
             return decord.VideoReader(path, width=tw, height=th, num_threads=self.threads)
         except Exception as exc:
-            raise DecodeError(path, f"cannot open video ({exc})") from None
+            raise DecodeError(path, f"cannot open video ({_decord_reason(exc)})") from None
 
     def probe(self, path: str) -> MediaInfo:
         import decord
@@ -513,7 +514,7 @@ class DecordBackend:
                 frames = vr.get_batch([j for _, j in part]).asnumpy()
             except Exception as exc:
                 if start == 0:
-                    raise DecodeError(path, f"frame decoding failed ({exc})") from None
+                    raise DecodeError(path, f"frame decoding failed ({_decord_reason(exc)})") from None
                 # keep what decoded before the damage; the rest of the stream is lost
                 self.damaged_packets = 1
                 end = part[0][0]
@@ -539,7 +540,12 @@ def _raise_unreadable(path: str, exc: BaseException) -> NoReturn:
                 raise NoVideoError(path, "no video stream" + (" (sound only)" if container.streams.audio else ""))
     except av.error.FFmpegError:
         pass
-    raise DecodeError(path, f"cannot open video ({exc})") from None
+    raise DecodeError(path, f"cannot open video ({_decord_reason(exc)})") from None
+
+
+def _decord_reason(exc: BaseException) -> str:
+    """decord's error without its log prefix ("[16:25:23] /github/workspace/src/video/video_reader.cc:270: ")."""
+    return re.sub(r"^\[[\d:]+\]\s+\S+:\d+:\s*", "", str(exc).strip())
 
 
 BACKENDS: dict[str, type[VideoBackend]] = {"pyav": PyAVBackend, "decord": DecordBackend}

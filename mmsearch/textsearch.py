@@ -84,6 +84,20 @@ class LexicalIndex:
             df[np.unique(np.asarray(ids, np.int64))] += 1
         self.idf = np.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
         self._normalised: list[str] | None = None
+        self._words: list[str] | None = None  # the vocabulary as a list, for near misses; built on first use
+
+    def near_words(self, words: list[str]) -> list[str]:
+        """Words some segment holds that are near misses of ``words`` (:func:`fuzziness`), not the words themselves."""
+        from rapidfuzz import process
+
+        if self._words is None:
+            self._words = list(self.vocab)
+        near: list[str] = []
+        for word in dict.fromkeys(words):
+            limit = fuzziness(word)
+            if limit:
+                near += [t for t, _, _ in process.extract(word, self._words, scorer=OSA.distance, score_cutoff=limit, limit=None) if t != word]
+        return near
 
     def query_tokens(self, query: str) -> tuple[list[str], list[str]]:
         """The query's words as BM25 reads them (stopwords out): (those some segment holds, all of them)."""
@@ -140,12 +154,16 @@ class LexicalIndex:
     def rows_with(self, phrases: list[str], media_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows holding every phrase, alone or run on into the next row of the same media, word for word
         or approximately (near misses, and one word in five wrong: see the module): (rows, True where
-        every phrase is word for word). Only rows BM25 ranks among the best for the phrase's words are checked."""
+        every phrase is word for word). Only rows BM25 ranks among the best for the phrase's words, or
+        for the near misses of them that some segment holds, are checked."""
         found: dict[int, bool] = {}
         for p_i, phrase in enumerate(phrases):
             target = phrase.split()
             allowed = len(target) // 5  # 0 for phrases under 5 words, 1 for 5-9
             rows, _ = self.search(phrase, PHRASE_CANDIDATES)
+            near = self.near_words(target)
+            if near:  # segments that hold only near misses of the phrase's words ("umbrela" for "umbrella")
+                rows = np.union1d(rows, self.search(" ".join(near), PHRASE_CANDIDATES)[0])
             if not len(rows):  # only stopwords ("the"), which BM25 leaves out: the rows that hold it as it is
                 if self._normalised is None:
                     self._normalised = [" " + " ".join(words_of(t)) + " " for t in self.texts]

@@ -194,8 +194,9 @@ def test_one_decoding_thread_gives_the_pictures_of_ffmpegs_threads(tmp_path) -> 
     np.testing.assert_array_equal(got, want)
     with pytest.raises(mmsearch.UsageError, match="decoder threads"):
         get_backend("pyav", threads=-1)
-    with pytest.raises(mmsearch.UsageError, match="--decoder-threads"):
-        mmsearch.IngestConfig(decoder_threads=-1)
+    for bad in (-1, 1000):  # 1000 threads would not fit in a decoder's address space: every video would fail
+        with pytest.raises(mmsearch.UsageError, match="--decoder-threads must be 0 .* to 64"):
+            mmsearch.IngestConfig(decoder_threads=bad)
 
 
 def test_skipping_the_loop_filter_gives_the_same_times_and_nearly_the_same_pictures(tmp_path) -> None:

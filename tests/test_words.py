@@ -194,6 +194,14 @@ def test_a_quoted_phrase_finds_what_was_misheard_as_a_near_miss():
     assert lexical.rows_with(["sells fresh breakfast"], media)[0].tolist() == []  # "bread" is 4 edits away
     assert lexical.rows_with(["in old clock"], media)[0].tolist() == []  # "in"/"an": two letters, no fuzziness
     assert lexical.rows_with(["all clock on"], media)[0].tolist() == []  # "all"/"old": 2 edits, 3 letters allow 1
+    # a segment that holds only near misses of the phrase is found too, not only those BM25 finds by the words quoted
+    rows, exact = lexical.rows_with(["baker"], media)
+    assert rows.tolist() == [0, 1] and exact.tolist() == [False, True]
+    umbrella = LexicalIndex(["please bring the blue umbrella tomorrow", "a purple coat"])
+    rows, exact = umbrella.rows_with(["blu umbrela"], np.array([1, 2]))
+    assert rows.tolist() == [0] and exact.tolist() == [False]
+    assert umbrella.rows_with(["umbrela"], np.array([1, 2]))[0].tolist() == [0]
+    assert umbrella.rows_with(["purpel umbrela"], np.array([1, 2]))[0].tolist() == []  # near misses of words in two segments
 
 
 def test_fusion_keeps_the_pictures_order_without_words_and_lets_strong_words_lead():
