@@ -390,7 +390,7 @@ def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | No
         table.add_column("match", justify="right", no_wrap=True)  # --rerank: the matcher's probability
     for i, r in enumerate(results, 1):
         cells = [
-            str(i), _plain(r["path"]), _clock(r["start"]), _clock(r["end"]), f"{r['score']:.3f}",
+            str(i), _plain(r["path"]) + ("" if os.path.lexists(_real_path(r)) else " (gone)"), _clock(r["start"]), _clock(r["end"]), f"{r['score']:.3f}",
             "" if r.get("video_score") is None else f"{r['video_score']:.3f}", r["modality"],
         ]
         match = ["–" if r.get("match_score") is None else f"{r['match_score']:.3f}"] if matched else []

@@ -207,4 +207,4 @@ def test_a_result_whose_file_is_gone_since_indexing_says_so(tmp_path):
     [line] = [x for x in after.stderr.splitlines() if "gone since indexing" in x]
     assert str(root / "red.mp4") in line and "blue.mp4" not in line and "mmsearch index" in line
     table = run("query", "a red square", "-k", "2", env=env)
-    assert "gone since indexing" in table.stderr and "red.mp4" in table.stdout
+    assert "gone since indexing" in table.stderr and "red.mp4 (gone)" in table.stdout and "blue.mp4 (gone)" not in table.stdout
