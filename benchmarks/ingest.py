@@ -317,7 +317,7 @@ def measure_decode(backend_name: str, files: list[Path], fps: float, short_side:
     res = DecodeResult()
     for path in files:
         backend = make_backend(backend_name, decoder)
-        skipper = FrameSkipper() if decoder[0] else None
+        skipper = FrameSkipper() if dict(zip(DECODER_FIELDS, decoder))["skip_similar"] else None
         t0 = time.perf_counter()
         backend.probe(str(path))
         t1 = time.perf_counter()

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -325,11 +326,12 @@ def query(
                               k=k, videos=videos, exhaustive=exhaustive, where=where, rerank=rerank)
     if example is not None:  # the file as given here, not as uploaded
         answer["query"]["image" if image is not None else "audio"] = str(example.absolute())
+    gone = _gone(answer["results"])
     if as_json:
         sys.stdout.write(_json_line(answer))
     else:
-        _print_results(answer, text=text, image=image, audio=audio)
-    _warn_gone(answer["results"])
+        _print_results(answer, text=text, image=image, audio=audio, gone=gone)
+    _warn_gone(gone)
 
 
 def _remote_query(
@@ -349,9 +351,13 @@ def _remote_query(
     return answer
 
 
-def _warn_gone(results: list[dict[str, Any]]) -> None:
-    """One line on stderr when results name files that are no longer where they were indexed."""
-    gone = list(dict.fromkeys(r["path"] for r in results if not os.path.lexists(_real_path(r))))
+def _gone(results: list[dict[str, Any]]) -> list[str]:
+    """The paths (as shown) of results whose files are no longer where they were indexed, once each."""
+    return list(dict.fromkeys(r["path"] for r in results if not os.path.lexists(_real_path(r))))
+
+
+def _warn_gone(gone: list[str]) -> None:
+    """One line on stderr when results name files that are no longer where they were indexed (:func:`_gone`)."""
     if gone:
         which = _plain(gone[0]) + (f" and {len(gone) - 1} more" if len(gone) > 1 else "")
         err_console.print(f"note: {which} {'is' if len(gone) == 1 else 'are'} gone since indexing (moved or deleted); "
@@ -363,7 +369,8 @@ def _real_path(result: dict[str, Any]) -> str | bytes:
     return base64.b64decode(result["path_bytes"]) if result.get("path_bytes") else result["path"]
 
 
-def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | None, audio: Path | None) -> None:
+def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | None, audio: Path | None,
+                   gone: Iterable[str] = ()) -> None:
     results = answer["results"]
     if not results:
         console.print("no results" + (": nothing says or shows the quoted words" if text and '"' in text
@@ -390,7 +397,7 @@ def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | No
         table.add_column("match", justify="right", no_wrap=True)  # --rerank: the matcher's probability
     for i, r in enumerate(results, 1):
         cells = [
-            str(i), _plain(r["path"]) + ("" if os.path.lexists(_real_path(r)) else " (gone)"), _clock(r["start"]), _clock(r["end"]), f"{r['score']:.3f}",
+            str(i), _plain(r["path"]) + (" (gone)" if r["path"] in gone else ""), _clock(r["start"]), _clock(r["end"]), f"{r['score']:.3f}",
             "" if r.get("video_score") is None else f"{r['video_score']:.3f}", r["modality"],
         ]
         match = ["–" if r.get("match_score") is None else f"{r['match_score']:.3f}"] if matched else []

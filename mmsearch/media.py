@@ -326,8 +326,6 @@ class PyAVBackend:
         # VP8/9...): decoding costs less, pictures are slightly blockier, and the difference
         # carries through predicted frames up to the next keyframe.
         # threads: FFmpeg's decoding threads (thread_count); 0 lets FFmpeg choose (cores + 1).
-        if threads < 0:
-            raise UsageError(f"decoder threads must be 0 (FFmpeg's choice) or more, got {threads}")
         self.skip_nonref, self.skip_loop_filter, self.threads = skip_nonref, skip_loop_filter, threads
 
     def _open(self, path: str):  # noqa: ANN202 - av types are untyped
@@ -456,8 +454,6 @@ class DecordBackend:
 
     def __init__(self, *, threads: int = 0) -> None:
         # threads: decord's num_threads for decoding (0: its choice)
-        if threads < 0:
-            raise UsageError(f"decoder threads must be 0 (the decoder's choice) or more, got {threads}")
         self.threads = threads
 
     def _reader(self, path: str, short_side: int | None):  # noqa: ANN202
@@ -561,6 +557,8 @@ def get_backend(name: str, *, skip_nonref: bool = False, skip_loop_filter: bool 
         backend = BACKENDS[name]
     except KeyError:
         raise UsageError(f"unknown decoder backend {name!r}; choose one of {sorted(BACKENDS)}") from None
+    if threads < 0:
+        raise UsageError(f"decoder threads must be 0 (the decoder's choice) or more, got {threads}")
     if backend is PyAVBackend:
         return PyAVBackend(skip_nonref=skip_nonref, skip_loop_filter=skip_loop_filter, threads=threads)
     return backend(threads=threads)
