@@ -124,7 +124,7 @@ def index(
         Optional[bool], typer.Option("--skip-nonref/--decode-all", help="PyAV: leave undecoded the frames no other frame refers to (most B-frames) \\[default: skip].", show_default=False)
     ] = None,
     skip_loop_filter: Annotated[
-        Optional[bool], typer.Option("--skip-loop-filter/--loop-filter", help="PyAV: decode without in-loop deblocking (FFmpeg's skip_loop_filter=all): decoding costs less, pictures are slightly blockier \\[default: deblock].", show_default=False)
+        Optional[bool], typer.Option("--skip-loop-filter/--loop-filter", help="PyAV: decode without in-loop deblocking (FFmpeg's skip_loop_filter=all): decoding costs less, pictures are slightly blockier \\[default: loop-filter].", show_default=False)
     ] = None,
     image_runtime: Annotated[
         Optional[str], typer.Option("--image-runtime", help="CLIP image tower on a CPU: torch (fp32) or onnx-int8 (ONNX Runtime, int8: faster, cosine >= 0.99 to fp32 checked at build) \\[default: torch].")
@@ -136,7 +136,7 @@ def index(
         Optional[int], typer.Option(help="Decoder processes \\[default: 2 when encoding on the CPU (1 on a single core); beside a CUDA GPU one per 4 CPU cores, at most 8].")
     ] = None,
     decoder_threads: Annotated[
-        Optional[int], typer.Option("--decoder-threads", help="Video decoding threads in each decoder process; 0: FFmpeg's choice (cores + 1) \\[default: the cores shared among the decoder processes].")
+        Optional[int], typer.Option("--decoder-threads", help="Video decoding threads in each decoder process, 0 to 64; 0: FFmpeg's choice (cores + 1) \\[default: the cores shared among the decoder processes].")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds a decoder may stall on one file before it is killed.")] = 120.0,
     commit_every: Annotated[float, typer.Option(help="Commit to the index at least every N seconds.")] = 30.0,

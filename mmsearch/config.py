@@ -65,8 +65,8 @@ class IngestConfig:
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
         if self.decoder_threads is not None and not 0 <= self.decoder_threads <= MAX_DECODER_THREADS:
-            raise UsageError(f"--decoder-threads must be 0 (FFmpeg's choice) to {MAX_DECODER_THREADS}, got {self.decoder_threads} "
-                             "(more threads than cores buy no speed)")
+            why = " (more threads than cores buy no speed)" if self.decoder_threads > MAX_DECODER_THREADS else ""
+            raise UsageError(f"--decoder-threads must be 0 (FFmpeg's choice) to {MAX_DECODER_THREADS}, got {self.decoder_threads}{why}")
         if self.max_memory_mb is not None and self.max_memory_mb <= 0:
             raise UsageError(f"--max-memory must be a positive number of MB, got {self.max_memory_mb}")
         get_backend(self.backend)  # validates the name

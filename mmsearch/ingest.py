@@ -227,7 +227,8 @@ def _index(
             _note(report, str(writer.root), note)
             writer.record_config(key, asked)
         if config.backend != "pyav" and config.skip_loop_filter:
-            _note(report, str(writer.root), f"--skip-loop-filter applies to PyAV only: --backend {config.backend} decodes with deblocking")
+            _note(report, str(writer.root), f"--skip-loop-filter applies to PyAV only: with --backend {config.backend} this run decodes "
+                  "with deblocking (the choice is recorded for later runs with --backend pyav)")
         plan = _plan(files, roots, writer, wanted, config, report)
         notify("plan", {"total": len(plan), "unchanged": report.unchanged})
         needed = {s for item in plan for s in item.spaces} | {s for s in verify_encoders if writer.space_encoder(s)}

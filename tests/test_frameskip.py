@@ -195,8 +195,9 @@ def test_one_decoding_thread_gives_the_pictures_of_ffmpegs_threads(tmp_path) -> 
     with pytest.raises(mmsearch.UsageError, match="decoder threads"):
         get_backend("pyav", threads=-1)
     for bad in (-1, 1000):  # 1000 threads would not fit in a decoder's address space: every video would fail
-        with pytest.raises(mmsearch.UsageError, match="--decoder-threads must be 0 .* to 64"):
+        with pytest.raises(mmsearch.UsageError, match="--decoder-threads must be 0 .* to 64") as raised:
             mmsearch.IngestConfig(decoder_threads=bad)
+        assert ("buy no speed" in str(raised.value)) == (bad > 64)  # the reason given only where it is the reason
 
 
 def test_skipping_the_loop_filter_gives_the_same_times_and_nearly_the_same_pictures(tmp_path) -> None:
@@ -243,4 +244,4 @@ def test_decoder_processes_share_the_cores_out(tmp_path, monkeypatch, random_cli
     assert [(Path(t.path).name, t.decoder_threads, t.skip_loop_filter) for t in started] == [("c.mp4", 0, True)]  # the recorded choice, as the CLI reads it
     write_video(root / "d.mp4", [(YELLOW, 3.0)])
     decord = mmsearch.index_paths([root], tmp_path / "idx", config=ingest_config(tmp_path / "idx", backend="decord"), **kw)
-    assert [n for _, n in decord.notes if "--skip-loop-filter applies to PyAV only: --backend decord" in n]
+    assert [n for _, n in decord.notes if "--skip-loop-filter applies to PyAV only: with --backend decord this run decodes with deblocking (the choice is recorded for later runs with --backend pyav)" == n]
