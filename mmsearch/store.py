@@ -9,17 +9,20 @@ Layout of an index directory (format 2)::
     data/<space>-media-s000006.npy / .parquet    one media-level vector per media item (rows: media_id)
     data/g000007-<space>-moments.faiss           the vector index over a prefix of the moment rows
     data/g000007-<space>-media.faiss             ... and over the media rows (absent while exact search suffices)
-    data/g000007-media.parquet                   path rows of generation 7
+    data/g000007-media.parquet                   path rows: the base table, rewritten when the deltas outgrow it
+    data/g000009-media-delta.parquet             the path rows a commit changed (``removed`` marks a path gone)
     data/g000007-failures.parquet                files that could not be indexed
 
 Each space holds three tables of rows with vectors; a row's position across a table's
 shards (in manifest order) is its row id, the id a vector index stores. Removed media are
 tombstones (``tombstones`` in the space's manifest entry) skipped at search, until a
-compaction rewrites the shards without them. A commit writes every new file under a
-temporary name, fsyncs and renames it, then writes the new manifest the same way and fsyncs
-the directory. Readers read ``manifest.json`` once and open exactly the files it lists, so
-they see one complete generation. Files that no generation in use refers to, and temporary
-files left by a crash, are removed by the next writer.
+compaction rewrites the shards without them. The path rows are a base table and a few deltas
+(``media`` and ``media_deltas`` in the manifest), merged in the way of a log-structured merge
+tree, so a commit writes the paths it changed, not the library's (:func:`plan_media_deltas`).
+A commit writes every new file under a temporary name, fsyncs and renames it, then writes
+the new manifest the same way and fsyncs the directory. Readers read ``manifest.json`` once and
+open exactly the files it lists, so they see one complete generation. Files that no generation
+in use refers to, and temporary files left by a crash, are removed by the next writer.
 
 A sharded index (``mmsearch index --shards N``) is a folder holding ``shards.json`` (the number of
 shards and the rule ``media_id % shards``) and ``shard-000/`` ... ``shard-NNN/``, each an index
@@ -90,6 +93,7 @@ MEDIA_SCHEMA = pa.schema(
         ("sidecars", pa.string()),  # the subtitle files read beside a video (name:size:mtime;...), to see them change
     ]
 )
+MEDIA_DELTA_SCHEMA = MEDIA_SCHEMA.append(pa.field("removed", pa.bool_()))  # a delta: rows replace the base's, removed drops them
 FAILURE_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
@@ -467,6 +471,50 @@ def _read_table(path: Path) -> pa.Table:
         raise IndexCorruptError(path, f"parquet cannot be read ({exc})") from None
 
 
+def read_media_table(root: Path, manifest: dict[str, Any]) -> pa.Table:
+    """The path rows (:data:`MEDIA_SCHEMA`) of a generation: its base table with each of its deltas applied
+    in order (a delta's rows replace those of the same path, its removed paths are dropped), sorted by
+    ``raw_path``. Raises :class:`IndexCorruptError` for a file that cannot be read."""
+    table = _read_path_table(root / manifest["media"], MEDIA_SCHEMA) if manifest.get("media") else MEDIA_SCHEMA.empty_table()
+    deltas = [_read_path_table(root / entry["file"], MEDIA_DELTA_SCHEMA) for entry in manifest.get("media_deltas", [])]
+    return _merge_media(table, deltas) if deltas else table
+
+
+def _merge_media(base: pa.Table, deltas: list[pa.Table]) -> pa.Table:
+    """Path rows of a base table (sorted) with deltas applied, sorted by ``raw_path``."""
+    merged = apply_media_deltas(base.append_column("removed", pa.array(np.zeros(len(base), bool))), deltas)
+    merged = merged.filter(pc.invert(merged.column("removed"))).drop_columns(["removed"])
+    return merged.take(pc.sort_indices(merged, sort_keys=[("raw_path", "ascending")]))
+
+
+def apply_media_deltas(older: pa.Table, newer: list[pa.Table]) -> pa.Table:
+    """Path rows (:data:`MEDIA_DELTA_SCHEMA`) with newer deltas applied in order: a path's newest row wins,
+    removal marks kept (so the result is itself a delta that can be applied to an older base)."""
+    for delta in newer:
+        older = older.filter(pc.invert(pc.is_in(older.column("raw_path"), value_set=delta.column("raw_path"))))
+        older = pa.concat_tables([older, delta])
+    return older
+
+
+def plan_media_deltas(base_rows: int, delta_rows: list[int]) -> tuple[bool, int]:
+    """How a commit that appended a delta of path rows keeps their number small: ``(into_base, merge_last)``.
+
+    ``into_base``: the deltas hold as many rows as the base, so all of them are merged into a new base (the
+    library has about doubled since the base was written: each row is rewritten into the base O(log n) times
+    over the library's life). Otherwise the newest ``merge_last`` deltas (0: none) are merged into one, the
+    newer of two while it holds at least half the rows of the older, so the deltas' sizes at least double
+    from newest to oldest and there are O(log n) of them (the binary-counter schedule of log-structured merge
+    trees: O'Neil et al., 1996). ``delta_rows`` are oldest first, the one just written last.
+    """
+    if sum(delta_rows) >= max(base_rows, 1):
+        return True, 0
+    sizes, merge = list(delta_rows), 1
+    while len(sizes) >= 2 and 2 * sizes[-1] >= sizes[-2]:
+        sizes[-2:] = [sizes[-2] + sizes[-1]]
+        merge += 1
+    return False, merge if merge > 1 else 0
+
+
 def _read_path_table(path: Path, schema: pa.Schema) -> pa.Table:
     """A media or failures table, with the columns a later version added filled with nulls."""
     table = _read_table(path)
@@ -517,7 +565,7 @@ def _load_index(root: Path, entry: dict[str, Any], vectors: RowVectors, alive: n
 
 
 def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
-    media = _read_path_table(root / manifest["media"], MEDIA_SCHEMA) if manifest.get("media") else MEDIA_SCHEMA.empty_table()
+    media = read_media_table(root, manifest)
     failures = _read_path_table(root / manifest["failures"], FAILURE_SCHEMA) if manifest.get("failures") else FAILURE_SCHEMA.empty_table()
     spaces: dict[str, SpaceData] = {}
     for name, space in manifest.get("spaces", {}).items():
@@ -710,7 +758,7 @@ class IndexWriter:
                 self.manifest = {**self.manifest, "format_version": FORMAT_VERSION, "spaces": {}}
                 self.dirty = True
             verify_files(self.root, self.manifest)
-            media = _read_path_table(self.root / self.manifest["media"], MEDIA_SCHEMA) if self.manifest.get("media") else MEDIA_SCHEMA.empty_table()
+            media = read_media_table(self.root, self.manifest)
             failures = (
                 _read_path_table(self.root / self.manifest["failures"], FAILURE_SCHEMA) if self.manifest.get("failures") else FAILURE_SCHEMA.empty_table()
             )
@@ -726,10 +774,16 @@ class IndexWriter:
             media, failures = MEDIA_SCHEMA.empty_table(), FAILURE_SCHEMA.empty_table()
         self.paths: dict[str, dict[str, Any]] = {r["path"]: r for r in table_to_rows(media)}
         self._live: np.ndarray | None = None
-        self._media_table = media  # the path rows as last committed; a commit rewrites only the paths changed since
-        self._changed_paths: set[str] = set()
+        self._changed_paths: set[str] = set()  # paths put or removed since the last commit: its media delta
         self.failures: dict[str, dict[str, Any]] = {r["path"]: r for r in table_to_rows(failures)}
-        self._committed_ids = self.live_media_ids()
+        # media id -> how many paths refer to it; ids whose count changed since the last commit; ids the last
+        # generation held. Kept up to date as paths change, so a commit costs what changed, not the library.
+        self._refs: dict[int, int] = {}
+        self._touched: set[int] = set()
+        for row in self.paths.values():
+            self._refer(int(row["media_id"]), 1)
+        self._touched = set()
+        self._committed: set[int] = set(self._refs)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -830,14 +884,26 @@ class IndexWriter:
     def live_media_ids(self) -> np.ndarray:
         """Sorted int64 ids of the media some path refers to (computed again only after paths change)."""
         if self._live is None:
-            self._live = np.unique(np.fromiter((int(r["media_id"]) for r in self.paths.values()), np.int64, len(self.paths)))
+            self._live = np.sort(np.fromiter(self._refs, np.int64, len(self._refs)))
         return self._live
+
+    def _refer(self, media_id: int, change: int) -> None:
+        count = self._refs.get(media_id, 0) + change
+        if count > 0:
+            self._refs[media_id] = count
+        else:
+            self._refs.pop(media_id, None)
+        self._touched.add(media_id)
+        self._live = None
 
     def put_path(self, row: dict[str, Any]) -> None:
         self.dirty = True
+        old = self.paths.get(row["path"])
+        if old is not None:
+            self._refer(int(old["media_id"]), -1)
         self.paths[row["path"]] = row
+        self._refer(int(row["media_id"]), 1)
         self._changed_paths.add(row["path"])
-        self._live = None
         self.failures.pop(row["path"], None)
         self.manifest["max_media_id"] = max(int(self.manifest.get("max_media_id", -1)), int(row["media_id"]))
 
@@ -845,8 +911,10 @@ class IndexWriter:
         self.dirty = True
         self.failures.pop(path, None)
         self._changed_paths.add(path)
-        self._live = None
-        return self.paths.pop(path, None) is not None
+        old = self.paths.pop(path, None)
+        if old is not None:
+            self._refer(int(old["media_id"]), -1)
+        return old is not None
 
     def put_failure(self, row: dict[str, Any]) -> None:
         self.dirty = True
@@ -978,8 +1046,18 @@ class IndexWriter:
         return np.asarray(self.spaces[space].get("tombstones", []), np.int64)
 
     def _gone(self) -> np.ndarray:
-        """Media the last generation held that no path refers to any more: tombstones at the next commit."""
-        return np.setdiff1d(self._committed_ids, self.live_media_ids())
+        """Media the last generation held that no path refers to any more: tombstones at the next commit
+        (sorted int64; found among the ids whose paths changed since, not by comparing whole libraries)."""
+        return np.asarray(sorted(m for m in self._touched if m in self._committed and m not in self._refs), np.int64)
+
+    def _settle(self) -> None:
+        """The media ids of the paths now are those of the last generation (after a commit or compaction)."""
+        for media_id in self._touched:
+            if media_id in self._refs:
+                self._committed.add(media_id)
+            else:
+                self._committed.discard(media_id)
+        self._touched = set()
 
     def dead_media(self, space: str) -> np.ndarray:
         """Media whose rows in ``space`` searches must skip: its tombstones and those the next commit adds."""
@@ -1011,7 +1089,7 @@ class IndexWriter:
         for other, other_entry in self.spaces.items():  # what the other spaces must still skip
             if other != space:
                 other_entry["tombstones"] = sorted(set(other_entry.get("tombstones", [])) | set(gone.tolist()))
-        self._committed_ids = self.live_media_ids()
+        self._settle()
         self._drop_pending_indexes(space)
         self.dirty = True
 
@@ -1101,15 +1179,14 @@ class IndexWriter:
             indexes[table] = {"file": rel, "rows": index.ntotal, "recipe": index.recipe.to_dict()}
         self._pending_indexes = {}
 
-        media_rel = f"{DATA}/g{gen:06d}-media.parquet"
-        self._media_table = self._updated_media_table()
-        _write_table(self._media_table, str(self.root / media_rel))
+        media_files = self._commit_media_table(gen)
         fail_rel = f"{DATA}/g{gen:06d}-failures.parquet"
         frows = sorted(self.failures.values(), key=lambda r: r["path"])
         _write_table(rows_to_table(frows, FAILURE_SCHEMA), str(self.root / fail_rel))
-        new_files = set(self._new_files) | {media_rel, fail_rel}
+        new_files = set(self._new_files) | set(media_files) | {fail_rel}
 
         keep = set(new_files) | set(self.manifest.get("attachments", [])) | set((self.manifest.get("tags") or {}).get("shards", []))
+        keep.update([self.manifest["media"]] + [d["file"] for d in self.manifest.get("media_deltas", [])])
         for entry in self.spaces.values():
             for shards in entry["tables"].values():
                 for shard in shards:
@@ -1132,12 +1209,11 @@ class IndexWriter:
             {
                 "generation": gen,
                 "committed": time.time(),
-                "media": media_rel,
                 "failures": fail_rel,
                 "files": files,
                 "counts": {
                     "paths": len(self.paths),
-                    "media": len(self.live_media_ids()),
+                    "media": len(self._refs),
                     "failures": len(frows),
                     **{f"{s}_frames": int(e.get("derived", {}).get("n_frames", 0)) for s, e in self.spaces.items()},
                 },
@@ -1151,23 +1227,44 @@ class IndexWriter:
         fsync_dir(self.root)
         self.dirty = False
         self._new_files = []
-        self._committed_ids = self.live_media_ids()
+        self._settle()
         # Keep the previous generation's files for readers that opened it a moment ago.
         self._collect_garbage(keep | previous_files)
         return gen
 
-    def _updated_media_table(self) -> pa.Table:
-        """The committed path rows with the changed paths replaced (or gone), sorted by path: the rows
-        nobody touched are never converted to Python objects again."""
-        table = self._media_table
-        if self._changed_paths:
-            changed = pa.array([os.fsencode(p) for p in self._changed_paths], pa.binary())
-            table = table.filter(pc.invert(pc.is_in(table.column("raw_path"), value_set=changed)))
-            added = [self.paths[p] for p in self._changed_paths if p in self.paths]
-            table = pa.concat_tables([table, rows_to_table(added, MEDIA_SCHEMA)]) if added else table
-            table = table.take(pc.sort_indices(table, sort_keys=[("raw_path", "ascending")]))
-        self._changed_paths = set()
-        return table
+    def _commit_media_table(self, gen: int) -> list[str]:
+        """Write generation ``gen``'s path rows as :func:`plan_media_deltas` says: the paths changed since the
+        last commit as a delta, merged with the newest deltas or into a new base when they have grown; sets
+        the manifest's ``media`` and ``media_deltas``; returns the files written."""
+        changed, self._changed_paths = sorted(self._changed_paths), set()
+        base, deltas = self.manifest.get("media"), list(self.manifest.get("media_deltas", []))
+        if base is None:  # the first generation
+            rel = f"{DATA}/g{gen:06d}-media.parquet"
+            rows = sorted(self.paths.values(), key=lambda r: os.fsencode(r["path"]))
+            _write_table(rows_to_table(rows, MEDIA_SCHEMA), str(self.root / rel))
+            self.manifest.update(media=rel, media_deltas=[], media_rows=len(rows))
+            return [rel]
+        if not changed:
+            return []
+        kept = [self.paths[p] for p in changed if p in self.paths]
+        removed = [{"path": p, "removed": True} for p in changed if p not in self.paths]
+        delta = rows_to_table([{**r, "removed": False} for r in kept] + removed, MEDIA_DELTA_SCHEMA)
+        into_base, merge = plan_media_deltas(int(self.manifest.get("media_rows", 0)), [d["rows"] for d in deltas] + [len(delta)])
+        if into_base:
+            rel = f"{DATA}/g{gen:06d}-media.parquet"
+            older = [_read_path_table(self.root / d["file"], MEDIA_DELTA_SCHEMA) for d in deltas]
+            table = _merge_media(_read_path_table(self.root / base, MEDIA_SCHEMA), older + [delta])
+            _write_table(table, str(self.root / rel))
+            self.manifest.update(media=rel, media_deltas=[], media_rows=len(table))
+            return [rel]
+        if merge:
+            older = [_read_path_table(self.root / d["file"], MEDIA_DELTA_SCHEMA) for d in deltas[len(deltas) - merge + 1:]]
+            delta = apply_media_deltas(older[0], older[1:] + [delta])
+            deltas = deltas[: len(deltas) - merge + 1]
+        rel = f"{DATA}/g{gen:06d}-media-delta.parquet"
+        _write_table(delta, str(self.root / rel))
+        self.manifest["media_deltas"] = deltas + [{"file": rel, "rows": len(delta)}]
+        return [rel]
 
     def _clean_temporaries(self) -> None:
         for folder in (self.root, self.root / DATA):

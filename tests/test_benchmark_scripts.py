@@ -93,9 +93,13 @@ def test_commit_scale_benchmark_writes_one_object_per_commit(tmp_path):
 
 def test_disk_write_control_times_each_round(tmp_path):
     out = tmp_path / "disk.json"
-    _run("disk_write.py", "--rounds", "3", "--rows", "2000", "--dim", "16", "--json", str(out))
+    _run("disk_write.py", "--rounds", "3", "--rows", "2000", "--dim", "16", "--pause", "0.05", "--pause-rounds", "2", "--json", str(out))
     result = json.loads(out.read_text())
     assert len(result["seconds"]) == 3 and all(s > 0 for s in result["seconds"])
+    modes = result["modes"]
+    assert [len(modes[m]) for m in ("keep", "drop", "drop-pause")] == [3, 3, 2]
+    # the write and fsync parts are timed inside the round, which also reads the files back
+    assert all(0 < r["write_s"] + r["fsync_s"] <= r["round_s"] + 2e-6 for rows in modes.values() for r in rows)
     assert result["mb_per_round"] == round((2000 + 2000 * 29 // 60) * 16 * 4 / 2**20, 1)
 
 

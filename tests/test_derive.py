@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from mmsearch.derive import Deriver, frame_segments
 from mmsearch.errors import IndexFormatError
 from mmsearch.indexes import IndexRecipe, VectorIndex
 from mmsearch.moments import MomentConfig
-from mmsearch.store import MANIFEST, IndexWriter, open_snapshot, verify_files
+from mmsearch.store import MANIFEST, IndexWriter, open_snapshot, plan_media_deltas, verify_files
 
 DIM = 32
 DATA = Path(__file__).resolve().parent / "data"
@@ -156,6 +157,98 @@ def test_removed_media_are_skipped_then_compacted_away(tmp_path):
     assert [row[0] for row in _top_media(tmp_path / "idx", np.stack([lib.topics[m] for m in survivors]))] == survivors
     lib.close()
 
+
+
+def test_the_delta_schedule_keeps_few_deltas_and_merges_them_into_the_base_once_they_outgrow_it():
+    assert plan_media_deltas(100, [10]) == (False, 0)
+    assert plan_media_deltas(100, [10, 10]) == (False, 2)  # the newer holds half the older or more: merged
+    assert plan_media_deltas(100, [40, 10]) == (False, 0)
+    assert plan_media_deltas(100, [40, 20, 10, 10]) == (False, 4)  # 10+10, then 20+20, then 40+40
+    assert plan_media_deltas(100, [40, 20, 10, 1]) == (False, 0)
+    assert plan_media_deltas(100, [60, 40]) == (True, 0)  # as many rows as the base: a new base
+    assert plan_media_deltas(0, [1]) == (True, 0)
+
+
+def _path_row(media_id: int, path: str, size: int) -> dict:
+    return {"media_id": media_id, "path": path, "size": size, "mtime": 0.0, "content_hash": f"{media_id:040x}", "kind": "video",
+            "duration": 1.0, "width": 8, "height": 8, "spaces": "visual"}
+
+
+def test_path_rows_commit_as_deltas_and_read_back_as_the_library_is(tmp_path):
+    """Paths added, replaced (new content: a new media id), renamed and removed over 60 commits: every generation
+    reads back exactly the paths of the writer, with removed media as tombstones, while a commit that changes a
+    few paths of a large library leaves the base table alone and the deltas stay few."""
+    rng = np.random.default_rng(0)
+    writer = IndexWriter(tmp_path / "idx")
+    writer.ensure_space("visual", ENCODER, DIM)
+    paths: dict[str, int] = {}  # the model: path -> media id
+    committed: set[int] = set()
+    tombstones: set[int] = set()
+    next_id = 0
+    bases, merged = set(), 0
+    for step in range(60):
+        before = {"media": writer.manifest.get("media"), "deltas": len(writer.manifest.get("media_deltas", []))}
+        for _ in range(int(rng.integers(1, 40)) if step else 500):
+            action = rng.random() if paths else 0.0
+            if action < 0.6:  # a new file (some with a name that is not UTF-8)
+                path, media_id = f"/lib/f{next_id:05d}\udce9.mp4" if next_id % 7 == 0 else f"/lib/f{next_id:05d}.mp4", next_id
+                next_id += 1
+            elif action < 0.75:  # its content changed: a new media id
+                path, media_id = str(rng.choice(sorted(paths))), next_id
+                next_id += 1
+            elif action < 0.85:  # renamed: the same media id under a new path
+                old = str(rng.choice(sorted(paths)))
+                path, media_id = old + ".moved", paths.pop(old)
+                writer.remove_path(old)
+            else:  # deleted (sometimes a file added since the last commit)
+                path = str(rng.choice(sorted(paths)))
+                del paths[path]
+                writer.remove_path(path)
+                continue
+            paths[path] = media_id
+            writer.put_path(_path_row(media_id, path, media_id))
+        writer.commit()
+        live = set(paths.values())
+        tombstones |= committed - live
+        committed = live
+        snapshot = open_snapshot(tmp_path / "idx")
+        media = snapshot.media
+        got = dict(zip((os.fsdecode(p) for p in media.column("raw_path").to_pylist()), media.column("media_id").to_pylist()))
+        assert got == paths and media.column("size").to_pylist() == [paths[os.fsdecode(p)] for p in media.column("raw_path").to_pylist()]
+        assert media.column("raw_path").to_pylist() == sorted(media.column("raw_path").to_pylist())
+        assert set(writer.spaces["visual"]["tombstones"]) == tombstones - live
+        deltas = writer.manifest["media_deltas"]
+        assert len(deltas) <= int(np.log2(len(paths))) + 1
+        if step and writer.manifest["media"] == before["media"]:  # the base stays until the deltas hold as many rows
+            assert sum(d["rows"] for d in deltas) < writer.manifest["media_rows"]
+            merged += len(deltas) <= before["deltas"]
+        bases.add(writer.manifest["media"])
+        verify_files(tmp_path / "idx", writer.manifest, full=True)
+    assert 2 <= len(bases) <= 4 and merged >= 10  # both ways of merging happened, the base was rewritten rarely
+    writer.close()
+    reopened = IndexWriter(tmp_path / "idx")  # a writer opened later reads the same paths
+    assert {p: r["media_id"] for p, r in reopened.paths.items()} == paths
+    reopened.close()
+
+
+def test_an_index_written_before_media_deltas_opens_and_its_next_commit_writes_a_base(tmp_path):
+    writer = IndexWriter(tmp_path / "idx")
+    for i in range(5):
+        writer.put_path(_path_row(i, f"/lib/{i}.mp4", i))
+    writer.commit()
+    writer.close()
+    manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
+    for key in ("media_deltas", "media_rows"):  # as format 2 wrote it before deltas
+        del manifest[key]
+    (tmp_path / "idx" / MANIFEST).write_text(json.dumps(manifest))
+    assert open_snapshot(tmp_path / "idx").media.num_rows == 5
+    writer = IndexWriter(tmp_path / "idx")
+    writer.remove_path("/lib/0.mp4")
+    writer.put_path(_path_row(9, "/lib/9.mp4", 9))
+    writer.commit()
+    assert writer.manifest["media_deltas"] == [] and writer.manifest["media_rows"] == 5
+    assert sorted(open_snapshot(tmp_path / "idx").media.column("media_id").to_pylist()) == [1, 2, 3, 4, 9]
+    writer.close()
 
 
 def _end_now(idx, hit: dict, space: str) -> float:
