@@ -23,6 +23,12 @@ which plays no part in these measures), and asks it questions.
    of video, and the lexical index (BM25) built over 100k segments of 4-14 random words.
 
     python benchmarks/words.py --json benchmarks/results/words.json
+    python benchmarks/words.py --sentences heldout --seed 7 --json benchmarks/results/words-heldout.json
+
+The fused default is also scored as it was before picture moments were weighed against the
+index's query probes (``default-uncalibrated``), side by side in the same run. ``--sentences
+heldout`` asks 24 other sentences and paraphrases, written after that weighing was designed on
+the main ones.
 """
 
 from __future__ import annotations
@@ -69,6 +75,34 @@ SENTENCES = [
     ("the library will open a new reading room", "books hall launches another study space"),
     ("grandmother baked an apple pie for dinner", "granny made fruit dessert for supper"),
 ]
+# A second set, written after the fusion of pictures and words was tuned on the first, to check that tuning
+# on sentences it never saw (``--sentences heldout``; the LibriSpeech phrases are left out with it).
+HELDOUT_SENTENCES = [
+    ("the fishermen mended their nets at noon", "anglers repaired mesh gear around midday"),
+    ("my uncle repaired the broken bicycle", "a relative fixed that damaged bike"),
+    ("the candles flickered during the dinner party", "flames wavered while guests dined"),
+    ("a heavy storm knocked down the old oak", "strong gale felled an ancient tree"),
+    ("the pilot announced a short delay", "captain said we would wait briefly"),
+    ("she practised the violin every evening", "woman rehearsed on her fiddle nightly"),
+    ("the farmer sold eggs at the market", "a grower traded poultry produce at the bazaar"),
+    ("our neighbours adopted a tiny kitten", "people next door took in a little cat"),
+    ("the snow melted quickly in the spring sun", "ice thawed fast under warm april light"),
+    ("the teacher handed back the graded essays", "instructor returned marked papers"),
+    ("we missed the last bus home", "the final coach left without us"),
+    ("the bakery on the corner burned down", "a pastry shop nearby was destroyed by fire"),
+    ("his grandmother knitted a warm scarf", "granny made him a cosy woollen wrap"),
+    ("the bridge was closed for repairs", "that crossing shut while workers fixed it"),
+    ("the painter sketched the harbour at dawn", "an artist drew boats by the port early"),
+    ("a crowd gathered to watch the parade", "people assembled to see a procession"),
+    ("the nurse checked his blood pressure", "a medic measured circulation readings"),
+    ("the puppy chewed my favourite shoes", "young dog gnawed beloved footwear"),
+    ("they sailed across the lake at sunset", "a boat trip over water as evening fell"),
+    ("the phone rang in the middle of the night", "a call woke us at three"),
+    ("the mayor opened the new library", "city leader inaugurated a book building"),
+    ("rain flooded the basement last week", "water filled our cellar recently"),
+    ("the chef burned the rice again", "cook scorched grains once more"),
+    ("an owl hooted in the dark forest", "a night bird called among black woods"),
+]
 LIBRI_PARAPHRASES = {
     "will there be any harm in my calling on Miss Tilney today": "is it wrong to visit that lady now",
     "I shall not be easy till I have explained everything": "my mind won't rest until it's all clarified",
@@ -95,24 +129,26 @@ LINES = [
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "librosa"
 
 
-def build_speech(folder: Path, videos: int, seed: int) -> list[dict]:
-    """Talking videos (3 sentences each) and the LibriSpeech clips; returns one truth row per sentence."""
+def build_speech(folder: Path, videos: int, seed: int, sentences: str = "main") -> list[dict]:
+    """Talking videos (3 sentences each) and, with the ``main`` sentences, the LibriSpeech clips; returns one truth
+    row per sentence."""
     from mmsearch.synth.talking import Voice, write_talking_video
 
     rng = np.random.default_rng(seed)
     truth = []
-    order = list(range(len(SENTENCES)))
+    pairs = SENTENCES if sentences == "main" else HELDOUT_SENTENCES
+    order = list(range(len(pairs)))
     for v in range(videos):
         voices, at = [], float(rng.uniform(1.0, 4.0))
         for j in range(3):
-            sentence, paraphrase = SENTENCES[order[(3 * v + j) % len(order)]]
+            sentence, paraphrase = pairs[order[(3 * v + j) % len(order)]]
             samples = speak(sentence)
             onset = float(np.argmax(np.abs(samples) > 0.01)) / 16000
             voices.append(Voice(samples, at))
             truth.append({"file": f"talk{v:02d}.mp4", "sentence": sentence, "paraphrase": paraphrase, "onset": round(at + onset, 3)})
             at += len(samples) / 16000 + float(rng.uniform(3.0, 8.0))
         write_talking_video(folder / f"talk{v:02d}.mp4", seconds=max(45.0, at + 2.0), voices=voices, seed=v)
-    if (SHARED / "SPEECH.md").is_file():
+    if sentences == "main" and (SHARED / "SPEECH.md").is_file():
         table = (SHARED / "SPEECH.md").read_text(encoding="utf-8")
         for line in table.splitlines():
             m = re.match(r"\|\s*([\w.-]+\.ogg)\s*\|(.*)\|", line)
@@ -191,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--videos", type=int, default=8, help="talking videos (3 sentences each)")
     p.add_argument("--slides", type=int, default=8, help="videos with lines of text on screen (3 each)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sentences", choices=("main", "heldout"), default="main",
+                   help="main: the sentences and LibriSpeech phrases of the README; heldout: 24 others, no LibriSpeech")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--workdir", type=Path, default=None, help="keep the media and indexes here; a second run reuses them")
@@ -213,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if saved.is_file():  # --workdir of an earlier run: its media, truth, timings and indexes
             speech_truth, slide_truth, timings = json.loads(saved.read_text()).values()
         else:
-            speech_truth = build_speech(talk, args.videos, args.seed)
+            speech_truth = build_speech(talk, args.videos, args.seed, args.sentences)
             slide_truth = build_slides(slides, args.slides, args.seed)
             timings = {}
             for label, options in (("pictures+sound", dict(speech=False, ocr=False)), ("+speech+ocr", {})):
@@ -236,13 +274,18 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"\nspeech: {len(speech_truth)} sentences ({sum(t['onset'] is not None for t in speech_truth)} espeak-ng at known "
               f"seconds, {sum(t['onset'] is None for t in speech_truth)} LibriSpeech phrases)")
-        print(f"{'modality':<10} {'quoted phrase':>14} {'paraphrase':>11}")
+        print(f"{'modality':<22} {'quoted phrase':>14} {'paraphrase':>11}")
         speech = {}
-        for modality in ("speech", None):
+        # default-uncalibrated: the fused default as it was before picture moments were weighed against the
+        # index's query probes (cohort_z), side by side in the same run
+        for label, modality in (("speech", "speech"), ("default", None), ("default-uncalibrated", None)):
+            if label == "default-uncalibrated":
+                index._picture_cohort = lambda hits, query: None
             row = speech_scores(index, speech_truth, modality)
-            speech[modality or "default"] = row
-            print(f"{modality or 'default':<10} {row['quoted']['right']:>9}/{row['quoted']['queries']:<4} "
+            speech[label] = row
+            print(f"{label:<22} {row['quoted']['right']:>9}/{row['quoted']['queries']:<4} "
                   f"{row['paraphrase']['right']:>7}/{row['paraphrase']['queries']:<4}", flush=True)
+        del index._picture_cohort
         speech["wer"] = transcript_wer(index, speech_truth)
         print(f"word error rate of the espeak-ng sentences as indexed: {speech['wer']}")
         results["speech"] = speech

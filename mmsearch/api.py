@@ -31,7 +31,7 @@ from .fileio import default_index_dir, display_path, index_dir  # noqa: F401 - p
 from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image
-from .retrieval import SCORE_DECIMALS, Hit, LocalizeConfig, combined_score, fuse_moments, search_fused, search_space
+from .retrieval import SCORE_DECIMALS, Hit, LocalizeConfig, cohort_z, combined_score, fuse_moments, search_fused, search_space
 from .spaces import AUDIO, CAPTION, SOUND_TAGS, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
 from .sharding import open_deriver
 from .store import Snapshot, index_exists, open_snapshot, read_manifest, table_to_rows, verify_files
@@ -968,9 +968,9 @@ class Index:
         depth = max(30, 3 * k)
         pictures: list[Hit] = []
         if VISUAL in spaces:
-            query = self.embed_queries(text=[text], space=VISUAL)
+            seen = self.embed_queries(text=[text], space=VISUAL)
             pictures = self.search_hits(
-                query, space=VISUAL, k=depth, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
+                seen, space=VISUAL, k=depth, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
             )[0]
         words = []
         vectors = self._sentence_vectors(text, [s for s in spaces if s in TEXT_SPACES])
@@ -978,10 +978,32 @@ class Index:
             if space in TEXT_SPACES:
                 query = self.text_query(space, text, allowed=allowed, vector=vectors[space])
                 words.append((space, search_text(query, k=depth), query.baseline()))
+        cohort = self._picture_cohort(pictures, seen[0]) if pictures and any(found for _, found, _ in words) else None
         out = []
-        for hit, space, said in fuse_moments(pictures, words, k=k):
+        for hit, space, said in fuse_moments(pictures, words, k=k, cohort=cohort):
             out.append(self._result(hit, space or VISUAL, said))
         return out
+
+    def _picture_cohort(self, hits: list[Hit], query: np.ndarray) -> np.ndarray | None:
+        """Each picture moment's score for ``query`` (a vector of the visual space) in standard deviations
+        above those the index's query probes (generic captions, :mod:`mmsearch.probes`) give it
+        (:func:`mmsearch.retrieval.cohort_z`; a moment's score is the mean over its frames); None when the
+        index keeps no probes (made by ``mmsearch index`` runs since they serve this)."""
+        space = self.snapshot.spaces[VISUAL]
+        bank = space.query_probes
+        if bank is None:
+            return None
+        bank = np.asarray(bank, np.float32)
+        own, others = [], []
+        for hit in hits:
+            starts, _, vectors = space.segments_of(hit.media_id)
+            inside = (starts >= hit.start) & (starts < hit.end)
+            if not inside.any():
+                inside = np.arange(len(starts)) == int(np.argmin(np.abs(starts - hit.start)))
+            frames = np.asarray(vectors[inside], np.float32)
+            own.append(float((frames @ query).mean()))
+            others.append((frames @ bank.T).mean(axis=0))
+        return cohort_z(np.asarray(own), np.stack(others))
 
     def _search_fused(
         self,

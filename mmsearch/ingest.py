@@ -255,6 +255,8 @@ def _index(
             runner(plan, deriver, built, config, report, notify, heads)
         elif writer.manifest["generation"] == 0 and not files:
             raise UsageError(f"no media files found under {', '.join(map(str, roots))}")
+        if VISUAL in built and set(writer.spaces) & set(TEXT_SPACES):
+            writer.query_probes(VISUAL)  # made now if not yet: fused text queries weigh the pictures against them
         t0 = time.perf_counter()
         report.generation = deriver.commit(wait=True)  # the last commit of a run adopts index builds under way
         report.timings["commit"] += time.perf_counter() - t0

@@ -479,12 +479,28 @@ def overlap_coefficient(a: Hit, b: Hit) -> float:
     return float(np.clip((min(a.end, b.end) - max(a.start, b.start)) / shorter, 0.0, 1.0))
 
 
+def cohort_z(query_scores: np.ndarray, cohort_scores: np.ndarray) -> np.ndarray:
+    """How far each candidate's score for the query stands above the scores a cohort of unrelated queries
+    gives the same candidate, in their standard deviations: ``query_scores`` ``(n,)``, ``cohort_scores``
+    ``(n, m)`` for ``m`` cohort queries; returns ``(n,)`` float64.
+
+    Z-norm of speaker verification (Auckenthaler et al., "Score normalization for text-independent speaker
+    verification systems", 2000), with a bank of generic captions as the cohort, as QB-Norm (Bogolin et al.,
+    CVPR 2022) uses a query bank against hubs in text-video retrieval: a picture that every caption scores
+    well (a slide of text, a busy scene) stands out for none of them.
+    """
+    cohort_scores = np.asarray(cohort_scores, np.float64)
+    std = cohort_scores.std(axis=1)
+    return (np.asarray(query_scores, np.float64) - cohort_scores.mean(axis=1)) / np.where(std > 0, std, 1.0)
+
+
 def fuse_moments(
     pictures: list[Hit],
     words: list[tuple[str, list[tuple[Hit, str]], tuple[float, float, int]]],
     *,
     k: int,
     weight: float = WORDS_WEIGHT,
+    cohort: np.ndarray | None = None,
 ) -> list[tuple[Hit, str | None, str | None]]:
     """Moments of the pictures and of the spaces of words, fused per moment (late fusion in the way
     of HERO: frames and what is said on one timeline); returns (hit, space of words that gave most
@@ -506,10 +522,15 @@ def fuse_moments(
     of its 14, little). Overlapping
     moments of one media item are one: the better scored is kept. Without words (none indexed,
     none above the gate) the order is the pictures' own, so a query about what is seen ranks as
-    the visual search does.
+    the visual search does. ``cohort`` (``(len(pictures),)``, :func:`cohort_z`): how far each picture
+    moment stands out for this query against a bank of generic captions; a picture moment claims
+    no more than that (its z is the smaller of the two), so one that every caption matches does
+    not outvote what was said.
     """
     scores = np.asarray([h.score for h in pictures], np.float64)
     z = (scores - scores.mean()) / (scores.std() or 1.0) if len(scores) else scores
+    if cohort is not None and len(z):
+        z = np.minimum(z, cohort)
     said = []
     for space, found, baseline in words:
         for hit, text in found:

@@ -155,6 +155,11 @@ class ShardedWriter:
         for w in self.shards:  # each shard's indexes are tuned on them
             w.set_query_probes(space, vectors)
 
+    def query_probes(self, space: str) -> np.ndarray | None:
+        """The space's query probes (made now on every shard if given as a function), as the first shard has them."""
+        probes = [w.query_probes(space) for w in self.shards]
+        return probes[0]
+
     def set_tagger(self, record: dict[str, Any]) -> None:
         for w in self.shards:
             w.set_tagger(record)

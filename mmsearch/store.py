@@ -210,6 +210,7 @@ class SpaceData:
     anchor: str = "start"  # a segment's place on a similarity curve: its start (frames) or centre (windows)
     step: float | None = None  # seconds between sampled frames (1 / the index's fps); None: unknown
     live: np.ndarray | None = None  # int64 ids of the media this space serves; None: every media_id present
+    query_probes: np.ndarray | None = None  # (m, dim) float32 text vectors of generic captions (mmsearch.probes), or None
     _runs: dict[int, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _media_row: dict[int, int] = field(default_factory=dict, repr=False)
 
@@ -596,6 +597,7 @@ def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
             anchor=space.get("anchor", "start"),
             step=1.0 / float(manifest["config"]["fps"]) if (manifest.get("config") or {}).get("fps") else None,
             live=None if not len(tombstones) else np.setdiff1d(np.unique(media_rows.column("media_id").to_numpy()), tombstones),
+            query_probes=_load_npy(root / space["query_probes"]) if space.get("query_probes") else None,
         )
     return Snapshot(root, manifest, media, failures, spaces, _load_tags(root, manifest))
 
@@ -675,6 +677,7 @@ def merge_snapshots(root: Path, shards: list[Snapshot | None]) -> Snapshot:
             anchor=first.anchor,
             step=first.step,
             live=np.concatenate([p.live_media_ids() for p in parts]).astype(np.int64),
+            query_probes=next((p.query_probes for p in parts if p.query_probes is not None), None),
         )
     tags = pa.concat_tables([s.tags for s in present])
     return Snapshot(root, manifest, media, failures, spaces, tags)

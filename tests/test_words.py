@@ -223,6 +223,43 @@ def test_fusion_keeps_the_pictures_order_without_words_and_lets_strong_words_lea
 
 
 
+def test_cohort_z_measures_a_score_against_what_unrelated_queries_give_the_same_candidate():
+    from mmsearch.retrieval import cohort_z
+
+    cohort = np.array([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]])  # a candidate every query scores alike has no spread
+    z = cohort_z(np.array([0.4, 0.6]), cohort)
+    assert z == pytest.approx([(0.4 - 0.2) / np.std([0.1, 0.2, 0.3]), 0.1])
+
+
+def test_a_picture_every_caption_matches_does_not_outvote_what_was_said():
+    """A slide of text that stands out in the query's own list (z 1.8) but not against the generic captions of
+    the index's query probes (cohort z 0.3) claims only its cohort z; the sentence said (evidence 1.2) leads.
+    Pictures that do stand out against the cohort keep their list z: the order of a visual query stays."""
+    from mmsearch.retrieval import Hit, fuse_moments
+
+    pictures = [Hit(1, 0.0, 8.0, 0.40, 0.3), *[Hit(10 + m, 0.0, 4.0, 0.1 + 0.01 * m, 0.1) for m in range(6)]]
+    said = [(Hit(2, 3.0, 5.0, 0.30, None, 0.30), "it befell in the month of may"),
+            *[(Hit(20 + m, 0.0, 1.0, 0.1, None, 0.1), "other") for m in range(10)]]
+    words = [("speech", said, (0.15, 0.125, 30))]  # the sentence: z 1.2
+    plain = fuse_moments(pictures, words, k=3)
+    assert plain[0][0].media_id == 1  # the slide's z over its list (about 2.4) outvotes the sentence
+    cohort = np.array([0.3, *[5.0] * 6])
+    calibrated = fuse_moments(pictures, words, k=3, cohort=cohort)
+    assert [(h.media_id, space) for h, space, _ in calibrated][:2] == [(2, "speech"), (1, None)]
+    visual = fuse_moments(pictures, [], k=7, cohort=np.full(7, 9.0))
+    assert [h.media_id for h, _, _ in visual] == [h.media_id for h, _, _ in fuse_moments(pictures, [], k=7)]
+
+
+def test_an_index_with_words_keeps_query_probes_for_its_pictures(library):
+    from mmsearch.probes import probe_captions
+
+    _, index, _ = library
+    idx = mmsearch.open_index(index)
+    probes = idx.snapshot.spaces["visual"].query_probes
+    assert probes is not None and probes.shape == (len(probe_captions("visual")), idx.snapshot.spaces["visual"].dim)
+    assert np.allclose(probes[:3], idx.embed_queries(text=probe_captions("visual")[:3]), atol=1e-5)
+
+
 def test_fusion_gives_a_segment_of_words_only_the_share_of_a_picture_moment_it_covers():
     """A caption that touches a strong picture moment for half a second (31-44.7 s against 17.5-31.5 s)
     does not borrow that moment's score: the two moments that show the query lead, not the neighbour
