@@ -886,8 +886,9 @@ class Index:
 
         with self._encoder_lock:
             if space not in self._lexical:
-                rows = self.snapshot.spaces[space].segment_rows
-                self._lexical[space] = LexicalIndex([t or "" for t in rows.column("text").to_pylist()])
+                rows = self.snapshot.spaces[space].segment_rows  # no text column while the space holds no segment
+                texts = rows.column("text").to_pylist() if "text" in rows.column_names else []
+                self._lexical[space] = LexicalIndex([t or "" for t in texts])
             return self._lexical[space]
 
     def text_query(self, space: str, text: str, *, allowed: np.ndarray | None = None, vector: np.ndarray | None = None) -> Any:
@@ -988,7 +989,8 @@ class Index:
         """Each picture moment's score for ``query`` (a vector of the visual space) in standard deviations
         above those the index's query probes (generic captions, :mod:`mmsearch.probes`) give it
         (:func:`mmsearch.retrieval.cohort_z`; a moment's score is the mean over its frames); None when the
-        index keeps no probes (made by ``mmsearch index`` runs since they serve this)."""
+        index keeps none (an index made before they served this gets them at its next run that embeds
+        pictures)."""
         space = self.snapshot.spaces[VISUAL]
         bank = space.query_probes
         if bank is None:

@@ -362,8 +362,8 @@ def _plan(
         planned_hashes[digest] = item
         plan.append(item)
     moved_from = {old for old, _ in report.moved}
-    for path in list(writer.paths):
-        if path not in found and _under(path, roots) and _vanished(path):
+    for path in list(writer.paths):  # a file moved here from outside the folders indexed is gone from there too
+        if path not in found and (_under(path, roots) or path in moved_from) and _vanished(path):
             writer.remove_path(path)
             if path not in moved_from:
                 report.removed.append(path)

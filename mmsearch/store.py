@@ -476,8 +476,15 @@ def read_media_table(root: Path, manifest: dict[str, Any]) -> pa.Table:
     """The path rows (:data:`MEDIA_SCHEMA`) of a generation: its base table with each of its deltas applied
     in order (a delta's rows replace those of the same path, its removed paths are dropped), sorted by
     ``raw_path``. Raises :class:`IndexCorruptError` for a file that cannot be read."""
-    table = _read_path_table(root / manifest["media"], MEDIA_SCHEMA) if manifest.get("media") else MEDIA_SCHEMA.empty_table()
-    deltas = [_read_path_table(root / entry["file"], MEDIA_DELTA_SCHEMA) for entry in manifest.get("media_deltas", [])]
+    base, entries = manifest.get("media"), manifest.get("media_deltas", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in entries):
+        raise IndexCorruptError(root / MANIFEST, "its media_deltas entry is not a list of {file, rows} objects (altered)")
+    listed = manifest.get("files")
+    for rel in ([base] if base else []) + [e["file"] for e in entries]:
+        if listed is not None and rel not in listed:
+            raise IndexCorruptError(root / MANIFEST, f"it names {rel} as a table of paths but does not list that file (altered)")
+    table = _read_path_table(root / base, MEDIA_SCHEMA) if base else MEDIA_SCHEMA.empty_table()
+    deltas = [_read_path_table(root / e["file"], MEDIA_DELTA_SCHEMA) for e in entries]
     return _merge_media(table, deltas) if deltas else table
 
 
@@ -569,11 +576,14 @@ def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
     media = read_media_table(root, manifest)
     failures = _read_path_table(root / manifest["failures"], FAILURE_SCHEMA) if manifest.get("failures") else FAILURE_SCHEMA.empty_table()
     spaces: dict[str, SpaceData] = {}
+    with_path = np.unique(media.column("media_id").to_numpy())
     for name, space in manifest.get("spaces", {}).items():
         dim = int(space["dim"])
         tables = space.get("tables", {})
-        tombstones = np.asarray(space.get("tombstones", []), np.int64)
         loaded = {t: load_table(root, tables.get(t, []), TABLE_SCHEMAS[t], dim) for t in TABLES}
+        held = np.unique(loaded[MEDIA][0].column("media_id").to_numpy())
+        # removed media, and media no path row refers to (none, unless the manifest was altered): never found
+        tombstones = np.union1d(np.asarray(space.get("tombstones", []), np.int64), np.setdiff1d(held, with_path))
 
         def alive(table: pa.Table) -> np.ndarray | None:
             if not len(tombstones):
@@ -596,7 +606,7 @@ def _load(root: Path, manifest: dict[str, Any]) -> Snapshot:
             recipe=space.get("recipe", {"factory": "Flat", "params": {}, "chosen_for": 0}),
             anchor=space.get("anchor", "start"),
             step=1.0 / float(manifest["config"]["fps"]) if (manifest.get("config") or {}).get("fps") else None,
-            live=None if not len(tombstones) else np.setdiff1d(np.unique(media_rows.column("media_id").to_numpy()), tombstones),
+            live=None if not len(tombstones) else np.setdiff1d(held, tombstones),
             query_probes=_load_npy(root / space["query_probes"]) if space.get("query_probes") else None,
         )
     return Snapshot(root, manifest, media, failures, spaces, _load_tags(root, manifest))

@@ -87,7 +87,9 @@ class LexicalIndex:
         self._words: list[str] | None = None  # the vocabulary as a list, for near misses; built on first use
 
     def near_words(self, words: list[str]) -> list[str]:
-        """Words some segment holds that are near misses of ``words`` (:func:`fuzziness`), not the words themselves."""
+        """Words some segment holds that are near misses of ``words`` (:func:`fuzziness`), not the words themselves:
+        also two neighbouring words written as one ("smoke stack" heard as "smokestack") and one word written
+        as two that some segment holds ("smokestack" heard as "smoke stack")."""
         from rapidfuzz import process
 
         if self._words is None:
@@ -97,7 +99,9 @@ class LexicalIndex:
             limit = fuzziness(word)
             if limit:
                 near += [t for t, _, _ in process.extract(word, self._words, scorer=OSA.distance, score_cutoff=limit, limit=None) if t != word]
-        return near
+            near += [part for k in range(2, len(word) - 1) if word[:k] in self.vocab and word[k:] in self.vocab for part in (word[:k], word[k:])]
+        near += [a + b for a, b in zip(words, words[1:]) if a + b in self.vocab]
+        return list(dict.fromkeys(near))
 
     def query_tokens(self, query: str) -> tuple[list[str], list[str]]:
         """The query's words as BM25 reads them (stopwords out): (those some segment holds, all of them)."""
@@ -200,25 +204,32 @@ def _phrase_errors(target: list[str], words: list[str], following: list[str]) ->
     """(words wrong, near misses) of the best alignment of ``target`` with a stretch of ``words``
     that starts in ``words`` (and may run on into ``following``): semi-global alignment, free to
     start and end anywhere; a word wrong, left out or added costs more than every near miss
-    together, so the alignment has the fewest words wrong, then the fewest near misses."""
+    together, so the alignment has the fewest words wrong, then the fewest near misses. Two
+    neighbouring words heard as one ("smoke stack", "smokestack"), or one as two, are a near miss."""
     text = words + following
     n = len(target)
     wrong = n + 1  # the cost of one word wrong: more than n near misses
     if not text:
         return n, 0
     best = n * wrong
-    # prev[j]: cost of aligning target[:i] to a stretch ending at text[j-1] (any start)
+    # prev[j]: cost of aligning target[:i] to a stretch ending at text[j-1] (any start); older: target[:i-1]
     prev = np.zeros(len(text) + 1, np.int64)
     starts = np.arange(len(text) + 1)
+    older, older_starts = prev, starts
     for i in range(1, n + 1):
         cur = np.empty_like(prev)
         cur[0] = i * wrong
         cur_start = np.empty_like(starts)
         cur_start[0] = 0
         for j in range(1, len(text) + 1):
-            options = ((prev[j - 1] + _word_cost(target[i - 1], text[j - 1], wrong), starts[j - 1]),
-                       (prev[j] + wrong, starts[j]), (cur[j - 1] + wrong, cur_start[j - 1]))
+            options = [(prev[j - 1] + _word_cost(target[i - 1], text[j - 1], wrong), starts[j - 1]),
+                       (prev[j] + wrong, starts[j]), (cur[j - 1] + wrong, cur_start[j - 1])]
+            if i >= 2 and target[i - 2] + target[i - 1] == text[j - 1]:  # two words heard as one
+                options.append((older[j - 1] + 1, older_starts[j - 1]))
+            if j >= 2 and target[i - 1] == text[j - 2] + text[j - 1]:  # one word heard as two
+                options.append((prev[j - 2] + 1, starts[j - 2]))
             cur[j], cur_start[j] = min(options)
+        older, older_starts = prev, starts
         prev, starts = cur, cur_start
     for j in range(1, len(text) + 1):
         if starts[j] < len(words) and prev[j] < best:

@@ -14,7 +14,7 @@ import mmsearch
 from mmsearch.retrieval import search_space
 from mmsearch import derive
 from mmsearch.derive import Deriver, frame_segments
-from mmsearch.errors import IndexFormatError
+from mmsearch.errors import IndexCorruptError, IndexFormatError
 from mmsearch.indexes import IndexRecipe, VectorIndex
 from mmsearch.moments import MomentConfig
 from mmsearch.store import MANIFEST, IndexWriter, open_snapshot, plan_media_deltas, verify_files
@@ -249,6 +249,40 @@ def test_an_index_written_before_media_deltas_opens_and_its_next_commit_writes_a
     assert writer.manifest["media_deltas"] == [] and writer.manifest["media_rows"] == 5
     assert sorted(open_snapshot(tmp_path / "idx").media.column("media_id").to_pylist()) == [1, 2, 3, 4, 9]
     writer.close()
+
+
+@pytest.mark.parametrize("entries", ["garbage", None, [{"rows": 1}], [["data/x"]], [{"file": "data/g000099-media-delta.parquet", "rows": 1}]])
+def test_an_altered_list_of_path_deltas_is_a_corrupt_manifest_not_a_crash(tmp_path, entries):
+    writer = IndexWriter(tmp_path / "idx")
+    writer.put_path(_path_row(0, "/lib/0.mp4", 0))
+    writer.commit()
+    writer.close()
+    manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
+    manifest["media_deltas"] = entries
+    (tmp_path / "idx" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorruptError, match="manifest.json is corrupt: it"):
+        open_snapshot(tmp_path / "idx")
+    with pytest.raises(IndexCorruptError, match="manifest.json"):
+        IndexWriter(tmp_path / "idx")
+
+
+def test_media_no_path_row_refers_to_are_never_found(tmp_path):
+    """A generation whose path rows lost a delta (an altered manifest) holds vectors of a media item no
+    path refers to: searches skip it as removed instead of failing on the missing path."""
+    lib = Library(tmp_path / "idx")
+    lib.add(30)
+    lib.deriver.commit()
+    [orphan] = lib.add(1)
+    lib.deriver.commit()
+    lib.close()
+    manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
+    assert len(manifest["media_deltas"]) == 1
+    manifest["media_deltas"] = []
+    (tmp_path / "idx" / MANIFEST).write_text(json.dumps(manifest))
+    idx = mmsearch.open_index(tmp_path / "idx")
+    found = idx.search_vectors(lib.topics[orphan][None], k=5)[0]
+    assert len(found) == 5 and all(r.media_id != orphan for r in found)
+    assert orphan not in open_snapshot(tmp_path / "idx").spaces["visual"].live_media_ids().tolist()
 
 
 def _end_now(idx, hit: dict, space: str) -> float:

@@ -168,6 +168,13 @@ def test_reindex_is_idempotent_and_detects_changes(built, random_clip_checkpoint
     assert paths == ["b-copy.mp4", "b.mp4", "new.mp4", "photo.png", "renamed.mp4"]
     # renamed a, b once, photo, new: one frame per colour run, repeats skipped
     assert idx.info()["spaces"]["visual"]["frames"] == 3 + 2 + 1 + 2
+    # moved into a subfolder and only that subfolder indexed: a move, the old path goes
+    (root / "later").mkdir()
+    os.rename(root / "renamed.mp4", root / "later" / "renamed.mp4")
+    fourth = mmsearch.index_paths([root / "later"], index_dir, **kw)
+    assert [(Path(a).name, Path(b).parent.name) for a, b in fourth.moved] == [("renamed.mp4", "later")] and fourth.removed == []
+    paths = sorted(os.path.relpath(r["path"], root) for r in mmsearch.open_index(index_dir).snapshot.media.to_pylist())
+    assert paths == ["b-copy.mp4", "b.mp4", "later/renamed.mp4", "new.mp4", "photo.png"]
 
 
 def test_encoder_mismatch_is_refused(built, tmp_path):

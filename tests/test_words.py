@@ -204,6 +204,23 @@ def test_a_quoted_phrase_finds_what_was_misheard_as_a_near_miss():
     assert umbrella.rows_with(["purpel umbrela"], np.array([1, 2]))[0].tolist() == []  # near misses of words in two segments
 
 
+def test_two_words_quoted_heard_as_one_or_one_as_two_are_a_near_miss():
+    """LibriSpeech's reference says "scarlet smoke stack", Whisper writes "smokestack": the quoted phrase finds it,
+    as approximate, either way round; words that do not make up the other are still wrong."""
+    from mmsearch.textsearch import _phrase_errors
+
+    media = np.array([1, 2])
+    heard_one = LexicalIndex(["With her white paint and her scarlet smokestack, the steamer", "a purple coat"])
+    rows, exact = heard_one.rows_with(["her scarlet smoke stack"], media)
+    assert rows.tolist() == [0] and exact.tolist() == [False]
+    heard_two = LexicalIndex(["her scarlet smoke stack was seen", "a purple coat"])
+    assert heard_two.rows_with(["scarlet smokestack"], media)[0].tolist() == [0]
+    assert heard_two.rows_with(["scarlet smoke stack"], media)[1].tolist() == [True]  # as it is: exact
+    assert _phrase_errors(["scarlet", "smoke", "stack"], ["scarlet", "smokestack"], []) == (0, 1)
+    assert _phrase_errors(["scarlet", "smoke", "tower"], ["scarlet", "smokestack"], []) == (2, 0)  # not a compound of these
+    assert heard_one.rows_with(["scarlet smoke tower"], media)[0].tolist() == []
+
+
 def test_fusion_keeps_the_pictures_order_without_words_and_lets_strong_words_lead():
     from mmsearch.retrieval import WORDS_GATE, Hit, fuse_moments
 
@@ -327,6 +344,19 @@ def test_cues_after_the_end_of_the_media_are_left_out_with_a_note(tmp_path):
     duration = idx.snapshot.media.column("duration").to_pylist()[0]
     assert 4.0 <= duration < 4.1 and [(r.start, r.end) for r in found] == [(1.0, round(duration, 3))]
     assert idx.search('"far too late"', modality="speech", k=5) == []
+
+
+def test_a_text_query_on_an_index_whose_every_file_was_removed_finds_nothing(tmp_path):
+    """The spaces of words are emptied by compaction when the last file goes: a query answers with nothing."""
+    from mmsearch.synth.talking import Caption, write_talking_video
+
+    write_talking_video(tmp_path / "m" / "slide.mp4", seconds=6, captions=[Caption("Closing ceremony tonight", 0, 5)])
+    mmsearch.index_paths([tmp_path / "m"], tmp_path / "i", model="synth-clip", speech=False)
+    assert mmsearch.open_index(tmp_path / "i").search("closing ceremony", modality="text", k=3)  # it was there
+    (tmp_path / "m" / "slide.mp4").unlink()
+    mmsearch.index_paths([tmp_path / "m"], tmp_path / "i", model="synth-clip", speech=False)
+    idx = mmsearch.open_index(tmp_path / "i")
+    assert idx.search("closing ceremony", k=3) == [] and idx.search("closing ceremony", modality="text", k=3) == []
 
 
 def test_quotes_around_nothing_are_an_empty_query(library):
