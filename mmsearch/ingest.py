@@ -348,7 +348,9 @@ def _plan(
             media_id = known_hashes[digest]
             template = row_of_media[int(media_id)]
             writer.put_path({**template, "path": path, "size": st.st_size, "mtime": st.st_mtime})
-            if _vanished(template["path"]):
+            if old is not None and int(old["media_id"]) == int(media_id):  # touched: the same content, a new mtime
+                report.unchanged += 1
+            elif _vanished(template["path"]):
                 report.moved.append((template["path"], path))
             else:
                 report.duplicates.append(path)

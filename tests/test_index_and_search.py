@@ -175,6 +175,12 @@ def test_reindex_is_idempotent_and_detects_changes(built, random_clip_checkpoint
     assert [(Path(a).name, Path(b).parent.name) for a, b in fourth.moved] == [("renamed.mp4", "later")] and fourth.removed == []
     paths = sorted(os.path.relpath(r["path"], root) for r in mmsearch.open_index(index_dir).snapshot.media.to_pylist())
     assert paths == ["b-copy.mp4", "b.mp4", "later/renamed.mp4", "new.mp4", "photo.png"]
+    # touched (a new mtime, the same bytes): unchanged, not a duplicate of itself
+    os.utime(root / "b.mp4", (1_700_000_000, 1_700_000_000))
+    fifth = mmsearch.index_paths([root], index_dir, **kw)
+    assert fifth.unchanged == 5 and fifth.duplicates == [] and fifth.moved == [] and fifth.indexed == []
+    again = mmsearch.index_paths([root], index_dir, **kw)  # the new mtime was recorded: not hashed again
+    assert again.unchanged == 5 and again.timings["hash"] == 0
 
 
 def test_encoder_mismatch_is_refused(built, tmp_path):
