@@ -46,6 +46,7 @@ import os
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -476,6 +477,13 @@ def read_media_table(root: Path, manifest: dict[str, Any]) -> pa.Table:
     """The path rows (:data:`MEDIA_SCHEMA`) of a generation: its base table with each of its deltas applied
     in order (a delta's rows replace those of the same path, its removed paths are dropped), sorted by
     ``raw_path``. Raises :class:`IndexCorruptError` for a file that cannot be read."""
+    table, deltas = _read_media_parts(root, manifest)
+    return _merge_media(table, deltas) if deltas else table
+
+
+def _read_media_parts(root: Path, manifest: dict[str, Any]) -> tuple[pa.Table, list[pa.Table]]:
+    """The base table of path rows and the deltas of a generation, oldest first, as stored. Raises
+    :class:`IndexCorruptError` for a file that cannot be read or a manifest whose list of them is altered."""
     base, entries = manifest.get("media"), manifest.get("media_deltas", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in entries):
         raise IndexCorruptError(root / MANIFEST, "its media_deltas entry is not a list of {file, rows} objects (altered)")
@@ -484,8 +492,7 @@ def read_media_table(root: Path, manifest: dict[str, Any]) -> pa.Table:
         if listed is not None and rel not in listed:
             raise IndexCorruptError(root / MANIFEST, f"it names {rel} as a table of paths but does not list that file (altered)")
     table = _read_path_table(root / base, MEDIA_SCHEMA) if base else MEDIA_SCHEMA.empty_table()
-    deltas = [_read_path_table(root / e["file"], MEDIA_DELTA_SCHEMA) for e in entries]
-    return _merge_media(table, deltas) if deltas else table
+    return table, [_read_path_table(root / e["file"], MEDIA_DELTA_SCHEMA) for e in entries]
 
 
 def _merge_media(base: pa.Table, deltas: list[pa.Table]) -> pa.Table:
@@ -791,11 +798,8 @@ class IndexWriter:
         self.failures: dict[str, dict[str, Any]] = {r["path"]: r for r in table_to_rows(failures)}
         # media id -> how many paths refer to it; ids whose count changed since the last commit; ids the last
         # generation held. Kept up to date as paths change, so a commit costs what changed, not the library.
-        self._refs: dict[int, int] = {}
+        self._refs: dict[int, int] = dict(Counter(int(r["media_id"]) for r in self.paths.values()))
         self._touched: set[int] = set()
-        for row in self.paths.values():
-            self._refer(int(row["media_id"]), 1)
-        self._touched = set()
         self._committed: set[int] = set(self._refs)
 
     @property
@@ -1250,13 +1254,11 @@ class IndexWriter:
         last commit as a delta, merged with the newest deltas or into a new base when they have grown; sets
         the manifest's ``media`` and ``media_deltas``; returns the files written."""
         changed, self._changed_paths = sorted(self._changed_paths), set()
-        base, deltas = self.manifest.get("media"), list(self.manifest.get("media_deltas", []))
-        if base is None:  # the first generation
-            rel = f"{DATA}/g{gen:06d}-media.parquet"
+        deltas = list(self.manifest.get("media_deltas", []))
+        base_rel = f"{DATA}/g{gen:06d}-media.parquet"
+        if self.manifest.get("media") is None:  # the first generation
             rows = sorted(self.paths.values(), key=lambda r: os.fsencode(r["path"]))
-            _write_table(rows_to_table(rows, MEDIA_SCHEMA), str(self.root / rel))
-            self.manifest.update(media=rel, media_deltas=[], media_rows=len(rows))
-            return [rel]
+            return self._write_media_base(base_rel, rows_to_table(rows, MEDIA_SCHEMA))
         if not changed:
             return []
         kept = [self.paths[p] for p in changed if p in self.paths]
@@ -1264,12 +1266,8 @@ class IndexWriter:
         delta = rows_to_table([{**r, "removed": False} for r in kept] + removed, MEDIA_DELTA_SCHEMA)
         into_base, merge = plan_media_deltas(int(self.manifest.get("media_rows", 0)), [d["rows"] for d in deltas] + [len(delta)])
         if into_base:
-            rel = f"{DATA}/g{gen:06d}-media.parquet"
-            older = [_read_path_table(self.root / d["file"], MEDIA_DELTA_SCHEMA) for d in deltas]
-            table = _merge_media(_read_path_table(self.root / base, MEDIA_SCHEMA), older + [delta])
-            _write_table(table, str(self.root / rel))
-            self.manifest.update(media=rel, media_deltas=[], media_rows=len(table))
-            return [rel]
+            base, older = _read_media_parts(self.root, self.manifest)
+            return self._write_media_base(base_rel, _merge_media(base, older + [delta]))
         if merge:
             older = [_read_path_table(self.root / d["file"], MEDIA_DELTA_SCHEMA) for d in deltas[len(deltas) - merge + 1:]]
             delta = apply_media_deltas(older[0], older[1:] + [delta])
@@ -1277,6 +1275,12 @@ class IndexWriter:
         rel = f"{DATA}/g{gen:06d}-media-delta.parquet"
         _write_table(delta, str(self.root / rel))
         self.manifest["media_deltas"] = deltas + [{"file": rel, "rows": len(delta)}]
+        return [rel]
+
+    def _write_media_base(self, rel: str, table: pa.Table) -> list[str]:
+        """Write ``table`` (sorted path rows) as the new base of the path rows, with no deltas; returns [rel]."""
+        _write_table(table, str(self.root / rel))
+        self.manifest.update(media=rel, media_deltas=[], media_rows=len(table))
         return [rel]
 
     def _clean_temporaries(self) -> None:
