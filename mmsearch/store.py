@@ -485,14 +485,21 @@ def _read_media_parts(root: Path, manifest: dict[str, Any]) -> tuple[pa.Table, l
     """The base table of path rows and the deltas of a generation, oldest first, as stored. Raises
     :class:`IndexCorruptError` for a file that cannot be read or a manifest whose list of them is altered."""
     base, entries = manifest.get("media"), manifest.get("media_deltas", [])
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in entries):
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("file"), str) and type(e.get("rows")) is int and e["rows"] >= 0 for e in entries
+    ):
         raise IndexCorruptError(root / MANIFEST, "its media_deltas entry is not a list of {file, rows} objects (altered)")
     listed = manifest.get("files")
     for rel in ([base] if base else []) + [e["file"] for e in entries]:
         if listed is not None and rel not in listed:
             raise IndexCorruptError(root / MANIFEST, f"it names {rel} as a table of paths but does not list that file (altered)")
-    table = _read_path_table(root / base, MEDIA_SCHEMA) if base else MEDIA_SCHEMA.empty_table()
-    return table, [_read_path_table(root / e["file"], MEDIA_DELTA_SCHEMA) for e in entries]
+    table = _read_path_table(root / base, MEDIA_SCHEMA, required=("media_id", "raw_path")) if base else MEDIA_SCHEMA.empty_table()
+    return table, [_read_media_delta(root / e["file"]) for e in entries]
+
+
+def _read_media_delta(path: Path) -> pa.Table:
+    """One delta of path rows (:data:`MEDIA_DELTA_SCHEMA`); raises :class:`IndexCorruptError` for a file that is not one."""
+    return _read_path_table(path, MEDIA_DELTA_SCHEMA, required=("raw_path", "removed"))
 
 
 def _merge_media(base: pa.Table, deltas: list[pa.Table]) -> pa.Table:
@@ -530,9 +537,13 @@ def plan_media_deltas(base_rows: int, delta_rows: list[int]) -> tuple[bool, int]
     return False, merge if merge > 1 else 0
 
 
-def _read_path_table(path: Path, schema: pa.Schema) -> pa.Table:
-    """A media or failures table, with the columns a later version added filled with nulls."""
+def _read_path_table(path: Path, schema: pa.Schema, *, required: tuple[str, ...] = ("raw_path",)) -> pa.Table:
+    """A media or failures table, with the columns a later version added filled with nulls; raises
+    :class:`IndexCorruptError` when a column in ``required`` is missing (another kind of table)."""
     table = _read_table(path)
+    missing = [name for name in required if name not in table.column_names]
+    if missing:
+        raise IndexCorruptError(path, f"it is not the kind of table the manifest says (no column {', '.join(missing)})")
     for name in schema.names:
         if name not in table.column_names:
             table = table.append_column(schema.field(name), pa.nulls(len(table), schema.field(name).type))
@@ -1269,7 +1280,7 @@ class IndexWriter:
             base, older = _read_media_parts(self.root, self.manifest)
             return self._write_media_base(base_rel, _merge_media(base, older + [delta]))
         if merge:
-            older = [_read_path_table(self.root / d["file"], MEDIA_DELTA_SCHEMA) for d in deltas[len(deltas) - merge + 1:]]
+            older = [_read_media_delta(self.root / d["file"]) for d in deltas[len(deltas) - merge + 1:]]
             delta = apply_media_deltas(older[0], older[1:] + [delta])
             deltas = deltas[: len(deltas) - merge + 1]
         rel = f"{DATA}/g{gen:06d}-media-delta.parquet"

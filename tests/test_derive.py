@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -251,18 +252,27 @@ def test_an_index_written_before_media_deltas_opens_and_its_next_commit_writes_a
     writer.close()
 
 
-@pytest.mark.parametrize("entries", ["garbage", None, [{"rows": 1}], [["data/x"]], [{"file": "data/g000099-media-delta.parquet", "rows": 1}]])
-def test_an_altered_list_of_path_deltas_is_a_corrupt_manifest_not_a_crash(tmp_path, entries):
+@pytest.mark.parametrize("entries", ["garbage", None, [{"rows": 1}], [["data/x"]], [{"file": "data/g000099-media-delta.parquet", "rows": 1}],
+                                     "base with rows three", "base as a delta", "failures as a delta"])
+def test_an_altered_list_of_path_deltas_is_a_corrupt_index_not_a_crash(tmp_path, entries):
+    """A hand-edited manifest whose path deltas are malformed, or name a listed file of another kind (the base,
+    the failures), is refused on open with the file to blame, never read as an empty or odd table."""
     writer = IndexWriter(tmp_path / "idx")
     writer.put_path(_path_row(0, "/lib/0.mp4", 0))
     writer.commit()
     writer.close()
     manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
+    blamed = "manifest.json"
+    if entries == "base with rows three":
+        entries = [{"file": manifest["media"], "rows": "three"}]
+    elif entries in ("base as a delta", "failures as a delta"):
+        blamed = manifest["media"] if entries == "base as a delta" else manifest["failures"]
+        entries = [{"file": blamed, "rows": 1}]
     manifest["media_deltas"] = entries
     (tmp_path / "idx" / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(IndexCorruptError, match="manifest.json is corrupt: it"):
+    with pytest.raises(IndexCorruptError, match=f"{re.escape(blamed)} is corrupt: it"):
         open_snapshot(tmp_path / "idx")
-    with pytest.raises(IndexCorruptError, match="manifest.json"):
+    with pytest.raises(IndexCorruptError, match=re.escape(blamed)):
         IndexWriter(tmp_path / "idx")
 
 
