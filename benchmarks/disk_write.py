@@ -5,14 +5,18 @@
 A control for ``commit_scale.py``: every commit there writes the same bytes (the segment
 vectors and moment vectors of 1000 media x 60 frames of d=512: 123 MB + 59 MB as ``.npy``),
 so a commit can never be faster than the machine writes them. This writes the same two arrays
-round after round, each to a new file with ``fsync`` (as the store does), and reads the CRC32
-of what it wrote, timing each round and, apart, the ``write`` calls (copying into the page
-cache) and the ``fsync`` (the disk). Three ways, side by side:
+round after round, each to a new file with ``fsync`` (as the store does), and takes the CRC32
+of what it wrote from memory (as the store does), timing each round and, apart, the ``write`` calls (copying into the page
+cache) and the ``fsync`` (the disk). Five ways, side by side:
 
-- ``keep``: back to back, the files' pages left in the page cache (what the store does);
+- ``keep``: back to back, the files' pages left in the page cache (what the store did before it
+  wrote large files directly);
 - ``drop``: back to back, each file's pages dropped after its fsync (``posix_fadvise``
   ``POSIX_FADV_DONTNEED``), so the next round's writes reuse memory just freed;
-- ``drop-pause``: the same with ``--pause`` seconds between rounds (the gaps of real ingestion).
+- ``drop-pause``: the same with ``--pause`` seconds between rounds (the gaps of real ingestion);
+- ``direct``: back to back, written past the page cache (``O_DIRECT`` from one page-aligned buffer,
+  :class:`mmsearch.fileio.DirectFile`: what the store does for files of 4 MiB and more);
+- ``direct-pause``: the same with ``--pause`` seconds between rounds.
 
 On a virtual machine whose host takes back the guest's free memory, writing into pages the
 guest has not touched lately costs far more than the disk; these rows tell the two apart.
@@ -52,30 +56,36 @@ def main(argv: list[str] | None = None) -> int:
     mb = (segments.nbytes + moments.nbytes) / 2**20
     results = {}
     print(f"{mb:.0f} MB a round; seconds per round (write into the page cache + fsync)")
-    for mode, rounds in (("keep", args.rounds), ("drop", args.rounds), ("drop-pause", args.pause_rounds)):
+    from mmsearch.fileio import DirectFile
+
+    modes = (("keep", args.rounds), ("drop", args.rounds), ("drop-pause", args.pause_rounds),
+             ("direct", args.rounds), ("direct-pause", args.pause_rounds))
+    for mode, rounds in modes:
         folder = Path(tempfile.mkdtemp(prefix="disk-write-"))
         rows = []
         try:
             for i in range(rounds):
-                if mode == "drop-pause" and i:
+                if mode.endswith("-pause") and i:
                     time.sleep(args.pause)
                 write_s = fsync_s = 0.0
                 t0 = time.perf_counter()
                 for name, array in (("segments", segments), ("moments", moments)):
                     path = folder / f"{name}-{i:04d}.npy"
-                    with open(path, "wb") as fh:
-                        t1 = time.perf_counter()
-                        np.save(fh, array)
-                        fh.flush()
+                    t1 = time.perf_counter()
+                    if mode.startswith("direct"):  # as mmsearch.store._write_npy writes a large array
+                        with DirectFile(path) as out:
+                            np.lib.format.write_array_header_1_0(out, np.lib.format.header_data_from_array_1_0(array))
+                            out.write(array)
+                    with open(path, "ab") as fh:
+                        if not mode.startswith("direct"):
+                            np.save(fh, array)
+                            fh.flush()
                         t2 = time.perf_counter()
                         os.fsync(fh.fileno())
-                        if mode != "keep":
+                        if mode.startswith("drop"):
                             os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
                         write_s, fsync_s = write_s + t2 - t1, fsync_s + time.perf_counter() - t2
-                    crc = 0
-                    with open(path, "rb") as fh:
-                        while block := fh.read(1 << 20):
-                            crc = zlib.crc32(block, crc)
+                    zlib.crc32(memoryview(array).cast("B"))  # the store's checksum, of what it wrote, from memory
                 rows.append({"round_s": round(time.perf_counter() - t0, 6), "write_s": round(write_s, 6), "fsync_s": round(fsync_s, 6)})
         finally:
             shutil.rmtree(folder, ignore_errors=True)

@@ -63,19 +63,22 @@ def words_of(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
-def speak(text: str, sample_rate: int = 16000) -> np.ndarray:
-    """espeak-ng's voice for ``text``, float32 mono at ``sample_rate``."""
+def speak(text: str, sample_rate: int = 16000, voice: str | None = None) -> np.ndarray:
+    """espeak-ng's voice for ``text``, float32 mono at ``sample_rate``; ``voice``: an espeak-ng voice name
+    (default: its own formant voice; ``mb-us1`` etc. are the MBROLA diphone voices, Debian packages
+    ``mbrola-us1``, ... in non-free)."""
     from mmsearch.audio import load_audio
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "s.wav"
-        subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, capture_output=True)
+        subprocess.run(["espeak-ng", *(["-v", voice] if voice else []), "-w", str(wav), text], check=True, capture_output=True)
         samples, _ = load_audio(wav, sample_rate=sample_rate)
     return samples
 
 
-def known_times_track(n: int, seed: int, out: Path) -> list[tuple[str, float]]:
-    """A WAV of ``n`` sentences with silences of 2-12 s; returns (sentence, true onset seconds)."""
+def known_times_track(n: int, seed: int, out: Path, voice: str | None = None) -> list[tuple[str, float]]:
+    """A WAV of ``n`` sentences (espeak-ng ``voice``, :func:`speak`) with silences of 2-12 s; returns
+    (sentence, true onset seconds)."""
     from mmsearch.synth import write_wav
 
     sr = 16000
@@ -85,11 +88,11 @@ def known_times_track(n: int, seed: int, out: Path) -> list[tuple[str, float]]:
         gap = float(rng.uniform(2.0, 12.0))
         pieces.append(np.zeros(int(gap * sr), np.float32))
         t += gap
-        voice = speak(sentence, sr)
-        onset = int(np.argmax(np.abs(voice) > 0.01))  # -40 dBFS
+        said = speak(sentence, sr, voice)
+        onset = int(np.argmax(np.abs(said) > 0.01))  # -40 dBFS
         truth.append((sentence, round(t + onset / sr, 3)))
-        pieces.append(voice)
-        t += len(voice) / sr
+        pieces.append(said)
+        t += len(said) / sr
     pieces.append(np.zeros(3 * sr, np.float32))
     write_wav(out, np.concatenate(pieces), sr)
     return truth
@@ -170,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="base")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--voice", default=None, help="espeak-ng voice of the sentences (default: its own; mb-us1: MBROLA)")
     args = p.parse_args(argv)
     from mmsearch.speech import load_asr_model
 
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if shutil.which("espeak-ng"):
             track = work / "known.wav"
-            truth = known_times_track(args.sentences, args.seed, track)
+            truth = known_times_track(args.sentences, args.seed, track, args.voice)
             seconds = truth[-1][1] + 6.0
             known = {}
             print(f"\nknown times: {len(truth)} espeak-ng sentences in {seconds:.0f} s of sound, silences 2-12 s", flush=True)

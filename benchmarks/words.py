@@ -129,9 +129,9 @@ LINES = [
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media" / "librosa"
 
 
-def build_speech(folder: Path, videos: int, seed: int, sentences: str = "main") -> list[dict]:
-    """Talking videos (3 sentences each) and, with the ``main`` sentences, the LibriSpeech clips; returns one truth
-    row per sentence."""
+def build_speech(folder: Path, videos: int, seed: int, sentences: str = "main", voice: str | None = None) -> list[dict]:
+    """Talking videos (3 sentences each, espeak-ng ``voice``) and, with the ``main`` sentences, the LibriSpeech
+    clips; returns one truth row per sentence."""
     from mmsearch.synth.talking import Voice, write_talking_video
 
     rng = np.random.default_rng(seed)
@@ -142,7 +142,7 @@ def build_speech(folder: Path, videos: int, seed: int, sentences: str = "main") 
         voices, at = [], float(rng.uniform(1.0, 4.0))
         for j in range(3):
             sentence, paraphrase = pairs[order[(3 * v + j) % len(order)]]
-            samples = speak(sentence)
+            samples = speak(sentence, voice=voice)
             onset = float(np.argmax(np.abs(samples) > 0.01)) / 16000
             voices.append(Voice(samples, at))
             truth.append({"file": f"talk{v:02d}.mp4", "sentence": sentence, "paraphrase": paraphrase, "onset": round(at + onset, 3)})
@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sentences", choices=("main", "heldout"), default="main",
                    help="main: the sentences and LibriSpeech phrases of the README; heldout: 24 others, no LibriSpeech")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--voice", default=None, help="espeak-ng voice of the sentences (default: its own formant voice; "
+                   "mb-us1: an MBROLA diphone voice, Debian packages mbrola and mbrola-us1 in contrib/non-free)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--workdir", type=Path, default=None, help="keep the media and indexes here; a second run reuses them")
     args = p.parse_args(argv)
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         if saved.is_file():  # --workdir of an earlier run: its media, truth, timings and indexes
             speech_truth, slide_truth, timings = json.loads(saved.read_text()).values()
         else:
-            speech_truth = build_speech(talk, args.videos, args.seed, args.sentences)
+            speech_truth = build_speech(talk, args.videos, args.seed, args.sentences, args.voice)
             slide_truth = build_slides(slides, args.slides, args.seed)
             timings = {}
             for label, options in (("pictures+sound", dict(speech=False, ocr=False)), ("+speech+ocr", {})):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import tempfile
+import threading
 import zlib
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "cache_dir", "default_index_dir", "display_path", "file_crc32", "index_dir"]
+__all__ = ["DirectFile", "atomic_write", "cache_dir", "default_index_dir", "display_path", "file_crc32", "index_dir"]
 
 
 def atomic_write(
@@ -96,3 +99,109 @@ def file_crc32(path: str | os.PathLike) -> int:
         while block := fh.read(1 << 20):
             crc = zlib.crc32(block, crc)
     return crc
+
+
+DIRECT_BLOCK = 4096  # O_DIRECT wants offsets, lengths and buffer addresses aligned to the logical block (512 or 4096)
+DIRECT_BUFFER = 8 << 20  # the page-aligned buffer blocks are written from, kept for the process
+_buffer_lock = threading.Lock()
+_buffer: mmap.mmap | None = None
+
+
+class DirectFile:
+    """A new file written past the page cache (``O_DIRECT``), for the large files of a commit; a binary
+    file object with ``write`` and ``close`` (a context manager).
+
+    Bytes are copied into a page-aligned buffer of :data:`DIRECT_BUFFER` bytes that the process keeps
+    and written from it in whole blocks; the last part block is written through the page cache once
+    ``O_DIRECT`` is cleared. ``close`` does not fsync: whoever commits the file does (written this
+    way, that flushes only the tail). Where the platform or file system has no ``O_DIRECT`` (macOS,
+    Windows, tmpfs) the file is written the ordinary way. The same pattern as RocksDB's
+    ``use_direct_io_for_flush_and_compaction``: a large file that is written once, fsynced and read
+    later need not pass through the page cache. On a virtual machine whose host takes back the guest's
+    free memory (virtio-balloon free page reporting), copying into the page cache cost 0.35-0.5 s for a
+    commit's 174 MB of shards against 0.08-0.1 s written directly (``benchmarks/disk_write.py``).
+
+    Raises ``OSError`` as ``open``/``write`` do.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        direct = getattr(os, "O_DIRECT", 0)
+        self.direct = bool(direct)
+        try:
+            self.fd = os.open(path, flags | direct, 0o666)
+        except OSError as e:
+            if not direct or e.errno != errno.EINVAL:
+                raise
+            self.fd, self.direct = os.open(path, flags, 0o666), False
+        self._own: mmap.mmap | None = None
+        self._buf: memoryview | None = None
+        self.fill = 0
+        if self.direct:
+            global _buffer
+            if _buffer_lock.acquire(blocking=False):  # one buffer serves the process's writers in turn
+                self._own = _buffer = _buffer or mmap.mmap(-1, DIRECT_BUFFER)
+            else:
+                self._own = mmap.mmap(-1, DIRECT_BUFFER)
+            self._buf = memoryview(self._own)
+
+    def write(self, data: object) -> int:
+        view = memoryview(data).cast("B")  # type: ignore[arg-type]
+        if self._buf is None:
+            self._write_all(view)
+            return len(view)
+        done = 0
+        while done < len(view):
+            k = min(DIRECT_BUFFER - self.fill, len(view) - done)
+            self._buf[self.fill : self.fill + k] = view[done : done + k]
+            self.fill += k
+            done += k
+            if self.fill == DIRECT_BUFFER:
+                self._write_all(self._buf)
+                self.fill = 0
+        return len(view)
+
+    def _write_all(self, view: memoryview) -> None:
+        while len(view):
+            try:
+                n = os.write(self.fd, view)
+            except OSError as e:  # a file system that opens with O_DIRECT but will not write that way
+                if not self.direct or e.errno != errno.EINVAL:
+                    raise
+                self._buffered()
+                continue
+            view = view[n:]
+
+    def _buffered(self) -> None:
+        import fcntl
+
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        self.direct = False
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            if self._buf is not None and self.fill:
+                whole = self.fill - self.fill % DIRECT_BLOCK
+                self._write_all(self._buf[:whole])
+                if self.direct:  # the last part block cannot be written directly
+                    self._buffered()
+                self._write_all(self._buf[whole : self.fill])
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+            if self._buf is not None:
+                self._buf.release()
+                self._buf = None
+            if self._own is _buffer and self._own is not None:
+                _buffer_lock.release()
+            elif self._own is not None:
+                self._own.close()
+            self._own = None
+
+    def __enter__(self) -> "DirectFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

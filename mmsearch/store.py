@@ -20,7 +20,8 @@ compaction rewrites the shards without them. The path rows are a base table and 
 (``media`` and ``media_deltas`` in the manifest), merged in the way of a log-structured merge
 tree, so a commit writes the paths it changed, not the library's (:func:`plan_media_deltas`).
 A commit writes every new file under a temporary name, fsyncs and renames it, then writes
-the new manifest the same way and fsyncs the directory. Readers read ``manifest.json`` once and
+the new manifest the same way and fsyncs the directory; vector files of :data:`DIRECT_WRITE_BYTES`
+or more are written past the page cache (:class:`mmsearch.fileio.DirectFile`). Readers read ``manifest.json`` once and
 open exactly the files it lists, so they see one complete generation. Files that no generation
 in use refers to, and temporary files left by a crash, are removed by the next writer.
 
@@ -59,7 +60,7 @@ import pyarrow.parquet as pq
 
 from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, MMSearchError, UsageError
 from .fileio import atomic_write as _atomic_write
-from .fileio import display_path, file_crc32  # noqa: F401 - file_crc32 is part of the store's vocabulary
+from .fileio import DirectFile, display_path, file_crc32  # noqa: F401 - file_crc32 is part of the store's vocabulary
 from .indexes import IndexRecipe, PreparedFile, RowIndex, RowVectors, ShardedRowIndex, VectorIndex, split_refine
 from .spaces import ANCHORS
 
@@ -161,16 +162,27 @@ class _Checksummed:
         return self.fh.write(view)
 
 
+DIRECT_WRITE_BYTES = 4 << 20  # arrays at least this large are written past the page cache (fileio.DirectFile)
+
+
 def _write_npy(array: np.ndarray, path: str) -> dict[str, int]:
     """Write ``array`` as ``.npy`` (temporary name, fsync, rename); returns its size and CRC32, computed
-    as it is written, so a commit need not read the file back."""
+    as it is written, so a commit need not read the file back. An array of :data:`DIRECT_WRITE_BYTES` or
+    more is written with :class:`~mmsearch.fileio.DirectFile` from its own memory (no copy)."""
     out: dict[str, int] = {}
+    array = np.ascontiguousarray(array)
 
     def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            sink = _Checksummed(fh)
-            np.lib.format.write_array(sink, np.ascontiguousarray(array), allow_pickle=False)
-            out.update(size=sink.size, crc32=sink.crc32)
+        if array.nbytes < DIRECT_WRITE_BYTES or array.dtype.hasobject:
+            with open(tmp, "wb") as fh:
+                sink = _Checksummed(fh)
+                np.lib.format.write_array(sink, array, allow_pickle=False)
+        else:
+            with DirectFile(tmp) as fh:
+                sink = _Checksummed(fh)
+                np.lib.format.write_array_header_1_0(sink, np.lib.format.header_data_from_array_1_0(array))
+                sink.write(array)
+        out.update(size=sink.size, crc32=sink.crc32)
 
     atomic_write(path, write)
     return out

@@ -138,7 +138,14 @@ def _manifest(root: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def test_every_commit_fsyncs_its_files_then_renames_the_manifest_then_fsyncs_the_directory(tmp_path, monkeypatch):
+@pytest.mark.parametrize("direct", [False, True], ids=["page-cache", "direct"])
+def test_every_commit_fsyncs_its_files_then_renames_the_manifest_then_fsyncs_the_directory(tmp_path, monkeypatch, direct):
+    """``direct``: every vector file is written past the page cache (:class:`mmsearch.fileio.DirectFile`), as
+    a real commit's large shards are; its tail is written through the cache and must be fsynced too."""
+    import mmsearch.store
+
+    if direct:
+        monkeypatch.setattr(mmsearch.store, "DIRECT_WRITE_BYTES", 1)
     rec = Recorder(monkeypatch)
     root = tmp_path / "idx"
     writer = IndexWriter(root)
@@ -203,3 +210,87 @@ def test_files_written_atomically_get_the_permissions_any_new_file_gets(tmp_path
     index_files = [p for p in (tmp_path / "idx").rglob("*") if p.is_file() and p.name != ".lock"]
     assert (tmp_path / "idx" / MANIFEST) in index_files
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in index_files} == {p.name: 0o640 for p in index_files}
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("rows", [0, 1, 1000, 4096 * 2 + 3])
+def test_a_vector_file_written_past_the_page_cache_is_what_numpy_writes(tmp_path, monkeypatch, rows):
+    """Sizes below a block, across blocks and across the 8 MiB buffer (smaller here), with a part block at
+    the end: the file is np.save's bytes, and the size and CRC32 reported are the file's."""
+    import mmsearch.fileio
+    import mmsearch.store
+
+    monkeypatch.setattr(mmsearch.store, "DIRECT_WRITE_BYTES", 1)
+    monkeypatch.setattr(mmsearch.fileio, "DIRECT_BUFFER", 3 * mmsearch.fileio.DIRECT_BLOCK)
+    monkeypatch.setattr(mmsearch.fileio, "_buffer", None)
+    array = np.random.default_rng(rows).standard_normal((rows, 7)).astype(np.float32)
+    meta = mmsearch.store._write_npy(array, str(tmp_path / "v.npy"))
+    raw = (tmp_path / "v.npy").read_bytes()
+    assert raw == _npy_bytes(array)
+    assert meta == {"size": len(raw), "crc32": zlib.crc32(raw)}
+    assert not mmsearch.fileio._buffer_lock.locked()
+
+
+@pytest.mark.parametrize("refuses", ["open", "write"])
+def test_a_file_system_without_direct_io_gets_the_same_file(tmp_path, monkeypatch, refuses):
+    """tmpfs before Linux 6.6 and some FUSE file systems refuse O_DIRECT (EINVAL) at open, others at the
+    first write: the file is written through the page cache instead, whole and in order."""
+    import errno
+
+    import mmsearch.fileio
+    from mmsearch.fileio import DirectFile
+
+    if not getattr(os, "O_DIRECT", 0):
+        pytest.skip("this platform has no O_DIRECT: DirectFile always writes the ordinary way")
+    real_open, real_write = os.open, os.write
+
+    def fake_open(path, flags, *args):  # noqa: ANN001, ANN202
+        if refuses == "open" and flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    def fake_write(fd, data):  # noqa: ANN001, ANN202
+        import fcntl
+
+        if refuses == "write" and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "write", fake_write)
+    monkeypatch.setattr(mmsearch.fileio, "DIRECT_BUFFER", 2 * mmsearch.fileio.DIRECT_BLOCK)
+    monkeypatch.setattr(mmsearch.fileio, "_buffer", None)
+    data = np.random.default_rng(1).integers(0, 256, 5 * mmsearch.fileio.DIRECT_BLOCK + 17, dtype=np.uint8).tobytes()
+    with DirectFile(tmp_path / "f") as fh:
+        for i in range(0, len(data), 3000):
+            fh.write(data[i : i + 3000])
+    assert fh.direct is False
+    assert (tmp_path / "f").read_bytes() == data
+
+
+def test_writers_on_two_threads_each_get_their_own_bytes(tmp_path):
+    """The page-aligned buffer is the process's; a second writer at the same time takes its own."""
+    from mmsearch.fileio import DirectFile
+
+    data = [np.random.default_rng(i).integers(0, 256, (3 << 20) + 5, dtype=np.uint8).tobytes() for i in range(2)]
+    started = threading.Barrier(2)
+
+    def write(i: int) -> None:
+        with DirectFile(tmp_path / f"f{i}") as fh:
+            started.wait()
+            for j in range(0, len(data[i]), 1 << 18):
+                fh.write(data[i][j : j + (1 << 18)])
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [(tmp_path / f"f{i}").read_bytes() == data[i] for i in range(2)] == [True, True]
