@@ -115,7 +115,8 @@ class DirectFile:
     and written from it in whole blocks; the last part block is written through the page cache once
     ``O_DIRECT`` is cleared. ``close`` does not fsync: whoever commits the file does (written this
     way, that flushes only the tail). Where the platform or file system has no ``O_DIRECT`` (macOS,
-    Windows, tmpfs) the file is written the ordinary way. The same pattern as RocksDB's
+    Windows, tmpfs before Linux 6.6, some FUSE file systems: ``EINVAL`` at open or at the first
+    write) the file is written the ordinary way. The same pattern as RocksDB's
     ``use_direct_io_for_flush_and_compaction``: a large file that is written once, fsynced and read
     later need not pass through the page cache. On a virtual machine whose host takes back the guest's
     free memory (virtio-balloon free page reporting), copying into the page cache cost 0.35-0.5 s for a

@@ -21,9 +21,10 @@ compaction rewrites the shards without them. The path rows are a base table and 
 tree, so a commit writes the paths it changed, not the library's (:func:`plan_media_deltas`).
 A commit writes every new file under a temporary name, fsyncs and renames it, then writes
 the new manifest the same way and fsyncs the directory; vector files of :data:`DIRECT_WRITE_BYTES`
-or more are written past the page cache (:class:`mmsearch.fileio.DirectFile`). Readers read ``manifest.json`` once and
-open exactly the files it lists, so they see one complete generation. Files that no generation
-in use refers to, and temporary files left by a crash, are removed by the next writer.
+or more are written past the page cache (:class:`mmsearch.fileio.DirectFile`). Readers read
+``manifest.json`` once and open exactly the files it lists, so they see one complete generation.
+Files that no generation in use refers to, and temporary files left by a crash, are removed by
+the next writer.
 
 A sharded index (``mmsearch index --shards N``) is a folder holding ``shards.json`` (the number of
 shards and the rule ``media_id % shards``) and ``shard-000/`` ... ``shard-NNN/``, each an index
@@ -168,12 +169,13 @@ DIRECT_WRITE_BYTES = 4 << 20  # arrays at least this large are written past the 
 def _write_npy(array: np.ndarray, path: str) -> dict[str, int]:
     """Write ``array`` as ``.npy`` (temporary name, fsync, rename); returns its size and CRC32, computed
     as it is written, so a commit need not read the file back. An array of :data:`DIRECT_WRITE_BYTES` or
-    more is written with :class:`~mmsearch.fileio.DirectFile` from its own memory (no copy)."""
+    more (of a plain dtype) is written with :class:`~mmsearch.fileio.DirectFile`, straight from its own
+    memory into the aligned buffer (no bytes object of it is made)."""
     out: dict[str, int] = {}
     array = np.ascontiguousarray(array)
 
     def write(tmp: str) -> None:
-        if array.nbytes < DIRECT_WRITE_BYTES or array.dtype.hasobject:
+        if array.nbytes < DIRECT_WRITE_BYTES or array.dtype.hasobject or array.dtype.names:
             with open(tmp, "wb") as fh:
                 sink = _Checksummed(fh)
                 np.lib.format.write_array(sink, array, allow_pickle=False)
