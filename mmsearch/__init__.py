@@ -18,6 +18,8 @@ _EXPORTS = {
     "index_paths": "api",
     "open_index": "api",
     "remove_paths": "api",
+    "upgrade_index": "api",
+    "verify_index": "api",
     "ingest_config": "api",
     "IngestConfig": "ingest",
     "IngestReport": "ingest",
@@ -29,6 +31,8 @@ _EXPORTS = {
     "EncoderMismatchError": "errors",
     "IndexCorruptError": "errors",
     "IndexNotFoundError": "errors",
+    "IndexFormatError": "errors",
+    "IndexWriteError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

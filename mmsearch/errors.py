@@ -75,5 +75,11 @@ class IndexCorruptError(MMSearchError):
         )
 
 
+class IndexWriteError(MMSearchError, OSError):
+    """A file of the index could not be written (disk full, quota, read-only disk, permissions, a file
+    size limit); ``errno`` is the operating system's. The index keeps its last complete generation,
+    and running the same command again goes on from there."""
+
+
 class IndexFormatError(MMSearchError):
     """The index was written by an incompatible version of mmsearch."""

@@ -114,9 +114,9 @@ class DirectFile:
     Bytes are copied into a page-aligned buffer of :data:`DIRECT_BUFFER` bytes that the process keeps
     and written from it in whole blocks; the last part block is written through the page cache once
     ``O_DIRECT`` is cleared. ``close`` does not fsync: whoever commits the file does (written this
-    way, that flushes only the tail). Where the platform or file system has no ``O_DIRECT`` (macOS,
-    Windows, tmpfs before Linux 6.6, some FUSE file systems: ``EINVAL`` at open or at the first
-    write) the file is written the ordinary way. The same pattern as RocksDB's
+    way, that flushes only the tail). Where the platform or file system refuses ``O_DIRECT`` (e.g.
+    macOS, Windows, ramfs, tmpfs before Linux 6.6, some FUSE file systems: ``EINVAL`` at open or at
+    the first write) the file is written the ordinary way. The same pattern as RocksDB's
     ``use_direct_io_for_flush_and_compaction``: a large file that is written once, fsynced and read
     later need not pass through the page cache. On a virtual machine whose host takes back the guest's
     free memory (virtio-balloon free page reporting), copying into the page cache cost 0.35-0.5 s for a
@@ -158,8 +158,8 @@ class DirectFile:
             self.fill += k
             done += k
             if self.fill == DIRECT_BUFFER:
+                self.fill = 0  # taken, whether or not the write succeeds: close() must not write it again
                 self._write_all(self._buf)
-                self.fill = 0
         return len(view)
 
     def _write_all(self, view: memoryview) -> None:
@@ -204,5 +204,7 @@ class DirectFile:
     def __enter__(self) -> "DirectFile":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # a write failed (disk full...): what is buffered is not written again
+            self.fill = 0
         self.close()

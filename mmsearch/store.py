@@ -41,6 +41,7 @@ index to keep, and hands both to :class:`IndexWriter`.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import json
@@ -59,7 +60,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, MMSearchError, UsageError
+from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, IndexWriteError, MMSearchError, UsageError
 from .fileio import atomic_write as _atomic_write
 from .fileio import DirectFile, display_path, file_crc32  # noqa: F401 - file_crc32 is part of the store's vocabulary
 from .indexes import IndexRecipe, PreparedFile, RowIndex, RowVectors, ShardedRowIndex, VectorIndex, split_refine
@@ -127,8 +128,36 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 def atomic_write(path: str | os.PathLike, write: Any) -> None:
-    """Write a file of the index directory: temporary ``.tmp-*`` name (cleaned up after a crash), fsync, rename."""
-    _atomic_write(path, write, prefix=TMP_PREFIX, suffix="")
+    """Write a file of the index directory: temporary ``.tmp-*`` name (cleaned up after a crash), fsync, rename.
+
+    Raises :class:`~mmsearch.errors.IndexWriteError` (an ``OSError``) when the system refuses the write."""
+    try:
+        _atomic_write(path, write, prefix=TMP_PREFIX, suffix="")
+    except IndexWriteError:
+        raise
+    except OSError as exc:
+        raise index_write_error(path, exc) from exc
+
+
+_WRITE_ADVICE = {
+    errno.ENOSPC: "free space on that disk (or index elsewhere with --index)",
+    errno.EDQUOT: "free space within your disk quota (or index elsewhere with --index)",
+    errno.EFBIG: "lift the file size limit (ulimit -f) or index onto another file system with --index",
+    errno.EROFS: "index onto a writable disk with --index",
+    errno.EACCES: "make the index folder writable for this user",
+    errno.EPERM: "make the index folder writable for this user",
+}
+
+
+def index_write_error(path: str | os.PathLike, exc: OSError) -> IndexWriteError:
+    """The one-line error for a file of the index the system would not write: what, why and what to do."""
+    advice = _WRITE_ADVICE.get(exc.errno or 0, "check the disk")
+    error = IndexWriteError(
+        f"cannot write {display_path(os.fspath(path))}: {exc.strerror or exc}. The index keeps its last complete "
+        f"generation: {advice}, then run the same command again to go on"
+    )
+    error.errno = exc.errno
+    return error
 
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import write_video, RED, BLUE
@@ -208,3 +209,51 @@ def test_a_result_whose_file_is_gone_since_indexing_says_so(tmp_path):
     assert str(root / "red.mp4") in line and "blue.mp4" not in line and "mmsearch index" in line
     table = run("query", "a red square", "-k", "2", env=env)
     assert "gone since indexing" in table.stderr and "red.mp4 (gone)" in table.stdout and "blue.mp4 (gone)" not in table.stdout
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="needs POSIX file size limits (RLIMIT_FSIZE)")
+def test_a_disk_that_refuses_the_commit_is_one_line_and_the_next_run_goes_on(tmp_path):
+    """Disk full, quota, a read-only disk or a file size limit at commit: one line naming the file and what
+    to do, exit 1, the last generation intact and verified, no temporary file left; the same command run
+    again (the disk fixed) indexes what was left. The refusal is real: ``ulimit -f`` (RLIMIT_FSIZE), the
+    same OSError path as ENOSPC, without needing a small file system mounted."""
+    import resource
+    import signal
+
+    from PIL import Image
+
+    from mmsearch.api import open_index, verify_index
+
+    media, index_dir = tmp_path / "media", tmp_path / "idx"
+    media.mkdir()
+
+    def picture(name: str, seed: int) -> None:
+        pixels = (np.random.default_rng(seed).random((64, 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(media / name)
+
+    for i in range(3):
+        picture(f"a{i}.png", i)
+    run("index", str(media), "--index", str(index_dir), "--model", "synth-clip")
+    picture("new.png", 9)
+
+    def one_byte_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "from mmsearch.cli import main; main()", "index", str(media), "--index", str(index_dir),
+         "--model", "synth-clip"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"},
+        preexec_fn=one_byte_files, timeout=300,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert re.search(r"cannot write \S*idx/data/\S+: File too large\. The index keeps its last complete generation: "
+                     r"lift the file size limit", lines[0]), lines[0]
+    verify_index(index_dir)
+    assert sorted(Path(p).name for p in open_index(index_dir).media_ids()) == ["a0.png", "a1.png", "a2.png"]
+    out = run("index", str(media), "--index", str(index_dir), "--model", "synth-clip")
+    assert "indexed 1" in out.stdout, out.stdout
+    assert not [p for p in index_dir.rglob("*") if p.name.startswith(".tmp")]
+    verify_index(index_dir)
+    assert sorted(Path(p).name for p in open_index(index_dir).media_ids()) == ["a0.png", "a1.png", "a2.png", "new.png"]

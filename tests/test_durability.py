@@ -294,3 +294,30 @@ def test_writers_on_two_threads_each_get_their_own_bytes(tmp_path):
     for t in threads:
         t.join()
     assert [(tmp_path / f"f{i}").read_bytes() == data[i] for i in range(2)] == [True, True]
+
+
+def test_a_write_refused_midway_is_one_error_and_frees_the_buffer(tmp_path, monkeypatch):
+    """Disk full in the middle of a large file: one OSError (no second one raised while closing, which
+    used to write the whole buffer again), and the process's buffer is free for the next writer."""
+    import errno
+
+    import mmsearch.fileio
+    from mmsearch.fileio import DirectFile
+
+    real_write = os.write
+    calls = []
+
+    def full_after_one(fd, data):  # noqa: ANN001, ANN202
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(mmsearch.fileio, "DIRECT_BUFFER", 2 * mmsearch.fileio.DIRECT_BLOCK)
+    monkeypatch.setattr(mmsearch.fileio, "_buffer", None)
+    monkeypatch.setattr(os, "write", full_after_one)
+    with pytest.raises(OSError) as refused:
+        with DirectFile(tmp_path / "f") as fh:
+            fh.write(bytes(5 * mmsearch.fileio.DIRECT_BLOCK + 5))
+    assert refused.value.errno == errno.ENOSPC and refused.value.__context__ is None
+    assert len(calls) == 2 and not mmsearch.fileio._buffer_lock.locked()
