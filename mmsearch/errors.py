@@ -77,8 +77,17 @@ class IndexCorruptError(MMSearchError):
 
 class IndexWriteError(MMSearchError, OSError):
     """A file of the index could not be written (disk full, quota, read-only disk, permissions, a file
-    size limit); ``errno`` is the operating system's. The index keeps its last complete generation,
-    and running the same command again goes on from there."""
+    size limit). The index keeps its last complete generation, and running the same command again
+    goes on from there. ``errno``, ``strerror`` and ``filename`` are the operating system's, as on
+    any ``OSError``; ``str()`` is the one-line message."""
+
+    def __init__(self, message: str, *, errno: int | None = None, strerror: str | None = None,
+                 filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno, self.strerror, self.filename = errno, strerror, filename
+
+    def __str__(self) -> str:  # OSError's own would be "[Errno N] strerror: 'filename'"
+        return str(self.args[0])
 
 
 class IndexFormatError(MMSearchError):

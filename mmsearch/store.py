@@ -46,6 +46,7 @@ import fcntl
 import functools
 import json
 import os
+import re
 import threading
 import time
 import zlib
@@ -140,24 +141,28 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
 
 
 _WRITE_ADVICE = {
-    errno.ENOSPC: "free space on that disk (or index elsewhere with --index)",
-    errno.EDQUOT: "free space within your disk quota (or index elsewhere with --index)",
-    errno.EFBIG: "lift the file size limit (ulimit -f) or index onto another file system with --index",
-    errno.EROFS: "index onto a writable disk with --index",
+    errno.ENOSPC: "free space on that disk or index elsewhere",
+    errno.EDQUOT: "free space within your disk quota or index elsewhere",
+    errno.EFBIG: "lift the file size limit (ulimit -f) or index onto another file system",
+    errno.EROFS: "index onto a writable disk",
     errno.EACCES: "make the index folder writable for this user",
     errno.EPERM: "make the index folder writable for this user",
 }
 
 
 def index_write_error(path: str | os.PathLike, exc: OSError) -> IndexWriteError:
-    """The one-line error for a file of the index the system would not write: what, why and what to do."""
-    advice = _WRITE_ADVICE.get(exc.errno or 0, "check the disk")
-    error = IndexWriteError(
-        f"cannot write {display_path(os.fspath(path))}: {exc.strerror or exc}. The index keeps its last complete "
-        f"generation: {advice}, then run the same command again to go on"
+    """The one-line error for a file of the index the system would not write: what, why and what to do.
+    The errno is the exception's, or the one pyarrow puts in its message ("... [errno 28] ...")."""
+    code = exc.errno
+    if code is None and (found := re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)):
+        code = int(found.group(1))
+    why = os.strerror(code) if code else (exc.strerror or str(exc))
+    name = display_path(os.fspath(path))
+    return IndexWriteError(
+        f"cannot write {name}: {why}. The index keeps its last complete generation: "
+        f"{_WRITE_ADVICE.get(code or 0, 'check the disk')}, then run the same command again to go on",
+        errno=code, strerror=why, filename=name,
     )
-    error.errno = exc.errno
-    return error
 
 
 
@@ -796,7 +801,10 @@ class IndexWriter:
                 fsync_dir(self.root.parent)
         except OSError as exc:
             raise UsageError(f"cannot create the index directory {self.root} ({exc.strerror or exc}): pass a folder you can write to") from None
-        self._lock_fh = open(self.root / ".lock", "a+")
+        try:
+            self._lock_fh = open(self.root / ".lock", "a+")
+        except OSError as exc:  # a read-only disk, or a folder this user may read but not write
+            raise index_write_error(self.root / ".lock", exc) from exc
         try:
             fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -211,6 +211,7 @@ def test_a_result_whose_file_is_gone_since_indexing_says_so(tmp_path):
     assert "gone since indexing" in table.stderr and "red.mp4 (gone)" in table.stdout and "blue.mp4 (gone)" not in table.stdout
 
 
+@pytest.mark.slow  # four whole `mmsearch index` processes (about 20 s)
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="needs POSIX file size limits (RLIMIT_FSIZE)")
 def test_a_disk_that_refuses_the_commit_is_one_line_and_the_next_run_goes_on(tmp_path):
     """Disk full, quota, a read-only disk or a file size limit at commit: one line naming the file and what
@@ -252,6 +253,13 @@ def test_a_disk_that_refuses_the_commit_is_one_line_and_the_next_run_goes_on(tmp
                      r"lift the file size limit", lines[0]), lines[0]
     verify_index(index_dir)
     assert sorted(Path(p).name for p in open_index(index_dir).media_ids()) == ["a0.png", "a1.png", "a2.png"]
+    # a writer that cannot even take the index's lock (a read-only disk; here the lock file is a folder)
+    (index_dir / ".lock").unlink()
+    (index_dir / ".lock").mkdir()
+    locked = run("index", str(media), "--index", str(index_dir), "--model", "synth-clip", check=False)
+    assert locked.returncode == 1 and len(locked.stderr.strip().splitlines()) == 1, locked.stderr
+    assert re.search(r"cannot write \S*idx/\.lock: Is a directory\. The index keeps its last complete", locked.stderr)
+    (index_dir / ".lock").rmdir()
     out = run("index", str(media), "--index", str(index_dir), "--model", "synth-clip")
     assert "indexed 1" in out.stdout, out.stdout
     assert not [p for p in index_dir.rglob("*") if p.name.startswith(".tmp")]

@@ -321,3 +321,23 @@ def test_a_write_refused_midway_is_one_error_and_frees_the_buffer(tmp_path, monk
             fh.write(bytes(5 * mmsearch.fileio.DIRECT_BLOCK + 5))
     assert refused.value.errno == errno.ENOSPC and refused.value.__context__ is None
     assert len(calls) == 2 and not mmsearch.fileio._buffer_lock.locked()
+
+
+def test_a_refused_write_names_the_file_the_reason_and_what_to_do():
+    """The errno comes from the OSError, or from pyarrow's message when it only writes it there; the
+    error is an OSError with errno, strerror and filename, and one line."""
+    import errno
+
+    from mmsearch.errors import IndexWriteError, MMSearchError
+    from mmsearch.store import index_write_error
+
+    full = index_write_error("/i/data/x.npy", OSError(errno.ENOSPC, "No space left on device"))
+    arrow = index_write_error("/i/data/x.parquet", OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"))
+    odd = index_write_error("/i/manifest.json", OSError(errno.EIO, "Input/output error"))
+    for error in (full, arrow):
+        assert isinstance(error, IndexWriteError) and isinstance(error, OSError) and isinstance(error, MMSearchError)
+        assert (error.errno, error.strerror) == (errno.ENOSPC, "No space left on device")
+        assert "\n" not in str(error) and "free space on that disk or index elsewhere" in str(error)
+    assert str(arrow).startswith("cannot write /i/data/x.parquet: No space left on device. The index keeps its last")
+    assert arrow.filename == "/i/data/x.parquet"
+    assert odd.errno == errno.EIO and "check the disk, then run the same command again" in str(odd)
