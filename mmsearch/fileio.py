@@ -137,10 +137,12 @@ class DirectFile:
             self.fd, self.direct = os.open(path, flags, 0o666), False
         self._own: mmap.mmap | None = None
         self._buf: memoryview | None = None
+        self._shared = False  # holding the process's buffer (and its lock), not one of its own
         self.fill = 0
         if self.direct:
             global _buffer
-            if _buffer_lock.acquire(blocking=False):  # one buffer serves the process's writers in turn
+            self._shared = _buffer_lock.acquire(blocking=False)  # one buffer serves the process's writers in turn
+            if self._shared:
                 self._own = _buffer = _buffer or mmap.mmap(-1, DIRECT_BUFFER)
             else:
                 self._own = mmap.mmap(-1, DIRECT_BUFFER)
@@ -195,11 +197,11 @@ class DirectFile:
             if self._buf is not None:
                 self._buf.release()
                 self._buf = None
-            if self._own is _buffer and self._own is not None:
+            if self._shared:
                 _buffer_lock.release()
             elif self._own is not None:
                 self._own.close()
-            self._own = None
+            self._own, self._shared = None, False
 
     def __enter__(self) -> "DirectFile":
         return self
