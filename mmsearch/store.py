@@ -141,10 +141,10 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
 
 
 _WRITE_ADVICE = {
-    errno.ENOSPC: "free space on that disk or index elsewhere",
-    errno.EDQUOT: "free space within your disk quota or index elsewhere",
-    errno.EFBIG: "lift the file size limit (ulimit -f) or index onto another file system",
-    errno.EROFS: "index onto a writable disk",
+    errno.ENOSPC: "free space on that disk",
+    errno.EDQUOT: "free space within your disk quota",
+    errno.EFBIG: "lift the file size limit (ulimit -f)",
+    errno.EROFS: "make that disk writable",
     errno.EACCES: "make the index folder writable for this user",
     errno.EPERM: "make the index folder writable for this user",
 }

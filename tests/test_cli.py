@@ -250,7 +250,7 @@ def test_a_disk_that_refuses_the_commit_is_one_line_and_the_next_run_goes_on(tmp
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert re.search(r"cannot write \S*idx/data/\S+: File too large\. The index keeps its last complete generation: "
-                     r"lift the file size limit", lines[0]), lines[0]
+                     r"lift the file size limit \(ulimit -f\), then run the same command again", lines[0]), lines[0]
     verify_index(index_dir)
     assert sorted(Path(p).name for p in open_index(index_dir).media_ids()) == ["a0.png", "a1.png", "a2.png"]
     # a writer that cannot even take the index's lock (a read-only disk; here the lock file is a folder)

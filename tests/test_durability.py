@@ -337,7 +337,7 @@ def test_a_refused_write_names_the_file_the_reason_and_what_to_do():
     for error in (full, arrow):
         assert isinstance(error, IndexWriteError) and isinstance(error, OSError) and isinstance(error, MMSearchError)
         assert (error.errno, error.strerror) == (errno.ENOSPC, "No space left on device")
-        assert "\n" not in str(error) and "free space on that disk or index elsewhere" in str(error)
+        assert "\n" not in str(error) and "generation: free space on that disk, then run the same command again" in str(error)
     assert str(arrow).startswith("cannot write /i/data/x.parquet: No space left on device. The index keeps its last")
     assert arrow.filename == "/i/data/x.parquet"
     assert odd.errno == errno.EIO and "check the disk, then run the same command again" in str(odd)
