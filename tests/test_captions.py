@@ -296,6 +296,7 @@ def test_shipped_synth_blip_captions_fresh_frames() -> None:
     assert score["names_colour_and_shape"] >= 0.9 and score["background_right"] >= 0.75, score
 
 
+@pytest.mark.slow  # end to end through the command line: index with captions, then a query per caption (about 10 s)
 def test_cli_indexes_with_blip_captions_and_finds_the_moment_by_its_words(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

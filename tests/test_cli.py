@@ -173,6 +173,7 @@ def test_usage_errors_and_interrupts_are_one_line_with_the_right_exit_code(tmp_p
     assert exited.value.code == 130 and "interrupted" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two whole `mmsearch index` processes that load models (about 10 s)
 def test_exit_status_tells_a_usage_error_from_a_failure(tmp_path):
     """As the README's "Exit status" says: 2 for a name of the wrong kind, 1 for weights that cannot be
     loaded; one line on stderr either way, and no index is started."""
@@ -192,6 +193,7 @@ def test_exit_status_tells_a_usage_error_from_a_failure(tmp_path):
     assert not (tmp_path / "i").exists()
 
 
+@pytest.mark.slow  # four whole mmsearch processes (about 13 s)
 def test_a_result_whose_file_is_gone_since_indexing_says_so(tmp_path):
     """A file deleted after indexing is still in the index until the next run: a query that returns it
     says so in one line on stderr (stdout stays one JSON object), and says nothing while every file is there."""

@@ -35,7 +35,7 @@ def test_heldout_parameters_are_never_drawn_by_training() -> None:
         assert not _overlap(fam.PITCH_HZ["train"][cls], fam.PITCH_HZ["heldout"][cls])
     for cls in ("fast beat", "slow beat"):
         assert not _overlap(fam.BEATS_PER_S["train"][cls], fam.BEATS_PER_S["heldout"][cls])
-    for table in (fam.CHORD_ROOT_BANDS, fam.SHAPE_SIZE_BANDS, fam.SHADE_BANDS):
+    for table in (fam.CHORD_ROOT_BANDS, fam.SHAPE_SIZE_BANDS, fam.SHADE_BANDS, fam.NOISE_LOW_CUT_HZ):
         assert not _overlap(table["train"], table["heldout"])
     for choices in (fam.TONE_TIMBRES, fam.ENVELOPES, fam.NOISE_COLOURS, fam.BEAT_BODIES, fam.BACKGROUNDS):
         assert not set(choices["train"]) & set(choices["heldout"])
@@ -66,6 +66,21 @@ def test_heldout_beats_have_the_class_tempo_and_no_tonal_click() -> None:
     # a bare noise burst: no spectral line stands out (a click would put one at 150-400 Hz)
     spec = np.abs(np.fft.rfft(x))
     assert spec.max() < 8 * np.median(spec[spec > 0])
+
+
+@pytest.mark.parametrize("colour,family", [("hiss", "train"), ("band", "heldout")])
+def test_hiss_and_band_pass_noise_leave_out_what_is_under_their_cut(colour: str, family: str) -> None:
+    """The training family's hiss starts at 700-2000 Hz, the held-out band-pass noise at 300-600 Hz: each has
+    (next to) nothing under its cut-off band and most of its power above it (the bands do not meet: above)."""
+    from mmsearch.synth.sound import _noise
+
+    sr, n = 22050, 22050
+    (lo, hi), = fam.NOISE_LOW_CUT_HZ[family]
+    for seed in range(20):
+        spec = np.abs(np.fft.rfft(_noise(np.random.default_rng(seed), colour, sr, n))) ** 2
+        freqs = np.fft.rfftfreq(n, 1.0 / sr)
+        assert spec[freqs < lo].sum() < 1e-9 * spec.sum()
+        assert spec[freqs >= hi].sum() > 0.85 * spec.sum()
 
 
 def test_family_is_validated() -> None:

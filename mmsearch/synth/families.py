@@ -7,9 +7,10 @@ The world description (six sounds, fifteen coloured shapes) fixes what a class
   the demo and the tests' corpora use it, unchanged.
 * ``"train"``: wide variation of every class, what ``synth-clip`` and
   ``synth-clap`` are trained on: tone waveforms and envelopes, beat bodies,
-  chord voicings, noise colours, pitch and tempo ranges, amplitudes, background
-  noise, band limits and quantisation (sample rates, codecs); shape sizes,
-  colour shades, background gradients, blur and JPEG compression.
+  chord voicings, noise colours (uniform and gaussian white, pink, low-passed,
+  and hiss: nothing under 700-2000 Hz), pitch and tempo ranges, amplitudes,
+  background noise, band limits and quantisation (sample rates, codecs); shape
+  sizes, colour shades, background gradients, blur and JPEG compression.
 * ``"heldout"``: variants the training family never draws, to measure
   generalisation: beats that are bare noise bursts (no click, no body), chords
   built from frequency ratios (4:5:6, ...), tones with vibrato and 2nd/3rd
@@ -46,7 +47,9 @@ BEATS_PER_S: dict[str, dict[str, Bands]] = {
 CHORD_ROOT_BANDS: dict[str, Bands] = {"train": ((150.0, 260.0), (300.0, 450.0)), "heldout": ((260.0, 300.0),)}
 TONE_TIMBRES = {"train": ("sine", "square", "triangle", "octave", "saw"), "heldout": ("vibrato",)}
 ENVELOPES = {"train": ("flat", "adsr", "tremolo"), "heldout": ("decay",)}
-NOISE_COLOURS = {"train": ("uniform", "gaussian", "pink", "lowpass"), "heldout": ("band",)}
+NOISE_COLOURS = {"train": ("uniform", "gaussian", "pink", "lowpass", "hiss"), "heldout": ("band",)}
+# where noise with nothing under some frequency starts: the training family's hiss, the held-out band-pass noise
+NOISE_LOW_CUT_HZ: dict[str, Bands] = {"train": ((700.0, 2000.0),), "heldout": ((300.0, 600.0),)}
 BEAT_BODIES = {"train": ("click", "kick", "tick"), "heldout": ("none",)}
 # equal-tempered voicings (semitones) for training; frequency ratios for the held-out family
 CHORD_SEMITONES: tuple[tuple[int, ...], ...] = ((0, 4, 7), (0, 3, 7), (4, 7, 12), (0, 7, 16), (0, 4, 7, 10), (0, 5, 7))

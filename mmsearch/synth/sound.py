@@ -191,8 +191,11 @@ def _noise(rng: np.random.Generator, colour: str, sr: int, n: int) -> np.ndarray
         return np.fft.irfft(spec, n=n)
     if colour == "lowpass":
         return _band_limit(white, sr, 0.0, rng.uniform(1500.0, 6000.0))
+    if colour == "hiss":  # white noise high-passed at 700-2000 Hz (tape hiss, steam, a kettle)
+        return _band_limit(white, sr, min(fam.draw_band(rng, fam.NOISE_LOW_CUT_HZ["train"], log=True), 0.3 * sr), 0.5 * sr)
     if colour == "band":  # held out: band-pass noise
-        return _band_limit(white, sr, rng.uniform(300.0, 600.0), min(rng.uniform(4000.0, 5500.0), 0.45 * sr))
+        ((lo, hi),) = fam.NOISE_LOW_CUT_HZ["heldout"]
+        return _band_limit(white, sr, rng.uniform(lo, hi), min(rng.uniform(4000.0, 5500.0), 0.45 * sr))
     raise UsageError(f"unknown noise colour {colour!r}")  # pragma: no cover
 
 
