@@ -5,12 +5,13 @@ The world description (six sounds, fifteen coloured shapes) fixes what a class
 
 * ``"default"``: the original generator (one timbre per class, fixed ranges);
   the demo and the tests' corpora use it, unchanged.
-* ``"train"``: wide variation of every class, what ``synth-clip`` and
-  ``synth-clap`` are trained on: tone waveforms and envelopes, beat bodies,
-  chord voicings, noise colours (uniform and gaussian white, pink, low-passed,
-  and hiss: nothing under 700-2000 Hz), pitch and tempo ranges, amplitudes,
-  background noise, band limits and quantisation (sample rates, codecs); shape
-  sizes, colour shades, background gradients, blur and JPEG compression.
+* ``"train"``: wide variation of every class, what ``synth-clip``,
+  ``synth-clap`` and ``synth-ast`` are trained on: tone waveforms and
+  envelopes, beat bodies, chord voicings, noise colours (uniform and gaussian
+  white, pink, low-passed, and hiss: nothing under 700-2000 Hz), pitch and
+  tempo ranges, amplitudes, background noise, band limits and quantisation
+  (sample rates, codecs); shape sizes, colour shades, background gradients,
+  blur and JPEG compression.
 * ``"heldout"``: variants the training family never draws, to measure
   generalisation: beats that are bare noise bursts (no click, no body), chords
   built from frequency ratios (4:5:6, ...), tones with vibrato and 2nd/3rd
