@@ -26,6 +26,7 @@ _EXPORTS = {
     "MMSearchError": "errors",
     "UsageError": "errors",
     "DecodeError": "errors",
+    "QueryInputError": "errors",
     "SubtitleError": "errors",
     "EncoderError": "errors",
     "EncoderMismatchError": "errors",

@@ -16,8 +16,9 @@ import os
 import stat
 import threading
 from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from .common_space import HeadConfig, TrainSpaceReport, train_space  # noqa: F40
 from .config import IngestConfig, audio_window_config, config_from_record, encoder_options
 from .encoders import EncoderSpec, create_encoder, resolve_spec
 from .encoders.frozen import FrozenTextTower
-from .errors import EncoderMismatchError, MMSearchError, UsageError
+from .errors import EncoderMismatchError, MediaError, MMSearchError, QueryInputError, UsageError
 from .filters import MediaFilter, allowed_media, check_query
 from .fileio import default_index_dir, display_path, index_dir  # noqa: F401 - part of the facade
 from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
@@ -35,6 +36,8 @@ from .retrieval import SCORE_DECIMALS, Hit, LocalizeConfig, cohort_z, combined_s
 from .spaces import AUDIO, CAPTION, SOUND_TAGS, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
 from .sharding import open_deriver
 from .store import Snapshot, index_exists, open_snapshot, read_manifest, table_to_rows, verify_files
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,24 @@ def ingest_config(index: str | os.PathLike | None = None, **options: Any) -> Ing
     root = index_dir(index)
     record = read_manifest(root).get("config", {}) if index_exists(root) else None
     return config_from_record(record, **options)
+
+
+def _query_example(path: str | os.PathLike, kind: str, decode: Callable[[], _T]) -> _T:
+    """``decode()`` of a query example file; an empty file, or one its decoder refuses (any
+    :class:`~mmsearch.errors.MediaError`: not media, damaged, silent), is a
+    :class:`~mmsearch.errors.QueryInputError` naming it and saying what to give instead."""
+    try:
+        empty = os.path.getsize(path) == 0
+    except OSError:
+        empty = False  # missing or unreadable: the decoder says which
+    if empty:
+        raise QueryInputError(path, "the file is empty (0 bytes)", kind=kind)
+    try:
+        return decode()
+    except QueryInputError:
+        raise
+    except MediaError as exc:
+        raise QueryInputError(path, exc.reason, kind=kind) from None
 
 
 class Index:
@@ -589,7 +610,8 @@ class Index:
         space: str = VISUAL,
     ) -> np.ndarray:
         """Query vectors for ``space``: texts through that space's text tower (frozen for queries when the
-        index holds one, see :func:`freeze_text_towers`), images or sound files through its media tower."""
+        index holds one, see :func:`freeze_text_towers`), images or sound files through its media tower.
+        An example file that is empty or does not decode raises :class:`~mmsearch.errors.QueryInputError`."""
         if text is not None:
             cleaned = [t.strip() for t in text]
             if any(not t for t in cleaned):
@@ -607,11 +629,12 @@ class Index:
         if images is not None:
             if space != VISUAL:
                 raise UsageError("an image query searches the visual space")
-            return encoder.encode_images([load_image(p, short_side=encoder.input_size) for p in images])
+            pictures = [_query_example(p, "image", lambda p=p: load_image(p, short_side=encoder.input_size)) for p in images]
+            return encoder.encode_images(pictures)
         if audio is not None:
             if space != AUDIO:
                 raise UsageError("a sound query searches the audio space")
-            return np.stack([self._embed_sound(p, encoder) for p in audio])
+            return np.stack([_query_example(p, "sound", lambda p=p: self._embed_sound(p, encoder)) for p in audio])
         raise UsageError("give a text, an image or a sound file to search for")
 
     def _embed_sound(self, path: str | os.PathLike, encoder: Any) -> np.ndarray:

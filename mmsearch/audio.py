@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DecodeError, NoAudioError, UsageError
-from .avutil import container_start, demux_damage, ffmpeg_errors, stream_end, stream_origin, unwrap
+from .avutil import container_start, demux_damage, error_text, ffmpeg_errors, stream_end, stream_origin, unwrap
 
 __all__ = [
     "AUDIO_BACKENDS",
@@ -187,7 +187,7 @@ def _open(path: str):  # noqa: ANN202 - av types are untyped
     try:
         return av.open(path)
     except Exception as exc:  # av raises many error types, all mean "cannot read"
-        raise DecodeError(path, f"cannot open container ({_short(exc)})") from None
+        raise DecodeError(path, f"cannot open container ({error_text(exc)})") from None
 
 
 def probe_audio(path: str | os.PathLike) -> AudioInfo:
@@ -384,11 +384,11 @@ def _decord_load(path: str, sample_rate: int) -> tuple[np.ndarray, float]:
         with container:
             if not container.streams.audio:
                 raise NoAudioError(path, "the file has no audio stream", stage="audio") from None
-        raise DecodeError(path, f"decord cannot read the audio ({_short(exc)})") from None
+        raise DecodeError(path, f"decord cannot read the audio ({error_text(exc)})") from None
     try:
         samples = reader[:].asnumpy()
     except Exception as exc:
-        raise DecodeError(path, f"decord cannot decode the audio ({_short(exc)})") from None
+        raise DecodeError(path, f"decord cannot decode the audio ({error_text(exc)})") from None
     samples = np.asarray(samples, dtype=np.float32)
     samples = samples.mean(axis=0) if samples.ndim == 2 else samples.reshape(-1)
     if samples.size == 0:
@@ -538,8 +538,3 @@ def iter_audio_windows(
         yield w
     if not any_sound and not allow_silent:
         raise NoAudioError(path, f"the audio is silent (nothing louder than {threshold_db:g} dBFS)", stage="audio")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

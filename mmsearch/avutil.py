@@ -17,7 +17,20 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["container_start", "demux_damage", "ffmpeg_errors", "picture_streams", "quiet_ffmpeg", "stream_end", "stream_origin"]
+__all__ = [
+    "container_start", "demux_damage", "error_text", "ffmpeg_errors", "picture_streams", "quiet_ffmpeg", "stream_end",
+    "stream_origin",
+]
+
+
+def error_text(exc: BaseException) -> str:
+    """What went wrong, in one short line: FFmpeg's own words (``strerror``, "Invalid data found when
+    processing input") without PyAV's ``[Errno N]`` and repeated path, else the first line of the message."""
+    strerror = getattr(exc, "strerror", None)
+    if isinstance(strerror, str) and strerror.strip():
+        return strerror.strip()[:200]
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def container_start(container) -> float:  # noqa: ANN001 - av types are untyped

@@ -25,11 +25,11 @@ class UsageError(MMSearchError, ValueError):
 class MediaError(MMSearchError):
     """A media file could not be used. Carries the path and the stage that failed."""
 
-    def __init__(self, path: str | os.PathLike, reason: str, *, stage: str = "decode") -> None:
+    def __init__(self, path: str | os.PathLike, reason: str, *, stage: str = "decode", message: str | None = None) -> None:
         self.path = os.fspath(path)
         self.reason = reason
         self.stage = stage
-        super().__init__(f"{self.path}: {stage} failed: {reason}")
+        super().__init__(message or f"{self.path}: {stage} failed: {reason}")
 
 
 class DecodeError(MediaError):
@@ -38,6 +38,23 @@ class DecodeError(MediaError):
 
 class NoVideoError(DecodeError):
     """The file has no moving pictures (a sound-only container, or only cover art)."""
+
+
+class QueryInputError(MediaError):
+    """A file given as a query example (``kind``: ``"image"`` or ``"sound"``) is empty or cannot be
+    decoded: a path of the wrong kind, so the CLI exits 2 as for a usage error; still a
+    :class:`MediaError`, so the HTTP server answers an upload of it with 415."""
+
+    exit_code = 2
+    ADVICE = {
+        "image": "give a picture file that opens (JPEG, PNG, WebP, HEIC...)",
+        "sound": "give a sound file that plays (WAV, FLAC, MP3, OGG, M4A...) or a video with sound",
+    }
+
+    def __init__(self, path: str | os.PathLike, reason: str, *, kind: str) -> None:
+        self.kind = kind
+        message = f"{os.fspath(path)}: cannot search by this {kind}: {reason}; {self.ADVICE.get(kind, 'give another file')}"
+        super().__init__(path, reason, stage=f"query {kind}", message=message)
 
 
 class NoAudioError(MediaError):

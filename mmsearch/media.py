@@ -23,7 +23,7 @@ from typing import Callable, Literal, NoReturn, Protocol
 import numpy as np
 
 from .errors import DecodeError, NoVideoError, UsageError
-from .avutil import container_start, demux_damage, ffmpeg_errors, picture_streams, stream_end, stream_origin, unwrap
+from .avutil import container_start, demux_damage, error_text, ffmpeg_errors, picture_streams, stream_end, stream_origin, unwrap
 
 # What people keep in their libraries. Containers FFmpeg reads: phone and camera video, camcorder
 # MPEG-TS (.mts/.m2ts/.ts), DVD and broadcast MPEG-PS, Windows Media, Flash, 3GPP, Ogg and MXF.
@@ -334,7 +334,7 @@ class PyAVBackend:
         try:
             return av.open(path)
         except Exception as exc:  # av raises many error types, all mean "cannot read"
-            raise DecodeError(path, f"cannot open container ({exc})") from None
+            raise DecodeError(path, f"cannot open container ({error_text(exc)})") from None
 
     def _picture_stream(self, path: str, container):  # noqa: ANN001, ANN202
         streams = picture_streams(container)

@@ -183,8 +183,8 @@ def small_index(tmp_path_factory, random_clip_checkpoint):
     return root
 
 
-def _one_line_error(proc, *needles: str) -> None:
-    assert proc.returncode != 0
+def _one_line_error(proc, *needles: str, code: int | None = None) -> None:
+    assert proc.returncode != 0 if code is None else proc.returncode == code, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
@@ -196,11 +196,14 @@ def _one_line_error(proc, *needles: str) -> None:
 def test_query_inputs_fail_in_one_line_naming_the_file(small_index, tmp_path):
     index = str(small_index / "index")
     bomb = _png_header_only(tmp_path / "bomb.png", 20000, 20000)
-    _one_line_error(run("query", "--image", str(bomb), "--index", index, check=False), "bomb.png", "too large")
+    _one_line_error(run("query", "--image", str(bomb), "--index", index, check=False), "bomb.png", "too large", code=2)
     notes = tmp_path / "notes.txt"
     notes.write_text("not a picture")
-    _one_line_error(run("query", "--image", str(notes), "--index", index, check=False), "notes.txt")
-    _one_line_error(run("query", "--audio", str(notes), "--index", index, check=False), "notes.txt")
+    # a path of the wrong kind: exit 2, the file named, what to give instead, FFmpeg's words without its errno
+    _one_line_error(run("query", "--image", str(notes), "--index", index, check=False), "notes.txt", "give a picture file", code=2)
+    proc = run("query", "--audio", str(notes), "--index", index, check=False)
+    _one_line_error(proc, "notes.txt", "Invalid data found", "give a sound file", code=2)
+    assert "[Errno" not in proc.stderr and proc.stderr.count("notes.txt") == 1, proc.stderr
     latin1 = tmp_path / "queries.txt"
     latin1.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     _one_line_error(run("query", "--batch", str(latin1), "--index", index, check=False), "queries.txt", "UTF-8")
@@ -208,6 +211,37 @@ def test_query_inputs_fail_in_one_line_naming_the_file(small_index, tmp_path):
         odd = tmp_path / f"odd{i}.json"
         odd.write_text(listing)
         _one_line_error(run("query", "--batch", str(odd), "--index", index, check=False), odd.name)
+
+
+def test_a_query_example_that_is_empty_or_not_media_says_what_to_give(small_index, tmp_path):
+    """Index.search with an example file that cannot be used: QueryInputError (a MediaError, so the server
+    answers 415; exit status 2 in the CLI), naming the file, why (empty, not decodable, silent) and what to give."""
+    import wave
+
+    from mmsearch.errors import MediaError, QueryInputError
+
+    idx = mmsearch.open_index(small_index / "index")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "fake.mp3").write_text("not a sound")
+    silent = tmp_path / "silent.wav"
+    with wave.open(str(silent), "wb") as out:  # one second of digital silence, 16-bit mono
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
+        out.writeframes(bytes(32000))
+    cases = [
+        ({"audio": tmp_path / "empty.wav", "modality": "audio"}, "empty.wav", "empty (0 bytes)", "give a sound file"),
+        ({"image": tmp_path / "empty.png"}, "empty.png", "empty (0 bytes)", "give a picture file"),
+        ({"audio": tmp_path / "fake.mp3", "modality": "audio"}, "fake.mp3", "Invalid data found", "give a sound file"),
+        ({"image": tmp_path / "fake.mp3"}, "fake.mp3", "cannot read image", "give a picture file"),
+        ({"audio": silent, "modality": "audio"}, "silent.wav", "silent", "give a sound file"),
+    ]
+    for given, name, why, advice in cases:
+        with pytest.raises(QueryInputError) as raised:
+            idx.search(None, k=1, **given)
+        message = str(raised.value)
+        assert isinstance(raised.value, MediaError) and raised.value.exit_code == 2
+        assert message.startswith(str(tmp_path / name)) and why in message and advice in message, message
+        assert "[Errno" not in message and "\n" not in message
 
 
 # -- 5 and 6. what people keep: more containers and stills, animations, sound-only containers --------
