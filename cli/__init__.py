@@ -380,7 +380,7 @@ def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | No
     table = Table(title=_plain(repr(text)) if text else f"{'image' if image else 'sound'} {image or audio}", show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("file", overflow="fold")  # never cut a path short
-    for col in ("start", "end", "score", "video"):
+    for col in ("start", "end", "score", "media"):  # media: the whole file's score (stage 1, `video_score` in --json)
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("modality")
     words = any(r.get("text") for r in results)
