@@ -274,7 +274,7 @@ def ingest_config(index: str | os.PathLike | None = None, **options: Any) -> Ing
     return config_from_record(record, **options)
 
 
-def _query_example(path: str | os.PathLike, kind: str, decode: Callable[[], _T]) -> _T:
+def _query_example(path: str | os.PathLike, kind: Literal["image", "sound"], decode: Callable[[], _T]) -> _T:
     """``decode()`` of a query example file; an empty file, or one its decoder refuses (any
     :class:`~mmsearch.errors.MediaError`: not media, damaged, silent), is a
     :class:`~mmsearch.errors.QueryInputError` naming it and saying what to give instead."""
@@ -286,8 +286,6 @@ def _query_example(path: str | os.PathLike, kind: str, decode: Callable[[], _T])
         raise QueryInputError(path, "the file is empty (0 bytes)", kind=kind)
     try:
         return decode()
-    except QueryInputError:
-        raise
     except MediaError as exc:
         raise QueryInputError(path, exc.reason, kind=kind) from None
 

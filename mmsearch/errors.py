@@ -8,6 +8,7 @@ file involved and say what to do.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 
 class MMSearchError(Exception):
@@ -51,9 +52,9 @@ class QueryInputError(MediaError):
         "sound": "give a sound file that plays (WAV, FLAC, MP3, OGG, M4A...) or a video with sound",
     }
 
-    def __init__(self, path: str | os.PathLike, reason: str, *, kind: str) -> None:
+    def __init__(self, path: str | os.PathLike, reason: str, *, kind: Literal["image", "sound"]) -> None:
         self.kind = kind
-        message = f"{os.fspath(path)}: cannot search by this {kind}: {reason}; {self.ADVICE.get(kind, 'give another file')}"
+        message = f"{os.fspath(path)}: cannot search by this {kind}: {reason}; {self.ADVICE[kind]}"
         super().__init__(path, reason, stage=f"query {kind}", message=message)
 
 

@@ -353,7 +353,7 @@ class PyAVBackend:
                 if first.rotation % 180:
                     w, h = h, w
             except Exception as exc:
-                raise DecodeError(path, f"no decodable frame ({exc})") from None
+                raise DecodeError(path, f"no decodable frame ({error_text(exc)})") from None
             return MediaInfo(path, "video", duration, w, h, has_audio=bool(container.streams.audio))
 
     def iter_frames(

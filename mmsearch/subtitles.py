@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .avutil import container_start, stream_end
+from .avutil import container_start, error_text, stream_end
 from .errors import SubtitleError
 from .spaces import TextSegment
 
@@ -276,9 +276,8 @@ def embedded_subtitles(path: str | os.PathLike) -> list[TextSegment]:
                         continue
                     segments.append(TextSegment(max(start, 0.0), end, text, SOURCE, language))
     except av.error.FFmpegError as error:
-        detail = getattr(error, "strerror", None) or str(error)
         raise SubtitleError(
-            path, f"cannot read its subtitle streams ({detail}): check that the file is a complete, undamaged video"
+            path, f"cannot read its subtitle streams ({error_text(error)}): check that the file is a complete, undamaged video"
         ) from error
     return segments
 
