@@ -30,7 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # messages: one line each, however long (the terminal wraps it, grep finds it)
 
 IndexOpt = Annotated[
     Optional[Path],
@@ -212,13 +212,13 @@ def index(
         + f", {report.audio_windows} audio windows" + (f" ({report.sound_tags} sound tags)" if report.sound_tags else "")
         + f", {report.text_segments} text segments "
         f"-> {root} (generation {report.generation})",
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
     console.print(
         f"timings: hash {t['hash']:.1f}s, waiting for decode {t['decode_wait']:.1f}s, encode {t['encode']:.1f}s, "
         f"commit {t['commit']:.1f}s",
         style="dim",
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
 
 
@@ -361,7 +361,7 @@ def _warn_gone(gone: list[str]) -> None:
     if gone:
         which = _plain(gone[0]) + (f" and {len(gone) - 1} more" if len(gone) > 1 else "")
         err_console.print(f"note: {which} {'is' if len(gone) == 1 else 'are'} gone since indexing (moved or deleted); "
-                          f"run mmsearch index on {'its' if len(gone) == 1 else 'their'} folder again to update the index", markup=False, highlight=False, soft_wrap=True)
+                          f"run mmsearch index on {'its' if len(gone) == 1 else 'their'} folder again to update the index", markup=False, highlight=False)
 
 
 def _real_path(result: dict[str, Any]) -> str | bytes:
@@ -530,21 +530,21 @@ def info(
         sys.stdout.write(_json_line(data))
         return
     shards = f", {data['shards']} shards" if data.get("shards", 1) > 1 else ""
-    console.print(f"[bold]index[/] {data['index']} (generation {data['generation']}, format {data['format_version']}{shards})", highlight=False)
+    console.print(f"[bold]index[/] {data['index']} (generation {data['generation']}, format {data['format_version']}{shards})", highlight=False, soft_wrap=True)
     console.print(
         f"media: {', '.join(f'{kind} {n}' for kind, n in data['media'].items()) or 'none'}; paths {data['paths']}; "
         f"failures {data['failures']}; damaged {data['damaged']}"
         + (" (--failures lists them)" if (data["failures"] or data["damaged"]) and not failures else ""),
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
-    console.print("config: " + (", ".join(f"{k}={v}" for k, v in data["config"].items()) or "defaults"), highlight=False)
+    console.print("config: " + (", ".join(f"{k}={v}" for k, v in data["config"].items()) or "defaults"), highlight=False, soft_wrap=True)
     if data.get("sound_tags"):
         tags = data["sound_tags"]
         console.print(f"sound tags: {tags['tags']} (window, label) pairs from {tags['tagger'].get('model')} ({tags['tagger'].get('pretrained')}, "
                       f"threshold {tags['tagger'].get('threshold')})" + (": " + ", ".join(f"{label} {n}" for label, n in tags["labels"].items())
-                                                                           if tags["labels"] else ""), highlight=False)
+                                                                           if tags["labels"] else ""), highlight=False, soft_wrap=True)
     if data.get("languages"):
-        console.print("languages said: " + ", ".join(f"{lang} {n}" for lang, n in data["languages"].items()), highlight=False)
+        console.print("languages said: " + ", ".join(f"{lang} {n}" for lang, n in data["languages"].items()), highlight=False, soft_wrap=True)
     for name, space in data["spaces"].items():
         enc = space["encoder"]
         console.print(
@@ -561,9 +561,9 @@ def info(
         console.print("[green]check passed[/]: every file matches its checksum")
     if failures:
         for f in data["failed_files"]:
-            console.print(f"  failed {_plain(f['path'])}: {f['stage']}: {_plain(f['reason'])}", highlight=False)
+            console.print(f"  failed {_plain(f['path'])}: {f['stage']}: {_plain(f['reason'])}", highlight=False, soft_wrap=True)
         for f in data["damaged_files"]:
-            console.print(f"  damaged {_plain(f['path'])}: {_plain(f['damage'])} (indexed for what decoded)", highlight=False)
+            console.print(f"  damaged {_plain(f['path'])}: {_plain(f['damage'])} (indexed for what decoded)", highlight=False, soft_wrap=True)
 
 
 _interrupt_hint = ""  # what to do after Ctrl-C, said by a command that knows (index: run it again to resume)
@@ -631,7 +631,7 @@ def upgrade(index: IndexOpt = None) -> None:
     generation = upgrade_index(root)
     after = index_format(root)
     done = f"converted from format {before} to {after}" if before != after else f"already format {after}, nothing to do"
-    console.print(f"{root}: {done} (generation {generation})", highlight=False)
+    console.print(f"{root}: {done} (generation {generation})", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -831,7 +831,7 @@ def main() -> None:
     try:
         returned = app(standalone_mode=False)
     except MMSearchError as exc:
-        err_console.print(f"[red]error:[/] {_plain(exc)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {_plain(exc)}", highlight=False)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         returned = 130

@@ -96,6 +96,25 @@ def test_user_errors_are_one_clear_message(args, needle, tmp_path, video_corpus,
     assert "Traceback" not in proc.stderr
 
 
+def test_index_reports_one_whole_line_per_file_when_piped(tmp_path, random_clip_checkpoint):
+    """Piped output is 80 columns wide: what the index says of a file (skipped, and why) and its summary
+    stay one line each, however long the path, so grep and a log keep them whole."""
+    media = tmp_path / ("a folder with a name long enough to pass eighty columns" + "-" * 20)
+    media.mkdir()
+    write_video(media / "fine.mp4", [(RED, 1.0)])
+    bad = media / "a recording that was cut off while copying.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    index = tmp_path / "index"
+    proc = run("index", str(media), "--index", str(index), "--model", "synth-clip", "--pretrained", str(random_clip_checkpoint),
+               "--no-audio", "--no-speech", "--no-ocr", "--device", "cpu", env={"COLUMNS": "80"})
+    [skipped] = [line for line in proc.stderr.splitlines() if line.startswith("skipped ")]
+    assert skipped.startswith(f"skipped {bad}: decode failed: ") and len(skipped) > 80, proc.stderr
+    [summary] = [line for line in proc.stdout.splitlines() if line.startswith("indexed ")]
+    assert "indexed 1," in summary and "failed 1" in summary and summary.endswith(f"-> {index} (generation 1)"), proc.stdout
+    listed = run("info", "--index", str(index), "--failures", env={"COLUMNS": "80"}).stdout
+    assert f"  failed {bad}: decode: " in listed, listed
+
+
 @pytest.mark.slow
 def test_query_batch_answers_each_query_like_a_single_query(tmp_path):
     """`query --batch`: one JSON line per query, in input order, the same answers as one query at a time."""
