@@ -673,7 +673,9 @@ class Index:
         of HERO (see :func:`mmsearch.retrieval.fuse_moments`); an image finds pictures, a sound
         finds sound. An image with ``audio`` or a sound with ``video`` goes through the common
         space (``train-space``). In the spaces of words, words in double quotes must be said or
-        written (word for word, or with one word in five misheard: :mod:`mmsearch.textsearch`).
+        written (word for word, or with one word in five misheard: :mod:`mmsearch.textsearch`); so
+        must they in a fused text query, which then lists only moments that hold them (none when
+        nothing does).
 
         ``where`` (:class:`mmsearch.filters.MediaFilter`): only media that pass it, filtered inside
         every stage of the search, so ``k`` results come back whenever ``k`` moments match; a result's
@@ -984,8 +986,9 @@ class Index:
         allowed: np.ndarray | None = None,
     ) -> list[SearchResult]:
         """A text query without a modality: the pictures' moments and the moments of words, fused per
-        moment (:func:`mmsearch.retrieval.fuse_moments`)."""
-        from .textsearch import search_text
+        moment (:func:`mmsearch.retrieval.fuse_moments`); words in double quotes must be said or written
+        there, so a query that quotes words nothing says or shows finds nothing."""
+        from .textsearch import phrases_of, search_text
 
         depth = max(30, 3 * k)
         pictures: list[Hit] = []
@@ -1002,7 +1005,7 @@ class Index:
                 words.append((space, search_text(query, k=depth), query.baseline()))
         cohort = self._picture_cohort(pictures, seen[0]) if pictures and any(found for _, found, _ in words) else None
         out = []
-        for hit, space, said in fuse_moments(pictures, words, k=k, cohort=cohort):
+        for hit, space, said in fuse_moments(pictures, words, k=k, cohort=cohort, words_only=bool(phrases_of(text))):
             out.append(self._result(hit, space or VISUAL, said))
         return out
 

@@ -501,6 +501,7 @@ def fuse_moments(
     k: int,
     weight: float = WORDS_WEIGHT,
     cohort: np.ndarray | None = None,
+    words_only: bool = False,
 ) -> list[tuple[Hit, str | None, str | None]]:
     """Moments of the pictures and of the spaces of words, fused per moment (late fusion in the way
     of HERO: frames and what is said on one timeline); returns (hit, space of words that gave most
@@ -525,7 +526,10 @@ def fuse_moments(
     the visual search does. ``cohort`` (``(len(pictures),)``, :func:`cohort_z`): how far each picture
     moment stands out for this query against a bank of generic captions; a picture moment claims
     no more than that (its z is the smaller of the two), so one that every caption matches does
-    not outvote what was said.
+    not outvote what was said. ``words_only``: the query quotes words, which must be said or written
+    (as a search engine reads quotes), and ``words`` holds only segments that hold them
+    (:meth:`mmsearch.textsearch.TextQuery.candidates`): each of those counts whatever its score, and
+    a picture moment is kept only where one of them lies within it; no segment, no moment.
     """
     scores = np.asarray([h.score for h in pictures], np.float64)
     z = (scores - scores.mean()) / (scores.std() or 1.0) if len(scores) else scores
@@ -537,10 +541,14 @@ def fuse_moments(
             zw = words_evidence(hit.score, baseline)
             if hit.score >= WORDS_GATE and zw > 0:
                 said.append((space, hit, text, weight * float(zw)))
+            elif words_only:  # it holds the quoted words: a weak match still is where they are said
+                said.append((space, hit, text, 0.0))
 
     fused: list[tuple[float, int, Hit, str | None, str | None]] = []
     for i, (hit, zi) in enumerate(zip(pictures, z)):
         claims = [(w, w[3] * overlap_coefficient(w[1], hit)) for w in said if overlaps(w[1], hit)]
+        if words_only and not claims:
+            continue
         best, bonus = max(claims, key=lambda c: c[1], default=(None, 0.0))
         if best and bonus > zi:  # the words say more than the picture: the moment is where they are said
             fused.append((float(zi) + bonus, i, replace(hit, start=best[1].start, end=best[1].end), best[0], best[2]))

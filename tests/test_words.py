@@ -92,6 +92,19 @@ def test_quoted_words_must_be_said(library):
     assert idx.search('"a glory about the ship"', modality="speech", k=5) == []
 
 
+def test_quoted_words_must_be_said_or_written_in_a_default_query_too(library):
+    """Without --modality the pictures are searched too, but quotes still mean words said or written
+    (as a search engine reads them): only moments that hold them, and nothing when nothing does."""
+    media, index, _ = library
+    idx = mmsearch.open_index(index)
+    found = idx.search('"told the story"', k=5)
+    assert [Path(r.path).name for r in found] == ["family.mp4"] and "told the story" in found[0].text.lower()
+    assert found[0].start <= BOAT_AT + onset(voice("boat")) + 0.5 < found[0].end
+    assert idx.search('"a glory about the ship"', k=5) == []
+    assert idx.search('"science fair"', k=5)[0].modality == "text"  # written on screen counts as well
+    assert len(idx.search("a glory about the ship", k=5)) == 5  # unquoted, the pictures answer as before
+
+
 def test_subtitles_are_what_is_said(library):
     media, index, _ = library
     idx = mmsearch.open_index(index)
@@ -238,6 +251,20 @@ def test_fusion_keeps_the_pictures_order_without_words_and_lets_strong_words_lea
     assert (top.start, top.end) == (3.0, 5.0) and fused[0][2] == "the story about the boat"  # where the words are said
     assert sum(h.media_id == 3 for h, _, _ in fused) == 1  # the segment inside it is the same moment
 
+
+
+def test_fusion_of_a_quoted_query_keeps_only_moments_that_hold_the_words():
+    """words_only (the query quotes words): a picture moment stays only where a segment holding the words
+    lies within it, and such a segment counts even when its score is under the gate."""
+    from mmsearch.retrieval import WORDS_GATE, Hit, fuse_moments
+
+    pictures = [Hit(1, 0.0, 4.0, 0.40, 0.3), Hit(2, 10.0, 14.0, 0.35, 0.3), Hit(3, 2.0, 6.0, 0.30, 0.3)]
+    weak = [(Hit(3, 3.0, 5.0, WORDS_GATE - 0.05, None, WORDS_GATE - 0.05), "the quoted words, misheard a little")]
+    words = [("speech", weak, (0.05, 0.05, 30))]
+    assert [h.media_id for h, _, _ in fuse_moments(pictures, words, k=3)] == [1, 2, 3]  # unquoted: pictures as before
+    quoted = fuse_moments(pictures, words, k=3, words_only=True)
+    assert [(h.media_id, text) for h, _, text in quoted] == [(3, "the quoted words, misheard a little")]
+    assert fuse_moments(pictures, [("speech", [], (0.0, 1.0, 0))], k=3, words_only=True) == []
 
 
 def test_cohort_z_measures_a_score_against_what_unrelated_queries_give_the_same_candidate():
