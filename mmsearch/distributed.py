@@ -44,7 +44,7 @@ from .config import encoder_options
 from .decode_worker import DecodeWorker, usable_cores
 from .encoders import EncoderSpec
 from .errors import UsageError
-from .ingest import IngestConfig, IngestReport, ProgressFn, Runner, _fail, _finish, _Pending, _task, add_embedded, embed_message
+from .ingest import IngestConfig, IngestReport, ProgressFn, Runner, _finish, _Pending, _task, add_embedded, embed_message, _fail_item
 
 __all__ = ["EmbedStage", "FileRows", "check_ray", "decode_file", "ray_runner", "ray_session"]
 
@@ -285,7 +285,7 @@ def _run(
         if final[0] == "done":
             _finish(deriver, report, item, final[1], heads)
         else:
-            _fail(writer, report, item.path, item, final[1], final[2])
+            _fail_item(writer, report, item, final[1], final[2])
         item.buffers.clear()
         notify("file", {"path": item.path})
         if writer.dirty and time.monotonic() - last_commit >= config.commit_seconds:
@@ -295,7 +295,7 @@ def _run(
             last_commit = time.monotonic()
     for key, item in items.items():
         if key not in rows_of.finished:  # not expected: every task ends with done or failed, or Ray raises
-            _fail(writer, report, item.path, item, "decode", "the Ray pipeline ended before the file was done")
+            _fail_item(writer, report, item, "decode", "the Ray pipeline ended before the file was done")
 
 
 class FileRows:

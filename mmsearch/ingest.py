@@ -186,7 +186,7 @@ def index_paths(
     wanted = set(encoders)
     kinds = [k for k, spaces in SPACES_BY_KIND.items() if wanted & set(spaces)]
     skipped: Counter[str] = Counter()
-    files = discover(roots, kinds=kinds, skipped=skipped)
+    files = discover(roots, kinds=kinds, skipped=skipped, skip_dir=index_exists)  # an index among the media is not media
     if SPEECH in wanted:  # subtitle files are read with their videos, not passed over
         from .subtitles import SIDECAR_EXTENSIONS
 
@@ -303,7 +303,7 @@ def _plan(
     for row in by_path.values():
         row_of_media.setdefault(int(row["media_id"]), row)
     next_id = writer.next_media_id()
-    planned_hashes: dict[str, _Pending] = {}
+    planned_hashes: dict[tuple[str, str], _Pending] = {}  # (content hash, kind) -> the file that embeds it
     listings: dict[str, list[os.DirEntry]] = {}
     for f in files:
         path = str(f)
@@ -355,13 +355,15 @@ def _plan(
             else:
                 report.duplicates.append(path)
             continue
-        if digest in planned_hashes:  # same content twice in this run: embed once
-            planned_hashes[digest].aliases.append((path, st))
+        # same content twice in this run: embed once; but a copy named as another kind (a video named .jpg)
+        # is decoded as that kind, so it fails on its own and the copy that decodes is indexed
+        if (digest, kind) in planned_hashes:
+            planned_hashes[digest, kind].aliases.append((path, st))
             report.duplicates.append(path)
             continue
         item = _Pending(path, kind, st.st_size, st.st_mtime, digest, next_id, spaces, sidecars=sidecars)
         next_id += 1
-        planned_hashes[digest] = item
+        planned_hashes[digest, kind] = item
         plan.append(item)
     moved_from = {old for old, _ in report.moved}
     for path in list(writer.paths):  # a file moved here from outside the folders indexed is gone from there too
@@ -508,7 +510,7 @@ def run_local(
                         if kind == "done":
                             _finish(deriver, report, item, message[1], heads)
                         else:
-                            _fail(writer, report, item.path, item, message[1], message[2])
+                            _fail_item(writer, report, item, message[1], message[2])
                         del active[i]
                         notify("file", {"path": item.path})
                         continue
@@ -519,7 +521,7 @@ def run_local(
                 else:
                     continue
                 workers[i] = DecodeWorker(config.memory_limit_mb)
-                _fail(writer, report, item.path, item, "decode", reason)
+                _fail_item(writer, report, item, "decode", reason)
                 del active[i]
                 notify("file", {"path": item.path})
             if writer.dirty and time.monotonic() - last_commit >= config.commit_seconds:
@@ -675,6 +677,15 @@ def _fail(writer: IndexWriter, report: IngestReport, path: str, st: Any, stage: 
     writer.put_failure(_failure_row(path, st, stage, reason))
     report.failed.append((path, stage, reason))
     log.warning("%s: %s failed: %s", path, stage, reason)
+
+
+def _fail_item(writer: IndexWriter, report: IngestReport, item: _Pending, stage: str, reason: str) -> None:
+    """Record a planned file that could not be indexed, and its copies in this run (same content, same
+    kind: they would fail the same way), so each is listed and tried again once changed."""
+    for path, st in [(item.path, item), *item.aliases]:
+        _fail(writer, report, path, st, stage, reason)
+        if path in report.duplicates:  # counted once, as failed
+            report.duplicates.remove(path)
 
 
 def _sidecar_signature(path: str, listings: dict[str, list[os.DirEntry]]) -> str:

@@ -117,13 +117,16 @@ def discover(
     *,
     kinds: Iterable[MediaKind] = ("video", "image"),
     skipped: Counter[str] | None = None,
+    skip_dir: Callable[[str], bool] | None = None,
 ) -> list[Path]:
     """Expand files and folders into the media files under them, sorted, without duplicates.
 
     Folders are walked following symlinks, but each real directory is visited
     once, so a symlink loop ends the walk instead of hanging it. ``skipped``, when
     given, counts the files passed over by extension (see :func:`not_media_key`):
-    not media, or media of a kind not asked for.
+    not media, or media of a kind not asked for. ``skip_dir``, when given, is asked of
+    each folder below a root (its path) and a folder it answers True for is not walked
+    (mmsearch's own index folders, when one lives among the media).
     """
     wanted = set(kinds)
     found: dict[str, Path] = {}
@@ -155,7 +158,7 @@ def discover(
                 dirnames[:] = []
                 continue
             seen_dirs.add(key)
-            dirnames.sort()
+            dirnames[:] = sorted(d for d in dirnames if skip_dir is None or not skip_dir(os.path.join(dirpath, d)))
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
                 if take(full):

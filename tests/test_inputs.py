@@ -349,6 +349,40 @@ def test_index_summary_counts_what_is_not_media(tmp_path, random_clip_checkpoint
     assert "passed over: 4 (.txt 2, (none) 1, .json 1)" in out.stdout, out.stdout
 
 
+def test_an_index_kept_among_the_media_is_not_indexed(tmp_path, random_clip_checkpoint):
+    """`mmsearch index . --index ./idx`: the index's own files (parquet, npy, a server's thumbnails) are
+    neither media nor passed over, on the next run or ever."""
+    from PIL import Image
+
+    media = tmp_path / "media"
+    write_video(media / "a.mp4", [(RED, 1.0)])
+    options = dict(model="synth-clip", pretrained=str(random_clip_checkpoint), audio=False, speech=False, ocr=False, device="cpu")
+    mmsearch.index_paths([media], media / "idx", **options)
+    (media / "idx" / "cache" / "thumbnails").mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), BLUE).save(media / "idx" / "cache" / "thumbnails" / "0-1.jpg")
+    write_video(media / "b.mp4", [(BLUE, 1.0)])
+    report = mmsearch.index_paths([media], media / "idx", **options)
+    assert [Path(p).name for p in report.indexed] == ["b.mp4"] and report.unchanged == 1 and report.not_media == {}
+    assert sorted(Path(p).name for p in mmsearch.open_index(media / "idx").media_ids()) == ["a.mp4", "b.mp4"]
+
+
+def test_a_copy_named_as_another_kind_does_not_cost_the_copy_that_decodes(tmp_path, random_clip_checkpoint):
+    """The same bytes as `clip.mp4` and as `a_clip.jpg` (a video named as a picture): the picture fails on its
+    own and the video is indexed; copies of one kind that cannot be decoded are each recorded as failed."""
+    media = tmp_path / "media"
+    write_video(media / "z_clip.mp4", [(RED, 1.0)])
+    (media / "a_clip.jpg").write_bytes((media / "z_clip.mp4").read_bytes())
+    (media / "cut1.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    (media / "cut2.mp4").write_bytes((media / "cut1.mp4").read_bytes())
+    report = mmsearch.index_paths([media], tmp_path / "idx", model="synth-clip", pretrained=str(random_clip_checkpoint),
+                                  audio=False, speech=False, ocr=False, device="cpu")
+    assert [Path(p).name for p in report.indexed] == ["z_clip.mp4"]
+    assert sorted(Path(p).name for p, _, _ in report.failed) == ["a_clip.jpg", "cut1.mp4", "cut2.mp4"] and report.duplicates == []
+    idx = mmsearch.open_index(tmp_path / "idx")
+    assert sorted(Path(f["path"]).name for f in idx.failures()) == ["a_clip.jpg", "cut1.mp4", "cut2.mp4"]
+    assert [Path(r.path).name for r in idx.search("red", k=1)] == ["z_clip.mp4"]
+
+
 # -- 7. damage is recorded -------------------------------------------------------------------------
 def _damaged_copy(src: Path, dst: Path) -> Path:
     """``src`` with a stretch of garbage over 20 % of its bytes, starting at 40 %."""
