@@ -651,8 +651,8 @@ def remove(
 @app.command("train-space")
 def train_space_cmd(
     index: IndexOpt = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the (frames, sound) pairs of the index.")] = 30,
-    dim: Annotated[int, typer.Option(help="Dimension of the common space.")] = 128,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the (frames, sound) pairs of the index.")] = 30,
+    dim: Annotated[int, typer.Option(min=1, help="Dimension of the common space.")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed of the heads' initialisation and batches.")] = 0,
     untrained: Annotated[bool, typer.Option("--untrained", help="Keep randomly initialised heads (a baseline).")] = False,
 ) -> None:

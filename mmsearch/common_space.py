@@ -50,6 +50,13 @@ class HeadConfig:
     temperature: float = 0.07
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("common_dim", "hidden", "epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise UsageError(f"the common space's {name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.temperature > 0):
+            raise UsageError(f"the common space's learning rate and temperature must be positive, got {self.lr} and {self.temperature}")
+
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> Any:
     import torch.nn as nn
@@ -278,7 +285,7 @@ def _audio_window(snapshot: Snapshot) -> float:
     cfg = snapshot.manifest.get("config", {})
     if "audio_window" in cfg:
         return float(cfg["audio_window"])
-    identity = snapshot.manifest["spaces"][AUDIO]["encoder"]["identity"]
+    identity = snapshot.manifest["spaces"].get(AUDIO, {}).get("encoder", {}).get("identity", {})  # none: build_pairs says why
     window = identity.get("window_seconds")
     if window:
         return float(window)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .derive import Deriver
 from .errors import UsageError
-from .store import MANIFEST, IndexWriter, shard_count, shard_dirs, shard_of, write_shard_layout
+from .store import MANIFEST, IndexWriter, make_index_dir, shard_count, shard_dirs, shard_of, write_shard_layout
 
 __all__ = ["MAX_SHARDS", "ShardedDeriver", "ShardedWriter", "open_deriver", "open_sharded_writer"]
 
@@ -50,12 +50,7 @@ def open_sharded_writer(root: str | os.PathLike, *, shards: int | None, config: 
             return None
         if shards in (None, 1):
             return None
-        if root.exists() and not root.is_dir():
-            raise UsageError(f"--index {root} is a file, not an index directory: pass a folder (new or existing)")
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create the index directory {root} ({exc.strerror or exc}): pass a folder you can write to") from None
+        make_index_dir(root)
         write_shard_layout(root, shards)
         have = shards
     elif shards is not None and shards != have:

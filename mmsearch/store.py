@@ -399,6 +399,24 @@ def write_shard_layout(root: str | os.PathLike, count: int) -> None:
     fsync_dir(root)
 
 
+def _cannot_create(root: Path, exc: OSError) -> str:
+    """One line for an index directory (or a folder inside it) that could not be made: the path in the way."""
+    return f"cannot create the index directory {exc.filename or root} ({exc.strerror or exc}): pass a folder you can write to"
+
+
+def make_index_dir(root: Path) -> bool:
+    """Make the folder of an index (and its parents); True when it did not exist. Raises :class:`UsageError`
+    (one line naming the path in the way) when ``root`` is a file or cannot be made."""
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--index {root} is a file, not an index directory: pass a folder (new or existing)")
+    created = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(_cannot_create(root, exc)) from None
+    return created
+
+
 def index_exists(root: str | os.PathLike) -> bool:
     """Whether ``root`` holds a committed index (its manifest, or of a sharded index a shard's)."""
     root = Path(root)
@@ -789,18 +807,15 @@ class IndexWriter:
         self.root = Path(root)
         if (self.root / SHARDS_FILE).exists():
             raise UsageError(f"{self.root} is a sharded index: open it with mmsearch.sharding.open_sharded_writer")
-        if self.root.exists() and not self.root.is_dir():
-            raise UsageError(f"--index {self.root} is a file, not an index directory: pass a folder (new or existing)")
+        created = make_index_dir(self.root)
         try:
-            created = not self.root.exists()
-            self.root.mkdir(parents=True, exist_ok=True)
             if not (self.root / DATA).is_dir():
                 (self.root / DATA).mkdir()
                 fsync_dir(self.root)  # data/ survives a power cut once the first manifest does
             if created:
                 fsync_dir(self.root.parent)
         except OSError as exc:
-            raise UsageError(f"cannot create the index directory {self.root} ({exc.strerror or exc}): pass a folder you can write to") from None
+            raise UsageError(_cannot_create(self.root, exc)) from None
         try:
             self._lock_fh = open(self.root / ".lock", "a+")
         except OSError as exc:  # a read-only disk, or a folder this user may read but not write

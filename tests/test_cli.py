@@ -177,11 +177,22 @@ def test_usage_errors_and_interrupts_are_one_line_with_the_right_exit_code(tmp_p
     import mmsearch.cli as cli
 
     exe = str(Path(sys.executable).parent / "mmsearch")
-    for args, code in ((["query", "x", "--no-such-option"], 2), (["nosuchcommand"], 2), (["remove"], 2)):
-        proc = subprocess.run([exe, *args], capture_output=True, text=True)
-        assert proc.returncode == code and "Traceback" not in proc.stderr, (args, proc.stderr)
     a_file = tmp_path / "not-a-folder.mp4"
     a_file.write_bytes(b"x")
+    (tmp_path / "blocked" / "data").parent.mkdir()
+    (tmp_path / "blocked" / "data").write_bytes(b"x")  # a file where the index keeps its folder of data
+    for args, code, needle in (
+        (["query", "x", "--no-such-option"], 2, ""), (["nosuchcommand"], 2, ""), (["remove"], 2, ""),
+        (["train-space", "--index", str(tmp_path), "--epochs", "0"], 2, "--epochs"),
+        (["train-space", "--index", str(tmp_path), "--dim", "-1"], 2, "--dim"),
+        (["synth", str(a_file), "--videos", "1"], 2, f"{a_file} is a file"),
+        (["demo", str(a_file), "--quick"], 2, f"{a_file / 'media'} (Not a directory)"),
+        (["index", str(tmp_path / "empty"), "--index", str(tmp_path / "blocked")], 2, f"{tmp_path / 'blocked' / 'data'} (File exists)"),
+    ):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        (tmp_path / "empty" / "a.png").write_bytes(b"x")
+        proc = subprocess.run([exe, *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert proc.returncode == code and "Traceback" not in proc.stderr and needle in proc.stderr, (args, proc.stderr)
     for args in (["index", str(tmp_path), "--index", str(a_file)], ["query", "x", "--index", str(a_file)], ["index", str(tmp_path), "--index", ""]):
         proc = subprocess.run([exe, *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         assert proc.returncode != 0 and "Traceback" not in proc.stderr and "error:" in proc.stderr, (args, proc.stderr)

@@ -383,6 +383,25 @@ def test_a_copy_named_as_another_kind_does_not_cost_the_copy_that_decodes(tmp_pa
     assert [Path(r.path).name for r in idx.search("red", k=1)] == ["z_clip.mp4"]
 
 
+def test_a_common_space_without_sound_or_with_no_steps_is_one_usage_error(tmp_path, random_clip_checkpoint):
+    """train-space on a library of pictures only says why in one line (it raised a KeyError); heads of no
+    dimension or no epochs are refused before anything is read."""
+    from PIL import Image
+
+    from mmsearch.api import HeadConfig, train_space
+
+    media = tmp_path / "media"
+    media.mkdir()
+    Image.new("RGB", (64, 64), RED).save(media / "a.png")
+    mmsearch.index_paths([media], tmp_path / "idx", model="synth-clip", pretrained=str(random_clip_checkpoint), audio=False,
+                         speech=False, ocr=False, device="cpu")
+    with pytest.raises(mmsearch.UsageError, match="needs both a visual and an audio space"):
+        train_space(tmp_path / "idx")
+    for bad in (dict(epochs=0), dict(common_dim=-1), dict(batch_size=0), dict(temperature=0.0)):
+        with pytest.raises(mmsearch.UsageError, match="common space's"):
+            HeadConfig(**bad)
+
+
 # -- 7. damage is recorded -------------------------------------------------------------------------
 def _damaged_copy(src: Path, dst: Path) -> Path:
     """``src`` with a stretch of garbage over 20 % of its bytes, starting at 40 %."""

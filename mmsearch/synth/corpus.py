@@ -361,7 +361,12 @@ def generate_corpus(
     audio_formats = _available_audio_formats(config) if audio else []
     webm_ok = _webm_possible(config)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file, not a folder: give a folder (new or existing) to write the corpus into")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the folder {exc.filename or out} ({exc.strerror or exc}): give a folder you can write to") from None
     width_v = max(3, len(str(max(videos - 1, 0))))
     width_a = max(3, len(str(max(audio - 1, 0))))
     rows: list[dict] = []
