@@ -54,7 +54,7 @@ from .fileio import atomic_write, display_path
 from .filters import KINDS, MediaFilter, media_filter
 from .media import media_kind
 from .spaces import TEXT_SPACES
-from .store import manifest_stamp
+from .store import index_exists, manifest_stamp
 
 THUMBNAILS = "cache/thumbnails"
 THUMBNAIL_SIDE = 240  # pixels, the short side
@@ -109,11 +109,16 @@ class IndexHolder:
         if time.monotonic() - self._checked < RELOAD_SECONDS:
             return self._index
         with self._lock:
-            self._checked = time.monotonic()
             try:
                 stamp = self._manifest_stamp()
-            except OSError:  # a writer is replacing it this instant: keep answering from the last one
+            except OSError:
+                if not index_exists(self.root):  # a commit replaces the manifest in one rename: the index is gone
+                    raise IndexNotFoundError(
+                        f"the index at {self.root} is gone since this server opened it (moved or deleted): index the "
+                        "media again with mmsearch index, or restart mmsearch serve with --index where it is now"
+                    ) from None
                 return self._index
+            self._checked = time.monotonic()  # not while it is gone: each request looks again
             if stamp != self._stamp:
                 try:
                     self._index = self._index.reopened()
@@ -200,6 +205,12 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
     async def mmsearch_error(request: Request, exc: MMSearchError) -> JSONResponse:
         status = 400 if isinstance(exc, UsageError) else 415 if isinstance(exc, MediaError) else 503 if isinstance(exc, IndexNotFoundError) else 500
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(OSError)
+    async def unreadable(request: Request, exc: OSError) -> JSONResponse:
+        """A file of the index that cannot be read any more (deleted under the server): 503 and why, not a 500."""
+        return JSONResponse({"detail": f"cannot read {exc.filename or 'the index'} ({exc.strerror or exc}): the index "
+                                       "changed under this server; index again, or restart mmsearch serve"}, status_code=503)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:

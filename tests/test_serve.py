@@ -377,6 +377,31 @@ def test_odd_uploads_cost_little_and_are_refused_or_answered(client, library):
     assert client.head(f"/media/{bare.json()['results'][0]['media_id']}").status_code == 200
 
 
+def test_an_index_deleted_under_the_server_is_a_503_that_says_so_and_health_tells(library, tmp_path, monkeypatch):
+    """`rm -rf` of the index a server answers from: each request says in one line that it is gone (503), health
+    too, not a 500 from a missing .npy; put back, it is answered again."""
+    import shutil
+
+    import mmsearch.server as server
+
+    monkeypatch.setattr(server, "RELOAD_SECONDS", 0.0)
+    copy = tmp_path / "index"
+    shutil.copytree(library["index"], copy, ignore=shutil.ignore_patterns("server.json"))
+    with TestClient(create_app(ServeConfig(extra_hosts=("testserver",), index=copy, device="cpu"))) as c:
+        q = _visual_query(library)
+        good = c.get("/api/search", params={"q": q}).json()["results"]
+        shutil.move(copy, tmp_path / "moved")
+        for url in ("/api/search?q=" + q, "/api/health", "/api/info"):
+            gone = c.get(url)
+            assert gone.status_code == 503 and "is gone since this server opened it" in gone.json()["detail"], (url, gone.text)
+        shutil.move(tmp_path / "moved", copy)
+        assert c.get("/api/search", params={"q": q}).json()["results"] == good and c.get("/api/health").status_code == 200
+        for data in (copy / "data").glob("*.npy"):  # its files deleted, the manifest left: still one line, 503
+            data.unlink()
+        broken = c.get("/api/timeline", params={"q": q, "media": 0})
+        assert broken.status_code == 503 and "cannot read" in broken.json()["detail"], broken.text
+
+
 def test_a_generation_that_does_not_open_leaves_the_last_good_one_serving(library, tmp_path, monkeypatch):
     import shutil
 
