@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -828,6 +829,13 @@ def main() -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("huggingface_hub", "transformers", "open_clip"):
         logging.getLogger(noisy).setLevel(level)
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: Any) -> None:  # `kill`, a service manager stopping it: as Ctrl-C, exit 143
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         returned = app(standalone_mode=False)
     except MMSearchError as exc:
@@ -842,9 +850,12 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     # Without standalone mode, an interrupt (Ctrl-C) and typer's own exits come back as a return code.
     if returned == 130:
         err_console.print("interrupted" + _interrupt_hint)
+        returned = 128 + signal.SIGTERM if terminated else 130
     if isinstance(returned, int) and returned:
         sys.exit(returned)
 

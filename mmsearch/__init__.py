@@ -29,6 +29,7 @@ _EXPORTS = {
     "QueryInputError": "errors",
     "SubtitleError": "errors",
     "EncoderError": "errors",
+    "UnknownModelError": "errors",
     "EncoderMismatchError": "errors",
     "IndexCorruptError": "errors",
     "IndexNotFoundError": "errors",

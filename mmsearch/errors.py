@@ -74,6 +74,11 @@ class EncoderError(MMSearchError):
     """An encoder could not be built or its weights could not be loaded."""
 
 
+class UnknownModelError(EncoderError, UsageError):
+    """A model name no library knows: a usage error (exit 2), and an :class:`EncoderError` to code that
+    catches those."""
+
+
 class EncoderMismatchError(MMSearchError):
     """An index is opened or extended with another encoder than the one that built it."""
 

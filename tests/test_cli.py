@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,8 @@ def test_user_errors_are_one_clear_message(args, needle, tmp_path, video_corpus,
     proc = run(*[a.format(**fmt) for a in args], check=False)
     assert proc.returncode != 0
     assert needle in proc.stderr
+    if needle == "does not know a model":  # a name of the wrong kind is a usage error
+        assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -201,6 +205,18 @@ def test_usage_errors_and_interrupts_are_one_line_with_the_right_exit_code(tmp_p
     with pytest.raises(SystemExit) as exited:
         cli.main()
     assert exited.value.code == 130 and "interrupted" in capsys.readouterr().err
+
+    def terminated(**kw):  # `kill PID` while a command runs: stopped as by Ctrl-C, exit 128 + SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli, "app", terminated)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 143 and "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler was the command's only
 
 
 @pytest.mark.slow  # two whole `mmsearch index` processes that load models (about 10 s)

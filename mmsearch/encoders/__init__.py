@@ -122,14 +122,9 @@ def _first_known_tag(family: str, model: str) -> str | None:
         return None
     import open_clip
 
-    from .clip import register_packaged_configs
+    from .clip import check_known_model
 
-    register_packaged_configs()
-    if model not in open_clip.list_models():
-        raise EncoderError(
-            f"open_clip does not know a model named {model!r}. "
-            "List the names with `python -c \"import open_clip; print(open_clip.list_models())\"`."
-        )
+    check_known_model(model)
     tags = open_clip.list_pretrained_tags_by_model(model)
     if not tags:
         raise EncoderError(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EncoderError, UsageError
+from ..errors import EncoderError, UnknownModelError, UsageError
 from .base import (
     PACKAGED_PREFIX,
     EncoderSpec,
@@ -34,6 +34,19 @@ DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
 
 _registered_configs = False
+
+
+def check_known_model(model: str) -> None:
+    """Raise :class:`UnknownModelError` (exit 2) when open_clip knows no model named ``model`` (after
+    mmsearch's packaged configs are registered)."""
+    import open_clip
+
+    register_packaged_configs()
+    if model not in open_clip.list_models():
+        raise UnknownModelError(
+            f"open_clip does not know a model named {model!r}. "
+            "List the names with `python -c \"import open_clip; print(open_clip.list_models())\"`."
+        )
 
 
 def register_packaged_configs() -> None:
@@ -149,11 +162,7 @@ class ClipEncoder:
         self.spec = spec
         self.device = resolve_device(device)
         self.batch_size = batch_size or (256 if self.device.type == "cuda" else 32)
-        if spec.model not in open_clip.list_models():
-            raise EncoderError(
-                f"open_clip does not know a model named {spec.model!r}. "
-                "List the names with `python -c \"import open_clip; print(open_clip.list_models())\"`."
-            )
+        check_known_model(spec.model)
         pretrained = resolve_weights(spec.pretrained)
         self._weights_id: str | None = pretrained
         if spec.pretrained and spec.pretrained.startswith(PACKAGED_PREFIX):
