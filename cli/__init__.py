@@ -237,7 +237,7 @@ def query(
                      "\\[default: for text, pictures and words fused per moment; video for images, audio for sound]."),
     ] = None,
     batch: Annotated[
-        Optional[Path], typer.Option("--batch", help="Many queries: a file with one per line, or a JSON list; prints JSON lines.")
+        Optional[Path], typer.Option("--batch", help="Many queries: a file with one per line, or a JSON list (- reads standard input); prints JSON lines.")
     ] = None,
     index: IndexOpt = None,
     k: Annotated[int, typer.Option("-k", help="Number of moments to return.")] = 10,
@@ -291,6 +291,8 @@ def query(
     if batch is not None:
         if rerank:
             raise UsageError("--rerank is for one query at a time, not --batch")
+        if any(q is not None for q in (text, image, audio)):
+            raise UsageError("give a query text, --image FILE or --audio FILE, or --batch FILE with many queries, not both")
         _query_batch(batch, index=index, modality=modality, k=k, videos=videos, exhaustive=exhaustive, device=device, where=where)
         return
     given = [q for q in (text, image, audio) if q is not None]
@@ -421,17 +423,20 @@ def _query_batch(
     """One JSON line per query, in input order: {"query": {...}, "results": [...]}."""
     from mmsearch.api import open_index
 
-    if not path.is_file():
-        raise UsageError(f"--batch {path}: no such file")
+    if str(path) != "-" and (not path.exists() or path.is_dir()):
+        raise UsageError(f"--batch {path}: no such file" + (" (a folder)" if path.is_dir() else ""))
     try:
-        raw = path.read_bytes().decode("utf-8-sig")
+        raw = (sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()).decode("utf-8-sig")  # - : standard input
     except OSError as exc:
         raise UsageError(f"--batch {path}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
         raise UsageError(f"--batch {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8, one query per line") from None
     try:
         loaded = json.loads(raw)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as exc:
+        if raw.lstrip().startswith(("[\"", "[{", "[\n", "[ ", "[]")):  # meant as a JSON list: say where it breaks
+            raise UsageError(f"--batch {path}: not a valid JSON list ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                             "fix it, or give one query per line") from None
         loaded = None
     texts = None
     if isinstance(loaded, list):

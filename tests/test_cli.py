@@ -140,6 +140,16 @@ def test_query_batch_answers_each_query_like_a_single_query(tmp_path):
         assert [a["query"]["text"] for a in answers] == captions
         outputs.append(answers)
     assert outputs[0] == outputs[1]
+    piped = subprocess.run([sys.executable, "-c", "from mmsearch.cli import main; main()", "query", "--batch", "-", "--index",
+                            str(index_dir), "-k", "3", "--device", "cpu"], input=lines.read_text(), capture_output=True, text=True,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert [json.loads(line) for line in piped.stdout.splitlines()] == outputs[0], piped.stderr  # - : standard input
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(captions)[:-1], encoding="utf-8")  # a JSON list without its closing bracket
+    refused = run("query", "--batch", str(broken), "--index", str(index_dir), check=False)
+    assert refused.returncode == 2 and "broken.json: not a valid JSON list" in refused.stderr and not refused.stdout, refused.stderr
+    both = run("query", "red", "--batch", str(lines), "--index", str(index_dir), check=False)
+    assert both.returncode == 2 and "not both" in both.stderr, both.stderr
     import mmsearch
 
     idx = mmsearch.open_index(index_dir, device="cpu")  # the engine behind `mmsearch query TEXT`, one query at a time
