@@ -762,6 +762,14 @@ class Index:
         if where is None or where.empty:
             return None, None
         allowed, paths = allowed_media(self.snapshot.media, where)
+        if where.languages:  # as with tags: a language nothing is said in is more likely a mistake than a question
+            said = _counts(self.snapshot.media.column("language").to_pylist())
+            if not set(where.languages) & set(said):
+                raise UsageError(
+                    f"nothing in the index at {self.root} is said in {' or '.join(where.languages)}"
+                    + (f"; languages said: {', '.join(f'{lang} ({n})' for lang, n in said.items())}" if said else
+                       "; it holds no speech or subtitles with a language (index with speech on: without --no-speech)")
+                )
         if where.tags:  # media with a window tagged so
             known = {name for found in self._tag_windows().values() for name in found[4].tolist()}
             if not known & {t.lower() for t in where.tags}:

@@ -9,6 +9,8 @@ come back whenever ``k`` match, never a top-k cut afterwards.
 
 from __future__ import annotations
 
+import re
+
 import fnmatch
 import math
 import os
@@ -186,9 +188,20 @@ def media_filter(
         max_duration=max_duration,
         modified_after=parse_time(modified_after, name="modified-after"),
         modified_before=parse_time(modified_before, name="modified-before", end_of_day=True),
-        languages=tuple(lang.lower() for lang in split_list(languages)),
+        languages=_languages(languages),
         tags=_tags(tags),
     )
+
+
+def _languages(languages: str | list[str] | None) -> tuple[str, ...]:
+    """Language codes in lower case; UsageError for one that is not a code: ISO 639-1 (two letters), or
+    the three of the few languages Whisper names so (haw, yue)."""
+    codes = tuple(lang.lower() for lang in split_list(languages))
+    for code in codes:
+        if not re.fullmatch(r"[a-z]{2,3}", code):
+            raise UsageError(f"--language {code}: give language codes such as en, de or fr (ISO 639-1; mmsearch info lists "
+                             "the languages said in the index)")
+    return codes
 
 
 def _tags(tags: str | list[str] | None) -> tuple[str, ...]:

@@ -138,6 +138,12 @@ def test_language_is_stored_per_file(library):
     langs = {Path(r["path"]).name: r["language"] for r in idx.snapshot.media.to_pylist()}
     assert langs["family.mp4"] == "en" and langs["garden.flac"] == "en"
     assert langs["quiet.mp4"] == "en"  # nothing said: the language of its subtitles (quiet.en.srt)
+    assert {Path(r.path).name for r in idx.search("the story about the boat", modality="speech", k=5, where={"languages": "en"})} >= {"family.mp4"}
+    # a language nothing is said in, or a name that is not a code: one line that says what there is or what to give
+    with pytest.raises(mmsearch.UsageError, match=r"nothing in the index .* is said in de; languages said: en \(4\)"):
+        idx.search("the story about the boat", k=5, where={"languages": "de"})
+    with pytest.raises(mmsearch.UsageError, match="--language english: give language codes such as en"):
+        idx.search("the story about the boat", k=5, where={"languages": "english"})
 
 
 def test_without_words_the_spaces_are_absent_and_say_so(tmp_path):
