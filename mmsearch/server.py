@@ -270,9 +270,12 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
         modality: Literal["video", "audio"] | None = None,
         exhaustive: bool = False,
         example: Annotated[Literal["image", "audio"] | None, Query(description="What the file is [default: from its type or name]")] = None,
+        q: Annotated[str | None, Query(include_in_schema=False)] = None,
     ) -> dict[str, Any]:
         """Moments like an example image or sound (uploaded as ``file``), best first; the other
         parameters go in the query string, as for ``GET``."""
+        if q is not None:  # as the CLI refuses a text with --image: one query, not a text silently left out
+            raise HTTPException(400, "give a query text (GET /api/search?q=...) or an uploaded file, not both")
         if file.size is not None and file.size > config.max_upload_bytes:
             raise HTTPException(413, f"the upload is larger than {config.max_upload_bytes // 2**20} MiB")
         name = os.path.basename((file.filename or "").rstrip("/")) or "upload"

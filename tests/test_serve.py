@@ -288,6 +288,8 @@ def test_uploads_of_the_wrong_type_or_size_are_refused_clearly(library):
         broken = c.post("/api/search", files={"file": ("broken.png", b"\x89PNG not really", "image/png")})
         detail = broken.json()["detail"]
         assert broken.status_code == 415 and "broken.png" in detail and "mmsearch-upload" not in detail  # the upload's name
+        both = c.post("/api/search", params={"q": "blue"}, files={"file": ("still.png", b"\x89PNG", "image/png")})
+        assert both.status_code == 400 and "not both" in both.json()["detail"]  # the text was left out without a word
 
 
 def test_bad_queries_are_4xx_with_a_reason(client):
