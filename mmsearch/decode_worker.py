@@ -109,19 +109,23 @@ def decode_into(conn: Connection, task: DecodeTask, memory_limit_mb: int) -> Non
     """
     try:
         info: dict[str, Any] = {"kind": task.kind, "duration": 0.0, "width": 0, "height": 0}
+        no_picture: NoVideoError | None = None
         if task.visual and task.kind == "image":
             _send_image(conn, task, info)
         elif task.visual and task.kind == "video":
             try:
                 _send_video(conn, task, info)
-            except NoVideoError:
+            except NoVideoError as exc:
                 if task.audio is None:
                     raise
                 info["kind"] = "audio"  # a sound-only .mp4/.mkv: indexed for the stream it has
+                no_picture = exc
         if task.audio is not None and info["kind"] in ("video", "audio"):
             try:
                 _send_audio(conn, task, info)
             except MediaError as exc:
+                if no_picture is not None:  # neither pictures nor sound: say both, not only that sound is missing
+                    raise DecodeError(task.path, f"{no_picture.reason}, and {exc.reason}") from None
                 if info["kind"] == "audio":
                     raise
                 info["audio_note"] = exc.reason  # a video without usable sound still has its pictures

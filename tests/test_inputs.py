@@ -383,6 +383,23 @@ def test_a_copy_named_as_another_kind_does_not_cost_the_copy_that_decodes(tmp_pa
     assert [Path(r.path).name for r in idx.search("red", k=1)] == ["z_clip.mp4"]
 
 
+def test_a_video_without_a_frame_or_a_sound_says_both(tmp_path, random_clip_checkpoint):
+    """A .mp4 whose video stream holds no frame and which has no sound: the failure says both (it said only
+    that there was no audio stream, as if the pictures had been fine)."""
+    import av
+
+    media = tmp_path / "media"
+    media.mkdir()
+    with av.open(str(media / "zero.mp4"), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        out.start_encoding()  # the header, with no frame after it
+    report = mmsearch.index_paths([media], tmp_path / "idx", model="synth-clip", pretrained=str(random_clip_checkpoint),
+                                  speech=False, ocr=False, device="cpu")
+    [(path, stage, reason)] = report.failed
+    assert Path(path).name == "zero.mp4" and stage == "decode" and "no video stream" in reason and "no audio stream" in reason
+
+
 def test_a_common_space_without_sound_or_with_no_steps_is_one_usage_error(tmp_path, random_clip_checkpoint):
     """train-space on a library of pictures only says why in one line (it raised a KeyError); heads of no
     dimension or no epochs are refused before anything is read."""
