@@ -103,7 +103,14 @@ class OcrEngine:
         """
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise UsageError(f"OCR reads RGB uint8 frames of shape (H, W, 3), got {frame.dtype} {frame.shape}")
-        result, _ = self._ocr(np.ascontiguousarray(frame[..., ::-1]))  # RapidOCR takes OpenCV's BGR order
+        try:
+            result, _ = self._ocr(np.ascontiguousarray(frame[..., ::-1]))  # RapidOCR takes OpenCV's BGR order
+        except Exception as exc:
+            if type(exc).__name__ != "ResizeImgError":
+                raise
+            # a banner so long and thin (20000x1, 4000x16) that the detector, scaling its long side down, leaves
+            # no row of 32 pixels: no line of text can be read on it (RapidOCR raised with no message)
+            return []
         found = []
         for box, text, score in result or ():
             text = respace(" ".join(str(text).split()))

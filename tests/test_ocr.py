@@ -111,6 +111,13 @@ def test_blank_frame_reads_nothing(engine: ocr.OcrEngine) -> None:
     assert engine.read(np.full((240, 320, 3), 90, np.uint8)) == []
 
 
+def test_a_banner_too_thin_for_the_detector_reads_nothing(engine: ocr.OcrEngine) -> None:
+    """20000x1 and 4000x16 pictures: RapidOCR's detector scales the long side down and is left with no row
+    (it raised ResizeImgError with no message, which cost an image its text space as a failure)."""
+    for shape in ((1, 20000, 3), (16, 4000, 3)):
+        assert engine.read(np.full(shape, 255, np.uint8)) == []
+
+
 def test_read_rejects_other_arrays(engine: ocr.OcrEngine) -> None:
     with pytest.raises(UsageError, match="RGB uint8"):
         engine.read(np.zeros((240, 320), np.uint8))
