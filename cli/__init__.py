@@ -177,8 +177,8 @@ def index(
     try:
         report = index_paths(
             paths, root, model=model, pretrained=pretrained, audio=audio, audio_model=audio_model, sound_tags=sound_tags,
-            speech=speech, ocr=ocr, captions=captions, text_model=text_model, device=device, config=config, progress=progress,
-            shards=shards, executor=executor, ray_address=ray_address,
+            speech=speech, ocr=ocr, captions=captions, asr_model=asr_model, text_model=text_model, device=device, config=config,
+            progress=progress, shards=shards, executor=executor, ray_address=ray_address,
         )
     finally:
         progress.close()

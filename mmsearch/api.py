@@ -140,6 +140,11 @@ def index_paths(
         raise UsageError(f"unknown --executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if ray_address is not None and executor != "ray":
         raise UsageError("--ray-address is for --executor ray: add --executor ray, or leave out --ray-address")
+    for option, given, stage, on in (("--audio-model", audio_model, "--no-audio", audio), ("--sound-tags", sound_tags, "--no-audio", audio),
+                                      ("--asr-model", asr_model, "--no-speech", speech),
+                                      ("--text-model", text_model, "--no-speech and --no-ocr", speech or ocr)):
+        if given is not None and not on:  # an option for a stage turned off is a mistake in one of the two: say so
+            raise UsageError(f"{option} is for a stage that {stage} turns off: leave out one of the two")
     if executor == "ray":  # before any file is read: Ray installed, the cluster reachable
         from .distributed import check_ray
 

@@ -67,6 +67,10 @@ class IngestConfig:
         if self.decoder_threads is not None and not 0 <= self.decoder_threads <= MAX_DECODER_THREADS:
             why = " (more threads than cores buy no speed)" if self.decoder_threads > MAX_DECODER_THREADS else ""
             raise UsageError(f"--decoder-threads must be 0 (FFmpeg's choice) to {MAX_DECODER_THREADS}, got {self.decoder_threads}{why}")
+        if not self.stall_timeout > 0:
+            raise UsageError(f"--timeout must be positive seconds, got {self.stall_timeout}")
+        if not self.commit_seconds >= 0:
+            raise UsageError(f"--commit-every must be 0 (after every file) or more seconds, got {self.commit_seconds}")
         if self.max_memory_mb is not None and self.max_memory_mb <= 0:
             raise UsageError(f"--max-memory must be a positive number of MB, got {self.max_memory_mb}")
         get_backend(self.backend)  # validates the name

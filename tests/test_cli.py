@@ -202,6 +202,9 @@ def test_usage_errors_and_interrupts_are_one_line_with_the_right_exit_code(tmp_p
         (["synth", str(a_file), "--videos", "1"], 2, f"{a_file} is a file"),
         (["demo", str(a_file), "--quick"], 2, f"{a_file / 'media'} (Not a directory)"),
         (["index", str(tmp_path / "empty"), "--index", str(tmp_path / "blocked")], 2, f"{tmp_path / 'blocked' / 'data'} (File exists)"),
+        (["index", str(tmp_path / "empty"), "--index", str(tmp_path / "i"), "--no-speech", "--asr-model", "small"], 2, "--asr-model is for"),
+        (["index", str(tmp_path / "empty"), "--index", str(tmp_path / "i"), "--no-audio", "--audio-model", "music"], 2, "--no-audio turns"),
+        (["index", str(tmp_path / "empty"), "--index", str(tmp_path / "i"), "--commit-every", "-1"], 2, "--commit-every must be"),
     ):
         (tmp_path / "empty").mkdir(exist_ok=True)
         (tmp_path / "empty" / "a.png").write_bytes(b"x")
