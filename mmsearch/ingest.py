@@ -239,8 +239,8 @@ def _index(
         if SOUND_TAGS in wanted and not writer.tagger and report.unchanged:
             _note(report, str(writer.root), f"sound tags start with this run: the {report.unchanged} file(s) indexed before keep none "
                   "(index them into a new --index to tag them)")
-        if SOUND_TAGS in wanted and (AUDIO in built or (SOUND_TAGS in verify_encoders and writer.tagger)):
-            built[SOUND_TAGS]  # tags label the audio windows embedded in this run; a tagger named is checked anyway
+        if SOUND_TAGS in wanted and (AUDIO in built or SOUND_TAGS in verify_encoders):
+            built[SOUND_TAGS]  # tags label the audio windows embedded in this run; a tagger named is checked, and recorded, anyway
         if AUDIO in built:  # record the effective windows, so later runs and queries cut sound the same way
             window, hop = audio_window_config(built[AUDIO], config)
             writer.config.setdefault("audio_window", window)

@@ -136,6 +136,25 @@ def test_a_later_run_keeps_the_tagger_and_refuses_another(tagged: dict, tmp_path
     verify_index(index)
 
 
+def test_a_tagger_named_before_any_sound_is_kept_for_the_sound_that_comes(tmp_path: Path) -> None:
+    """--sound-tags on a first run of pictures only: the tagger is recorded (and checked), so the sound of a
+    later run without the option is tagged, as the README says of an index with tags (it was forgotten)."""
+    from PIL import Image
+
+    media = tmp_path / "media"
+    media.mkdir()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(media / "still.png")
+    options = dict(model="synth-clip", speech=False, ocr=False, device="cpu", freeze_text=False)
+    mmsearch.index_paths([media], tmp_path / "index", sound_tags="synth-ast", **options)
+    assert mmsearch.open_index(tmp_path / "index").info()["sound_tags"]["tagger"]["model"]
+    _sound(media / "beat.wav", [("slow beat", 10.0)], seed=3)
+    mmsearch.index_paths([media], tmp_path / "index", **options)
+    idx = mmsearch.open_index(tmp_path / "index")
+    assert "slow beat" in [t["label"] for t in idx.tags_at(_media_id(idx, "beat.wav"), 3.0, 7.0)]
+    with pytest.raises(mmsearch.EncoderError, match="no-such-tagger"):  # a tagger that cannot load: refused at once, sound or not
+        mmsearch.index_paths([media], tmp_path / "other", sound_tags="no-such-tagger", **options)
+
+
 def test_sharded_index_keeps_tags_on_every_shard(tagged: dict, tmp_path: Path) -> None:
     mmsearch.index_paths([tagged["media"]], tmp_path / "sharded", model="synth-clip", sound_tags="synth-ast", shards=2,
                          speech=False, ocr=False, device="cpu", freeze_text=False)
