@@ -208,9 +208,10 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
 
     @app.exception_handler(OSError)
     async def unreadable(request: Request, exc: OSError) -> JSONResponse:
-        """A file of the index that cannot be read any more (deleted under the server): 503 and why, not a 500."""
-        return JSONResponse({"detail": f"cannot read {exc.filename or 'the index'} ({exc.strerror or exc}): the index "
-                                       "changed under this server; index again, or restart mmsearch serve"}, status_code=503)
+        """A file that cannot be read or written (one of the index's deleted under the server, a full disk): 503
+        and which file and why, not a 500."""
+        return JSONResponse({"detail": f"cannot read or write {exc.filename or 'a file'} ({exc.strerror or exc}); if the index "
+                                       "was moved or deleted under this server, index again or restart mmsearch serve"}, status_code=503)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:

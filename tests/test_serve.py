@@ -4,6 +4,7 @@ routes; a real uvicorn process for the server a user starts."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -384,14 +385,7 @@ def test_an_index_deleted_under_the_server_is_a_503_that_says_so_and_health_tell
     too, not a 500 from a missing .npy; put back, it is answered again."""
     import shutil
 
-    import mmsearch.server as server
-
-    monkeypatch.setattr(server, "RELOAD_SECONDS", 0.0)
-    copy = tmp_path / "index"
-    shutil.copytree(library["index"], copy, ignore=shutil.ignore_patterns("server.json"))
-    with TestClient(create_app(ServeConfig(extra_hosts=("testserver",), index=copy, device="cpu"))) as c:
-        q = _visual_query(library)
-        good = c.get("/api/search", params={"q": q}).json()["results"]
+    with _serving_a_copy(library, tmp_path, monkeypatch) as (copy, c, q, good):
         shutil.move(copy, tmp_path / "moved")
         for url in ("/api/search?q=" + q, "/api/health", "/api/info"):
             gone = c.get(url)
@@ -401,10 +395,13 @@ def test_an_index_deleted_under_the_server_is_a_503_that_says_so_and_health_tell
         for data in (copy / "data").glob("*.npy"):  # its files deleted, the manifest left: still one line, 503
             data.unlink()
         broken = c.get("/api/timeline", params={"q": q, "media": 0})
-        assert broken.status_code == 503 and "cannot read" in broken.json()["detail"], broken.text
+        assert broken.status_code == 503 and "cannot read or write" in broken.json()["detail"], broken.text
 
 
-def test_a_generation_that_does_not_open_leaves_the_last_good_one_serving(library, tmp_path, monkeypatch):
+@contextlib.contextmanager
+def _serving_a_copy(library, tmp_path, monkeypatch):
+    """A server over a copy of the library's index that looks for new generations at every request:
+    (the copy's folder, its client, a visual query, that query's results)."""
     import shutil
 
     import mmsearch.server as server
@@ -414,7 +411,13 @@ def test_a_generation_that_does_not_open_leaves_the_last_good_one_serving(librar
     shutil.copytree(library["index"], copy, ignore=shutil.ignore_patterns("server.json"))
     with TestClient(create_app(ServeConfig(extra_hosts=("testserver",), index=copy, device="cpu"))) as c:
         q = _visual_query(library)
-        good = c.get("/api/search", params={"q": q}).json()["results"]
+        yield copy, c, q, c.get("/api/search", params={"q": q}).json()["results"]
+
+
+def test_a_generation_that_does_not_open_leaves_the_last_good_one_serving(library, tmp_path, monkeypatch):
+    import shutil
+
+    with _serving_a_copy(library, tmp_path, monkeypatch) as (copy, c, q, good):
         manifest = (copy / "manifest.json").read_text()
         (copy / "manifest.json").write_text(manifest[: len(manifest) // 2])  # a broken commit
         assert c.get("/api/search", params={"q": q}).json()["results"] == good
