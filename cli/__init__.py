@@ -376,7 +376,8 @@ def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | No
                    gone: Iterable[str] = ()) -> None:
     results = answer["results"]
     if not results:
-        console.print("no results" + (": nothing says or shows the quoted words" if text and '"' in text
+        said = {"speech": "says", "text": "shows"}.get(answer["query"].get("modality") or "", "says or shows")
+        console.print("no results" + (f": nothing {said} the quoted words" if text and '"' in text
                                       else ": nothing passes the filters" if answer["query"].get("filter")
                                       else " (is the index empty?)"))
         return
@@ -570,6 +571,8 @@ def info(
             console.print(f"  failed {_plain(f['path'])}: {f['stage']}: {_plain(f['reason'])}", highlight=False, soft_wrap=True)
         for f in data["damaged_files"]:
             console.print(f"  damaged {_plain(f['path'])}: {_plain(f['damage'])} (indexed for what decoded)", highlight=False, soft_wrap=True)
+        if not data["failed_files"] and not data["damaged_files"]:
+            console.print("no file failed or was damaged")
 
 
 _interrupt_hint = ""  # what to do after Ctrl-C, said by a command that knows (index: run it again to resume)
@@ -715,7 +718,8 @@ def synth(
     if paired:
         config = replace(paired_config(seed, paired, max_size=(max_width, max_height)), companion_probability=together)
     rows = generate_corpus(out_dir, videos=videos, audio=audio, seed=seed, config=config)
-    console.print(f"wrote {videos} videos, {audio} audio files and {len(rows)} ground-truth events to {out_dir}", highlight=False)
+    console.print(f"wrote {videos} video{'s' * (videos != 1)}, {audio} audio file{'s' * (audio != 1)} and {len(rows)} ground-truth "
+                  f"event{'s' * (len(rows) != 1)} to {out_dir}", highlight=False)
 
 
 @app.command()

@@ -31,7 +31,7 @@ from .filters import MediaFilter, allowed_media, check_query
 from .fileio import default_index_dir, display_path, index_dir  # noqa: F401 - part of the facade
 from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
-from .media import load_image
+from .media import load_image, media_kind
 from .retrieval import SCORE_DECIMALS, Hit, LocalizeConfig, cohort_z, combined_score, fuse_moments, search_fused, search_space
 from .spaces import AUDIO, CAPTION, SOUND_TAGS, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
 from .sharding import open_deriver
@@ -282,17 +282,21 @@ def ingest_config(index: str | os.PathLike | None = None, **options: Any) -> Ing
 def _query_example(path: str | os.PathLike, kind: Literal["image", "sound"], decode: Callable[[], _T]) -> _T:
     """``decode()`` of a query example file; an empty file, or one its decoder refuses (any
     :class:`~mmsearch.errors.MediaError`: not media, damaged, silent), is a
-    :class:`~mmsearch.errors.QueryInputError` naming it and saying what to give instead."""
+    :class:`~mmsearch.errors.QueryInputError` naming it and saying what to give instead (and, when
+    its name says the other kind, which option takes it)."""
+    named = media_kind(os.fspath(path))  # a sound given as a picture, or a picture as a sound: say which flag takes it
+    hint = (" (its name says sound or video: --audio takes it)" if kind == "image" and named in ("audio", "video")
+            else " (its name says picture: --image takes it)" if kind == "sound" and named == "image" else "")
     try:
         empty = os.path.getsize(path) == 0
     except OSError:
         empty = False  # missing or unreadable: the decoder says which
     if empty:
-        raise QueryInputError(path, "the file is empty (0 bytes)", kind=kind)
+        raise QueryInputError(path, "the file is empty (0 bytes)", kind=kind, hint=hint)
     try:
         return decode()
     except MediaError as exc:
-        raise QueryInputError(path, exc.reason, kind=kind) from None
+        raise QueryInputError(path, exc.reason, kind=kind, hint=hint) from None
 
 
 class Index:

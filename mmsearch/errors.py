@@ -52,9 +52,9 @@ class QueryInputError(MediaError):
         "sound": "give a sound file that plays (WAV, FLAC, MP3, OGG, M4A...) or a video with sound",
     }
 
-    def __init__(self, path: str | os.PathLike, reason: str, *, kind: Literal["image", "sound"]) -> None:
+    def __init__(self, path: str | os.PathLike, reason: str, *, kind: Literal["image", "sound"], hint: str = "") -> None:
         self.kind = kind
-        message = f"{os.fspath(path)}: cannot search by this {kind}: {reason}; {self.ADVICE[kind]}"
+        message = f"{os.fspath(path)}: cannot search by this {kind}: {reason}; {self.ADVICE[kind]}{hint}"
         super().__init__(path, reason, stage=f"query {kind}", message=message)
 
 

@@ -116,7 +116,19 @@ def test_index_reports_one_whole_line_per_file_when_piped(tmp_path, random_clip_
     [summary] = [line for line in proc.stdout.splitlines() if line.startswith("indexed ")]
     assert "indexed 1," in summary and "failed 1" in summary and summary.endswith(f"-> {index} (generation 1)"), proc.stdout
     listed = run("info", "--index", str(index), "--failures", env={"COLUMNS": "80"}).stdout
-    assert f"  failed {bad}: decode: " in listed, listed
+    assert f"  failed {bad}: decode: " in listed and "no file failed" not in listed, listed
+    bad.unlink()  # gone from the folder: its failure is dropped at the next run, and the listing says there is none
+    run("index", str(media), "--index", str(index), "--no-audio", "--no-speech", "--no-ocr", "--device", "cpu")
+    assert "no file failed or was damaged" in run("info", "--index", str(index), "--failures").stdout
+
+
+def test_no_results_say_which_words_were_not_found(capsys):
+    """A quoted phrase nothing holds: the table's line says what was looked for (said, shown, or either)."""
+    import mmsearch.cli as cli
+
+    for modality, verb in (("speech", "says"), ("text", "shows"), ("default", "says or shows")):
+        cli._print_results({"results": [], "query": {"modality": modality}}, text='"a purple elephant"', image=None, audio=None)
+        assert f"no results: nothing {verb} the quoted words" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -232,8 +232,9 @@ def test_a_query_example_that_is_empty_or_not_media_says_what_to_give(small_inde
         ({"audio": tmp_path / "empty.wav", "modality": "audio"}, "empty.wav", "empty (0 bytes)", "give a sound file"),
         ({"image": tmp_path / "empty.png"}, "empty.png", "empty (0 bytes)", "give a picture file"),
         ({"audio": tmp_path / "fake.mp3", "modality": "audio"}, "fake.mp3", "Invalid data found", "give a sound file"),
-        ({"image": tmp_path / "fake.mp3"}, "fake.mp3", "cannot read image", "give a picture file"),
+        ({"image": tmp_path / "fake.mp3"}, "fake.mp3", "cannot read image", "(its name says sound or video: --audio takes it)"),
         ({"audio": silent, "modality": "audio"}, "silent.wav", "silent", "give a sound file"),
+        ({"audio": tmp_path / "empty.png", "modality": "audio"}, "empty.png", "empty", "(its name says picture: --image takes it)"),
     ]
     for given, name, why, advice in cases:
         with pytest.raises(QueryInputError) as raised:
