@@ -406,7 +406,12 @@ def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | No
         ]
         match = ["–" if r.get("match_score") is None else f"{r['match_score']:.3f}"] if matched else []
         table.add_row(*cells, *_described(r, words=words, tagged=tagged, captioned=captioned), *match)
-    console.print(table)
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        console.print(table)
+    else:  # piped (rich would assume 80 columns): as wide as the rows need, a path or a sentence never folded over lines
+        from rich.measure import Measurement
+
+        Console(width=Measurement.get(console, console.options.update_width(100_000), table).maximum).print(table)
 
 
 def _described(result: dict[str, Any], *, words: bool, tagged: bool, captioned: bool) -> list[str]:

@@ -117,6 +117,8 @@ def test_index_reports_one_whole_line_per_file_when_piped(tmp_path, random_clip_
     assert "indexed 1," in summary and "failed 1" in summary and summary.endswith(f"-> {index} (generation 1)"), proc.stdout
     listed = run("info", "--index", str(index), "--failures", env={"COLUMNS": "80"}).stdout
     assert f"  failed {bad}: decode: " in listed and "no file failed" not in listed, listed
+    table = run("query", "a red square", "--index", str(index), "-k", "1", env={"COLUMNS": ""}).stdout  # piped, no width set
+    assert any(str(media / "fine.mp4") in line and "0:00.00" in line for line in table.splitlines()), table
     bad.unlink()  # gone from the folder: its failure is dropped at the next run, and the listing says there is none
     run("index", str(media), "--index", str(index), "--no-audio", "--no-speech", "--no-ocr", "--device", "cpu")
     assert "no file failed or was damaged" in run("info", "--index", str(index), "--failures").stdout
