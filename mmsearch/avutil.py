@@ -11,6 +11,7 @@ broken blocks) and says so only in FFmpeg's log: :func:`ffmpeg_errors` is how mm
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -23,14 +24,19 @@ __all__ = [
 ]
 
 
-def error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException, path: str | os.PathLike | None = None) -> str:
     """What went wrong, in one short line: FFmpeg's own words (``strerror``, "Invalid data found when
-    processing input") without PyAV's ``[Errno N]`` and repeated path, else the first line of the message."""
+    processing input") without PyAV's ``[Errno N]`` and repeated path, else the first line of the message,
+    without ``path`` where the message quotes it (Pillow's "cannot identify image file '/the/path'"):
+    the error that carries this text names the file already."""
     strerror = getattr(exc, "strerror", None)
     if isinstance(strerror, str) and strerror.strip():
         return strerror.strip()[:200]
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    line = text[0] if text else type(exc).__name__
+    if path is not None:
+        line = line.replace(f" {os.fspath(path)!r}", "").replace(f" {os.fspath(path)}", "")
+    return line[:200]
 
 
 def container_start(container) -> float:  # noqa: ANN001 - av types are untyped

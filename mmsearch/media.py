@@ -589,7 +589,7 @@ def open_image(path: str | os.PathLike):  # noqa: ANN201 - a PIL image
     except Image.DecompressionBombError as exc:
         raise DecodeError(path, f"too large to decode safely ({exc}); downscale it first") from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DecodeError(path, f"cannot read image ({exc})") from None
+        raise DecodeError(path, f"cannot read image ({error_text(exc, path)})") from None
 
 
 def to_rgb8(im):  # noqa: ANN001, ANN201 - PIL images
@@ -644,7 +644,7 @@ def load_image(path: str | os.PathLike, *, short_side: int | None = None) -> np.
         except Image.DecompressionBombError as exc:
             raise DecodeError(path, f"too large to decode safely ({exc}); downscale it first") from None
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-            raise DecodeError(path, f"cannot read image ({exc})") from None
+            raise DecodeError(path, f"cannot read image ({error_text(exc, path)})") from None
 
 
 ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})  # GIF, animated WebP, APNG; not MPO or multi-page TIFF
@@ -699,7 +699,7 @@ class Animation:
                         self.video_end = t
                 except (OSError, ValueError, EOFError, SyntaxError) as exc:
                     if selector.pending is None:
-                        raise DecodeError(path, f"cannot read image ({exc})") from None
+                        raise DecodeError(path, f"cannot read image ({error_text(exc, path)})") from None
                     self.damaged_packets = 1
             yield from selector.finish()
 

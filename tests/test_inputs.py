@@ -242,7 +242,7 @@ def test_a_query_example_that_is_empty_or_not_media_says_what_to_give(small_inde
         message = str(raised.value)
         assert isinstance(raised.value, MediaError) and raised.value.exit_code == 2
         assert message.startswith(str(tmp_path / name)) and why in message and advice in message, message
-        assert "[Errno" not in message and "\n" not in message
+        assert "[Errno" not in message and "\n" not in message and message.count(name) == 1, message  # named once
 
 
 # -- 5 and 6. what people keep: more containers and stills, animations, sound-only containers --------
