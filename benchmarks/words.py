@@ -11,8 +11,8 @@ which plays no part in these measures), and asks it questions.
    is right when the top result is the right file and, for the espeak sentences (whose onsets are
    known), starts within 0.5 s of the sentence's onset (first sample above -40 dBFS); for the
    LibriSpeech phrases (no times known) when the top result's words hold the phrase (quoted) or
-   the file is right (paraphrase). Asked with ``--modality speech`` and with no modality (pictures
-   and words fused per moment). Word error rate: each espeak sentence against the indexed segment
+   the file is right (paraphrase). Asked with ``--modality speech``, with no modality (pictures
+   and words fused per moment) and with ``--modality all`` (the sound fused in too). Word error rate: each espeak sentence against the indexed segment
    sharing most of its words.
 2. **On-screen text.** ``--slides`` videos of 30 s, each showing 3 lines of text one after another
    (fonts, sizes, colours and positions drawn per line), with ``--modality text``: right when the
@@ -280,14 +280,14 @@ def main(argv: list[str] | None = None) -> int:
         speech = {}
         # default-uncalibrated: the fused default as it was before picture moments were weighed against the
         # index's query probes (cohort_z), side by side in the same run
-        for label, modality in (("speech", "speech"), ("default", None), ("default-uncalibrated", None)):
+        for label, modality in (("speech", "speech"), ("default", None), ("all", "all"), ("default-uncalibrated", None)):
             if label == "default-uncalibrated":
-                index._picture_cohort = lambda hits, query: None
+                index._cohort = lambda space, hits, query: None
             row = speech_scores(index, speech_truth, modality)
             speech[label] = row
             print(f"{label:<22} {row['quoted']['right']:>9}/{row['quoted']['queries']:<4} "
                   f"{row['paraphrase']['right']:>7}/{row['paraphrase']['queries']:<4}", flush=True)
-        del index._picture_cohort
+        del index._cohort
         speech["wer"] = transcript_wer(index, speech_truth)
         print(f"word error rate of the espeak-ng sentences as indexed: {speech['wer']}")
         results["speech"] = speech

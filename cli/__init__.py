@@ -244,7 +244,7 @@ def query(
     videos: Annotated[int, typer.Option("--videos", help="Stage 1: videos ranked before moments are localized.")] = 20,
     exhaustive: Annotated[bool, typer.Option("--exhaustive", help="Search every moment of the corpus in one stage.")] = False,
     audio_weight: Annotated[
-        float, typer.Option("--audio-weight", help="--modality all: weight of the audio score of a moment (visual: 1 - this).")
+        float, typer.Option("--audio-weight", help="--modality all: weight of the sound in a moment's score (pictures and words: 1 - this).")
     ] = 0.5,
     path: Annotated[
         Optional[str], typer.Option("--path", help="Only files under this path prefix, or matching this glob ('*.mov', '*/2019/*').",

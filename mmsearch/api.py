@@ -32,7 +32,7 @@ from .fileio import default_index_dir, display_path, index_dir  # noqa: F401 - p
 from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image, media_kind
-from .retrieval import SCORE_DECIMALS, Hit, LocalizeConfig, cohort_z, combined_score, fuse_moments, search_fused, search_space
+from .retrieval import SCORE_DECIMALS, Hit, LocalizeConfig, cohort_z, combined_score, fuse_moments, search_space
 from .spaces import AUDIO, CAPTION, SOUND_TAGS, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
 from .sharding import open_deriver
 from .store import Snapshot, index_exists, open_snapshot, read_manifest, table_to_rows, verify_files
@@ -676,11 +676,11 @@ class Index:
         ``modality`` picks what to find: ``video`` (frames and images), ``audio`` (sound),
         ``speech`` (what is said: speech and subtitles), ``text`` (what is written on screen),
         ``caption`` (what a captioner said is seen: an index built with ``captions``),
-        ``all`` (text only: every space, fused per moment, the audio score counting
-        ``audio_weight`` and each other space ``1 - audio_weight``). Without it, a text query
-        searches the pictures and every space of words the index has, fused per moment in the way
-        of HERO (see :func:`mmsearch.retrieval.fuse_moments`); an image finds pictures, a sound
-        finds sound. An image with ``audio`` or a sound with ``video`` goes through the common
+        ``all`` (text only: every space). Without it, a text query searches the pictures and every
+        space of words the index has, fused per moment in the way of HERO (see
+        :func:`mmsearch.retrieval.fuse_moments`); ``all`` adds the sound to them, which counts
+        ``audio_weight`` and the pictures and words ``1 - audio_weight``. An image finds pictures, a
+        sound finds sound. An image with ``audio`` or a sound with ``video`` goes through the common
         space (``train-space``). In the spaces of words, words in double quotes must be said or
         written (word for word, or with one word in five misheard: :mod:`mmsearch.textsearch`); so
         must they in a fused text query, which then lists only moments that hold them (none when
@@ -870,14 +870,10 @@ class Index:
             raise UsageError(f"--modality {modality} takes a query text, not an image or a sound")
         if text is not None:
             spaces = self._text_query_spaces(modality)
-            if len(spaces) > 1 and modality is None:
+            if len(spaces) > 1:  # no modality (pictures and words) or all (sound too)
                 return self._search_seen_and_said(
-                    text, spaces, k=k, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
-                )
-            if len(spaces) > 1:  # all
-                return self._search_fused(
-                    text, spaces, {AUDIO: audio_weight}, k=k, videos=videos, exhaustive=exhaustive, localize=localize,
-                    other_weight=1.0 - audio_weight, allowed=allowed,
+                    text, spaces, k=k, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed,
+                    sound_weight=audio_weight if AUDIO in spaces else 0.0,
                 )
             if spaces[0] in TEXT_SPACES:
                 return self._search_words(spaces[0], text, k=k, allowed=allowed)
@@ -1001,84 +997,58 @@ class Index:
         exhaustive: bool,
         localize: LocalizeConfig,
         allowed: np.ndarray | None = None,
+        sound_weight: float = 0.0,
     ) -> list[SearchResult]:
-        """A text query without a modality: the pictures' moments and the moments of words, fused per
-        moment (:func:`mmsearch.retrieval.fuse_moments`); words in double quotes must be said or written
+        """A text query in several spaces (no modality: the pictures and the spaces of words; ``all``:
+        the sound too, weighed ``sound_weight``), their moments fused per moment
+        (:func:`mmsearch.retrieval.fuse_moments`); words in double quotes must be said or written
         there, so a query that quotes words nothing says or shows finds nothing."""
         from .textsearch import phrases_of, search_text
 
         depth = max(30, 3 * k)
-        pictures: list[Hit] = []
-        if VISUAL in spaces:
-            seen = self.embed_queries(text=[text], space=VISUAL)
-            pictures = self.search_hits(
-                seen, space=VISUAL, k=depth, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
-            )[0]
+        moments: dict[str, list[Hit]] = {}
+        cohorts: dict[str, np.ndarray | None] = {}
         words = []
         vectors = self._sentence_vectors(text, [s for s in spaces if s in TEXT_SPACES])
         for space in spaces:
             if space in TEXT_SPACES:
                 query = self.text_query(space, text, allowed=allowed, vector=vectors[space])
                 words.append((space, search_text(query, k=depth), query.baseline()))
-        cohort = self._picture_cohort(pictures, seen[0]) if pictures and any(found for _, found, _ in words) else None
-        out = []
-        for hit, space, said in fuse_moments(pictures, words, k=k, cohort=cohort, words_only=bool(phrases_of(text))):
-            out.append(self._result(hit, space or VISUAL, said))
-        return out
+            elif (space == VISUAL and sound_weight < 1) or (space == AUDIO and sound_weight > 0):
+                vector = self.embed_queries(text=[text], space=space)
+                moments[space] = self.search_hits(
+                    vector, space=space, k=depth, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
+                )[0]
+                cohorts[space] = self._cohort(space, moments[space], vector[0])
+        if len(moments) + (sound_weight < 1 and any(found for _, found, _ in words)) < 2:  # one list: its own order
+            cohorts = {}
+        fused = fuse_moments(
+            moments.get(VISUAL, []), words, k=k, cohort=cohorts.get(VISUAL), words_only=bool(phrases_of(text)),
+            sounds=moments.get(AUDIO, []), sound_cohort=cohorts.get(AUDIO), sound_weight=sound_weight,
+        )
+        return [self._result(hit, space or VISUAL, said) for hit, space, said in fused]
 
-    def _picture_cohort(self, hits: list[Hit], query: np.ndarray) -> np.ndarray | None:
-        """Each picture moment's score for ``query`` (a vector of the visual space) in standard deviations
+    def _cohort(self, space: str, hits: list[Hit], query: np.ndarray) -> np.ndarray | None:
+        """Each moment's score for ``query`` (a vector of ``space``, visual or audio) in standard deviations
         above those the index's query probes (generic captions, :mod:`mmsearch.probes`) give it
-        (:func:`mmsearch.retrieval.cohort_z`; a moment's score is the mean over its frames); None when the
-        index keeps none (an index made before they served this gets them at its next run that embeds
-        pictures)."""
-        space = self.snapshot.spaces[VISUAL]
-        bank = space.query_probes
-        if bank is None:
+        (:func:`mmsearch.retrieval.cohort_z`; a moment's score is the mean over its segments); None when
+        there are no moments or the index keeps no probes for the space (an index made before they served
+        this gets them at its next run that embeds that space)."""
+        data = self.snapshot.spaces[space]
+        bank = data.query_probes
+        if bank is None or not hits:
             return None
         bank = np.asarray(bank, np.float32)
         own, others = [], []
         for hit in hits:
-            starts, _, vectors = space.segments_of(hit.media_id)
+            starts, _, vectors = data.segments_of(hit.media_id)
             inside = (starts >= hit.start) & (starts < hit.end)
             if not inside.any():
                 inside = np.arange(len(starts)) == int(np.argmin(np.abs(starts - hit.start)))
-            frames = np.asarray(vectors[inside], np.float32)
-            own.append(float((frames @ query).mean()))
-            others.append((frames @ bank.T).mean(axis=0))
+            segments = np.asarray(vectors[inside], np.float32)
+            own.append(float((segments @ query).mean()))
+            others.append((segments @ bank.T).mean(axis=0))
         return cohort_z(np.asarray(own), np.stack(others))
-
-    def _search_fused(
-        self,
-        text: str,
-        spaces: list[str],
-        weights: dict[str, float],
-        *,
-        k: int,
-        videos: int,
-        exhaustive: bool,
-        localize: LocalizeConfig,
-        other_weight: float = 1.0,
-        allowed: np.ndarray | None = None,
-    ) -> list[SearchResult]:
-        """Text in several spaces, scores fused per moment (:func:`mmsearch.retrieval.search_fused`);
-        ``weights`` by space, ``other_weight`` for the spaces it does not name."""
-        parts = []
-        vectors = self._sentence_vectors(text, [s for s in spaces if s in TEXT_SPACES])
-        for space in spaces:
-            if space in TEXT_SPACES:
-                query = self.text_query(space, text, allowed=allowed, vector=vectors[space])
-            else:
-                query = self.embed_queries(text=[text], space=space)[0]
-            parts.append((self.snapshot.spaces[space], query, weights.get(space, other_weight)))
-        hits = search_fused(parts, k=k, videos=videos, exhaustive=exhaustive, config=localize, allowed=allowed)
-        out = []
-        for h in hits:
-            space = spaces[h.part] if h.part is not None else VISUAL
-            if space == VISUAL and self._rows[h.media_id]["kind"] == "audio":
-                space = next((s for s in spaces if s != VISUAL), AUDIO)
-            out.append(self._result(h, space, h.text if space in TEXT_SPACES else None))
-        return out
 
     def _search_cross_modal(
         self, *, image: Any, audio: Any, k: int, videos: int, exhaustive: bool, localize: LocalizeConfig,

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
 from .moments import repeat_counts
+from .spaces import AUDIO
 from .store import SpaceData
 
 
@@ -53,8 +53,7 @@ class Hit:
     score: float  # what results are ranked by: the moment and media scores combined
     media_score: float | None
     moment_score: float | None = None  # the moment's own similarity (its curve's peak)
-    part: int | None = None  # fused search: the part (space) that gave most at the moment's peak
-    text: str | None = None  # the words said or written at the peak, when a space of words matched
+    text: str | None = None  # the words said or written in the moment, when a space of words matched
 
 
 def combined_score(moment_score: float, media_score: float | None, media_weight: float = MEDIA_WEIGHT) -> float:
@@ -281,165 +280,6 @@ def moment_candidates(space: SpaceData, queries: np.ndarray, *, k: int, allowed:
     return scores, np.where(rows >= 0, moment_media[np.maximum(rows, 0)], -1).astype(np.int64)
 
 
-def search_fused(
-    parts: list[tuple[SpaceData, Any, float]],
-    *,
-    k: int = 10,
-    videos: int = 20,
-    exhaustive: bool = False,
-    config: LocalizeConfig = LocalizeConfig(),
-    allowed: np.ndarray | None = None,
-) -> list[Hit]:
-    """One query in several spaces (CLIP text vs frames, CLAP text vs sound, words said or written),
-    fused per moment in the way of HERO (Li et al., 2020: frames and subtitles on one timeline).
-
-    ``parts`` holds (space, query, weight). A query is a vector of the space, or for a space of words
-    an object with ``candidates()`` (segment rows worth scoring) and ``scores(rows)`` (a
-    :class:`mmsearch.textsearch.TextQuery`). Stage 1 takes the union of each space's top media. Each
-    space's scores are standardised over all the candidates' segments (cosine scales differ between
-    encoders) and only evidence *for* a moment counts (a standardised score below 0 counts as 0: a
-    sentence that matches well is not outvoted by pictures that merely fail to match, or the
-    reverse). A dense space (frames, sound windows) is smoothed on its own timeline and sampled on a
-    common one (every segment time of the media, and the edges of its spoken or written segments); a
-    space of words holds a segment's score over the segment's own ``[start, end)`` and the average (0)
-    where nothing is said or written. The weighted sum is localized, so a moment where the words are
-    said *and* the picture matches ranks first. Media scores (a media's vector, or for words its best
-    segment) are standardised and fused the same way, and each moment's score combines the two as
-    single-space search does (:func:`combined_score`), so a weight of 0 on a space ranks as the other
-    spaces alone would. A space a media item lacks contributes 0 (the average). ``allowed``: only
-    these media ids (sorted int64, a filter; a text query should be built with the same filter).
-    """
-    candidates: dict[int, float] = {}
-    for space, query, _ in parts:
-        if space.media_index is None or space.media_index.ntotal == 0:
-            continue
-        if exhaustive:
-            live = space.live_media_ids()
-            ids = [int(m) for m in (live if allowed is None else live[np.isin(live, allowed)])]
-        elif _is_text(query):
-            media_ids = space.segment_rows.column("media_id").to_numpy()
-            rows = query.candidates()
-            if allowed is not None:
-                rows = rows[np.isin(media_ids[rows], allowed)]
-            order = np.argsort(-query.scores(rows), kind="stable")
-            ids = list(dict.fromkeys(int(media_ids[r]) for r in rows[order]))[:videos]
-        else:
-            ids = [m for m, _ in stage1(space, query[None], videos, allowed=allowed)[0]]
-        for media_id in ids:
-            candidates.setdefault(media_id, 0.0)
-    curves: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray, float, bool] | None]] = {m: [] for m in candidates}
-    ends_at: dict[int, float] = {}
-    starts_at: dict[int, float] = {}
-    stats = []
-    for space, query, weight in parts:
-        values = []
-        text = _is_text(query)
-        for media_id in candidates:
-            if text:
-                rows = space.segment_row_ids(media_id)
-                starts, ends = space.segment_bounds(rows)
-                scores = query.scores(rows)
-            else:
-                starts, ends, vecs = space.segments_of(media_id)
-                scores = vecs @ query if len(starts) else np.zeros(0)
-                if space.anchor == "start" and len(starts):  # on the sampling grid, repeats left out put back
-                    unfolded, scores = unfold_repeats(starts, ends, scores, space.step)
-                    if len(unfolded) > len(starts):
-                        ends = np.append(unfolded[1:], ends[-1])
-                        starts = unfolded
-            if len(starts):
-                ends_at[media_id] = max(ends_at.get(media_id, 0.0), float(ends.max()))
-                starts_at[media_id] = min(starts_at.get(media_id, np.inf), float(starts.min()))
-                curves[media_id].append((starts, ends, scores, weight, text))
-                values.append(scores)
-            else:
-                curves[media_id].append(None)
-        pooled = np.concatenate(values) if values else np.zeros(1)
-        stats.append((float(pooled.mean()), float(pooled.std()) or 1.0))
-    media_fused: dict[int, float] = dict.fromkeys(candidates, 0.0)
-    for (space, query, weight), (mean, std), i in zip(parts, stats, range(len(parts))):
-        if _is_text(query):
-            for media_id, per_space in curves.items():
-                if per_space[i] is not None:
-                    media_fused[media_id] += weight * max(0.0, (float(per_space[i][2].max()) - mean) / std)
-            continue
-        ids, vectors = space.media_vectors(list(candidates))
-        for media_id, score in zip(ids, vectors @ query):
-            media_fused[int(media_id)] += weight * max(0.0, (float(score) - mean) / std)
-    hits: list[Hit] = []
-    anchors = [space.anchor for space, _, _ in parts]
-    flat = replace(config, smooth_seconds=0.0)  # dense curves are smoothed on their own timelines
-    for media_id, per_space in curves.items():
-        present = [(c, a) for c, a in zip(per_space, anchors) if c is not None]
-        if not present:
-            continue
-        grid = _fusion_grid(present)
-        contributions = np.zeros((len(parts), len(grid)))
-        said: dict[int, np.ndarray] = {}  # part -> the segment (row in its curve) over each grid time, -1: none
-        for i, (curve, (mean, std), anchor) in enumerate(zip(per_space, stats, anchors)):
-            if curve is None:
-                continue
-            starts, ends, scores, weight, text = curve
-            z = np.maximum((np.asarray(scores, np.float64) - mean) / std, 0.0)  # only evidence for counts
-            if text:
-                values, said[i] = _step_curve(grid, starts, ends, z)
-                contributions[i] = weight * values
-            else:
-                ts = starts if anchor == "start" else (starts + ends) / 2
-                contributions[i] = weight * np.interp(grid, ts, smooth(z, ts, config.smooth_seconds))
-        fused = contributions.sum(axis=0)
-        media_score = media_fused[media_id]
-        for start, end, moment in localize(grid, fused, duration=ends_at[media_id], begin=starts_at[media_id], config=flat):
-            inside = np.flatnonzero((grid >= start) & (grid < end)) if end > start else np.zeros(0, np.int64)
-            peak = int(inside[np.argmax(fused[inside])]) if len(inside) else int(np.argmin(np.abs(grid - start)))
-            part = int(np.argmax(contributions[:, peak]))
-            words = None
-            if part in said and said[part][peak] >= 0:
-                words = _segment_text(parts[part][0], media_id, int(said[part][peak]))
-            hits.append(Hit(media_id, start, end, combined_score(moment, media_score), media_score, moment, part, words))
-    hits.sort(key=lambda h: (-round(h.score, SCORE_DECIMALS), h.media_id, h.start))
-    return hits[:k]
-
-
-def _is_text(query: Any) -> bool:
-    return hasattr(query, "scores") and hasattr(query, "candidates")
-
-
-EDGE = 0.01  # seconds: grid points just inside a spoken or written segment's edges
-
-
-def _fusion_grid(present: list[tuple[tuple, str]]) -> np.ndarray:
-    """The times a media's fused curve is sampled at: every dense segment's anchor, and each word
-    segment's start, a point just before it, and a point just before its end."""
-    times = []
-    for (starts, ends, _, _, text), anchor in present:
-        if text:
-            times += [starts - EDGE, starts, np.maximum(starts, ends - EDGE)]
-        else:
-            times.append(starts if anchor == "start" else (starts + ends) / 2)
-    grid = np.unique(np.round(np.concatenate(times), 4))
-    first = min(float(np.min(starts)) for (starts, *_), _ in present if len(starts))
-    return grid[grid >= first]  # nothing before the media's first segment
-
-
-def _step_curve(grid: np.ndarray, starts: np.ndarray, ends: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """At each grid time, the best score of the segments over it ([start, end), a point segment at
-    its start), 0 where there is none; and which segment that is (-1: none)."""
-    out = np.full(len(grid), -np.inf)
-    which = np.full(len(grid), -1, np.int64)
-    for j, (a, b, value) in enumerate(zip(starts, ends, z)):
-        inside = (grid >= a) & ((grid < b) | (grid == a)) & (value > out)
-        out[inside] = value
-        which[inside] = j
-    return np.where(which >= 0, out, 0.0), which
-
-
-def _segment_text(space: SpaceData, media_id: int, j: int) -> str | None:
-    """The words of a media item's ``j``-th segment (in time order) of a space of words."""
-    texts = space.texts_of(media_id)
-    return texts[j] if texts and 0 <= j < len(texts) else None
-
-
 WORDS_GATE = 0.2  # a word score (0.7 meaning + 0.3 words) under this is no evidence, however it ranks
 WORDS_WEIGHT = 1.0  # a standard deviation of the words against one of the pictures
 WORDS_SAMPLE = 10  # segments a query's baseline needs before its standard deviations mean anything
@@ -502,67 +342,86 @@ def fuse_moments(
     weight: float = WORDS_WEIGHT,
     cohort: np.ndarray | None = None,
     words_only: bool = False,
+    sounds: Sequence[Hit] = (),
+    sound_cohort: np.ndarray | None = None,
+    sound_weight: float = 0.0,
 ) -> list[tuple[Hit, str | None, str | None]]:
-    """Moments of the pictures and of the spaces of words, fused per moment (late fusion in the way
-    of HERO: frames and what is said on one timeline); returns (hit, space of words that gave most
-    or None for the pictures, its words), best first.
+    """Moments of the pictures, of the sound and of the spaces of words, fused per moment (late fusion
+    in the way of HERO, Li et al., EMNLP 2020: frames and what is said on one timeline); returns (hit,
+    ``"audio"`` for a sound moment, the space of words that gave most or None for a picture moment,
+    its words), best first.
 
-    ``pictures`` are two-stage moments (:func:`search_space`), ``words`` per space of words its
-    best segments with their text (:func:`mmsearch.textsearch.search_text`) and the mean, standard
-    deviation and number of the scores of its nearest segments (:meth:`TextQuery.baseline`). Scores
-    are standardised (z; the scales of the encoders differ: the pictures' over their list, the
-    words' by :func:`words_evidence`) and only evidence *for* a
-    moment counts: a negative z counts as 0, and so does a segment of words scoring under
-    :data:`WORDS_GATE` (all-MiniLM-L6-v2 gives unrelated sentences a cosine under about 0.25, so
-    the best of many unrelated lines never counts). A picture moment scores its z plus ``weight``
-    times the best evidence of the words said or written within it (when the words give more, the moment
-    is the seconds of those words, not the whole stretch of similar pictures); a segment of words
-    scores ``weight`` times its z plus the best z of the picture moments it overlaps. Both count in
-    proportion to how much the two share (:func:`overlap_coefficient`: a moment within a caption's
-    stretch, or a sentence within a moment, fully; a caption that touches a moment for half a second
-    of its 14, little). Overlapping
-    moments of one media item are one: the better scored is kept. Without words (none indexed,
-    none above the gate) the order is the pictures' own, so a query about what is seen ranks as
-    the visual search does. ``cohort`` (``(len(pictures),)``, :func:`cohort_z`): how far each picture
-    moment stands out for this query against a bank of generic captions; a picture moment claims
-    no more than that (its z is the smaller of the two), so one that every caption matches does
-    not outvote what was said. ``words_only``: the query quotes words, which must be said or written
-    (as a search engine reads quotes), and ``words`` holds only segments that hold them
-    (:meth:`mmsearch.textsearch.TextQuery.candidates`): each of those counts whatever its score, and
-    a picture moment is kept only where one of them lies within it; no segment, no moment.
+    ``pictures`` and ``sounds`` are two-stage moments (:func:`search_space`), ``words`` per space of
+    words its best segments with their text (:func:`mmsearch.textsearch.search_text`) and the mean,
+    standard deviation and number of the scores of its nearest segments (:meth:`TextQuery.baseline`).
+    Scores are standardised (z; the scales of the encoders differ: the pictures' and the sound's over
+    their own list, the words' by :func:`words_evidence`) and only evidence *for* a moment counts: a
+    negative z counts as 0, and so does a segment of words scoring under :data:`WORDS_GATE`
+    (all-MiniLM-L6-v2 gives unrelated sentences a cosine under about 0.25, so the best of many
+    unrelated lines never counts). The sound weighs ``sound_weight``, the pictures and the words
+    ``1 - sound_weight`` (the words ``weight`` standard deviations of the pictures per standard
+    deviation of their own); a space weighed 0 is left out. A moment scores its own weighted z plus,
+    from each other list, the best weighted z of the moments it overlaps there; from the words, the
+    best evidence said or written within it (when the words give more than the moment itself, the
+    moment is the seconds of those words, not the whole stretch of similar pictures). Each claim
+    counts in proportion to how much the two share (:func:`overlap_coefficient`: a moment within a
+    caption's stretch, or a sentence within a moment, fully; a caption that touches a moment for half
+    a second of its 14, little). Overlapping moments of one media item are one: the better scored is
+    kept. Without words (none indexed, none above the gate) and sound the order is the pictures' own,
+    so a query about what is seen ranks as the visual search does. ``cohort`` (``(len(pictures),)``,
+    :func:`cohort_z`; ``sound_cohort`` for ``sounds``): how far each moment stands out for this query
+    against a bank of generic captions; a moment claims no more than that (its z is the smaller of
+    the two), so one that every caption matches does not outvote what was said. ``words_only``: the
+    query quotes words, which must be said or written (as a search engine reads quotes), and
+    ``words`` holds only segments that hold them (:meth:`mmsearch.textsearch.TextQuery.candidates`):
+    each of those counts whatever its score, and a moment of pictures or sound is kept only where one
+    of them lies within it; no segment, no moment.
     """
-    scores = np.asarray([h.score for h in pictures], np.float64)
-    z = (scores - scores.mean()) / (scores.std() or 1.0) if len(scores) else scores
-    if cohort is not None and len(z):
-        z = np.minimum(z, cohort)
+    share = 1.0 - sound_weight
+    dense = [(space, list(hits), share_of * _standardised(hits, bank)) for space, hits, bank, share_of in
+             ((None, pictures, cohort, share), (AUDIO, sounds, sound_cohort, sound_weight)) if share_of > 0 and len(hits)]
     said = []
     for space, found, baseline in words:
         for hit, text in found:
             zw = words_evidence(hit.score, baseline)
-            if hit.score >= WORDS_GATE and zw > 0:
-                said.append((space, hit, text, weight * float(zw)))
+            if hit.score >= WORDS_GATE and zw > 0 and share > 0:
+                said.append((space, hit, text, share * weight * float(zw)))
             elif words_only:  # it holds the quoted words: a weak match still is where they are said
                 said.append((space, hit, text, 0.0))
 
+    def seen(hit: Hit, skip: int | None = None) -> float:
+        """The best weighted z each other list of moments gives the moments ``hit`` overlaps, summed."""
+        return sum(max(0.0, max((float(zi) * overlap_coefficient(hit, h) for h, zi in zip(hits, z) if overlaps(h, hit)), default=0.0))
+                   for d, (_, hits, z) in enumerate(dense) if d != skip)
+
     fused: list[tuple[float, int, Hit, str | None, str | None]] = []
-    for i, (hit, zi) in enumerate(zip(pictures, z)):
-        claims = [(w, w[3] * overlap_coefficient(w[1], hit)) for w in said if overlaps(w[1], hit)]
-        if words_only and not claims:
-            continue
-        best, bonus = max(claims, key=lambda c: c[1], default=(None, 0.0))
-        if best and bonus > zi:  # the words say more than the picture: the moment is where they are said
-            fused.append((float(zi) + bonus, i, replace(hit, start=best[1].start, end=best[1].end), best[0], best[2]))
-        else:
-            fused.append((float(zi) + bonus, i, hit, None, best[2] if best else None))
-    for j, (space, hit, text, evidence) in enumerate(said):
-        seen = max((float(zi) * overlap_coefficient(hit, h) for h, zi in zip(pictures, z) if overlaps(h, hit)), default=0.0)
-        fused.append((evidence + max(0.0, seen), len(pictures) + j, hit, space, text))
+    for d, (space, hits, z) in enumerate(dense):
+        for hit, zi in zip(hits, z):
+            claims = [(w, w[3] * overlap_coefficient(w[1], hit)) for w in said if overlaps(w[1], hit)]
+            if words_only and not claims:
+                continue
+            best, bonus = max(claims, key=lambda c: c[1], default=(None, 0.0))
+            score = float(zi) + bonus + seen(hit, skip=d)
+            if best and bonus > zi:  # the words say more than the moment: it is where they are said
+                fused.append((score, len(fused), replace(hit, start=best[1].start, end=best[1].end), best[0], best[2]))
+            else:
+                fused.append((score, len(fused), hit, space, best[2] if best else None))
+    for space, hit, text, evidence in said:
+        fused.append((evidence + seen(hit), len(fused), hit, space, text))
     fused.sort(key=lambda f: (-round(f[0], SCORE_DECIMALS), f[1]))
     out: list[tuple[Hit, str | None, str | None]] = []
     for score, _, hit, space, text in fused:
         if any(overlaps(hit, kept) for kept, _, _ in out):
             continue
-        out.append((replace(hit, score=score, part=None, text=text), space, text))
+        out.append((replace(hit, score=score, text=text), space, text))
         if len(out) == k:
             break
     return out
+
+
+def _standardised(hits: Sequence[Hit], bank: np.ndarray | None) -> np.ndarray:
+    """The moments' scores as z over their list (``(len(hits),)`` float64), no higher than ``bank``
+    (their :func:`cohort_z`) where it is given."""
+    scores = np.asarray([h.score for h in hits], np.float64)
+    z = (scores - scores.mean()) / (scores.std() or 1.0) if len(scores) else scores
+    return np.minimum(z, bank) if bank is not None and len(z) else z

@@ -93,25 +93,27 @@ def test_trained_heads_find_the_paired_shape_untrained_do_not(paired_world, tmp_
 
 
 def test_fusion_ranks_moments_matching_in_both_spaces_first(paired_world):
-    """Per-moment fusion of a visual and an audio curve: where both match, the moment ranks first."""
-    from mmsearch.retrieval import search_fused
+    """Per-moment fusion of picture and sound moments: where both match, the moment ranks first."""
+    from mmsearch.retrieval import fuse_moments
 
     idx = mmsearch.open_index(paired_world["index"])
     snap = idx.snapshot
     truth = paired_world["truth"]
     for shape, sound in list(paired_world["config"].audio_pairing.items())[:3]:
-        q_visual = idx.embed_queries(text=[shape], space="visual")[0]
-        q_audio = idx.embed_queries(text=[sound], space="audio")[0]
-        both = search_fused(
-            [(snap.spaces["visual"], q_visual, 0.5), (snap.spaces["audio"], q_audio, 0.5)], k=3
-        )
+        q_visual = idx.embed_queries(text=[shape], space="visual")
+        q_audio = idx.embed_queries(text=[sound], space="audio")
+        pictures = idx.search_hits(q_visual, space="visual", k=30)[0]
+        sounds = idx.search_hits(q_audio, space="audio", k=30)[0]
+        both = fuse_moments(pictures, [], k=3, sounds=sounds, sound_weight=0.5)
         rows = snap.media_rows()
-        for hit in both[:2]:
+        assert {space for _, space, _ in both} <= {None, "audio"}
+        for hit, _, _ in both[:2]:
             assert best_event(rows[hit.media_id]["path"], hit.start, hit.end, shape, truth, modality="video")[1] >= 0.5
         # weight 0 on a space removes it: the fused ranking equals that of the other space alone
-        only_visual = search_fused([(snap.spaces["visual"], q_visual, 1.0), (snap.spaces["audio"], q_audio, 0.0)], k=3)
-        plain = idx.search_vectors(q_visual[None], space="visual", k=3)[0]
-        assert [rows[h.media_id]["path"] for h in only_visual][:1] == [r.path for r in plain][:1]
+        only_visual = fuse_moments(pictures, [], k=3, sounds=sounds, sound_weight=0.0)
+        assert [(h.media_id, h.start) for h, _, _ in only_visual] == [(h.media_id, h.start) for h in pictures[:3]]
+        only_sound = fuse_moments(pictures, [], k=3, sounds=sounds, sound_weight=1.0)
+        assert [(h.media_id, h.start, space) for h, space, _ in only_sound] == [(h.media_id, h.start, "audio") for h in sounds[:3]]
     # through the public API, --modality all returns fused moments
     hits = idx.search(next(iter(paired_world["config"].audio_pairing)), modality="all", k=3)
     assert hits and {h.modality for h in hits} <= {"video", "audio"}

@@ -132,6 +132,27 @@ def test_a_default_query_fuses_pictures_and_words(library):
     assert [(r.path, r.start, r.end) for r in batch] == [(r.path, r.start, r.end) for r in idx.search("the story about the boat", k=3)]
 
 
+def test_modality_all_adds_the_sound_and_still_shows_what_is_said(library):
+    """``--modality all`` is the default's fusion with the sound added: a spoken sentence is still found
+    where it is said, with its words; quotes still mean words; the sound's weight moves the ranking."""
+    media, index, _ = library
+    idx = mmsearch.open_index(index)
+    assert "audio" in idx.snapshot.spaces
+    top = idx.search("the story about the boat", modality="all", k=3)[0]
+    assert Path(top.path).name == "family.mp4" and top.modality == "speech" and "story" in top.text.lower()
+    assert top.start <= BOAT_AT + onset(voice("boat")) + 0.5 and top.end > BOAT_AT + 1.0
+    found = idx.search('"told the story"', modality="all", k=5)
+    assert [Path(r.path).name for r in found] == ["family.mp4"] and "told the story" in found[0].text.lower()
+    assert idx.search('"a glory about the ship"', modality="all", k=5) == []
+    # the whole weight on the sound: its moments in its own order; none on it: the default's answer
+    sound = idx.search("a glory about the ship", modality="all", audio_weight=1.0, k=3)
+    alone = idx.search("a glory about the ship", modality="audio", k=3)
+    assert [(r.path, r.start, r.modality) for r in sound] == [(r.path, r.start, "audio") for r in alone]
+    default = idx.search("a glory about the ship", k=3)
+    assert [(r.path, r.start, r.end) for r in idx.search("a glory about the ship", modality="all", audio_weight=0.0, k=3)] == \
+        [(r.path, r.start, r.end) for r in default]
+
+
 def test_language_is_stored_per_file(library):
     media, index, _ = library
     idx = mmsearch.open_index(index)
