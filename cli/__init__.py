@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -30,7 +30,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+def _reader_gone() -> NoReturn:
+    """Standard output's reader went away (`mmsearch info | head -1`): stop quietly with 141, as a program
+    killed by SIGPIPE does, standard output pointed at /dev/null so Python's flush at exit cannot fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(128 + signal.SIGPIPE)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:  # rich's own says nothing and exits 1, which reads as a failure
+        _reader_gone()
+
+
+console = _Console()
 err_console = Console(stderr=True, soft_wrap=True)  # messages: one line each, however long (the terminal wraps it, grep finds it)
 
 IndexOpt = Annotated[
@@ -211,7 +223,7 @@ def index(
         f"{summary}; {report.frames} frames"
         + (f" ({report.repeated_frames} repeated frames skipped)" if report.repeated_frames else "")
         + f", {report.audio_windows} audio windows" + (f" ({report.sound_tags} sound tags)" if report.sound_tags else "")
-        + f", {report.text_segments} text segments "
+        + f", {report.text_segments} segments of words (said, subtitled, on screen or captioned) "
         f"-> {root} (generation {report.generation})",
         highlight=False, soft_wrap=True,
     )
@@ -331,7 +343,7 @@ def query(
         answer["query"]["image" if image is not None else "audio"] = str(example.absolute())
     gone = _gone(answer["results"])
     if as_json:
-        sys.stdout.write(_json_line(answer))
+        _write_json_line(answer)
     else:
         _print_results(answer, text=text, image=image, audio=audio, gone=gone)
     _warn_gone(gone)
@@ -411,7 +423,7 @@ def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | No
     else:  # piped (rich would assume 80 columns): as wide as the rows need, a path or a sentence never folded over lines
         from rich.measure import Measurement
 
-        Console(width=Measurement.get(console, console.options.update_width(100_000), table).maximum).print(table)
+        _Console(width=Measurement.get(console, console.options.update_width(100_000), table).maximum).print(table)
 
 
 def _described(result: dict[str, Any], *, words: bool, tagged: bool, captioned: bool) -> list[str]:
@@ -459,7 +471,7 @@ def _query_batch(
         query_info = {"text": text, "modality": modality or "default", "k": k, "videos": videos, "exhaustive": exhaustive}
         if where is not None and not where.empty:
             query_info["filter"] = where.to_dict()
-        sys.stdout.write(_json_line({"query": query_info, "results": [r.to_dict() for r in hits]}))
+        _write_json_line({"query": query_info, "results": [r.to_dict() for r in hits]})
 
 
 def _plain(value: Any) -> str:
@@ -484,9 +496,12 @@ def _text_safe(value: Any) -> Any:
     return value
 
 
-def _json_line(data: Any) -> str:
-    """One line of JSON, valid Unicode, ending in a newline."""
-    return json.dumps(_text_safe(data), default=str) + "\n"
+def _write_json_line(data: Any) -> None:
+    """``data`` as one line of JSON on standard output, valid Unicode, ending in a newline."""
+    try:
+        sys.stdout.write(json.dumps(_text_safe(data), default=str) + "\n")
+    except BrokenPipeError:
+        _reader_gone()
 
 
 def _clock(seconds: float) -> str:
@@ -539,7 +554,7 @@ def info(
         data["failed_files"] = idx.failures()
         data["damaged_files"] = idx.damaged()
     if as_json:
-        sys.stdout.write(_json_line(data))
+        _write_json_line(data)
         return
     shards = f", {data['shards']} shards" if data.get("shards", 1) > 1 else ""
     console.print(f"[bold]index[/] {data['index']} (generation {data['generation']}, format {data['format_version']}{shards})", highlight=False, soft_wrap=True)
@@ -852,6 +867,9 @@ def main() -> None:
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         returned = app(standalone_mode=False)
+        sys.stdout.flush()  # inside the try: a reader gone by now is a broken pipe here, not at exit
+    except BrokenPipeError:  # a reader gone by the last flush
+        _reader_gone()
     except MMSearchError as exc:
         err_console.print(f"[red]error:[/] {_plain(exc)}", highlight=False)
         sys.exit(exc.exit_code)

@@ -907,10 +907,14 @@ class Index:
         if modality in (VISUAL_MODALITY, "audio") + TEXT_SPACES:
             space = {VISUAL_MODALITY: VISUAL, "audio": AUDIO}.get(modality, modality)
             if space in TEXT_SPACES and space not in have:
+                what, how, none = {
+                    SPEECH: ("what is said", "with --no-speech", "none has speech or subtitles"),
+                    TEXT: ("what is written on screen", "with --no-ocr", "none shows text"),
+                    CAPTION: ("captions of the pictures", "without --captions", "their captions failed (mmsearch info --failures)"),
+                }[space]
                 raise UsageError(
-                    f"the index at {self.root} has no {space} space: {_MEDIA_OF[space]} were indexed"
-                    + {SPEECH: " with --no-speech", TEXT: " with --no-ocr", CAPTION: " without --captions"}[space] + " or hold none"
-                    + (" (or their captions failed: mmsearch info --failures)" if space == CAPTION else "")
+                    f"the index at {self.root} has no {space} space ({what}): its files were indexed {how} or {none}; "
+                    "search another --modality"
                 )
             return [space]
         wanted = (VISUAL, AUDIO, *TEXT_SPACES) if modality == "all" else (VISUAL, *TEXT_SPACES)

@@ -67,6 +67,13 @@ def test_index_then_query_by_frame_json(video_corpus, random_clip_checkpoint, tm
         assert cells[0] == str(i) and cells[1] == hit["path"] and f"{hit['score']:.3f}" in cells
     info = run("info", "--json", env=env)
     assert json.loads(info.stdout)["media"] == {"video": 3, "image": 1}
+    # a reader that goes away (`| head -1`) stops the command quietly with 141, as SIGPIPE does, not 1 (a failure)
+    for args in (["info"], ["query", "a red circle"], ["query", "a red circle", "--json"]):
+        proc = subprocess.Popen([sys.executable, "-c", "from mmsearch.cli import main; main()", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+        proc.stdout.close()  # before the command (seconds to start) writes anything
+        assert proc.wait(timeout=300) == 141 and proc.stderr.read() == b"", args
+        proc.stderr.close()
     # nothing changed: nothing indexed again
     again = run("index", str(video_corpus["root"]), env=env)
     assert "indexed 0, unchanged 4" in again.stdout

@@ -174,8 +174,10 @@ def test_without_words_the_spaces_are_absent_and_say_so(tmp_path):
     mmsearch.index_paths([tmp_path / "m"], tmp_path / "i", model="synth-clip", speech=False, ocr=False)
     idx = mmsearch.open_index(tmp_path / "i")
     assert not {"speech", "text"} & set(idx.snapshot.spaces)
-    with pytest.raises(UsageError, match="no speech space"):
+    with pytest.raises(UsageError, match=r"no speech space \(what is said\): its files were indexed with --no-speech or none"):
         idx.search("the boat", modality="speech")
+    with pytest.raises(UsageError, match=r"no text space \(what is written on screen\): its files were indexed with --no-ocr or none shows"):
+        idx.search("hello", modality="text")
     assert idx.search("the boat", k=1)[0].modality == "video"  # a default query searches what there is
 
 
