@@ -69,9 +69,11 @@ def _names(caption: str | None, query: str) -> bool:
     return colour in words and shape in words
 
 
-def quality(work: Path, seeds: list[int], videos: int, family: str, captioners: list[str]) -> list[dict[str, Any]]:
+def quality(work: Path, seeds: list[int], videos: int, family: str, captioners: list[str], warm_up: bool = True) -> list[dict[str, Any]]:
     """One row per captioner: its captions of the corpora of ``seeds`` (indexed once each with it,
-    once without captions, side by side) scored as the module says."""
+    once without captions, side by side) scored as the module says; ``warm_up``: index the first
+    corpus once with each captioner before anything is timed (without it, the first timings hold
+    the loading of the models)."""
     from mmsearch.api import index_paths, open_index
     from mmsearch.synth import SynthConfig, generate_corpus, load_ground_truth
     from mmsearch.train.synth_coca import GAP_CAPTION
@@ -84,7 +86,7 @@ def quality(work: Path, seeds: list[int], videos: int, family: str, captioners: 
         corpus = work / f"corpus-{seed}"
         generate_corpus(corpus, videos=videos, audio=0, seed=seed, config=SynthConfig(family=family))
         gt = load_ground_truth(corpus)
-        if i == 0:  # warm-up (models loaded, caches filled), not timed
+        if i == 0 and warm_up:  # models loaded, caches filled, not timed
             for name in captioners:
                 index_paths([corpus], work / f"warm-up-{name}", model="synth-clip", audio=False, speech=False, ocr=False, captions=name,
                             freeze_text=False)
@@ -202,6 +204,8 @@ def main() -> None:
                         help="variation families of the corpora, comma-separated (default: what mmsearch synth writes; heldout: never trained on)")
     parser.add_argument("--captioners", default="synth-coca,synth-blip", help="what --captions names, comma-separated, measured side by side")
     parser.add_argument("--speed-frames", type=int, default=8, help="frames timed per captioner (0: no timing of the captioners alone)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="time the first index runs with the models' loading (a quick check of the script)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     import torch
@@ -210,7 +214,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mmsearch-captions-"))
     try:
         qs = [row for family in args.families.split(",")
-              for row in quality(work / family, [int(s) for s in args.seeds.split(",")], args.videos, family, args.captioners.split(","))]
+              for row in quality(work / family, [int(s) for s in args.seeds.split(",")], args.videos, family, args.captioners.split(","), args.warm_up)]
         speed = captioner_speed(work, args.speed_frames) if args.speed_frames else []
     finally:
         shutil.rmtree(work, ignore_errors=True)

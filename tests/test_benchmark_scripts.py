@@ -158,7 +158,8 @@ def test_captions_benchmark_scores_the_stored_captions_against_the_truth(tmp_pat
     """benchmarks/captions.py (issue #19): the captions synth-coca and synth-blip store for an indexed corpus are
     scored against what the ground truth shows; caption queries and picture queries are measured side by side."""
     out = tmp_path / "captions.json"
-    _run("captions.py", "--seeds", "2301", "--videos", "2", "--families", "default", "--speed-frames", "0", "--json", str(out))
+    _run("captions.py", "--seeds", "2301", "--videos", "2", "--families", "default", "--speed-frames", "0", "--no-warm-up",
+         "--json", str(out))
     rows = json.loads(out.read_text())["quality"]
     assert [q["captioner"] for q in rows] == ["synth-coca", "synth-blip"]
     for q in rows:
