@@ -210,15 +210,21 @@ def speech_scores(index, truth: list[dict], modality: str | None) -> dict:
 
 
 def transcript_wer(index, truth: list[dict]) -> float:
+    """Mean word error rate of the espeak-ng sentences: each against the indexed segment of its own file
+    that shares most of its words (of equals, the one starting nearest its onset)."""
     space = index.snapshot.spaces["speech"]
-    texts = [t or "" for t in space.segment_rows.column("text").to_pylist()]
+    rows = space.segment_rows
+    texts = [t or "" for t in rows.column("text").to_pylist()]
+    files = [Path(index._rows[m]["path"]).name for m in rows.column("media_id").to_pylist()]
+    starts = rows.column("start").to_pylist()
     wers = []
     for t in truth:
         if t["onset"] is None:
             continue
         ref = words_of(t["sentence"])
-        best = max(texts, key=lambda s: len(set(words_of(s)) & set(ref)))
-        wers.append(wer(ref, words_of(best)))
+        own = [i for i, f in enumerate(files) if f == t["file"]]
+        best = max(own, key=lambda i: (len(set(words_of(texts[i])) & set(ref)), -abs(starts[i] - t["onset"])), default=None)
+        wers.append(wer(ref, words_of(texts[best]) if best is not None else []))
     return round(float(np.mean(wers)), 3)
 
 
