@@ -194,3 +194,27 @@ def test_decode_fidelity_benchmark_compares_the_same_frames_with_and_without_the
     assert set(files) == {"bench_000.mp4", "slides_000.mp4"} and all(r["frames"] == 4 for r in files.values())
     assert 25 < files["bench_000.mp4"]["psnr_min"] < 60
     assert model["frames"] == 8 and 0.99 <= model["cosine_min"] < 1.0 and model["top1_agreement"] >= 0.99 and model["passes"]
+
+
+def test_asr_settings_scores_each_sentence_against_the_segments_of_its_own_file(monkeypatch):
+    """benchmarks/asr_settings.py (issue #15): a sentence is scored against its own file's transcript only
+    (another file saying it word for word does not count), a quoted phrase with one word misheard is held,
+    and an onset is right within 0.5 s."""
+    from mmsearch.speech import SpeechSegment
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    from asr_settings import score
+
+    truth = [{"file": "a.mp4", "sentence": "the doctor said the fever would pass", "onset": 2.0},
+             {"file": "b.mp4", "sentence": "the old clock in the hall stopped ticking", "onset": 5.0}]
+    segments = {
+        "a.mp4": [SpeechSegment(2.1, 4.0, "The doctor sent the fever would pass."), SpeechSegment(9.0, 10.0, "Goodbye.")],
+        "b.mp4": [SpeechSegment(1.0, 3.0, "The old clock in the hall stopped ticking."),
+                  SpeechSegment(6.0, 8.0, "The doctor said the fever would pass.")],
+    }
+    got = score(segments, truth)
+    assert got["wer"] == round((1 / 7 + 0) / 2, 3)  # "sent" for "said" in a.mp4; b.mp4's exact copy not taken
+    assert got["phrases_held"] == 2 and got["missed"] == []  # "doctor sent the fever would": one word in five wrong
+    assert got["started_within_0_5_s"] == 1  # a.mp4 at 2.1 for 2.0; b.mp4's sentence found at 1.0, not 5.0
+    segments["a.mp4"][0] = SpeechSegment(2.1, 4.0, "The nocturne sent the FEMA won't pass.")
+    assert score(segments, truth)["missed"] == ['"doctor said the fever would"']
