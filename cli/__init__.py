@@ -305,7 +305,8 @@ def query(
             raise UsageError("--rerank is for one query at a time, not --batch")
         if any(q is not None for q in (text, image, audio)):
             raise UsageError("give a query text, --image FILE or --audio FILE, or --batch FILE with many queries, not both")
-        _query_batch(batch, index=index, modality=modality, k=k, videos=videos, exhaustive=exhaustive, device=device, where=where)
+        _query_batch(batch, index=index, modality=modality, k=k, videos=videos, exhaustive=exhaustive, device=device, where=where,
+                     audio_weight=audio_weight)
         return
     given = [q for q in (text, image, audio) if q is not None]
     if not given:
@@ -436,7 +437,8 @@ def _described(result: dict[str, Any], *, words: bool, tagged: bool, captioned: 
 
 
 def _query_batch(
-    path: Path, *, index: Path | None, modality: str | None, k: int, videos: int, exhaustive: bool, device: str, where: Any = None
+    path: Path, *, index: Path | None, modality: str | None, k: int, videos: int, exhaustive: bool, device: str, where: Any = None,
+    audio_weight: float = 0.5,
 ) -> None:
     """One JSON line per query, in input order: {"query": {...}, "results": [...]}."""
     from mmsearch.api import open_index
@@ -466,9 +468,12 @@ def _query_batch(
     if not texts:
         raise UsageError(f"--batch {path}: no queries in it (one per line, or a JSON list of strings)")
     idx = open_index(_index_dir(index), device=device)
-    results = idx.search_batch(texts, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where)  # type: ignore[arg-type]
+    results = idx.search_batch(texts, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where,  # type: ignore[arg-type]
+                               audio_weight=audio_weight)
     for text, hits in zip(texts, results):
         query_info = {"text": text, "modality": modality or "default", "k": k, "videos": videos, "exhaustive": exhaustive}
+        if modality == "all":
+            query_info["audio_weight"] = audio_weight
         if where is not None and not where.empty:
             query_info["filter"] = where.to_dict()
         _write_json_line({"query": query_info, "results": [r.to_dict() for r in hits]})

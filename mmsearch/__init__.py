@@ -33,6 +33,7 @@ _EXPORTS = {
     "EncoderMismatchError": "errors",
     "IndexCorruptError": "errors",
     "IndexNotFoundError": "errors",
+    "NotAnIndexError": "errors",
     "IndexFormatError": "errors",
     "IndexWriteError": "errors",
 }

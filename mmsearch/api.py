@@ -862,14 +862,13 @@ class Index:
         given = [q for q in (text, image, audio) if q is not None]
         if len(given) != 1:
             raise UsageError("give exactly one of a query text, --image FILE or --audio FILE")
-        if not 0.0 <= audio_weight <= 1.0:
-            raise UsageError(f"--audio-weight must be between 0 and 1, got {audio_weight}")
+        _check_audio_weight(audio_weight)
         if modality is not None and modality not in MODALITIES:
             raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
         if text is None and modality in TEXT_SPACES + ("all",):
             raise UsageError(f"--modality {modality} takes a query text, not an image or a sound")
         if text is not None:
-            spaces = self._text_query_spaces(modality)
+            spaces = self._text_query_spaces(modality, audio_weight)
             if len(spaces) > 1:  # no modality (pictures and words) or all (sound too)
                 return self._search_seen_and_said(
                     text, spaces, k=k, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed,
@@ -900,9 +899,10 @@ class Index:
             found = self._item_itself_first(found, example, queries, space=space, localize=localize, allowed=allowed)
         return found
 
-    def _text_query_spaces(self, modality: str | None) -> list[str]:
+    def _text_query_spaces(self, modality: str | None, audio_weight: float = 0.5) -> list[str]:
         """The spaces a text query searches: the one asked for, or (no modality) the pictures and the
-        spaces of words the index has, or (``all``) every one of them."""
+        spaces of words the index has, or (``all``) every one of them (the sound left out when
+        ``audio_weight`` is 0, so the answer is the default's)."""
         have = self.snapshot.spaces
         if modality in (VISUAL_MODALITY, "audio") + TEXT_SPACES:
             space = {VISUAL_MODALITY: VISUAL, "audio": AUDIO}.get(modality, modality)
@@ -917,7 +917,7 @@ class Index:
                     "search another --modality"
                 )
             return [space]
-        wanted = (VISUAL, AUDIO, *TEXT_SPACES) if modality == "all" else (VISUAL, *TEXT_SPACES)
+        wanted = (VISUAL, AUDIO, *TEXT_SPACES) if modality == "all" and audio_weight > 0 else (VISUAL, *TEXT_SPACES)
         return [s for s in wanted if s in have] or [VISUAL]
 
     def _lexical_index(self, space: str) -> Any:
@@ -1082,6 +1082,7 @@ class Index:
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
         where: MediaFilter | dict[str, Any] | None = None,
+        audio_weight: float = 0.5,
     ) -> list[list[SearchResult]]:
         """Many text queries at once, as :meth:`search` answers each: in one space of vectors with
         one batched encoder pass and one batched FAISS search; fused or in words, one by one."""
@@ -1089,11 +1090,13 @@ class Index:
             return []
         if modality is not None and modality not in MODALITIES:
             raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
-        spaces = self._text_query_spaces(modality)
+        _check_audio_weight(audio_weight)
+        spaces = self._text_query_spaces(modality, audio_weight)
         where = _as_filter(where)
         if len(spaces) > 1 or spaces[0] in TEXT_SPACES or (where is not None and where.tags):  # a tag filter looks further down
             return [
-                self.search(t, modality=modality, k=k, videos=videos, exhaustive=exhaustive, localize=localize, where=where)
+                self.search(t, modality=modality, k=k, videos=videos, exhaustive=exhaustive, localize=localize, where=where,
+                            audio_weight=audio_weight)
                 for t in texts
             ]
         allowed, paths = self._allowed(where)
@@ -1180,6 +1183,12 @@ class Index:
             tags=self.tags_at(hit.media_id, hit.start, hit.end) or None if (tagged or space == AUDIO) and self.snapshot.tags.num_rows else None,
             caption=self.caption_at(hit.media_id, hit.start, hit.end) if space != AUDIO else None,
         )
+
+
+def _check_audio_weight(audio_weight: float) -> None:
+    """Raises :class:`UsageError` for a weight of the sound outside [0, 1] (NaN included)."""
+    if not 0.0 <= audio_weight <= 1.0:
+        raise UsageError(f"--audio-weight must be between 0 and 1, got {audio_weight}")
 
 
 MAX_QUERY_SOUND_SECONDS = 120.0

@@ -87,6 +87,11 @@ class IndexNotFoundError(MMSearchError, FileNotFoundError):
     """No index exists at the given directory."""
 
 
+class NotAnIndexError(IndexNotFoundError, UsageError):
+    """A file given where an index directory belongs: a path of the wrong kind, so a usage error
+    (exit 2), and an :class:`IndexNotFoundError` to code that catches those."""
+
+
 class IndexCorruptError(MMSearchError):
     """A file of the index is missing, truncated or altered."""
 

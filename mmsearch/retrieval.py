@@ -307,6 +307,11 @@ def overlaps(a: Hit, b: Hit) -> bool:
     return a.media_id == b.media_id and (min(a.end, b.end) > max(a.start, b.start) or a.start == b.start)
 
 
+def within(a: Hit, b: Hit) -> bool:
+    """Whether moment ``a`` lies wholly inside moment ``b`` of the same media item."""
+    return a.media_id == b.media_id and b.start <= a.start and a.end <= b.end
+
+
 def overlap_coefficient(a: Hit, b: Hit) -> float:
     """How much two moments of one media item share, in [0, 1]: seconds of overlap over the seconds of
     the shorter (the Szymkiewicz-Simpson overlap coefficient of two intervals; 1 when one lies within
@@ -374,8 +379,9 @@ def fuse_moments(
     the two), so one that every caption matches does not outvote what was said. ``words_only``: the
     query quotes words, which must be said or written (as a search engine reads quotes), and
     ``words`` holds only segments that hold them (:meth:`mmsearch.textsearch.TextQuery.candidates`):
-    each of those counts whatever its score, and a moment of pictures or sound is kept only where one
-    of them lies within it; no segment, no moment.
+    each of those counts whatever its score, and a moment of pictures or sound is kept only where it
+    overlaps one of them, and becomes that segment's seconds when it holds only part of it; no
+    segment, no moment.
     """
     share = 1.0 - sound_weight
     dense = [(space, list(hits), share_of * _standardised(hits, bank)) for space, hits, bank, share_of in
@@ -402,7 +408,8 @@ def fuse_moments(
                 continue
             best, bonus = max(claims, key=lambda c: c[1], default=(None, 0.0))
             score = float(zi) + bonus + seen(hit, skip=d)
-            if best and bonus > zi:  # the words say more than the moment: it is where they are said
+            if best and (bonus > zi or (words_only and not within(best[1], hit))):
+                # the words say more than the moment, or it holds quoted words only in part: it is where they are said
                 fused.append((score, len(fused), replace(hit, start=best[1].start, end=best[1].end), best[0], best[2]))
             else:
                 fused.append((score, len(fused), hit, space, best[2] if best else None))

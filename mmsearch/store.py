@@ -61,7 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, IndexWriteError, MMSearchError, UsageError
+from .errors import IndexCorruptError, IndexFormatError, IndexNotFoundError, IndexWriteError, MMSearchError, NotAnIndexError, UsageError
 from .fileio import atomic_write as _atomic_write
 from .fileio import DirectFile, display_path, file_crc32  # noqa: F401 - file_crc32 is part of the store's vocabulary
 from .indexes import IndexRecipe, PreparedFile, RowIndex, RowVectors, ShardedRowIndex, VectorIndex, split_refine
@@ -462,7 +462,7 @@ def _shard_manifest(root: Path) -> dict[str, Any] | None:
 def _read_one_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     if root.exists() and not root.is_dir():
-        raise IndexNotFoundError(f"{root} is a file, not an mmsearch index directory: pass --index DIR, the folder `mmsearch index` wrote")
+        raise NotAnIndexError(f"{root} is a file, not an mmsearch index directory: pass --index DIR, the folder `mmsearch index` wrote")
     if not path.exists():
         raise IndexNotFoundError(
             f"no mmsearch index at {root} (no {MANIFEST}). Build one with `mmsearch index PATH --index {root}`."

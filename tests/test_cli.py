@@ -226,6 +226,8 @@ def test_usage_errors_and_interrupts_are_one_line_with_the_right_exit_code(tmp_p
         (["index", str(tmp_path / "empty"), "--index", str(tmp_path / "i"), "--no-speech", "--asr-model", "small"], 2, "--asr-model is for"),
         (["index", str(tmp_path / "empty"), "--index", str(tmp_path / "i"), "--no-audio", "--audio-model", "music"], 2, "--no-audio turns"),
         (["index", str(tmp_path / "empty"), "--index", str(tmp_path / "i"), "--commit-every", "-1"], 2, "--commit-every must be"),
+        (["query", "x", "--index", str(a_file)], 2, f"{a_file} is a file, not an mmsearch index directory"),  # a path of the wrong kind
+        (["info", "--index", str(a_file)], 2, f"{a_file} is a file, not an mmsearch index directory"),
     ):
         (tmp_path / "empty").mkdir(exist_ok=True)
         (tmp_path / "empty" / "a.png").write_bytes(b"x")

@@ -148,9 +148,15 @@ def test_modality_all_adds_the_sound_and_still_shows_what_is_said(library):
     sound = idx.search("a glory about the ship", modality="all", audio_weight=1.0, k=3)
     alone = idx.search("a glory about the ship", modality="audio", k=3)
     assert [(r.path, r.start, r.modality) for r in sound] == [(r.path, r.start, "audio") for r in alone]
-    default = idx.search("a glory about the ship", k=3)
-    assert [(r.path, r.start, r.end) for r in idx.search("a glory about the ship", modality="all", audio_weight=0.0, k=3)] == \
-        [(r.path, r.start, r.end) for r in default]
+    for q in ("a glory about the ship", '"told the story"'):  # no weight on the sound: the default's answer, scores too
+        assert idx.search(q, modality="all", audio_weight=0.0, k=3) == idx.search(q, k=3)
+    # a batch answers as single queries do, with the weight given
+    for weight in (1.0, 0.5):
+        batch = idx.search_batch(["a glory about the ship", "the story about the boat"], modality="all", audio_weight=weight, k=3)
+        assert batch == [idx.search(q, modality="all", audio_weight=weight, k=3) for q in ("a glory about the ship", "the story about the boat")]
+    assert batch[0] != idx.search("a glory about the ship", modality="all", audio_weight=1.0, k=3)
+    with pytest.raises(UsageError, match="--audio-weight must be between 0 and 1, got 2"):
+        idx.search_batch(["a boat"], modality="all", audio_weight=2.0)
 
 
 def test_language_is_stored_per_file(library):
@@ -179,6 +185,9 @@ def test_without_words_the_spaces_are_absent_and_say_so(tmp_path):
     with pytest.raises(UsageError, match=r"no text space \(what is written on screen\): its files were indexed with --no-ocr or none shows"):
         idx.search("hello", modality="text")
     assert idx.search("the boat", k=1)[0].modality == "video"  # a default query searches what there is
+    assert "audio" in idx.snapshot.spaces  # --modality all with no weight on the sound: the default's answer
+    for q in ("the boat", '"the boat"'):
+        assert idx.search(q, modality="all", audio_weight=0.0, k=3) == idx.search(q, k=3)
 
 
 def test_a_failing_speech_model_costs_only_the_words(tmp_path):
@@ -294,6 +303,13 @@ def test_fusion_of_a_quoted_query_keeps_only_moments_that_hold_the_words():
     quoted = fuse_moments(pictures, words, k=3, words_only=True)
     assert [(h.media_id, text) for h, _, text in quoted] == [(3, "the quoted words, misheard a little")]
     assert fuse_moments(pictures, [("speech", [], (0.0, 1.0, 0))], k=3, words_only=True) == []
+    # a strong moment (of pictures or sound) keeps its seconds when the quoted words lie within it, and
+    # becomes their seconds when it holds them only in part
+    for segment, kept in (((1.0, 3.0), (0.0, 4.0)), ((3.0, 6.5), (3.0, 6.5))):
+        said = [(Hit(1, *segment, WORDS_GATE - 0.05, None, WORDS_GATE - 0.05), "a sentence holding the quoted words")]
+        for kw in ({}, {"sounds": pictures, "sound_weight": 1.0}):
+            found = fuse_moments(pictures, [("speech", said, (0.05, 0.05, 30))], k=3, words_only=True, **kw)
+            assert [(h.media_id, h.start, h.end) for h, _, _ in found] == [(1, *kept)], (segment, kw)
 
 
 def test_cohort_z_measures_a_score_against_what_unrelated_queries_give_the_same_candidate():
