@@ -22,6 +22,7 @@ from rich.table import Table
 
 from mmsearch.bench import TASKS as BENCH_TASKS
 from mmsearch.errors import MMSearchError, UsageError
+from mmsearch.spaces import DEFAULT_AUDIO_WEIGHT
 
 app = typer.Typer(
     name="mmsearch",
@@ -30,6 +31,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
 def _reader_gone() -> NoReturn:
     """Standard output's reader went away (`mmsearch info | head -1`): stop quietly with 141, as a program
     killed by SIGPIPE does, standard output pointed at /dev/null so Python's flush at exit cannot fail again."""
@@ -256,8 +259,8 @@ def query(
     videos: Annotated[int, typer.Option("--videos", help="Stage 1: videos ranked before moments are localized.")] = 20,
     exhaustive: Annotated[bool, typer.Option("--exhaustive", help="Search every moment of the corpus in one stage.")] = False,
     audio_weight: Annotated[
-        float, typer.Option("--audio-weight", help="--modality all: weight of the sound in a moment's score (pictures and words: 1 - this).")
-    ] = 0.5,
+        Optional[float], typer.Option("--audio-weight", help="--modality all: weight of the sound in a moment's score (pictures and words: 1 - this) [default: 0.5].")
+    ] = None,
     path: Annotated[
         Optional[str], typer.Option("--path", help="Only files under this path prefix, or matching this glob ('*.mov', '*/2019/*').",
                                     rich_help_panel=FILTER_HELP)
@@ -300,6 +303,9 @@ def query(
     options = {"path": path, "kinds": kind, "min_duration": min_duration, "max_duration": max_duration,
                "modified_after": modified_after, "modified_before": modified_before, "languages": language, "tags": tag}
     where = media_filter(**options)
+    if audio_weight is not None and modality != "all":
+        raise UsageError("--audio-weight weighs the sound against the other spaces of --modality all: add --modality all, or leave it out")
+    audio_weight = DEFAULT_AUDIO_WEIGHT if audio_weight is None else audio_weight
     if batch is not None:
         if rerank:
             raise UsageError("--rerank is for one query at a time, not --batch")
@@ -316,7 +322,7 @@ def query(
     for flag, value in (("--image", image), ("--audio", audio)):
         if value is not None and not value.is_file():
             raise UsageError(f"{flag} {value}: no such file")
-    check_query(text, k, videos)
+    check_query(text, k, videos, audio_weight)
     if rerank_model is not None and not rerank:
         raise UsageError("--rerank-model names the matcher of --rerank: add --rerank")
     if rerank and text is None:
@@ -325,7 +331,7 @@ def query(
     answer = None if local or rerank_model is not None else _remote_query(  # a server re-ranks with its default matcher only
         _index_dir(index), text=text, upload=example, example="image" if image is not None else "audio" if audio is not None else None,
         params={"q": text, "k": k, "videos": videos, "modality": modality, "exhaustive": exhaustive,
-                "audio_weight": audio_weight if text is not None else None, "path": path, "kind": where.kinds or None,
+                "audio_weight": audio_weight if modality == "all" else None, "path": path, "kind": where.kinds or None,
                 "min_duration": min_duration, "max_duration": max_duration, "modified_after": where.modified_after,
                 "modified_before": where.modified_before, "language": where.languages or None, "tag": where.tags or None,
                 "rerank": rerank or None},
@@ -438,7 +444,7 @@ def _described(result: dict[str, Any], *, words: bool, tagged: bool, captioned: 
 
 def _query_batch(
     path: Path, *, index: Path | None, modality: str | None, k: int, videos: int, exhaustive: bool, device: str, where: Any = None,
-    audio_weight: float = 0.5,
+    audio_weight: float = DEFAULT_AUDIO_WEIGHT,
 ) -> None:
     """One JSON line per query, in input order: {"query": {...}, "results": [...]}."""
     from mmsearch.api import open_index

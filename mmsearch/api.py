@@ -33,7 +33,7 @@ from .ingest import IngestReport, content_hash, describe_mismatch, open_writer
 from .ingest import index_paths as _ingest
 from .media import load_image, media_kind
 from .retrieval import SCORE_DECIMALS, Hit, LocalizeConfig, cohort_z, combined_score, fuse_moments, search_space
-from .spaces import AUDIO, CAPTION, SOUND_TAGS, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
+from .spaces import AUDIO, CAPTION, DEFAULT_AUDIO_WEIGHT, SOUND_TAGS, SPEECH, TEXT, TEXT_SPACES, VISUAL, Modality
 from .sharding import open_deriver
 from .store import Snapshot, index_exists, open_snapshot, read_manifest, table_to_rows, verify_files
 
@@ -666,7 +666,7 @@ class Index:
         videos: int = 20,
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
-        audio_weight: float = 0.5,
+        audio_weight: float = DEFAULT_AUDIO_WEIGHT,
         where: MediaFilter | dict[str, Any] | None = None,
         rerank: bool = False,
         rerank_model: str | None = None,
@@ -704,7 +704,7 @@ class Index:
             found = self.search(text, image=image, audio=audio, modality=modality, k=max(k, RERANK_DEPTH), videos=videos,
                                 exhaustive=exhaustive, localize=localize, audio_weight=audio_weight, where=where)
             return self.rerank(text, found, model=rerank_model)[:k]
-        check_query(text, k, videos)
+        check_query(text, k, videos, audio_weight)
         where = _as_filter(where)
         allowed, paths = self._allowed(where)
         tags = where.tags if where is not None else ()
@@ -862,7 +862,6 @@ class Index:
         given = [q for q in (text, image, audio) if q is not None]
         if len(given) != 1:
             raise UsageError("give exactly one of a query text, --image FILE or --audio FILE")
-        _check_audio_weight(audio_weight)
         if modality is not None and modality not in MODALITIES:
             raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
         if text is None and modality in TEXT_SPACES + ("all",):
@@ -899,7 +898,7 @@ class Index:
             found = self._item_itself_first(found, example, queries, space=space, localize=localize, allowed=allowed)
         return found
 
-    def _text_query_spaces(self, modality: str | None, audio_weight: float = 0.5) -> list[str]:
+    def _text_query_spaces(self, modality: str | None, audio_weight: float = DEFAULT_AUDIO_WEIGHT) -> list[str]:
         """The spaces a text query searches: the one asked for, or (no modality) the pictures and the
         spaces of words the index has, or (``all``) every one of them (the sound left out when
         ``audio_weight`` is 0, so the answer is the default's)."""
@@ -1082,7 +1081,7 @@ class Index:
         exhaustive: bool = False,
         localize: LocalizeConfig = LocalizeConfig(),
         where: MediaFilter | dict[str, Any] | None = None,
-        audio_weight: float = 0.5,
+        audio_weight: float = DEFAULT_AUDIO_WEIGHT,
     ) -> list[list[SearchResult]]:
         """Many text queries at once, as :meth:`search` answers each: in one space of vectors with
         one batched encoder pass and one batched FAISS search; fused or in words, one by one."""
@@ -1090,7 +1089,7 @@ class Index:
             return []
         if modality is not None and modality not in MODALITIES:
             raise UsageError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
-        _check_audio_weight(audio_weight)
+        check_query(None, k, videos, audio_weight)
         spaces = self._text_query_spaces(modality, audio_weight)
         where = _as_filter(where)
         if len(spaces) > 1 or spaces[0] in TEXT_SPACES or (where is not None and where.tags):  # a tag filter looks further down
@@ -1183,12 +1182,6 @@ class Index:
             tags=self.tags_at(hit.media_id, hit.start, hit.end) or None if (tagged or space == AUDIO) and self.snapshot.tags.num_rows else None,
             caption=self.caption_at(hit.media_id, hit.start, hit.end) if space != AUDIO else None,
         )
-
-
-def _check_audio_weight(audio_weight: float) -> None:
-    """Raises :class:`UsageError` for a weight of the sound outside [0, 1] (NaN included)."""
-    if not 0.0 <= audio_weight <= 1.0:
-        raise UsageError(f"--audio-weight must be between 0 and 1, got {audio_weight}")
 
 
 MAX_QUERY_SOUND_SECONDS = 120.0

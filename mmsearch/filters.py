@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
+from .spaces import DEFAULT_AUDIO_WEIGHT
 
 if TYPE_CHECKING:  # imported where used: mmsearch query reads this module before it sends a query to a server
     import numpy as np
@@ -216,10 +217,13 @@ def _tags(tags: str | list[str] | None) -> tuple[str, ...]:
 QUOTES = '"\u201c\u201d'
 
 
-def check_query(text: str | None, k: int, videos: int) -> None:
+def check_query(text: str | None, k: int, videos: int, audio_weight: float = DEFAULT_AUDIO_WEIGHT) -> None:
     """The checks a search makes before it starts (the CLI makes them before it sends a query to a
-    server, so both say the same): a text that is not empty or quotes only, ``k`` and ``videos`` >= 1."""
+    server, so both say the same): a text that is not empty or quotes only, ``k`` and ``videos`` >= 1,
+    ``audio_weight`` in [0, 1] (NaN is not). Raises :class:`UsageError`."""
     if text is not None and not text.translate({ord(q): " " for q in QUOTES}).strip():
         raise UsageError('empty query text: say what to look for, e.g. mmsearch query "a dog on a beach"')
     if k < 1 or videos < 1:
         raise UsageError(f"-k and --videos must be at least 1, got {k} and {videos}")
+    if not 0.0 <= audio_weight <= 1.0:
+        raise UsageError(f"--audio-weight must be between 0 and 1, got {audio_weight}")

@@ -53,7 +53,7 @@ from .errors import IndexNotFoundError, MediaError, MMSearchError, UsageError
 from .fileio import atomic_write, display_path
 from .filters import KINDS, MediaFilter, media_filter
 from .media import media_kind
-from .spaces import TEXT_SPACES
+from .spaces import DEFAULT_AUDIO_WEIGHT, TEXT_SPACES
 from .store import index_exists, manifest_stamp
 
 THUMBNAILS = "cache/thumbnails"
@@ -243,7 +243,7 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
         videos: Annotated[int, Query(ge=1, le=MAX_VIDEOS)] = 20,
         modality: Modality | None = None,
         exhaustive: bool = False,
-        audio_weight: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
+        audio_weight: Annotated[float, Query(ge=0.0, le=1.0)] = DEFAULT_AUDIO_WEIGHT,
         rerank: bool = False,
         response: Response = None,  # type: ignore[assignment]  # FastAPI's: for the Server-Timing header
     ) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
-    "ANCHORS", "AUDIO", "CAPTION", "COMMON_AUDIO", "COMMON_SOURCES", "COMMON_VISUAL", "MEDIA_KINDS", "MediaKind", "Modality",
+    "ANCHORS", "AUDIO", "CAPTION", "DEFAULT_AUDIO_WEIGHT", "COMMON_AUDIO", "COMMON_SOURCES", "COMMON_VISUAL", "MEDIA_KINDS", "MediaKind", "Modality",
     "SEGMENT_ANCHOR", "SOUND_TAGS", "SPACES_BY_KIND", "SPEECH", "TEXT", "TEXT_SPACES", "TextSegment", "VISUAL", "anchor_of",
 ]
 
@@ -25,6 +25,7 @@ TEXT = "text"  # what is written on screen (OCR), as lines (issue #15)
 CAPTION = "caption"  # what a captioner (CoCa or BLIP) says is seen, one caption per moment window (issue #19)
 TEXT_SPACES = (SPEECH, TEXT, CAPTION)  # spaces whose segments carry their words
 COMMON_SOURCES = {COMMON_VISUAL: VISUAL, COMMON_AUDIO: AUDIO}  # a common space and the space it projects
+DEFAULT_AUDIO_WEIGHT = 0.5  # --modality all: the sound's share of a moment's score (pictures and words: the rest)
 SOUND_TAGS = "tags"  # not a space: the sound tagger's key among a run's encoders; its tags label the audio space's windows
 
 MediaKind = Literal["video", "image", "audio"]

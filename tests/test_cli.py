@@ -228,6 +228,8 @@ def test_usage_errors_and_interrupts_are_one_line_with_the_right_exit_code(tmp_p
         (["index", str(tmp_path / "empty"), "--index", str(tmp_path / "i"), "--commit-every", "-1"], 2, "--commit-every must be"),
         (["query", "x", "--index", str(a_file)], 2, f"{a_file} is a file, not an mmsearch index directory"),  # a path of the wrong kind
         (["info", "--index", str(a_file)], 2, f"{a_file} is a file, not an mmsearch index directory"),
+        (["query", "x", "--index", str(tmp_path), "--audio-weight", "0.3"], 2, "--audio-weight weighs the sound against the other spaces of --modality all"),
+        (["query", "x", "--index", str(tmp_path), "--modality", "all", "--audio-weight", "1.5"], 2, "--audio-weight must be between 0 and 1, got 1.5"),
     ):
         (tmp_path / "empty").mkdir(exist_ok=True)
         (tmp_path / "empty" / "a.png").write_bytes(b"x")
