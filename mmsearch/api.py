@@ -599,7 +599,8 @@ class Index:
         if space not in self._encoders:
             entry = self.manifest["spaces"].get(space)
             if entry is None:
-                raise UsageError(f"the index at {self.root} has no {space} space; index some {_MEDIA_OF[space]} first")
+                raise UsageError(f"the index at {self.root} has no {space} space; index some {_MEDIA_OF[space]} first"
+                                 + (" (an index built with --no-audio has none)" if space == AUDIO else ""))
             override = self._spec_override if space == VISUAL else None
             spec = override or EncoderSpec(**entry["encoder"]["spec"])
             encoder = create_encoder(spec, device=self.device)

@@ -64,6 +64,8 @@ def test_stored_captions_name_the_shape_on_screen(captioned: dict) -> None:
 def test_caption_query_finds_the_moment_and_results_carry_captions(captioned: dict) -> None:
     truth = captioned["truth"]
     idx = mmsearch.open_index(captioned["index"])
+    with pytest.raises(UsageError, match=r"has no audio space; index some .* first \(an index built with --no-audio has none\)"):
+        idx.search("a dog barking", modality="audio")  # built with audio=False
     shown = sorted({r["caption"] for r in truth if r["modality"] == "video"})
     found = 0
     for query in shown:
