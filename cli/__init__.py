@@ -881,6 +881,10 @@ def main() -> None:
         sys.stdout.flush()  # inside the try: a reader gone by now is a broken pipe here, not at exit
     except BrokenPipeError:  # a reader gone by the last flush
         _reader_gone()
+    except SystemExit as exc:  # typer's help (its own rich console) or click saw the pipe break: they exit 1
+        if isinstance(exc.__context__, BrokenPipeError):
+            _reader_gone()
+        raise
     except MMSearchError as exc:
         err_console.print(f"[red]error:[/] {_plain(exc)}", highlight=False)
         sys.exit(exc.exit_code)

@@ -68,7 +68,7 @@ def test_index_then_query_by_frame_json(video_corpus, random_clip_checkpoint, tm
     info = run("info", "--json", env=env)
     assert json.loads(info.stdout)["media"] == {"video": 3, "image": 1}
     # a reader that goes away (`| head -1`) stops the command quietly with 141, as SIGPIPE does, not 1 (a failure)
-    for args in (["info"], ["query", "a red circle", "--json"]):  # rich's table and lines; JSON past rich
+    for args in (["info"], ["query", "a red circle", "--json"], ["query", "--help"]):  # our rich console; JSON; typer's help
         proc = subprocess.Popen([sys.executable, "-c", "from mmsearch.cli import main; main()", *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
         proc.stdout.close()  # before the command (seconds to start) writes anything
