@@ -40,12 +40,7 @@ def _reader_gone() -> NoReturn:
     sys.exit(128 + signal.SIGPIPE)
 
 
-class _Console(Console):
-    def on_broken_pipe(self) -> None:  # rich's own says nothing and exits 1, which reads as a failure
-        _reader_gone()
-
-
-console = _Console()
+console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # messages: one line each, however long (the terminal wraps it, grep finds it)
 
 IndexOpt = Annotated[
@@ -430,7 +425,7 @@ def _print_results(answer: dict[str, Any], *, text: str | None, image: Path | No
     else:  # piped (rich would assume 80 columns): as wide as the rows need, a path or a sentence never folded over lines
         from rich.measure import Measurement
 
-        _Console(width=Measurement.get(console, console.options.update_width(100_000), table).maximum).print(table)
+        Console(width=Measurement.get(console, console.options.update_width(100_000), table).maximum).print(table)
 
 
 def _described(result: dict[str, Any], *, words: bool, tagged: bool, captioned: bool) -> list[str]:
@@ -509,10 +504,7 @@ def _text_safe(value: Any) -> Any:
 
 def _write_json_line(data: Any) -> None:
     """``data`` as one line of JSON on standard output, valid Unicode, ending in a newline."""
-    try:
-        sys.stdout.write(json.dumps(_text_safe(data), default=str) + "\n")
-    except BrokenPipeError:
-        _reader_gone()
+    sys.stdout.write(json.dumps(_text_safe(data), default=str) + "\n")
 
 
 def _clock(seconds: float) -> str:
@@ -881,7 +873,7 @@ def main() -> None:
         sys.stdout.flush()  # inside the try: a reader gone by now is a broken pipe here, not at exit
     except BrokenPipeError:  # a reader gone by the last flush
         _reader_gone()
-    except SystemExit as exc:  # typer's help (its own rich console) or click saw the pipe break: they exit 1
+    except SystemExit as exc:  # rich's consoles (ours, typer's help) and click exit 1 when they see the pipe break
         if isinstance(exc.__context__, BrokenPipeError):
             _reader_gone()
         raise
