@@ -1011,7 +1011,7 @@ class Index:
 
         depth = max(30, 3 * k)
         moments: dict[str, list[Hit]] = {}
-        cohorts: dict[str, np.ndarray | None] = {}
+        query_vectors: dict[str, np.ndarray] = {}
         words = []
         vectors = self._sentence_vectors(text, [s for s in spaces if s in TEXT_SPACES])
         for space in spaces:
@@ -1019,13 +1019,13 @@ class Index:
                 query = self.text_query(space, text, allowed=allowed, vector=vectors[space])
                 words.append((space, search_text(query, k=depth), query.baseline()))
             elif (space == VISUAL and sound_weight < 1) or (space == AUDIO and sound_weight > 0):
-                vector = self.embed_queries(text=[text], space=space)
+                query_vectors[space] = self.embed_queries(text=[text], space=space)
                 moments[space] = self.search_hits(
-                    vector, space=space, k=depth, videos=videos, exhaustive=exhaustive, localize=localize, allowed=allowed
+                    query_vectors[space], space=space, k=depth, videos=videos, exhaustive=exhaustive, localize=localize,
+                    allowed=allowed,
                 )[0]
-                cohorts[space] = self._cohort(space, moments[space], vector[0])
-        if len(moments) + (sound_weight < 1 and any(found for _, found, _ in words)) < 2:  # one list: its own order
-            cohorts = {}
+        weighed = len(moments) + (sound_weight < 1 and any(found for _, found, _ in words))
+        cohorts = {s: self._cohort(s, moments[s], query_vectors[s][0]) for s in moments} if weighed > 1 else {}  # one list: its own order
         fused = fuse_moments(
             moments.get(VISUAL, []), words, k=k, cohort=cohorts.get(VISUAL), words_only=bool(phrases_of(text)),
             sounds=moments.get(AUDIO, []), sound_cohort=cohorts.get(AUDIO), sound_weight=sound_weight,
