@@ -9,11 +9,10 @@ come back whenever ``k`` match, never a top-k cut afterwards.
 
 from __future__ import annotations
 
-import re
-
 import fnmatch
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
-    "ANCHORS", "AUDIO", "CAPTION", "DEFAULT_AUDIO_WEIGHT", "COMMON_AUDIO", "COMMON_SOURCES", "COMMON_VISUAL", "MEDIA_KINDS", "MediaKind", "Modality",
+    "ANCHORS", "AUDIO", "CAPTION", "COMMON_AUDIO", "COMMON_SOURCES", "COMMON_VISUAL", "DEFAULT_AUDIO_WEIGHT", "MEDIA_KINDS", "MediaKind", "Modality",
     "SEGMENT_ANCHOR", "SOUND_TAGS", "SPACES_BY_KIND", "SPEECH", "TEXT", "TEXT_SPACES", "TextSegment", "VISUAL", "anchor_of",
 ]
 
