@@ -221,7 +221,7 @@ def index(
         f"{summary}; {report.frames} frames"
         + (f" ({report.repeated_frames} repeated frames skipped)" if report.repeated_frames else "")
         + f", {report.audio_windows} audio windows" + (f" ({report.sound_tags} sound tags)" if report.sound_tags else "")
-        + f", {report.text_segments} segments of words (said, subtitled, on screen or captioned) "
+        + f", {report.text_segments} segment{'s' * (report.text_segments != 1)} of words (said, subtitled, on screen or captioned) "
         f"-> {root} (generation {report.generation})",
         highlight=False, soft_wrap=True,
     )
@@ -340,7 +340,7 @@ def query(
             audio_weight=audio_weight, where=where, rerank=rerank, rerank_model=rerank_model,
         )
         answer = query_answer(idx, results, text=text, image=image and str(image), audio=audio and str(audio), modality=modality,
-                              k=k, videos=videos, exhaustive=exhaustive, where=where, rerank=rerank)
+                              k=k, videos=videos, exhaustive=exhaustive, where=where, rerank=rerank, audio_weight=audio_weight)
     if example is not None:  # the file as given here, not as uploaded
         answer["query"]["image" if image is not None else "audio"] = str(example.absolute())
     gone = _gone(answer["results"])
@@ -442,7 +442,7 @@ def _query_batch(
     audio_weight: float = DEFAULT_AUDIO_WEIGHT,
 ) -> None:
     """One JSON line per query, in input order: {"query": {...}, "results": [...]}."""
-    from mmsearch.api import open_index
+    from mmsearch.api import open_index, query_answer
 
     if str(path) != "-" and (not path.exists() or path.is_dir()):
         raise UsageError(f"--batch {path}: no such file" + (" (a folder)" if path.is_dir() else ""))
@@ -471,13 +471,9 @@ def _query_batch(
     idx = open_index(_index_dir(index), device=device)
     results = idx.search_batch(texts, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where,  # type: ignore[arg-type]
                                audio_weight=audio_weight)
-    for text, hits in zip(texts, results):
-        query_info = {"text": text, "modality": modality or "default", "k": k, "videos": videos, "exhaustive": exhaustive}
-        if modality == "all":
-            query_info["audio_weight"] = audio_weight
-        if where is not None and not where.empty:
-            query_info["filter"] = where.to_dict()
-        _write_json_line({"query": query_info, "results": [r.to_dict() for r in hits]})
+    for text, hits in zip(texts, results):  # each line as `mmsearch query TEXT --json` prints it
+        _write_json_line(query_answer(idx, hits, text=text, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where,
+                                      audio_weight=audio_weight))
 
 
 def _plain(value: Any) -> str:

@@ -1273,9 +1273,11 @@ def query_answer(
     exhaustive: bool = False,
     where: MediaFilter | None = None,
     rerank: bool = False,
+    audio_weight: float = DEFAULT_AUDIO_WEIGHT,
 ) -> dict[str, Any]:
-    """The answer to one query as ``mmsearch query --json`` prints it and ``mmsearch serve`` returns it:
-    ``{"query": {...}, "results": [SearchResult.to_dict(), ...]}``; paths absolute, the index's too."""
+    """The answer to one query as ``mmsearch query --json`` (one line of ``--batch``) prints it and
+    ``mmsearch serve`` returns it: ``{"query": {...}, "results": [SearchResult.to_dict(), ...]}``; paths
+    absolute, the index's too; ``audio_weight`` is recorded for ``modality`` ``all``, which it weighs."""
     query: dict[str, Any] = {
         "text": text,
         "image": image,
@@ -1286,6 +1288,8 @@ def query_answer(
         "exhaustive": exhaustive,
         "index": os.path.abspath(idx.root),
     }
+    if modality == "all":
+        query["audio_weight"] = audio_weight
     if where is not None and not where.empty:
         query["filter"] = where.to_dict()
     if rerank:

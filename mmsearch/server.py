@@ -259,7 +259,7 @@ def create_app(config: ServeConfig, holder: IndexHolder | None = None) -> FastAP
         response.headers["Server-Timing"] = (f"wait;dur={(started - queued) * 1000:.1f}, "
                                              f"search;dur={(time.perf_counter() - started) * 1000:.1f}")
         answer = query_answer(idx, results, text=q, modality=modality, k=k, videos=videos, exhaustive=exhaustive, where=where,
-                              rerank=rerank)
+                              rerank=rerank, audio_weight=audio_weight)
         return _with_urls(answer, results)
 
     @app.post("/api/search")

@@ -159,6 +159,7 @@ def test_query_batch_answers_each_query_like_a_single_query(tmp_path):
         out = run("query", "--batch", str(batch), "--index", str(index_dir), "-k", "3", "--device", "cpu")
         answers = [json.loads(line) for line in out.stdout.splitlines()]
         assert [a["query"]["text"] for a in answers] == captions
+        assert all(a["query"]["index"] == str(index_dir) and a["query"]["modality"] == "default" for a in answers)  # as query --json
         outputs.append(answers)
     assert outputs[0] == outputs[1]
     piped = subprocess.run([sys.executable, "-c", "from mmsearch.cli import main; main()", "query", "--batch", "-", "--index",

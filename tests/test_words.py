@@ -157,6 +157,11 @@ def test_modality_all_adds_the_sound_and_still_shows_what_is_said(library):
     assert batch[0] != idx.search("a glory about the ship", modality="all", audio_weight=1.0, k=3)
     with pytest.raises(UsageError, match="--audio-weight must be between 0 and 1, got 2"):
         idx.search_batch(["a boat"], modality="all", audio_weight=2.0)
+    # the JSON answer says which weight made it (query --json, each --batch line, the server)
+    from mmsearch.api import query_answer
+
+    assert query_answer(idx, sound, text="a glory about the ship", modality="all", audio_weight=1.0)["query"]["audio_weight"] == 1.0
+    assert "audio_weight" not in query_answer(idx, sound, text="a glory about the ship")["query"]
 
 
 def test_language_is_stored_per_file(library):
